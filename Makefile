@@ -1,0 +1,58 @@
+# rotary — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/rotary
+PKGS := ./...
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+TEST_TIMEOUT ?= 18m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/rotary
+	$(GO) build -o $(BIN) ./cmd/rotary
+
+.PHONY: run
+run: build ## run the daemon in dev mode on the embedded store (data in .rotary-dev/)
+	$(BIN) server --dev --data-dir .rotary-dev
+
+.PHONY: services
+services: ## install, start and prepare PostgreSQL, MariaDB and Redis for the tests
+	./scripts/services.sh
+
+.PHONY: test
+test: services fmt-check vet ## the whole suite with the race detector (needs the services)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+.PHONY: bench
+bench: services ## run the benchmarks (results go to bench.out; record them in BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS) | tee bench.out
+
+.PHONY: fuzz
+fuzz: ## run every fuzzer for FUZZTIME each (default 20s)
+	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h '^func Fuzz' $$spec/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "== $$spec $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} $$spec || exit 1; \
+	  done; \
+	done
+
+.PHONY: lint
+lint: fmt-check vet ## gofmt, go vet and staticcheck
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+.PHONY: fmt-check
+fmt-check:
+	@out=$$(find . -name '*.go' -not -path './.git/*' -print0 | xargs -0 -r gofmt -l); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+.PHONY: vet
+vet:
+	$(GO) vet $(PKGS)
+
+.PHONY: clean
+clean: ## remove build output and dev data
+	rm -rf bin .rotary-dev bench.out

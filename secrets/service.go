@@ -1,0 +1,798 @@
+package secrets
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rotary-secrets/rotary/audit"
+	"github.com/rotary-secrets/rotary/events"
+	"github.com/rotary-secrets/rotary/kms"
+	"github.com/rotary-secrets/rotary/sensitive"
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// Errors callers tell apart with errors.Is. Messages wrapping them name the
+// secret and the problem.
+var (
+	ErrNotFound = errors.New("secret not found")
+	ErrExists   = errors.New("secret already exists")
+	ErrInvalid  = errors.New("invalid input")
+	ErrDeleted  = errors.New("secret is scheduled for deletion")
+)
+
+// Defaults.
+const (
+	DefaultRegion         = "default"
+	DefaultType           = "generic"
+	DefaultRecoveryWindow = 7 * 24 * time.Hour
+	MinRecoveryWindow     = 24 * time.Hour
+	MaxRecoveryWindow     = 30 * 24 * time.Hour
+	DefaultKeepVersions   = 100
+	DefaultPruneAge       = 24 * time.Hour
+	maxTags               = 50
+	maxDescription        = 2048
+)
+
+// Keys is the part of the KMS the service uses.
+type Keys interface {
+	EnsureRegion(ctx context.Context, name string) error
+	DescribeKey(ctx context.Context, region, ref string) (kms.Key, error)
+	ListKeys(ctx context.Context, region string) ([]kms.Key, error)
+	Seal(ctx context.Context, p kms.SealParams) (kms.Sealed, error)
+	Open(ctx context.Context, p kms.OpenParams) (sensitive.Bytes, error)
+	Rewrap(ctx context.Context, region string, envelope []byte) ([]byte, bool, error)
+	Fingerprint(ctx context.Context, region, secretType string, value []byte) (string, error)
+}
+
+// Config configures a Service.
+type Config struct {
+	Store store.Store
+	Keys  Keys
+	// KeepVersions: versions beyond this count that hold no stage and are
+	// older than PruneAge are pruned. Defaults 100 and 24h.
+	KeepVersions int
+	PruneAge     time.Duration
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Service is the domain entry point every API call and the rotation engine
+// go through. Every write commits the change, its outbox event and its
+// audit record in one store transaction.
+type Service struct {
+	st     store.Store
+	keys   Keys
+	keep   int
+	age    time.Duration
+	now    func() time.Time
+	logger *slog.Logger
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("secrets: Config.Store is required")
+	}
+	if cfg.Keys == nil {
+		return nil, errors.New("secrets: Config.Keys is required")
+	}
+	if cfg.KeepVersions < 0 {
+		return nil, fmt.Errorf("secrets: Config.KeepVersions %d must not be negative", cfg.KeepVersions)
+	}
+	return &Service{
+		st:     cfg.Store,
+		keys:   cfg.Keys,
+		keep:   cmp.Or(cfg.KeepVersions, DefaultKeepVersions),
+		age:    cmp.Or(cfg.PruneAge, DefaultPruneAge),
+		now:    cmp.Or(cfg.Now, time.Now),
+		logger: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
+	}, nil
+}
+
+// Actor names who asks; it goes into audit records and version authors.
+type Actor struct {
+	TokenID   string
+	RequestID string
+}
+
+type actorKey struct{}
+
+// WithActor returns ctx carrying a.
+func WithActor(ctx context.Context, a Actor) context.Context {
+	return context.WithValue(ctx, actorKey{}, a)
+}
+
+// ActorFrom returns the actor in ctx, or a system actor.
+func ActorFrom(ctx context.Context) Actor {
+	if a, ok := ctx.Value(actorKey{}).(Actor); ok {
+		return a
+	}
+	return Actor{TokenID: "system"}
+}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+func invalid(err error) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, err.Error())
+}
+
+// CreateParams creates a secret, optionally with its first value.
+type CreateParams struct {
+	Name        string
+	Type        string // default generic
+	Region      string // default "default"
+	KeyRef      string // key id or alias/NAME; default alias/default
+	Description string
+	Tags        map[string]string
+	Value       []byte // nil: no version yet
+}
+
+// Info is a secret's metadata as shown by describe and list. It never
+// holds a value.
+type Info struct {
+	Name        string
+	Type        string
+	Region      string
+	KeyID       string
+	Description string
+	Tags        map[string]string
+	Metadata    map[string]string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	DeletedAt   *time.Time
+	PurgeAt     *time.Time
+	Versions    []VersionInfo
+	Stages      map[string]int64
+}
+
+// VersionInfo describes one version.
+type VersionInfo struct {
+	Version     int64
+	Stages      []string
+	Fingerprint string
+	CreatedAt   time.Time
+	CreatedBy   string
+	Reason      string
+	KeyID       string
+	KeyVersion  int
+}
+
+// Value is a decrypted version.
+type Value struct {
+	Name    string
+	Version int64
+	Stages  []string
+	Value   sensitive.Bytes
+}
+
+func validTags(tags map[string]string) error {
+	if len(tags) > maxTags {
+		return invalidf("too many tags: %d (at most %d)", len(tags), maxTags)
+	}
+	for k, v := range tags {
+		if k == "" || len(k) > 128 {
+			return invalidf("tag key %q must be 1-128 characters", k)
+		}
+		if len(v) > 256 {
+			return invalidf("tag %q: value longer than 256 characters", k)
+		}
+	}
+	return nil
+}
+
+// Create makes a new secret, and its version 1 when p.Value is given.
+func (s *Service) Create(ctx context.Context, p CreateParams) (Info, error) {
+	if err := ValidateName(p.Name); err != nil {
+		return Info{}, invalid(err)
+	}
+	typ := cmp.Or(p.Type, DefaultType)
+	if err := ValidType(typ); err != nil {
+		return Info{}, invalid(err)
+	}
+	if len(p.Description) > maxDescription {
+		return Info{}, invalidf("description longer than %d characters", maxDescription)
+	}
+	if err := validTags(p.Tags); err != nil {
+		return Info{}, err
+	}
+	var meta map[string]string
+	if p.Value != nil {
+		m, err := ValidateValue(typ, p.Value)
+		if err != nil {
+			return Info{}, invalid(err)
+		}
+		meta = m
+	}
+	region := cmp.Or(p.Region, DefaultRegion)
+	if err := s.keys.EnsureRegion(ctx, region); err != nil {
+		return Info{}, fmt.Errorf("create %s: region %q: %w", p.Name, region, err)
+	}
+	key, err := s.keys.DescribeKey(ctx, region, cmp.Or(p.KeyRef, "alias/default"))
+	if err != nil {
+		return Info{}, fmt.Errorf("create %s: key: %w", p.Name, err)
+	}
+	if key.State != kms.KeyEnabled {
+		return Info{}, invalidf("key %s is %s", key.ID, key.State)
+	}
+	if _, err := s.st.GetSecret(ctx, p.Name); err == nil {
+		return Info{}, fmt.Errorf("create %s: %w", p.Name, ErrExists)
+	}
+
+	now := s.now().UTC()
+	sec := store.Secret{
+		Name: p.Name, Type: typ, Region: region, KeyID: key.ID,
+		Description: p.Description, Tags: p.Tags, Metadata: meta,
+		NextVersion: 1, CreatedAt: now, UpdatedAt: now,
+	}
+	var ver store.SecretVersion
+	if p.Value != nil {
+		ver, err = s.seal(ctx, sec, 1, p.Value, "create")
+		if err != nil {
+			return Info{}, err
+		}
+		sec.NextVersion = 2
+	}
+	actor := ActorFrom(ctx)
+	err = s.st.InTx(ctx, func(tx store.Ops) error {
+		if err := tx.CreateSecret(ctx, sec); err != nil {
+			if errors.Is(err, store.ErrConflict) {
+				return fmt.Errorf("create %s: %w", p.Name, ErrExists)
+			}
+			return err
+		}
+		if p.Value != nil {
+			if err := tx.InsertVersion(ctx, ver); err != nil {
+				return err
+			}
+			if err := tx.SetStage(ctx, sec.Name, store.StageCurrent, 1); err != nil {
+				return err
+			}
+			if err := s.outbox(ctx, tx, sec, ver, events.VersionCreated, "create", []string{store.StageCurrent}); err != nil {
+				return err
+			}
+		}
+		return s.Audit(ctx, tx, actor, "secret.create", p.Name, "ok", "type="+typ)
+	})
+	if err != nil {
+		return Info{}, err
+	}
+	return s.Describe(ctx, p.Name)
+}
+
+// seal encrypts value as version v of sec and returns the version record.
+func (s *Service) seal(ctx context.Context, sec store.Secret, v int64, value []byte, reason string) (store.SecretVersion, error) {
+	sealed, err := s.keys.Seal(ctx, kms.SealParams{
+		Region: sec.Region, KeyRef: sec.KeyID, Secret: sec.Name, Version: v, Plaintext: value,
+	})
+	if err != nil {
+		return store.SecretVersion{}, fmt.Errorf("%s: seal version %d: %w", sec.Name, v, err)
+	}
+	fp, err := s.keys.Fingerprint(ctx, sec.Region, sec.Type, value)
+	if err != nil {
+		return store.SecretVersion{}, fmt.Errorf("%s: fingerprint: %w", sec.Name, err)
+	}
+	return store.SecretVersion{
+		Secret: sec.Name, Version: v, Envelope: sealed.Envelope,
+		KeyID: sealed.KeyID, KeyVersion: sealed.KeyVersion, Fingerprint: fp,
+		CreatedAt: s.now().UTC(), CreatedBy: ActorFrom(ctx).TokenID, Reason: reason,
+	}, nil
+}
+
+func (s *Service) outbox(ctx context.Context, tx store.Ops, sec store.Secret, ver store.SecretVersion, typ, reason string, stages []string) error {
+	ev := events.Event{
+		Event: typ, Secret: sec.Name, Version: ver.Version, Stages: stages,
+		Fingerprint: ver.Fingerprint, Region: sec.Region, Reason: reason, At: s.now().UTC(),
+	}
+	_, err := tx.AppendOutbox(ctx, store.OutboxEvent{
+		Type: typ, Secret: sec.Name, Version: ver.Version, Payload: ev.Marshal(), CreatedAt: ev.At,
+	})
+	return err
+}
+
+// Audit appends one record to the hash chain inside tx. Detail must never
+// carry a value.
+func (s *Service) Audit(ctx context.Context, tx store.Ops, a Actor, action, target, result, detail string) error {
+	seq, head, err := tx.AuditHead(ctx)
+	if err != nil {
+		return fmt.Errorf("audit head: %w", err)
+	}
+	r := audit.Seal(head, seq+1, audit.Record{
+		Time: s.now().UTC(), TokenID: a.TokenID, Action: action, Target: target,
+		Result: result, RequestID: a.RequestID, Detail: detail,
+	})
+	return tx.AppendAudit(ctx, store.AuditRecord(r))
+}
+
+// live returns a secret that exists and is not scheduled for deletion.
+func (s *Service) live(ctx context.Context, ops store.Ops, name string) (store.Secret, error) {
+	if err := ValidateName(name); err != nil {
+		return store.Secret{}, invalid(err)
+	}
+	sec, err := ops.GetSecret(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Secret{}, fmt.Errorf("%s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return store.Secret{}, err
+	}
+	if sec.DeletedAt != nil {
+		return store.Secret{}, fmt.Errorf("%s: %w (restore it first)", name, ErrDeleted)
+	}
+	return sec, nil
+}
+
+// PutParams adds a version.
+type PutParams struct {
+	Name   string
+	Value  []byte
+	Reason string // default "put"
+	// Stages the new version takes; default current (the old current
+	// becomes previous). The rotation engine passes pending.
+	Stages []string
+}
+
+// Put stores a new version of a secret. By default it becomes current and
+// the old current becomes previous.
+func (s *Service) Put(ctx context.Context, p PutParams) (VersionInfo, error) {
+	sec, err := s.live(ctx, s.st, p.Name)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	meta, err := ValidateValue(sec.Type, p.Value)
+	if err != nil {
+		return VersionInfo{}, invalid(err)
+	}
+	stages := p.Stages
+	if len(stages) == 0 {
+		stages = []string{store.StageCurrent}
+	}
+	reason := cmp.Or(p.Reason, "put")
+	actor := ActorFrom(ctx)
+	// The version number is part of the ciphertext's AAD, so the value is
+	// sealed before the transaction; if another writer took the number
+	// first, seal again with the next one.
+	for attempt := 0; ; attempt++ {
+		v := sec.NextVersion
+		ver, err := s.seal(ctx, sec, v, p.Value, reason)
+		if err != nil {
+			return VersionInfo{}, err
+		}
+		err = s.st.InTx(ctx, func(tx store.Ops) error {
+			cur, err := s.live(ctx, tx, p.Name)
+			if err != nil {
+				return err
+			}
+			if cur.NextVersion != v || cur.Region != sec.Region || cur.KeyID != sec.KeyID {
+				sec = cur
+				return store.ErrConflict
+			}
+			if err := tx.InsertVersion(ctx, ver); err != nil {
+				return err
+			}
+			old, err := tx.GetStages(ctx, p.Name)
+			if err != nil {
+				return err
+			}
+			for _, st := range stages {
+				if st == store.StageCurrent {
+					if prev, ok := old[store.StageCurrent]; ok {
+						if err := tx.SetStage(ctx, p.Name, store.StagePrevious, prev); err != nil {
+							return err
+						}
+					}
+				}
+				if err := tx.SetStage(ctx, p.Name, st, v); err != nil {
+					return err
+				}
+			}
+			cur.NextVersion = v + 1
+			cur.UpdatedAt = s.now().UTC()
+			if meta != nil || cur.Type == "certificate" || cur.Type == "jwt" {
+				cur.Metadata = meta
+			}
+			if err := tx.UpdateSecret(ctx, cur); err != nil {
+				return err
+			}
+			if err := s.outbox(ctx, tx, cur, ver, events.VersionCreated, reason, stages); err != nil {
+				return err
+			}
+			if err := s.Audit(ctx, tx, actor, "secret.put", p.Name, "ok", fmt.Sprintf("version=%d", v)); err != nil {
+				return err
+			}
+			return s.prune(ctx, tx, p.Name)
+		})
+		if errors.Is(err, store.ErrConflict) && attempt < 20 {
+			if sec.NextVersion == v { // someone inserted v without moving NextVersion
+				if sec, err = s.live(ctx, s.st, p.Name); err != nil {
+					return VersionInfo{}, err
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return VersionInfo{}, err
+		}
+		return VersionInfo{
+			Version: v, Stages: stages, Fingerprint: ver.Fingerprint, CreatedAt: ver.CreatedAt,
+			CreatedBy: ver.CreatedBy, Reason: reason, KeyID: ver.KeyID, KeyVersion: ver.KeyVersion,
+		}, nil
+	}
+}
+
+// prune deletes versions that hold no stage, beyond the newest s.keep, and
+// older than s.age.
+func (s *Service) prune(ctx context.Context, tx store.Ops, name string) error {
+	vs, err := tx.ListVersions(ctx, name, false)
+	if err != nil {
+		return err
+	}
+	if len(vs) <= s.keep {
+		return nil
+	}
+	cutoff := s.now().Add(-s.age)
+	excess := len(vs) - s.keep
+	for _, v := range vs { // ascending: oldest first
+		if excess == 0 {
+			break
+		}
+		if len(v.Stages) > 0 || v.CreatedAt.After(cutoff) {
+			continue
+		}
+		if err := tx.DeleteVersion(ctx, name, v.Version); err != nil {
+			return fmt.Errorf("prune %s version %d: %w", name, v.Version, err)
+		}
+		excess--
+	}
+	return nil
+}
+
+// Prune applies the retention rule to one secret now.
+func (s *Service) Prune(ctx context.Context, name string) error {
+	return s.st.InTx(ctx, func(tx store.Ops) error { return s.prune(ctx, tx, name) })
+}
+
+// GetParams selects a version: by number, by stage, or current.
+type GetParams struct {
+	Name    string
+	Version int64
+	Stage   string
+}
+
+// Get decrypts one version of a secret.
+func (s *Service) Get(ctx context.Context, p GetParams) (Value, error) {
+	if p.Version != 0 && p.Stage != "" {
+		return Value{}, invalidf("give a version or a stage, not both")
+	}
+	sec, err := s.live(ctx, s.st, p.Name)
+	if err != nil {
+		return Value{}, err
+	}
+	v := p.Version
+	if v < 0 {
+		return Value{}, invalidf("version %d: must be positive", v)
+	}
+	if v == 0 {
+		stage := cmp.Or(p.Stage, store.StageCurrent)
+		if !validStage(stage) {
+			return Value{}, invalidf("unknown stage %q (use current, previous or pending)", stage)
+		}
+		stages, err := s.st.GetStages(ctx, p.Name)
+		if err != nil {
+			return Value{}, err
+		}
+		var ok bool
+		if v, ok = stages[stage]; !ok {
+			return Value{}, fmt.Errorf("%s: no version has stage %s: %w", p.Name, stage, ErrNotFound)
+		}
+	}
+	ver, err := s.st.GetVersion(ctx, p.Name, v)
+	if errors.Is(err, store.ErrNotFound) {
+		return Value{}, fmt.Errorf("%s: version %d: %w", p.Name, v, ErrNotFound)
+	}
+	if err != nil {
+		return Value{}, err
+	}
+	val, err := s.keys.Open(ctx, kms.OpenParams{Region: sec.Region, Secret: sec.Name, Version: v, Envelope: ver.Envelope})
+	if err != nil {
+		return Value{}, fmt.Errorf("%s: version %d: %w", p.Name, v, err)
+	}
+	return Value{Name: sec.Name, Version: v, Stages: ver.Stages, Value: val}, nil
+}
+
+func validStage(s string) bool {
+	return s == store.StageCurrent || s == store.StagePrevious || s == store.StagePending
+}
+
+// Describe returns a secret's metadata and versions, never a value.
+// Secrets scheduled for deletion are described (with DeletedAt set).
+func (s *Service) Describe(ctx context.Context, name string) (Info, error) {
+	if err := ValidateName(name); err != nil {
+		return Info{}, invalid(err)
+	}
+	sec, err := s.st.GetSecret(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return Info{}, fmt.Errorf("%s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return Info{}, err
+	}
+	vs, err := s.st.ListVersions(ctx, name, false)
+	if err != nil {
+		return Info{}, err
+	}
+	stages, err := s.st.GetStages(ctx, name)
+	if err != nil {
+		return Info{}, err
+	}
+	info := infoOf(sec)
+	info.Stages = stages
+	for _, v := range vs {
+		info.Versions = append(info.Versions, VersionInfo{
+			Version: v.Version, Stages: v.Stages, Fingerprint: v.Fingerprint, CreatedAt: v.CreatedAt,
+			CreatedBy: v.CreatedBy, Reason: v.Reason, KeyID: v.KeyID, KeyVersion: v.KeyVersion,
+		})
+	}
+	return info, nil
+}
+
+func infoOf(sec store.Secret) Info {
+	return Info{
+		Name: sec.Name, Type: sec.Type, Region: sec.Region, KeyID: sec.KeyID,
+		Description: sec.Description, Tags: sec.Tags, Metadata: sec.Metadata,
+		CreatedAt: sec.CreatedAt, UpdatedAt: sec.UpdatedAt, DeletedAt: sec.DeletedAt, PurgeAt: sec.PurgeAt,
+	}
+}
+
+// ListParams filters List.
+type ListParams struct {
+	Prefix         string
+	IncludeDeleted bool
+	Limit          int
+	After          string
+}
+
+// List returns secrets whose names start with the prefix, by name.
+func (s *Service) List(ctx context.Context, p ListParams) ([]Info, error) {
+	if len(p.Prefix) > 256 {
+		return nil, invalidf("prefix longer than 256 characters")
+	}
+	secs, err := s.st.ListSecrets(ctx, store.ListSecretsParams{
+		Prefix: p.Prefix, After: p.After, Limit: p.Limit, IncludeDeleted: p.IncludeDeleted,
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Info, 0, len(secs))
+	for _, sec := range secs {
+		out = append(out, infoOf(sec))
+	}
+	return out, nil
+}
+
+// DeleteParams schedules a deletion, or deletes at once with Force.
+type DeleteParams struct {
+	Name           string
+	RecoveryWindow time.Duration // 0: the default, 7 days
+	Force          bool
+}
+
+// Delete schedules a secret's deletion after the recovery window, or, with
+// Force, purges it now.
+func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
+	if p.Force && p.RecoveryWindow != 0 {
+		return Info{}, invalidf("give a recovery window or force, not both")
+	}
+	window := cmp.Or(p.RecoveryWindow, DefaultRecoveryWindow)
+	if !p.Force && (window < MinRecoveryWindow || window > MaxRecoveryWindow) {
+		return Info{}, invalidf("recovery window %s: must be between 1d and 30d", window)
+	}
+	if err := ValidateName(p.Name); err != nil {
+		return Info{}, invalid(err)
+	}
+	actor := ActorFrom(ctx)
+	var info Info
+	err := s.st.InTx(ctx, func(tx store.Ops) error {
+		sec, err := tx.GetSecret(ctx, p.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%s: %w", p.Name, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if sec.DeletedAt != nil && !p.Force {
+			return fmt.Errorf("%s: %w already (purge at %s)", p.Name, ErrDeleted, sec.PurgeAt.Format(time.RFC3339))
+		}
+		now := s.now().UTC()
+		ev := store.SecretVersion{}
+		if p.Force {
+			if err := tx.DeleteSecret(ctx, p.Name); err != nil {
+				return err
+			}
+			sec.DeletedAt, sec.PurgeAt = &now, &now
+		} else {
+			purge := now.Add(window)
+			sec.DeletedAt, sec.PurgeAt, sec.UpdatedAt = &now, &purge, now
+			if err := tx.UpdateSecret(ctx, sec); err != nil {
+				return err
+			}
+		}
+		info = infoOf(sec)
+		if err := s.outbox(ctx, tx, sec, ev, events.Deleted, "delete", nil); err != nil {
+			return err
+		}
+		detail := "recovery_window=" + window.String()
+		if p.Force {
+			detail = "force"
+		}
+		return s.Audit(ctx, tx, actor, "secret.delete", p.Name, "ok", detail)
+	})
+	return info, err
+}
+
+// Restore cancels a scheduled deletion.
+func (s *Service) Restore(ctx context.Context, name string) (Info, error) {
+	if err := ValidateName(name); err != nil {
+		return Info{}, invalid(err)
+	}
+	actor := ActorFrom(ctx)
+	err := s.st.InTx(ctx, func(tx store.Ops) error {
+		sec, err := tx.GetSecret(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if sec.DeletedAt == nil {
+			return invalidf("%s is not scheduled for deletion", name)
+		}
+		sec.DeletedAt, sec.PurgeAt, sec.UpdatedAt = nil, nil, s.now().UTC()
+		if err := tx.UpdateSecret(ctx, sec); err != nil {
+			return err
+		}
+		if err := s.outbox(ctx, tx, sec, store.SecretVersion{}, events.Restored, "restore", nil); err != nil {
+			return err
+		}
+		return s.Audit(ctx, tx, actor, "secret.restore", name, "ok", "")
+	})
+	if err != nil {
+		return Info{}, err
+	}
+	return s.Describe(ctx, name)
+}
+
+// PurgeDue purges secrets whose recovery window has passed and reports how
+// many. It is safe to run on several daemons at once.
+func (s *Service) PurgeDue(ctx context.Context) (int, error) {
+	names, err := s.st.SecretsDueForPurge(ctx, s.now().UTC(), 500)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, name := range names {
+		err := s.st.InTx(ctx, func(tx store.Ops) error {
+			sec, err := tx.GetSecret(ctx, name)
+			if err != nil {
+				return err
+			}
+			if sec.PurgeAt == nil || sec.PurgeAt.After(s.now()) {
+				return nil // restored meanwhile
+			}
+			if err := tx.DeleteSecret(ctx, name); err != nil {
+				return err
+			}
+			n++
+			return s.Audit(ctx, tx, Actor{TokenID: "system"}, "secret.purge", name, "ok", "")
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return n, fmt.Errorf("purge %s: %w", name, err)
+		}
+	}
+	return n, nil
+}
+
+// RewrapReport counts what Rewrap did.
+type RewrapReport struct {
+	Keys      int
+	Scanned   int
+	Rewrapped int
+	Skipped   int // changed by another writer meanwhile
+}
+
+// Rewrap re-wraps every version's data key under the newest version of its
+// master key in region ("" for every region), without decrypting values.
+// It can be interrupted and run again: versions already on the newest key
+// version are not touched. progress, if non-nil, is called after each
+// version with the counts so far and the total to do.
+func (s *Service) Rewrap(ctx context.Context, region string, progress func(done, total int)) (RewrapReport, error) {
+	var rep RewrapReport
+	keys, err := s.keys.ListKeys(ctx, region)
+	if err != nil {
+		return rep, err
+	}
+	type job struct {
+		key kms.Key
+		vs  []store.SecretVersion
+	}
+	var jobs []job
+	total := 0
+	for _, k := range keys {
+		if k.State != kms.KeyEnabled {
+			continue
+		}
+		rep.Keys++
+		var all []store.SecretVersion
+		p := store.StaleVersionsParams{KeyID: k.ID, KeyVersion: k.PrimaryVersion, Limit: 500}
+		for {
+			vs, err := s.st.VersionsNotOnKeyVersion(ctx, p)
+			if err != nil {
+				return rep, err
+			}
+			all = append(all, vs...)
+			if len(vs) < p.Limit {
+				break
+			}
+			last := vs[len(vs)-1]
+			p.AfterSecret, p.AfterVersion = last.Secret, last.Version
+		}
+		total += len(all)
+		jobs = append(jobs, job{k, all})
+	}
+	for _, j := range jobs {
+		for _, v := range j.vs {
+			if err := ctx.Err(); err != nil {
+				return rep, err
+			}
+			rep.Scanned++
+			env, changed, err := s.keys.Rewrap(ctx, j.key.Region, v.Envelope)
+			if err != nil {
+				return rep, fmt.Errorf("rewrap %s version %d: %w", v.Secret, v.Version, err)
+			}
+			if changed {
+				err = s.st.SwapEnvelope(ctx, store.SwapEnvelopeParams{
+					Secret: v.Secret, Version: v.Version, Old: v.Envelope, New: env, NewKeyVersion: j.key.PrimaryVersion,
+				})
+				switch {
+				case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+					rep.Skipped++
+				case err != nil:
+					return rep, err
+				default:
+					rep.Rewrapped++
+				}
+			}
+			if progress != nil {
+				progress(rep.Scanned, total)
+			}
+		}
+	}
+	if rep.Rewrapped > 0 {
+		err := s.st.InTx(ctx, func(tx store.Ops) error {
+			return s.Audit(ctx, tx, ActorFrom(ctx), "key.rewrap", cmp.Or(region, "*"), "ok",
+				fmt.Sprintf("rewrapped=%d", rep.Rewrapped))
+		})
+		if err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// SortedStages returns stage names in a stable order for display.
+func SortedStages(m map[string]int64) []string {
+	return slices.Sorted(maps.Keys(m))
+}
+
+// joinStages is used in messages.
+func joinStages(st []string) string { return strings.Join(st, ",") }
+
+var _ = joinStages

@@ -1,0 +1,430 @@
+// Package store defines rotary's persistent records, the Store interface
+// every backend implements, and the sentinel errors callers test with
+// errors.Is. Backends live in subpackages: store/sqlite (the embedded
+// default) and store/postgres (shared by several daemons). The conformance
+// suite in store/storetest runs against both.
+//
+// The store speaks in domain records, never in plaintext secrets: secret
+// versions hold sealed envelopes produced by package kms, master keys hold
+// material wrapped by the root key, tokens hold hashes.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends translate driver errors into these; wrapping
+// with context is allowed, so callers use errors.Is.
+var (
+	// ErrNotFound: the record does not exist (or, for secrets, was purged).
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: a unique constraint was violated (name taken, version
+	// exists) or a compare-and-swap found the row changed underneath.
+	ErrConflict = errors.New("store: conflict")
+	// ErrLeaseLost: the caller no longer holds the lease it names.
+	ErrLeaseLost = errors.New("store: lease lost")
+)
+
+// Store is a backend. Every method of Ops runs in its own implicit
+// transaction; InTx groups several into one.
+type Store interface {
+	Ops
+
+	// InTx runs fn inside one transaction. If fn returns an error (or
+	// panics) the transaction rolls back and InTx returns that error;
+	// otherwise it commits. On SQLite the transaction is IMMEDIATE (it takes
+	// the write lock at the start); on PostgreSQL it is READ COMMITTED and
+	// methods that must serialize take row locks (audit head, claims).
+	// fn must not keep tx after it returns.
+	InTx(ctx context.Context, fn func(tx Ops) error) error
+
+	// Dialect names the backend: "sqlite" or "postgres".
+	Dialect() string
+
+	// Close releases the backend's resources.
+	Close() error
+}
+
+// Ops is every operation a Store offers, inside or outside a transaction.
+type Ops interface {
+	// Meta: small named blobs (root key check value, passphrase salt).
+	GetMeta(ctx context.Context, name string) ([]byte, error)
+	// PutMetaIfAbsent stores value under name; ErrConflict if present.
+	PutMetaIfAbsent(ctx context.Context, name string, value []byte) error
+
+	// Regions.
+	CreateRegion(ctx context.Context, r Region) error // ErrConflict if it exists
+	GetRegion(ctx context.Context, name string) (Region, error)
+	ListRegions(ctx context.Context) ([]Region, error)
+
+	// Master keys. CreateKey inserts the key and its first version
+	// together; ErrConflict when the id or (region, alias) is taken.
+	CreateKey(ctx context.Context, k MasterKey, v KeyVersion) error
+	GetKey(ctx context.Context, id string) (MasterKey, error)
+	GetKeyByAlias(ctx context.Context, region, alias string) (MasterKey, error)
+	ListKeys(ctx context.Context, region string) ([]MasterKey, error) // region "" lists all
+	UpdateKey(ctx context.Context, k MasterKey) error                 // by ID; ErrNotFound, ErrConflict (alias)
+	// AddKeyVersion inserts v and sets the key's PrimaryVersion to
+	// v.Version; ErrConflict if that version exists.
+	AddKeyVersion(ctx context.Context, v KeyVersion) error
+	GetKeyVersions(ctx context.Context, keyID string) ([]KeyVersion, error) // ascending
+	// DeleteKey removes the key and every version of it.
+	DeleteKey(ctx context.Context, id string) error
+	// CountKeys counts master keys, for metrics.
+	CountKeys(ctx context.Context) (int, error)
+
+	// Secrets. Names are unique among secrets not yet purged.
+	CreateSecret(ctx context.Context, s Secret) error // ErrConflict if the name is taken
+	GetSecret(ctx context.Context, name string) (Secret, error)
+	// UpdateSecret writes every mutable field of s (by Name).
+	UpdateSecret(ctx context.Context, s Secret) error
+	// ListSecrets returns secrets whose name starts with p.Prefix, ordered
+	// by name, after p.After, at most p.Limit (0 = no limit).
+	ListSecrets(ctx context.Context, p ListSecretsParams) ([]Secret, error)
+	// DeleteSecret removes a secret with all its versions, stages and
+	// rotation records (purge).
+	DeleteSecret(ctx context.Context, name string) error
+	// SecretsDueForPurge lists deleted secrets whose PurgeAt <= now.
+	SecretsDueForPurge(ctx context.Context, now time.Time, limit int) ([]string, error)
+	CountSecrets(ctx context.Context) (int, error)
+
+	// Versions. InsertVersion fails with ErrConflict if the version exists.
+	InsertVersion(ctx context.Context, v SecretVersion) error
+	// GetVersion returns one version with its stages filled in.
+	GetVersion(ctx context.Context, secret string, version int64) (SecretVersion, error)
+	// ListVersions returns a secret's versions, ascending, stages filled in.
+	// The Envelope field is left empty when withEnvelope is false.
+	ListVersions(ctx context.Context, secret string, withEnvelope bool) ([]SecretVersion, error)
+	// DeleteVersion removes one version (retention pruning). A version that
+	// holds a stage is refused with ErrConflict.
+	DeleteVersion(ctx context.Context, secret string, version int64) error
+	// SwapEnvelope replaces a version's envelope if it still equals old
+	// (compare-and-swap, for rewrap); ErrConflict if it changed.
+	SwapEnvelope(ctx context.Context, p SwapEnvelopeParams) error
+	// VersionsNotOnKeyVersion lists versions sealed under keyID with a key
+	// version other than keyVersion, at most limit, ordered by
+	// (secret, version) after the cursor, envelopes included.
+	VersionsNotOnKeyVersion(ctx context.Context, p StaleVersionsParams) ([]SecretVersion, error)
+
+	// Stages. Each (secret, stage) names at most one version.
+	// SetStage points stage at version (moving it if it was elsewhere).
+	SetStage(ctx context.Context, secret, stage string, version int64) error
+	// ClearStage removes stage from the secret; no error if absent.
+	ClearStage(ctx context.Context, secret, stage string) error
+	// GetStages returns stage -> version for a secret.
+	GetStages(ctx context.Context, secret string) (map[string]int64, error)
+
+	// Rotation settings and state, one row per secret that has any.
+	PutRotation(ctx context.Context, r Rotation) error // insert or replace
+	GetRotation(ctx context.Context, secret string) (Rotation, error)
+	ListRotations(ctx context.Context) ([]Rotation, error)
+	// ClaimDueRotations leases up to p.Limit rotations that are enabled,
+	// due (NextDueAt <= p.Now) and not leased (or whose lease expired),
+	// ordered by due time. Each is returned to exactly one claimer.
+	ClaimDueRotations(ctx context.Context, p ClaimParams) ([]Rotation, error)
+	// ClaimRotation leases one secret's rotation regardless of due time
+	// (manual rotation); ErrConflict if someone else holds a live lease.
+	ClaimRotation(ctx context.Context, secret string, p ClaimParams) (Rotation, error)
+	// RenewRotationLease extends the lease; ErrLeaseLost if not held.
+	RenewRotationLease(ctx context.Context, secret, owner string, until time.Time) error
+	// ReleaseRotation clears the lease held by owner; ErrLeaseLost if not held.
+	ReleaseRotation(ctx context.Context, secret, owner string) error
+	// EarliestDue returns the smallest NextDueAt of enabled rotations, or
+	// ErrNotFound when none is scheduled.
+	EarliestDue(ctx context.Context) (time.Time, error)
+
+	// Rotation runs and their steps (history).
+	CreateRun(ctx context.Context, r RotationRun) error
+	UpdateRun(ctx context.Context, r RotationRun) error // by ID
+	GetRun(ctx context.Context, id string) (RotationRun, error)
+	// ListRuns returns a secret's runs, newest first, at most limit (0 = all).
+	ListRuns(ctx context.Context, secret string, limit int) ([]RotationRun, error)
+	// UnfinishedRuns returns runs whose State is RunRunning.
+	UnfinishedRuns(ctx context.Context) ([]RotationRun, error)
+	AddRunStep(ctx context.Context, s RunStep) error
+	ListRunSteps(ctx context.Context, runID string) ([]RunStep, error)
+
+	// Outbox.
+	// AppendOutbox inserts an event and returns its ID (monotonic).
+	AppendOutbox(ctx context.Context, e OutboxEvent) (int64, error)
+	// ClaimOutbox leases up to p.Limit undelivered events (unleased or with
+	// expired leases), ordered by ID.
+	ClaimOutbox(ctx context.Context, p ClaimParams) ([]OutboxEvent, error)
+	// MarkDelivered sets DeliveredAt on the events.
+	MarkDelivered(ctx context.Context, ids []int64, at time.Time) error
+	// ListOutboxAfter returns events with ID > after, ascending, at most limit.
+	ListOutboxAfter(ctx context.Context, after int64, limit int) ([]OutboxEvent, error)
+	// TrimOutbox deletes delivered events older than before; returns count.
+	TrimOutbox(ctx context.Context, before time.Time) (int, error)
+
+	// Tokens. Looked up by the hash of the presented token.
+	CreateToken(ctx context.Context, t Token) error
+	GetTokenByHash(ctx context.Context, hash []byte) (Token, error)
+	GetToken(ctx context.Context, id string) (Token, error)
+	ListTokens(ctx context.Context) ([]Token, error)
+	RevokeToken(ctx context.Context, id string, at time.Time) error
+
+	// Policies.
+	PutPolicy(ctx context.Context, p Policy) error // insert or replace
+	GetPolicy(ctx context.Context, name string) (Policy, error)
+	ListPolicies(ctx context.Context) ([]Policy, error)
+	DeletePolicy(ctx context.Context, name string) error
+
+	// Audit. AuditHead returns the newest record's Seq and Hash (0, nil on
+	// an empty log) and, inside InTx on PostgreSQL, locks the head so that
+	// appends serialize. AppendAudit inserts records whose Seq continues the
+	// head; ErrConflict if a Seq is taken.
+	AuditHead(ctx context.Context) (seq int64, hash []byte, err error)
+	AppendAudit(ctx context.Context, recs ...AuditRecord) error
+	// ListAudit returns records in Seq order matching the filter.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, error)
+
+	// Plugins and hooks.
+	PutPlugin(ctx context.Context, p Plugin) error // insert or replace
+	GetPlugin(ctx context.Context, name string) (Plugin, error)
+	ListPlugins(ctx context.Context) ([]Plugin, error)
+	DeletePlugin(ctx context.Context, name string) error
+	PutHook(ctx context.Context, h Hook) error // insert or replace
+	ListHooks(ctx context.Context) ([]Hook, error)
+	DeleteHook(ctx context.Context, name string) error
+
+	// Named locks for singleton jobs (housekeeping on several daemons).
+	// TryLock takes or renews lock name for owner until the given time; it
+	// reports false if another owner holds an unexpired lock.
+	TryLock(ctx context.Context, name, owner string, now, until time.Time) (bool, error)
+	Unlock(ctx context.Context, name, owner string) error
+}
+
+// Region is a partition of keys.
+type Region struct {
+	Name           string
+	FingerprintKey []byte // wrapped by the root key
+	CreatedAt      time.Time
+}
+
+// Key states.
+const (
+	KeyEnabled         = "enabled"
+	KeyDisabled        = "disabled"
+	KeyPendingDeletion = "pending_deletion"
+)
+
+// MasterKey is a KMS-style customer master key.
+type MasterKey struct {
+	ID             string
+	Region         string
+	Alias          string // without the "alias/" prefix; "" for none
+	Description    string
+	State          string
+	PrimaryVersion int
+	RotationPeriod time.Duration // 0: no automatic rotation
+	NextRotationAt *time.Time
+	DeletionDate   *time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// KeyVersion is one version of a master key's material.
+type KeyVersion struct {
+	KeyID     string
+	Version   int
+	Material  []byte // wrapped by the root key
+	CreatedAt time.Time
+}
+
+// Secret is a secret's metadata. Values live in SecretVersion.
+type Secret struct {
+	Name        string
+	Type        string
+	Region      string
+	KeyID       string
+	Description string
+	Tags        map[string]string
+	Metadata    map[string]string // derived facts, such as a certificate's expiry
+	NextVersion int64             // the number the next version takes (starts at 1)
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	DeletedAt   *time.Time
+	PurgeAt     *time.Time
+}
+
+// Stage names.
+const (
+	StageCurrent  = "current"
+	StagePending  = "pending"
+	StagePrevious = "previous"
+)
+
+// SecretVersion is one immutable encrypted value of a secret.
+type SecretVersion struct {
+	Secret      string
+	Version     int64
+	Envelope    []byte // sealed by kms; AAD binds region, name, version
+	KeyID       string
+	KeyVersion  int
+	Fingerprint string
+	CreatedAt   time.Time
+	CreatedBy   string // token id or "rotation"
+	Reason      string // put, manual, scheduled, emergency, create
+	Stages      []string
+}
+
+// ListSecretsParams filters ListSecrets.
+type ListSecretsParams struct {
+	Prefix         string
+	After          string
+	Limit          int
+	IncludeDeleted bool
+}
+
+// SwapEnvelopeParams is a compare-and-swap of one version's envelope.
+type SwapEnvelopeParams struct {
+	Secret        string
+	Version       int64
+	Old           []byte
+	New           []byte
+	NewKeyVersion int
+}
+
+// StaleVersionsParams pages through versions to rewrap.
+type StaleVersionsParams struct {
+	KeyID        string
+	KeyVersion   int // versions whose KeyVersion differs are returned
+	AfterSecret  string
+	AfterVersion int64
+	Limit        int
+}
+
+// Rotation is a secret's rotation settings and scheduling state.
+type Rotation struct {
+	Secret              string
+	Rotator             string // postgres, mysql, redis, random, plugin:NAME
+	Config              []byte // rotator config JSON
+	Schedule            string // normalized expression; "" for manual only
+	Window              time.Duration
+	Enabled             bool
+	NextDueAt           *time.Time
+	LastRotatedAt       *time.Time
+	LastError           string
+	ConsecutiveFailures int
+	LeaseOwner          string
+	LeaseExpiresAt      *time.Time
+	UpdatedAt           time.Time
+}
+
+// ClaimParams names a claimer and its lease.
+type ClaimParams struct {
+	Owner    string
+	Now      time.Time
+	LeaseFor time.Duration
+	Limit    int
+}
+
+// Run states.
+const (
+	RunRunning    = "running"
+	RunSucceeded  = "succeeded"
+	RunFailed     = "failed"
+	RunRolledBack = "rolled_back"
+	RunAbandoned  = "abandoned"
+)
+
+// RotationRun is one rotation of one secret.
+type RotationRun struct {
+	ID             string
+	Secret         string
+	Trigger        string // manual, scheduled, emergency
+	Step           string // create, set, test, finish: the last step persisted
+	State          string
+	PendingVersion int64
+	Attempt        int
+	Options        []byte // JSON: emergency options and the like
+	StartedAt      time.Time
+	UpdatedAt      time.Time
+	EndedAt        *time.Time
+	Error          string // sanitized
+}
+
+// RunStep is one step of a run.
+type RunStep struct {
+	RunID     string
+	Step      string
+	StartedAt time.Time
+	EndedAt   *time.Time
+	Result    string // ok, failed
+	Error     string // sanitized
+}
+
+// OutboxEvent is an event waiting to be relayed.
+type OutboxEvent struct {
+	ID             int64
+	Type           string
+	Secret         string
+	Version        int64
+	Payload        []byte // event JSON, never a value
+	CreatedAt      time.Time
+	DeliveredAt    *time.Time
+	LeaseOwner     string
+	LeaseExpiresAt *time.Time
+}
+
+// Token is an API token; only its hash is stored.
+type Token struct {
+	ID        string
+	Hash      []byte
+	Name      string
+	Policies  []string
+	CreatedAt time.Time
+	ExpiresAt *time.Time
+	RevokedAt *time.Time
+}
+
+// Policy is a named policy document (JSON).
+type Policy struct {
+	Name      string
+	Document  []byte
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// AuditRecord is one link of the hash-chained audit log.
+type AuditRecord struct {
+	Seq       int64
+	Time      time.Time
+	TokenID   string
+	Action    string
+	Target    string
+	Result    string
+	RequestID string
+	Detail    string
+	PrevHash  []byte
+	Hash      []byte
+}
+
+// AuditFilter selects audit records.
+type AuditFilter struct {
+	Since    time.Time // zero: from the start
+	Target   string    // exact match; "" for any
+	AfterSeq int64
+	Limit    int
+}
+
+// Plugin is a registered rotator plugin.
+type Plugin struct {
+	Name      string
+	Path      string
+	SHA256    string
+	CreatedAt time.Time
+}
+
+// Hook runs after a rotation finishes or fails.
+type Hook struct {
+	Name      string
+	On        string // finished, failed
+	Secrets   string // glob
+	Kind      string // exec, webhook, plugin
+	Target    string
+	CreatedAt time.Time
+}
