@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/rotary-secrets/rotary/audit"
@@ -42,7 +41,7 @@ const (
 
 // Keys is the part of the KMS the service uses.
 type Keys interface {
-	EnsureRegion(ctx context.Context, name string) error
+	DefaultKey(ctx context.Context, region string) (kms.Key, error)
 	DescribeKey(ctx context.Context, region, ref string) (kms.Key, error)
 	ListKeys(ctx context.Context, region string) ([]kms.Key, error)
 	Seal(ctx context.Context, p kms.SealParams) (kms.Sealed, error)
@@ -86,14 +85,21 @@ func New(cfg Config) (*Service, error) {
 	if cfg.KeepVersions < 0 {
 		return nil, fmt.Errorf("secrets: Config.KeepVersions %d must not be negative", cfg.KeepVersions)
 	}
-	return &Service{
+	s := &Service{
 		st:     cfg.Store,
 		keys:   cfg.Keys,
 		keep:   cmp.Or(cfg.KeepVersions, DefaultKeepVersions),
 		age:    cmp.Or(cfg.PruneAge, DefaultPruneAge),
-		now:    cmp.Or(cfg.Now, time.Now),
-		logger: cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
-	}, nil
+		now:    cfg.Now,
+		logger: cfg.Logger,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	return s, nil
 }
 
 // Actor names who asks; it goes into audit records and version authors.
@@ -213,10 +219,21 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Info, error) {
 		meta = m
 	}
 	region := cmp.Or(p.Region, DefaultRegion)
-	if err := s.keys.EnsureRegion(ctx, region); err != nil {
-		return Info{}, fmt.Errorf("create %s: region %q: %w", p.Name, region, err)
+	// The first secret of a region creates its alias/default key. Regions
+	// themselves come from the daemon's configuration, never from input.
+	var key kms.Key
+	var err error
+	if p.KeyRef == "" || p.KeyRef == "alias/default" {
+		key, err = s.keys.DefaultKey(ctx, region)
+		if errors.Is(err, kms.ErrNotFound) {
+			return Info{}, invalidf("region %q does not exist (regions are set in the server configuration)", region)
+		}
+	} else {
+		key, err = s.keys.DescribeKey(ctx, region, p.KeyRef)
+		if errors.Is(err, kms.ErrNotFound) {
+			return Info{}, invalidf("key %q not found in region %q", p.KeyRef, region)
+		}
 	}
-	key, err := s.keys.DescribeKey(ctx, region, cmp.Or(p.KeyRef, "alias/default"))
 	if err != nil {
 		return Info{}, fmt.Errorf("create %s: key: %w", p.Name, err)
 	}
@@ -791,8 +808,3 @@ func (s *Service) Rewrap(ctx context.Context, region string, progress func(done,
 func SortedStages(m map[string]int64) []string {
 	return slices.Sorted(maps.Keys(m))
 }
-
-// joinStages is used in messages.
-func joinStages(st []string) string { return strings.Join(st, ",") }
-
-var _ = joinStages

@@ -1,0 +1,389 @@
+// Package client is the Go client of rotary's HTTP API. The rotary CLI is
+// built on it; applications use it to read secrets.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultAddr is where the daemon listens unless told otherwise.
+const DefaultAddr = "http://127.0.0.1:8420"
+
+// ErrUnreachable wraps every failure to reach the server at all.
+var ErrUnreachable = errors.New("server unreachable")
+
+// APIError is an error answer from the server.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// StatusOf returns the HTTP status of an API error, or 0.
+func StatusOf(err error) int {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Status
+	}
+	return 0
+}
+
+// Client talks to one rotary daemon.
+type Client struct {
+	addr  string
+	token string
+	hc    *http.Client
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient sets the HTTP client (for TLS settings, timeouts).
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// New returns a client for addr (default DefaultAddr) with token.
+func New(addr, token string, opts ...Option) (*Client, error) {
+	addr = strings.TrimRight(cmp.Or(addr, DefaultAddr), "/")
+	u, err := url.Parse(addr)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid address %q: want http://HOST:PORT or https://HOST:PORT", addr)
+	}
+	c := &Client{addr: addr, token: token, hc: &http.Client{Timeout: 5 * time.Minute}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// Addr returns the server address.
+func (c *Client) Addr() string { return c.addr }
+
+// PathEscape escapes a secret name or key reference for a URL path segment
+// ("/" becomes "%2F").
+func PathEscape(s string) string { return url.PathEscape(s) }
+
+func (c *Client) newRequest(ctx context.Context, method, path string, q url.Values, body any) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := c.addr + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctxErr := req.Context().Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, rootCause(err))
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var eb ErrorBody
+		if json.Unmarshal(b, &eb) != nil || eb.Error == "" {
+			eb.Error = fmt.Sprintf("server answered %s", resp.Status)
+		}
+		return nil, &APIError{Status: resp.StatusCode, Message: eb.Error}
+	}
+	return resp, nil
+}
+
+func rootCause(err error) error {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err
+		}
+		err = u
+	}
+}
+
+// Do sends one request and decodes the JSON answer into out (if non-nil).
+func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body, out any) error {
+	req, err := c.newRequest(ctx, method, path, q, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode answer to %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func secretPath(name string, rest ...string) string {
+	p := "/v1/secrets/" + PathEscape(name)
+	for _, r := range rest {
+		p += "/" + r
+	}
+	return p
+}
+
+// CreateSecret creates a secret.
+func (c *Client) CreateSecret(ctx context.Context, r CreateSecretRequest) (Secret, error) {
+	var out Secret
+	return out, c.Do(ctx, http.MethodPost, "/v1/secrets", nil, r, &out)
+}
+
+// PutSecret adds a version that becomes current.
+func (c *Client) PutSecret(ctx context.Context, name string, value []byte) (Version, error) {
+	var out Version
+	return out, c.Do(ctx, http.MethodPost, secretPath(name, "versions"), nil, PutSecretRequest{Value: NewValue(value)}, &out)
+}
+
+// GetSecret reads a value: version > 0 selects a version, stage a stage,
+// neither the current version.
+func (c *Client) GetSecret(ctx context.Context, name string, version int64, stage string) (SecretValue, error) {
+	q := url.Values{}
+	if version > 0 {
+		q.Set("version", strconv.FormatInt(version, 10))
+	}
+	if stage != "" {
+		q.Set("stage", stage)
+	}
+	var out SecretValue
+	return out, c.Do(ctx, http.MethodGet, secretPath(name, "value"), q, nil, &out)
+}
+
+// DescribeSecret returns a secret's metadata.
+func (c *Client) DescribeSecret(ctx context.Context, name string) (Secret, error) {
+	var out Secret
+	return out, c.Do(ctx, http.MethodGet, secretPath(name), nil, nil, &out)
+}
+
+// ListSecrets lists secrets by name prefix.
+func (c *Client) ListSecrets(ctx context.Context, prefix string) ([]Secret, error) {
+	q := url.Values{}
+	if prefix != "" {
+		q.Set("prefix", prefix)
+	}
+	var out SecretList
+	return out.Secrets, c.Do(ctx, http.MethodGet, "/v1/secrets", q, nil, &out)
+}
+
+// DeleteSecret schedules deletion after window ("" for the default), or
+// deletes now with force.
+func (c *Client) DeleteSecret(ctx context.Context, name, window string, force bool) (Secret, error) {
+	q := url.Values{}
+	if window != "" {
+		q.Set("recovery_window", window)
+	}
+	if force {
+		q.Set("force", "true")
+	}
+	var out Secret
+	return out, c.Do(ctx, http.MethodDelete, secretPath(name), q, nil, &out)
+}
+
+// RestoreSecret cancels a scheduled deletion.
+func (c *Client) RestoreSecret(ctx context.Context, name string) (Secret, error) {
+	var out Secret
+	return out, c.Do(ctx, http.MethodPost, secretPath(name, "restore"), nil, nil, &out)
+}
+
+func keyPath(ref string, rest ...string) string {
+	p := "/v1/keys/" + PathEscape(ref)
+	for _, r := range rest {
+		p += "/" + r
+	}
+	return p
+}
+
+func regionQuery(region string) url.Values {
+	q := url.Values{}
+	if region != "" {
+		q.Set("region", region)
+	}
+	return q
+}
+
+// CreateKey creates a master key.
+func (c *Client) CreateKey(ctx context.Context, r CreateKeyRequest) (Key, error) {
+	var out Key
+	return out, c.Do(ctx, http.MethodPost, "/v1/keys", nil, r, &out)
+}
+
+// ListKeys lists master keys ("" region: all).
+func (c *Client) ListKeys(ctx context.Context, region string) ([]Key, error) {
+	var out KeyList
+	return out.Keys, c.Do(ctx, http.MethodGet, "/v1/keys", regionQuery(region), nil, &out)
+}
+
+// DescribeKey describes a key by id or alias/NAME.
+func (c *Client) DescribeKey(ctx context.Context, region, ref string) (Key, error) {
+	var out Key
+	return out, c.Do(ctx, http.MethodGet, keyPath(ref), regionQuery(region), nil, &out)
+}
+
+// KeyAction runs rotate, disable, enable or cancel-deletion on a key.
+func (c *Client) KeyAction(ctx context.Context, region, ref, action string) (Key, error) {
+	var out Key
+	return out, c.Do(ctx, http.MethodPost, keyPath(ref, action), regionQuery(region), nil, &out)
+}
+
+// ScheduleKeyDeletion schedules a key's deletion after window ("" = 30d).
+func (c *Client) ScheduleKeyDeletion(ctx context.Context, region, ref, window string) (Key, error) {
+	var out Key
+	return out, c.Do(ctx, http.MethodPost, keyPath(ref, "schedule-deletion"), regionQuery(region),
+		ScheduleDeletionRequest{PendingWindow: window}, &out)
+}
+
+// Rewrap re-wraps data keys under the newest key versions; progress is
+// called for every progress line the server streams. It returns the final
+// counts.
+func (c *Client) Rewrap(ctx context.Context, region string, progress func(RewrapProgress)) (RewrapProgress, error) {
+	req, err := c.newRequest(ctx, http.MethodPost, "/v1/keys/rewrap", nil, RewrapRequest{Region: region})
+	if err != nil {
+		return RewrapProgress{}, err
+	}
+	resp, err := c.send(req)
+	if err != nil {
+		return RewrapProgress{}, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var last RewrapProgress
+	for sc.Scan() {
+		var p RewrapProgress
+		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+			return last, fmt.Errorf("rewrap: bad progress line: %w", err)
+		}
+		last = p
+		if progress != nil {
+			progress(p)
+		}
+		if p.Done {
+			if p.Error != "" {
+				return p, errors.New(p.Error)
+			}
+			return p, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return last, fmt.Errorf("%w: rewrap stream: %v", ErrUnreachable, err)
+	}
+	return last, errors.New("rewrap: the server ended the stream before finishing")
+}
+
+// GenerateDataKey asks for a fresh data key under a master key.
+func (c *Client) GenerateDataKey(ctx context.Context, r DataKeyRequest) (DataKey, error) {
+	var out DataKey
+	return out, c.Do(ctx, http.MethodPost, "/v1/kms/generate-data-key", nil, r, &out)
+}
+
+// Encrypt encrypts with a master key.
+func (c *Client) Encrypt(ctx context.Context, r EncryptRequest) (EncryptResponse, error) {
+	var out EncryptResponse
+	return out, c.Do(ctx, http.MethodPost, "/v1/kms/encrypt", nil, r, &out)
+}
+
+// Decrypt decrypts a ciphertext made by Encrypt or GenerateDataKey.
+func (c *Client) Decrypt(ctx context.Context, r DecryptRequest) (DecryptResponse, error) {
+	var out DecryptResponse
+	return out, c.Do(ctx, http.MethodPost, "/v1/kms/decrypt", nil, r, &out)
+}
+
+// PutPolicy creates or replaces a policy.
+func (c *Client) PutPolicy(ctx context.Context, name string, doc json.RawMessage) (Policy, error) {
+	var out Policy
+	return out, c.Do(ctx, http.MethodPut, "/v1/policies/"+PathEscape(name), nil, doc, &out)
+}
+
+// ListPolicies lists policies.
+func (c *Client) ListPolicies(ctx context.Context) ([]Policy, error) {
+	var out PolicyList
+	return out.Policies, c.Do(ctx, http.MethodGet, "/v1/policies", nil, nil, &out)
+}
+
+// GetPolicy shows one policy.
+func (c *Client) GetPolicy(ctx context.Context, name string) (Policy, error) {
+	var out Policy
+	return out, c.Do(ctx, http.MethodGet, "/v1/policies/"+PathEscape(name), nil, nil, &out)
+}
+
+// DeletePolicy deletes a policy.
+func (c *Client) DeletePolicy(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, "/v1/policies/"+PathEscape(name), nil, nil, nil)
+}
+
+// CreateToken creates a token; the answer's Token field is shown only once.
+func (c *Client) CreateToken(ctx context.Context, r CreateTokenRequest) (Token, error) {
+	var out Token
+	return out, c.Do(ctx, http.MethodPost, "/v1/tokens", nil, r, &out)
+}
+
+// ListTokens lists tokens (never their secrets).
+func (c *Client) ListTokens(ctx context.Context) ([]Token, error) {
+	var out TokenList
+	return out.Tokens, c.Do(ctx, http.MethodGet, "/v1/tokens", nil, nil, &out)
+}
+
+// RevokeToken revokes a token by id.
+func (c *Client) RevokeToken(ctx context.Context, id string) (Token, error) {
+	var out Token
+	return out, c.Do(ctx, http.MethodDelete, "/v1/tokens/"+PathEscape(id), nil, nil, &out)
+}
+
+// ListAudit lists audit records since a time, optionally for one secret.
+func (c *Client) ListAudit(ctx context.Context, since time.Time, secret string, limit int) ([]AuditRecord, error) {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	if secret != "" {
+		q.Set("secret", secret)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out AuditList
+	return out.Records, c.Do(ctx, http.MethodGet, "/v1/audit", q, nil, &out)
+}
+
+// VerifyAudit checks the audit hash chain.
+func (c *Client) VerifyAudit(ctx context.Context) (AuditVerify, error) {
+	var out AuditVerify
+	return out, c.Do(ctx, http.MethodPost, "/v1/audit/verify", nil, nil, &out)
+}

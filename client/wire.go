@@ -1,0 +1,291 @@
+package client
+
+import (
+	"encoding/base64"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// The JSON documents of the HTTP API. The daemon encodes and decodes these
+// same types, so the client and the server cannot drift apart.
+
+// ErrorBody is every error response: {"error": "..."}.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// CreateSecretRequest is POST /v1/secrets.
+type CreateSecretRequest struct {
+	Name        string            `json:"name"`
+	Type        string            `json:"type,omitempty"`
+	Region      string            `json:"region,omitempty"`
+	Key         string            `json:"key,omitempty"`
+	Description string            `json:"description,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Value       *Value            `json:"value,omitempty"`
+}
+
+// Value carries secret bytes in JSON: text as is, anything that is not
+// valid UTF-8 as base64 with Encoding "base64".
+type Value struct {
+	Data     string `json:"data"`
+	Encoding string `json:"encoding,omitempty"` // "" (text) or "base64"
+}
+
+// NewValue wraps b for the wire.
+func NewValue(b []byte) *Value {
+	if utf8.Valid(b) {
+		return &Value{Data: string(b)}
+	}
+	return &Value{Data: base64.StdEncoding.EncodeToString(b), Encoding: "base64"}
+}
+
+// Bytes decodes the value.
+func (v *Value) Bytes() ([]byte, error) {
+	switch v.Encoding {
+	case "":
+		return []byte(v.Data), nil
+	case "base64":
+		b, err := base64.StdEncoding.DecodeString(v.Data)
+		if err != nil {
+			return nil, fmt.Errorf("value: invalid base64")
+		}
+		return b, nil
+	default:
+		return nil, fmt.Errorf("value: unknown encoding %q (use base64 or leave it out)", v.Encoding)
+	}
+}
+
+// PutSecretRequest is POST /v1/secrets/{name}/versions.
+type PutSecretRequest struct {
+	Value *Value `json:"value"`
+}
+
+// SecretValue is GET /v1/secrets/{name}/value. Value is text, or base64
+// when Encoding says so.
+type SecretValue struct {
+	Name     string   `json:"name"`
+	Version  int64    `json:"version"`
+	Stages   []string `json:"stages"`
+	Value    string   `json:"value"`
+	Encoding string   `json:"encoding,omitempty"`
+}
+
+// Bytes returns the decoded value.
+func (s SecretValue) Bytes() ([]byte, error) {
+	return (&Value{Data: s.Value, Encoding: s.Encoding}).Bytes()
+}
+
+// Version describes one version (no value).
+type Version struct {
+	Version     int64     `json:"version"`
+	Stages      []string  `json:"stages"`
+	Fingerprint string    `json:"fingerprint"`
+	CreatedAt   time.Time `json:"created_at"`
+	CreatedBy   string    `json:"created_by,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	KeyVersion  int       `json:"key_version,omitempty"`
+}
+
+// RotationInfo is the rotation part of a description.
+type RotationInfo struct {
+	Rotator        string         `json:"rotator"`
+	Schedule       string         `json:"schedule"`
+	Window         string         `json:"window"`
+	Enabled        bool           `json:"enabled"`
+	LastRotatedAt  *time.Time     `json:"last_rotated_at"`
+	NextRotationAt *time.Time     `json:"next_rotation_at"`
+	LastError      string         `json:"last_error"`
+	Failing        bool           `json:"failing,omitempty"`
+	Config         map[string]any `json:"config,omitempty"`
+}
+
+// Secret is GET /v1/secrets/{name} (describe) and an element of list.
+type Secret struct {
+	Name        string            `json:"name"`
+	Type        string            `json:"type"`
+	Region      string            `json:"region"`
+	KeyID       string            `json:"key_id"`
+	Description string            `json:"description,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+	Versions    []Version         `json:"versions"`
+	Rotation    *RotationInfo     `json:"rotation"`
+	DeletedAt   *time.Time        `json:"deleted_at,omitempty"`
+	PurgeAt     *time.Time        `json:"purge_at,omitempty"`
+}
+
+// SecretList is GET /v1/secrets.
+type SecretList struct {
+	Secrets []Secret `json:"secrets"`
+}
+
+// Key is a master key.
+type Key struct {
+	ID             string     `json:"id"`
+	Region         string     `json:"region"`
+	Alias          string     `json:"alias,omitempty"` // "alias/NAME"
+	Description    string     `json:"description,omitempty"`
+	State          string     `json:"state"`
+	PrimaryVersion int        `json:"primary_version"`
+	RotationPeriod string     `json:"rotation_period,omitempty"`
+	NextRotationAt *time.Time `json:"next_rotation_at,omitempty"`
+	DeletionDate   *time.Time `json:"deletion_date,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
+}
+
+// KeyList is GET /v1/keys.
+type KeyList struct {
+	Keys []Key `json:"keys"`
+}
+
+// CreateKeyRequest is POST /v1/keys.
+type CreateKeyRequest struct {
+	Region         string `json:"region"`
+	Alias          string `json:"alias,omitempty"`
+	Description    string `json:"description,omitempty"`
+	RotationPeriod string `json:"rotation_period,omitempty"` // duration, e.g. 365d
+}
+
+// ScheduleDeletionRequest is POST /v1/keys/{ref}/schedule-deletion.
+type ScheduleDeletionRequest struct {
+	PendingWindow string `json:"pending_window,omitempty"` // default 30d
+}
+
+// RewrapRequest is POST /v1/keys/rewrap. The response is a stream of
+// newline-delimited RewrapProgress documents; the last has Done set.
+type RewrapRequest struct {
+	Region string `json:"region,omitempty"`
+}
+
+// RewrapProgress is one line of the rewrap stream.
+type RewrapProgress struct {
+	Done      bool   `json:"done"`
+	Total     int    `json:"total"`
+	Scanned   int    `json:"scanned"`
+	Rewrapped int    `json:"rewrapped"`
+	Skipped   int    `json:"skipped"`
+	Keys      int    `json:"keys"`
+	Error     string `json:"error,omitempty"`
+}
+
+// DataKeyRequest is POST /v1/kms/generate-data-key.
+type DataKeyRequest struct {
+	Region  string            `json:"region,omitempty"`
+	Key     string            `json:"key"`
+	Context map[string]string `json:"context,omitempty"`
+}
+
+// DataKey is the answer: the plaintext key (base64) and its ciphertext.
+type DataKey struct {
+	KeyID      string `json:"key_id"`
+	Plaintext  string `json:"plaintext"`  // base64
+	Ciphertext string `json:"ciphertext"` // base64
+}
+
+// EncryptRequest is POST /v1/kms/encrypt.
+type EncryptRequest struct {
+	Region    string            `json:"region,omitempty"`
+	Key       string            `json:"key"`
+	Plaintext string            `json:"plaintext"` // base64
+	Context   map[string]string `json:"context,omitempty"`
+}
+
+// EncryptResponse carries the ciphertext (base64).
+type EncryptResponse struct {
+	KeyID      string `json:"key_id"`
+	Ciphertext string `json:"ciphertext"`
+}
+
+// DecryptRequest is POST /v1/kms/decrypt.
+type DecryptRequest struct {
+	Region     string            `json:"region,omitempty"`
+	Ciphertext string            `json:"ciphertext"` // base64
+	Context    map[string]string `json:"context,omitempty"`
+}
+
+// DecryptResponse carries the plaintext (base64).
+type DecryptResponse struct {
+	KeyID     string `json:"key_id"`
+	Plaintext string `json:"plaintext"`
+}
+
+// Policy is a named policy document.
+type Policy struct {
+	Name      string         `json:"name"`
+	Document  PolicyDocument `json:"document"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+// PolicyDocument is {"rules":[...]}.
+type PolicyDocument struct {
+	Rules []PolicyRule `json:"rules"`
+}
+
+// PolicyRule grants actions on secrets, keys or system resources matching a glob.
+type PolicyRule struct {
+	Secrets string   `json:"secrets,omitempty"`
+	Keys    string   `json:"keys,omitempty"`
+	System  string   `json:"system,omitempty"`
+	Actions []string `json:"actions"`
+}
+
+// PolicyList is GET /v1/policies.
+type PolicyList struct {
+	Policies []Policy `json:"policies"`
+}
+
+// CreateTokenRequest is POST /v1/tokens.
+type CreateTokenRequest struct {
+	Policies []string `json:"policies"`
+	TTL      string   `json:"ttl,omitempty"`
+	Name     string   `json:"name,omitempty"`
+}
+
+// Token describes a token. Secret is set only in the answer to create.
+type Token struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name,omitempty"`
+	Policies  []string   `json:"policies"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Token     string     `json:"token,omitempty"`
+}
+
+// TokenList is GET /v1/tokens.
+type TokenList struct {
+	Tokens []Token `json:"tokens"`
+}
+
+// AuditRecord is one audit log entry.
+type AuditRecord struct {
+	Seq       int64     `json:"seq"`
+	Time      time.Time `json:"time"`
+	TokenID   string    `json:"token_id"`
+	Action    string    `json:"action"`
+	Target    string    `json:"target"`
+	Result    string    `json:"result"`
+	RequestID string    `json:"request_id"`
+	Detail    string    `json:"detail,omitempty"`
+	Hash      string    `json:"hash"`
+}
+
+// AuditList is GET /v1/audit.
+type AuditList struct {
+	Records []AuditRecord `json:"records"`
+}
+
+// AuditVerify is POST /v1/audit/verify.
+type AuditVerify struct {
+	OK       bool   `json:"ok"`
+	Records  int64  `json:"records"`
+	BadSeq   int64  `json:"bad_seq,omitempty"`
+	Problem  string `json:"problem,omitempty"`
+	HeadHash string `json:"head_hash,omitempty"`
+}

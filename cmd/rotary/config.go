@@ -1,0 +1,387 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/rotary-secrets/rotary/daemon"
+)
+
+// The server's YAML configuration file. Decoding is strict: an unknown or
+// repeated key is an error naming it and its line. String values may hold
+// $env{NAME} and $file{PATH} references, resolved while decoding; errors
+// about them name the field and the reference, never a resolved value.
+
+const (
+	defaultSQLitePath    = "/var/lib/rotary/rotary.db"
+	defaultRootTokenFile = "/var/lib/rotary/root-token"
+	defaultListen        = "127.0.0.1:8420"
+)
+
+// fileConfig mirrors the YAML document; yaml tags name the keys.
+type fileConfig struct {
+	Listen              string         `yaml:"listen"`
+	TLS                 tlsFile        `yaml:"tls"`
+	AllowInsecureHTTP   bool           `yaml:"allow_insecure_http"`
+	Store               storeFile      `yaml:"store"`
+	RootKey             rootKeyFile    `yaml:"root_key"`
+	RootTokenFile       string         `yaml:"root_token_file"`
+	Redis               string         `yaml:"redis"`
+	Regions             []string       `yaml:"regions"`
+	PluginDir           string         `yaml:"plugin_dir"`
+	MinRotationInterval configDuration `yaml:"min_rotation_interval"`
+	RotationConcurrency int            `yaml:"rotation_concurrency"`
+	ShutdownTimeout     configDuration `yaml:"shutdown_timeout"`
+}
+
+type tlsFile struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+type storeFile struct {
+	SQLite   string `yaml:"sqlite"`
+	Postgres string `yaml:"postgres"`
+}
+
+type rootKeyFile struct {
+	File           string `yaml:"file"`
+	Env            string `yaml:"env"`
+	PassphraseFile string `yaml:"passphrase_file"`
+	Keep           bool   `yaml:"keep"`
+}
+
+// configDuration is a duration in parseDuration syntax ("7d", "90s").
+type configDuration time.Duration
+
+var durationType = reflect.TypeOf(configDuration(0))
+
+// configEnv is what reference resolution may look at.
+type configEnv struct {
+	lookupEnv func(string) (string, bool)
+	readFile  func(string) ([]byte, error)
+}
+
+func osConfigEnv() configEnv { return configEnv{lookupEnv: os.LookupEnv, readFile: os.ReadFile} }
+
+// loadConfigFile reads and parses the config file at path.
+func loadConfigFile(path string, env configEnv) (daemon.Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return daemon.Config{}, fmt.Errorf("config: %w", err)
+	}
+	return parseConfig(b, env)
+}
+
+// parseConfig parses a YAML config document into a daemon.Config.
+func parseConfig(data []byte, env configEnv) (daemon.Config, error) {
+	var fc fileConfig
+	if err := decodeConfig(data, &fc, env); err != nil {
+		return daemon.Config{}, err
+	}
+	return fc.daemonConfig()
+}
+
+func decodeConfig(data []byte, fc *fileConfig, env configEnv) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("config: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil // an empty file: every default
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return nil
+	}
+	d := &configDecoder{env: env}
+	return d.decode(root, reflect.ValueOf(fc).Elem(), "")
+}
+
+type configDecoder struct{ env configEnv }
+
+func fieldName(path string) string {
+	if path == "" {
+		return "the document"
+	}
+	return path
+}
+
+func (d *configDecoder) errorf(n *yaml.Node, path, format string, args ...any) error {
+	return fmt.Errorf("config: %s (line %d): %s", fieldName(path), n.Line, fmt.Sprintf(format, args...))
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func (d *configDecoder) decode(n *yaml.Node, v reflect.Value, path string) error {
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if isNull(n) {
+		return nil // keep the zero value (the default)
+	}
+	switch {
+	case v.Type() == durationType:
+		s, fromRef, err := d.scalar(n, path)
+		if err != nil {
+			return err
+		}
+		dur, err := parseDuration(s)
+		if err != nil || dur < 0 {
+			if fromRef {
+				return d.errorf(n, path, "want a duration such as 90s, 15m, 12h or 7d")
+			}
+			return d.errorf(n, path, "invalid duration %q (want e.g. 90s, 15m, 12h, 7d)", s)
+		}
+		v.SetInt(int64(dur))
+		return nil
+	case v.Kind() == reflect.Struct:
+		return d.decodeStruct(n, v, path)
+	case v.Kind() == reflect.String:
+		s, _, err := d.scalar(n, path)
+		if err != nil {
+			return err
+		}
+		v.SetString(s)
+		return nil
+	case v.Kind() == reflect.Bool:
+		s, fromRef, err := d.scalar(n, path)
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(s) {
+		case "true", "yes", "on":
+			v.SetBool(true)
+		case "false", "no", "off":
+			v.SetBool(false)
+		default:
+			if fromRef {
+				return d.errorf(n, path, "want true or false")
+			}
+			return d.errorf(n, path, "want true or false, got %q", s)
+		}
+		return nil
+	case v.Kind() == reflect.Int:
+		s, fromRef, err := d.scalar(n, path)
+		if err != nil {
+			return err
+		}
+		i, err := strconv.Atoi(s)
+		if err != nil {
+			if fromRef {
+				return d.errorf(n, path, "want an integer")
+			}
+			return d.errorf(n, path, "want an integer, got %q", s)
+		}
+		v.SetInt(int64(i))
+		return nil
+	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
+		if n.Kind != yaml.SequenceNode {
+			return d.errorf(n, path, "want a list, e.g. [default, eu-west-1]")
+		}
+		out := make([]string, 0, len(n.Content))
+		for i, item := range n.Content {
+			s, _, err := d.scalar(item, fmt.Sprintf("%s[%d]", path, i))
+			if err != nil {
+				return err
+			}
+			out = append(out, s)
+		}
+		v.Set(reflect.ValueOf(out))
+		return nil
+	}
+	return d.errorf(n, path, "unsupported field type %s", v.Type())
+}
+
+func (d *configDecoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) error {
+	if n.Kind != yaml.MappingNode {
+		return d.errorf(n, path, "want a mapping of keys to values")
+	}
+	fields := map[string]int{}
+	var known []string
+	for i := 0; i < v.NumField(); i++ {
+		tag := strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0]
+		if tag != "" && tag != "-" {
+			fields[tag] = i
+			known = append(known, tag)
+		}
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := n.Content[i], n.Content[i+1]
+		key := kn.Value
+		full := key
+		if path != "" {
+			full = path + "." + key
+		}
+		if kn.Kind != yaml.ScalarNode {
+			return fmt.Errorf("config: line %d: keys of %s must be plain words", kn.Line, fieldName(path))
+		}
+		idx, ok := fields[key]
+		if !ok {
+			return fmt.Errorf("config: line %d: unknown key %q (known keys of %s: %s)",
+				kn.Line, full, fieldName(path), strings.Join(known, ", "))
+		}
+		if seen[key] {
+			return fmt.Errorf("config: line %d: key %q given twice", kn.Line, full)
+		}
+		seen[key] = true
+		if err := d.decode(vn, v.Field(idx), full); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var refPattern = regexp.MustCompile(`\$(env|file)\{([^}]*)\}`)
+
+// scalar returns a scalar's text with its references resolved, and
+// whether any reference was used (then the text must not be printed).
+func (d *configDecoder) scalar(n *yaml.Node, path string) (string, bool, error) {
+	if n.Kind != yaml.ScalarNode {
+		return "", false, d.errorf(n, path, "want a single value, not a list or mapping")
+	}
+	s := n.Value
+	if !strings.Contains(s, "$env{") && !strings.Contains(s, "$file{") {
+		return s, false, nil
+	}
+	var firstErr error
+	out := refPattern.ReplaceAllStringFunc(s, func(ref string) string {
+		if firstErr != nil {
+			return ""
+		}
+		m := refPattern.FindStringSubmatch(ref)
+		kind, arg := m[1], m[2]
+		if arg == "" {
+			firstErr = d.errorf(n, path, "%s names nothing", ref)
+			return ""
+		}
+		switch kind {
+		case "env":
+			val, ok := d.env.lookupEnv(arg)
+			if !ok {
+				firstErr = d.errorf(n, path, "%s: environment variable %s is not set", ref, arg)
+				return ""
+			}
+			return val
+		default:
+			b, err := d.env.readFile(arg)
+			if err != nil {
+				var pe *fs.PathError
+				if errors.As(err, &pe) {
+					err = pe.Err
+				}
+				firstErr = d.errorf(n, path, "%s: cannot read the file: %v", ref, err)
+				return ""
+			}
+			return strings.TrimRight(string(b), "\r\n")
+		}
+	})
+	if firstErr != nil {
+		return "", true, firstErr
+	}
+	return out, true, nil
+}
+
+// daemonConfig validates the decoded file and fills the defaults that
+// depend on other fields. Errors name the field.
+func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
+	cfg := daemon.Config{
+		Listen:              fc.Listen,
+		TLS:                 daemon.TLSConfig{CertFile: fc.TLS.CertFile, KeyFile: fc.TLS.KeyFile, ClientCAFile: fc.TLS.ClientCAFile},
+		AllowInsecureHTTP:   fc.AllowInsecureHTTP,
+		Store:               daemon.StoreConfig{SQLite: fc.Store.SQLite, Postgres: fc.Store.Postgres},
+		RootKey:             daemon.RootKeyConfig{File: fc.RootKey.File, Env: fc.RootKey.Env, PassphraseFile: fc.RootKey.PassphraseFile, Keep: fc.RootKey.Keep},
+		RootTokenFile:       fc.RootTokenFile,
+		Redis:               fc.Redis,
+		Regions:             fc.Regions,
+		PluginDir:           fc.PluginDir,
+		MinRotationInterval: time.Duration(fc.MinRotationInterval),
+		RotationConcurrency: fc.RotationConcurrency,
+		ShutdownTimeout:     time.Duration(fc.ShutdownTimeout),
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = defaultListen
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return cfg, fmt.Errorf("config: listen: %q is not host:port", cfg.Listen)
+	}
+	switch {
+	case cfg.TLS.CertFile != "" && cfg.TLS.KeyFile == "":
+		return cfg, errors.New("config: tls.key_file: required with tls.cert_file")
+	case cfg.TLS.KeyFile != "" && cfg.TLS.CertFile == "":
+		return cfg, errors.New("config: tls.cert_file: required with tls.key_file")
+	case cfg.TLS.ClientCAFile != "" && cfg.TLS.CertFile == "":
+		return cfg, errors.New("config: tls.client_ca_file: needs tls.cert_file and tls.key_file")
+	}
+	switch {
+	case cfg.Store.SQLite != "" && cfg.Store.Postgres != "":
+		return cfg, errors.New("config: store: set either store.sqlite or store.postgres, not both")
+	case cfg.Store.Postgres != "":
+		if !strings.HasPrefix(cfg.Store.Postgres, "postgres://") && !strings.HasPrefix(cfg.Store.Postgres, "postgresql://") &&
+			!strings.Contains(cfg.Store.Postgres, "=") {
+			return cfg, errors.New("config: store.postgres: want a postgres:// URL or a key=value DSN")
+		}
+		if cfg.RootTokenFile == "" {
+			cfg.RootTokenFile = defaultRootTokenFile
+		}
+	default:
+		if cfg.Store.SQLite == "" {
+			cfg.Store.SQLite = defaultSQLitePath
+		}
+		if cfg.RootTokenFile == "" {
+			cfg.RootTokenFile = filepath.Join(filepath.Dir(cfg.Store.SQLite), "root-token")
+		}
+	}
+	n := 0
+	for _, s := range []string{cfg.RootKey.File, cfg.RootKey.Env, cfg.RootKey.PassphraseFile} {
+		if s != "" {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return cfg, errors.New("config: root_key: set one of root_key.file, root_key.env or root_key.passphrase_file")
+	case n > 1:
+		return cfg, errors.New("config: root_key: set only one of root_key.file, root_key.env and root_key.passphrase_file")
+	case cfg.RootKey.Keep && cfg.RootKey.PassphraseFile == "":
+		return cfg, errors.New("config: root_key.keep: only applies to root_key.passphrase_file")
+	}
+	if cfg.Redis != "" && !strings.HasPrefix(cfg.Redis, "redis://") && !strings.HasPrefix(cfg.Redis, "rediss://") &&
+		!strings.HasPrefix(cfg.Redis, "unix://") {
+		return cfg, errors.New("config: redis: want a redis:// or rediss:// URL")
+	}
+	for i, r := range cfg.Regions {
+		if r == "" {
+			return cfg, fmt.Errorf("config: regions[%d]: empty region name", i)
+		}
+		if slices.Index(cfg.Regions, r) != i {
+			return cfg, fmt.Errorf("config: regions[%d]: %q listed twice", i, r)
+		}
+	}
+	if cfg.MinRotationInterval < 0 {
+		return cfg, errors.New("config: min_rotation_interval: must not be negative")
+	}
+	if cfg.RotationConcurrency < 0 {
+		return cfg, errors.New("config: rotation_concurrency: must not be negative")
+	}
+	if cfg.ShutdownTimeout < 0 {
+		return cfg, errors.New("config: shutdown_timeout: must not be negative")
+	}
+	return cfg, nil
+}

@@ -1,0 +1,332 @@
+package api
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/rotary-secrets/rotary/audit"
+	"github.com/rotary-secrets/rotary/auth"
+	"github.com/rotary-secrets/rotary/client"
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// authorizeSystem checks admin on a system resource (policies, tokens, audit).
+func authorizeSystem(r *http.Request, p *principal, resource, verb string) error {
+	ri := info(r)
+	ri.action = resource + "." + verb
+	if ri.target == "" {
+		ri.target = resource
+	}
+	if !p.allowed(auth.KindSystem, resource, auth.ActionAdmin) {
+		ri.result = "denied"
+		return forbidden("admin", resource)
+	}
+	return nil
+}
+
+func policyJSON(p store.Policy) (client.Policy, error) {
+	out := client.Policy{Name: p.Name, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+	if err := json.Unmarshal(p.Document, &out.Document); err != nil {
+		return out, fmt.Errorf("stored policy %q: %w", p.Name, err)
+	}
+	return out, nil
+}
+
+func (s *Server) putPolicy(w http.ResponseWriter, r *http.Request, p *principal) error {
+	name := r.PathValue("name")
+	info(r).target = "policy/" + name
+	if err := authorizeSystem(r, p, "policies", "put"); err != nil {
+		return err
+	}
+	if err := auth.ValidatePolicyName(name); err != nil {
+		return badRequest("%s", err)
+	}
+	if name == RootPolicyName {
+		return badRequest("policy %q is built in and cannot be changed", name)
+	}
+	var raw json.RawMessage
+	if err := decode(r, &raw); err != nil {
+		return err
+	}
+	if _, err := auth.ParsePolicy(raw); err != nil {
+		return badRequest("policy %q: %s", name, err)
+	}
+	now := s.now().UTC()
+	pol := store.Policy{Name: name, Document: raw, CreatedAt: now, UpdatedAt: now}
+	if old, err := s.st.GetPolicy(r.Context(), name); err == nil {
+		pol.CreatedAt = old.CreatedAt
+	}
+	if err := s.st.PutPolicy(r.Context(), pol); err != nil {
+		return err
+	}
+	s.authn.flush()
+	out, err := policyJSON(pol)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, p *principal) error {
+	if err := authorizeSystem(r, p, "policies", "list"); err != nil {
+		return err
+	}
+	pols, err := s.st.ListPolicies(r.Context())
+	if err != nil {
+		return err
+	}
+	out := client.PolicyList{Policies: []client.Policy{}}
+	for _, pol := range pols {
+		cp, err := policyJSON(pol)
+		if err != nil {
+			return err
+		}
+		out.Policies = append(out.Policies, cp)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, p *principal) error {
+	name := r.PathValue("name")
+	info(r).target = "policy/" + name
+	if err := authorizeSystem(r, p, "policies", "show"); err != nil {
+		return err
+	}
+	pol, err := s.st.GetPolicy(r.Context(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("policy %q not found", name)
+	}
+	if err != nil {
+		return err
+	}
+	out, err := policyJSON(pol)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request, p *principal) error {
+	name := r.PathValue("name")
+	info(r).target = "policy/" + name
+	if err := authorizeSystem(r, p, "policies", "delete"); err != nil {
+		return err
+	}
+	if _, err := s.st.GetPolicy(r.Context(), name); errors.Is(err, store.ErrNotFound) {
+		return notFound("policy %q not found", name)
+	}
+	if err := s.st.DeletePolicy(r.Context(), name); err != nil {
+		return err
+	}
+	s.authn.flush()
+	writeJSON(w, http.StatusOK, map[string]string{"deleted": name})
+	return nil
+}
+
+func tokenJSON(t store.Token) client.Token {
+	pols := t.Policies
+	if pols == nil {
+		pols = []string{}
+	}
+	return client.Token{ID: t.ID, Name: t.Name, Policies: pols, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, RevokedAt: t.RevokedAt}
+}
+
+func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p *principal) error {
+	if err := authorizeSystem(r, p, "tokens", "create"); err != nil {
+		return err
+	}
+	var req client.CreateTokenRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if len(req.Policies) == 0 {
+		return badRequest("a token needs at least one policy (field \"policies\")")
+	}
+	for _, name := range req.Policies {
+		if name == RootPolicyName {
+			continue
+		}
+		if _, err := s.st.GetPolicy(r.Context(), name); errors.Is(err, store.ErrNotFound) {
+			return badRequest("policy %q does not exist", name)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(req.Name) > 128 {
+		return badRequest("name: longer than 128 characters")
+	}
+	now := s.now().UTC()
+	tok := store.Token{Name: req.Name, Policies: slices.Compact(slices.Sorted(slices.Values(req.Policies))), CreatedAt: now}
+	if req.TTL != "" {
+		d, err := ParseDuration(req.TTL)
+		if err != nil {
+			return badRequest("ttl: %s", err)
+		}
+		if d <= 0 {
+			return badRequest("ttl: must be positive")
+		}
+		exp := now.Add(d)
+		tok.ExpiresAt = &exp
+	}
+	plain, id, hash, err := auth.NewToken()
+	if err != nil {
+		return err
+	}
+	tok.ID, tok.Hash = id, hash
+	if err := s.st.CreateToken(r.Context(), tok); err != nil {
+		return err
+	}
+	info(r).target = id
+	out := tokenJSON(tok)
+	out.Token = plain
+	writeJSON(w, http.StatusCreated, out)
+	return nil
+}
+
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p *principal) error {
+	if err := authorizeSystem(r, p, "tokens", "list"); err != nil {
+		return err
+	}
+	toks, err := s.st.ListTokens(r.Context())
+	if err != nil {
+		return err
+	}
+	out := client.TokenList{Tokens: []client.Token{}}
+	for _, t := range toks {
+		out.Tokens = append(out.Tokens, tokenJSON(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p *principal) error {
+	id := r.PathValue("id")
+	info(r).target = id
+	if err := authorizeSystem(r, p, "tokens", "revoke"); err != nil {
+		return err
+	}
+	tok, err := s.st.GetToken(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("token %q not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	if tok.RevokedAt == nil {
+		now := s.now().UTC()
+		if err := s.st.RevokeToken(r.Context(), id, now); err != nil {
+			return err
+		}
+		tok.RevokedAt = &now
+	}
+	s.authn.flush()
+	writeJSON(w, http.StatusOK, tokenJSON(tok))
+	return nil
+}
+
+func auditJSON(rec store.AuditRecord) client.AuditRecord {
+	return client.AuditRecord{
+		Seq: rec.Seq, Time: rec.Time, TokenID: rec.TokenID, Action: rec.Action, Target: rec.Target,
+		Result: rec.Result, RequestID: rec.RequestID, Detail: rec.Detail, Hash: hex.EncodeToString(rec.Hash),
+	}
+}
+
+func (s *Server) listAudit(w http.ResponseWriter, r *http.Request, p *principal) error {
+	if err := authorizeSystem(r, p, "audit", "list"); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	f := store.AuditFilter{Target: q.Get("secret"), Limit: 1000}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return badRequest("since: %q is not an RFC 3339 time", v)
+		}
+		f.Since = t
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			return badRequest("limit: %q must be between 1 and 100000", v)
+		}
+		f.Limit = n
+	}
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return badRequest("after: %q is not a sequence number", v)
+		}
+		f.AfterSeq = n
+	}
+	recs, err := s.st.ListAudit(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := client.AuditList{Records: []client.AuditRecord{}}
+	for _, rec := range recs {
+		out.Records = append(out.Records, auditJSON(rec))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, p *principal) error {
+	if err := authorizeSystem(r, p, "audit", "verify"); err != nil {
+		return err
+	}
+	if r.ContentLength > 0 {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}
+	// Page through the chain; the verifier streams.
+	const page = 5000
+	var buf []store.AuditRecord
+	var after int64
+	i := 0
+	next := func() (audit.Record, bool, error) {
+		if i == len(buf) {
+			recs, err := s.st.ListAudit(r.Context(), store.AuditFilter{AfterSeq: after, Limit: page})
+			if err != nil {
+				return audit.Record{}, false, err
+			}
+			if len(recs) == 0 {
+				return audit.Record{}, false, nil
+			}
+			buf, i = recs, 0
+			after = recs[len(recs)-1].Seq
+		}
+		rec := buf[i]
+		i++
+		return audit.Record(rec), true, nil
+	}
+	n, err := audit.Verify(next)
+	out := client.AuditVerify{OK: err == nil, Records: n}
+	var be *audit.BrokenError
+	switch {
+	case errors.As(err, &be):
+		out.BadSeq, out.Problem = be.Seq, be.Error()
+		info(r).result = "broken"
+	case err != nil:
+		return err
+	}
+	seq, head, herr := s.st.AuditHead(r.Context())
+	if herr == nil && out.OK {
+		out.HeadHash = hex.EncodeToString(head)
+		if seq != n {
+			out.OK, out.BadSeq = false, n+1
+			out.Problem = fmt.Sprintf("audit chain broken at record %d: the head says %d records, the chain has %d (records removed)", n+1, seq, n)
+			info(r).result = "broken"
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

@@ -1,0 +1,109 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rotary-secrets/rotary/client"
+	"github.com/rotary-secrets/rotary/daemon"
+	"github.com/rotary-secrets/rotary/internal/testenv"
+)
+
+// startDaemon runs a daemon on a free loopback port with the given store
+// and returns it with a root token.
+func startDaemon(tb testing.TB, storeKind string) (*daemon.Daemon, string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	token := "bench-root-token-" + testenv.Unique("")
+	cfg := daemon.Config{
+		Listen:    "127.0.0.1:0",
+		RootKey:   daemon.RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
+		RootToken: token,
+		Stdout:    io.Discard,
+		Logger:    discardLogger(),
+	}
+	switch storeKind {
+	case "sqlite":
+		cfg.Store.SQLite = filepath.Join(dir, "rotary.db")
+	case "postgres":
+		cfg.Store.Postgres, _ = testenv.PostgresSchema(tb)
+	}
+	d, err := daemon.New(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("daemon.New: %v", err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		tb.Fatalf("Start: %v", err)
+	}
+	tb.Cleanup(func() { _ = d.Stop() })
+	return d, token
+}
+
+// BenchmarkSecretReadHTTP measures GET /v1/secrets/{name}/value of a 1 KiB
+// secret with a bearer token, at 1, 8 and 32 concurrent clients, on both
+// stores. It reports reads per second and p50/p99 latency.
+func BenchmarkSecretReadHTTP(b *testing.B) {
+	for _, st := range []string{"sqlite", "postgres"} {
+		for _, conc := range []int{1, 8, 32} {
+			b.Run(fmt.Sprintf("store=%s/clients=%d", st, conc), func(b *testing.B) {
+				d, token := startDaemon(b, st)
+				addr := "http://" + d.Addr()
+				c, _ := client.New(addr, token)
+				value := bytes.Repeat([]byte("k"), 1024)
+				if _, err := c.CreateSecret(context.Background(), client.CreateSecretRequest{Name: "bench/secret", Value: client.NewValue(value)}); err != nil {
+					b.Fatal(err)
+				}
+				hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
+				url := addr + "/v1/secrets/bench%2Fsecret/value"
+				lat := make([][]time.Duration, conc)
+				var next atomic.Int64
+				b.ResetTimer()
+				start := time.Now()
+				var wg sync.WaitGroup
+				for w := range conc {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						req, _ := http.NewRequest(http.MethodGet, url, nil)
+						req.Header.Set("Authorization", "Bearer "+token)
+						for next.Add(1) <= int64(b.N) {
+							t0 := time.Now()
+							resp, err := hc.Do(req)
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							_, _ = io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+							if resp.StatusCode != http.StatusOK {
+								b.Errorf("status %d", resp.StatusCode)
+								return
+							}
+							lat[w] = append(lat[w], time.Since(t0))
+						}
+					}()
+				}
+				wg.Wait()
+				elapsed := time.Since(start)
+				b.StopTimer()
+				all := slices.Concat(lat...)
+				slices.Sort(all)
+				if len(all) == 0 {
+					return
+				}
+				b.ReportMetric(float64(len(all))/elapsed.Seconds(), "reads/s")
+				b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+			})
+		}
+	}
+}

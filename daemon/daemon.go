@@ -1,0 +1,405 @@
+// Package daemon builds every part of rotary from a Config and runs them:
+// the store, the KMS, the secrets service and the HTTP API. It is the one
+// place that knows every implementation; everything else talks through
+// interfaces.
+//
+// Start order: store (migrations) → root key → KMS (key check) → regions →
+// secrets service → root token bootstrap → API → listener. Stop runs the
+// other way round and is bounded by Config.ShutdownTimeout.
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rotary-secrets/rotary/auth"
+	"github.com/rotary-secrets/rotary/daemon/api"
+	"github.com/rotary-secrets/rotary/kms"
+	"github.com/rotary-secrets/rotary/secrets"
+	"github.com/rotary-secrets/rotary/sensitive"
+	"github.com/rotary-secrets/rotary/store"
+	"github.com/rotary-secrets/rotary/store/postgres"
+	"github.com/rotary-secrets/rotary/store/sqlite"
+)
+
+// Defaults.
+const (
+	DefaultListen              = "127.0.0.1:8420"
+	DefaultMinRotationInterval = time.Hour
+	DevMinRotationInterval     = time.Second
+	DefaultRotationConcurrency = 8
+	DefaultShutdownTimeout     = 10 * time.Second
+)
+
+// ErrWrongRootKey is returned when the root key does not open the store.
+var ErrWrongRootKey = kms.ErrWrongRootKey
+
+// Daemon is a running rotary server.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	st      store.Store
+	kms     *kms.Manager
+	secrets *secrets.Service
+	api     *api.Server
+	srv     *http.Server
+	ln      net.Listener
+
+	stopOnce sync.Once
+	served   chan error
+}
+
+func (c *Config) fill() error {
+	c.Listen = cmp.Or(c.Listen, DefaultListen)
+	if c.MinRotationInterval == 0 {
+		c.MinRotationInterval = DefaultMinRotationInterval
+		if c.Dev {
+			c.MinRotationInterval = DevMinRotationInterval
+		}
+	}
+	c.RotationConcurrency = cmp.Or(c.RotationConcurrency, DefaultRotationConcurrency)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if c.Stdout == nil {
+		c.Stdout = os.Stdout
+	}
+	if len(c.Regions) == 0 {
+		c.Regions = []string{secrets.DefaultRegion}
+	}
+	switch {
+	case c.Store.SQLite != "" && c.Store.Postgres != "":
+		return errors.New("config: store: give sqlite or postgres, not both")
+	case c.Store.SQLite == "" && c.Store.Postgres == "":
+		return errors.New("config: store: give sqlite or postgres")
+	}
+	n := 0
+	for _, s := range []string{c.RootKey.File, c.RootKey.Env, c.RootKey.PassphraseFile} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("config: root_key: give exactly one of file, env and passphrase_file")
+	}
+	if c.MinRotationInterval < time.Second {
+		return fmt.Errorf("config: min_rotation_interval %s: must be at least 1s", c.MinRotationInterval)
+	}
+	if c.RotationConcurrency < 1 || c.RotationConcurrency > 1024 {
+		return fmt.Errorf("config: rotation_concurrency %d: must be between 1 and 1024", c.RotationConcurrency)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("config: tls: cert_file and key_file go together")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		return errors.New("config: tls.client_ca_file needs cert_file and key_file")
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("config: listen %q: %v", c.Listen, err)
+	}
+	if c.TLS.CertFile == "" && !c.AllowInsecureHTTP && !isLoopback(host) {
+		return fmt.Errorf("config: listen %q: plain HTTP is only allowed on loopback; configure tls or set allow_insecure_http", c.Listen)
+	}
+	if c.RootTokenFile == "" && c.Store.SQLite != "" {
+		c.RootTokenFile = filepath.Join(filepath.Dir(c.Store.SQLite), "root-token")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// New opens the store and builds every part. It does not listen yet.
+func New(ctx context.Context, cfg Config) (*Daemon, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, served: make(chan error, 1)}
+	ok := false
+	defer func() {
+		if !ok {
+			d.closeStore()
+		}
+	}()
+
+	var err error
+	if cfg.Store.Postgres != "" {
+		d.st, err = postgres.Open(ctx, cfg.Store.Postgres)
+	} else {
+		if err := os.MkdirAll(filepath.Dir(cfg.Store.SQLite), 0o700); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		d.st, err = sqlite.Open(ctx, cfg.Store.SQLite)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+
+	root, err := d.rootKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.kms, err = kms.New(ctx, kms.Config{Store: secrets.KeyStore(d.st), Root: root, Logger: d.log})
+	root.Wipe()
+	if err != nil {
+		return nil, fmt.Errorf("root key: %w", err)
+	}
+	for _, r := range cfg.Regions {
+		if err := d.kms.EnsureRegion(ctx, r); err != nil {
+			return nil, fmt.Errorf("config: regions: %q: %w", r, err)
+		}
+	}
+	d.secrets, err = secrets.New(secrets.Config{Store: d.st, Keys: d.kms, Logger: d.log})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.bootstrapRootToken(ctx); err != nil {
+		return nil, err
+	}
+	d.api, err = api.New(api.Config{
+		Store: d.st, Secrets: d.secrets, KMS: d.kms, Logger: d.log,
+		Ready: func(ctx context.Context) error {
+			_, err := d.st.CountKeys(ctx)
+			return err
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ok = true
+	return d, nil
+}
+
+func (d *Daemon) rootKey(ctx context.Context) (sensitive.Bytes, error) {
+	rk := d.cfg.RootKey
+	switch {
+	case rk.File != "":
+		if rk.Generate {
+			if _, err := os.Stat(rk.File); errors.Is(err, os.ErrNotExist) {
+				if err := kms.WriteRootKeyFile(rk.File); err != nil {
+					return nil, fmt.Errorf("root key: %w", err)
+				}
+				d.log.Warn("generated a new root key (development only)", "file", rk.File)
+			}
+		}
+		return kms.FileSource{Path: rk.File}.RootKey(ctx)
+	case rk.Env != "":
+		return kms.EnvSource{Name: rk.Env}.RootKey(ctx)
+	default:
+		salt, err := kms.PassphraseSalt(ctx, secrets.KeyStore(d.st))
+		if err != nil {
+			return nil, fmt.Errorf("root key: passphrase salt: %w", err)
+		}
+		return kms.PassphraseSource{Path: rk.PassphraseFile, Salt: salt, Keep: rk.Keep}.RootKey(ctx)
+	}
+}
+
+// bootstrapRootToken makes the root token on the first start against an
+// empty store: the configured one, or a new random one written to
+// RootTokenFile (0600). It is never logged. In dev mode it is printed.
+func (d *Daemon) bootstrapRootToken(ctx context.Context) error {
+	now := time.Now().UTC()
+	if d.cfg.Dev && d.cfg.RootToken != "" {
+		// Dev mode takes the given token on every start.
+		if _, err := d.st.GetTokenByHash(ctx, auth.HashToken(d.cfg.RootToken)); err == nil {
+			d.printDevToken(d.cfg.RootToken)
+			return nil
+		}
+	}
+	if err := d.st.PutMetaIfAbsent(ctx, "auth.root_token_created", []byte(now.Format(time.RFC3339))); err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("root token: %w", err)
+		}
+		if !(d.cfg.Dev && d.cfg.RootToken != "") {
+			return nil // made on an earlier start
+		}
+	}
+	plain, id, hash, err := auth.NewToken()
+	if err != nil {
+		return err
+	}
+	if d.cfg.RootToken != "" {
+		plain, hash = d.cfg.RootToken, auth.HashToken(d.cfg.RootToken)
+	}
+	tok := store.Token{ID: id, Hash: hash, Name: "root", Policies: []string{api.RootPolicyName}, CreatedAt: now}
+	if err := d.st.CreateToken(ctx, tok); err != nil {
+		return fmt.Errorf("root token: %w", err)
+	}
+	if d.cfg.RootToken == "" && d.cfg.RootTokenFile != "" {
+		if err := writeSecretFile(d.cfg.RootTokenFile, plain+"\n"); err != nil {
+			return fmt.Errorf("root token: %w", err)
+		}
+		d.log.Info("wrote the root token", "file", d.cfg.RootTokenFile, "token_id", id)
+	}
+	if d.cfg.Dev {
+		d.printDevToken(plain)
+	}
+	return nil
+}
+
+func (d *Daemon) printDevToken(tok string) {
+	fmt.Fprintf(d.cfg.Stdout, "Root token: %s\n", tok)
+}
+
+func writeSecretFile(path, content string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Start listens and serves in the background.
+func (d *Daemon) Start(ctx context.Context) error {
+	if err := d.api.Start(ctx); err != nil {
+		return err
+	}
+	d.srv = &http.Server{
+		Handler:           d.api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      10 * time.Minute, // rewrap streams and waited rotations
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+	}
+	if d.cfg.TLS.CertFile != "" {
+		tc, err := d.tlsConfig()
+		if err != nil {
+			return err
+		}
+		d.srv.TLSConfig = tc
+	}
+	ln, err := net.Listen("tcp", d.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", d.cfg.Listen, err)
+	}
+	d.ln = ln
+	scheme, useTLS := "http", d.srv.TLSConfig != nil
+	if useTLS {
+		scheme = "https"
+	}
+	go func() {
+		var err error
+		if useTLS {
+			err = d.srv.ServeTLS(ln, "", "")
+		} else {
+			err = d.srv.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		d.served <- err
+	}()
+	if d.cfg.Dev {
+		d.log.Warn("DEVELOPMENT MODE: embedded store, root key kept beside the data, root token printed, rotations allowed every second. Never use this for real secrets.",
+			"data", d.cfg.Store.SQLite)
+	}
+	d.log.Info("rotary is listening", "addr", scheme+"://"+ln.Addr().String(), "store", d.st.Dialect())
+	return nil
+}
+
+func (d *Daemon) tlsConfig() (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(d.cfg.TLS.CertFile, d.cfg.TLS.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("config: tls: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if d.cfg.TLS.ClientCAFile != "" {
+		pem, err := os.ReadFile(d.cfg.TLS.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("config: tls.client_ca_file %s: no certificates found", d.cfg.TLS.ClientCAFile)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// Addr is the address the API listens on.
+func (d *Daemon) Addr() string {
+	if d.ln == nil {
+		return ""
+	}
+	return d.ln.Addr().String()
+}
+
+// Stop shuts down gracefully within ShutdownTimeout. Idempotent.
+func (d *Daemon) Stop() error {
+	var err error
+	d.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+		defer cancel()
+		if d.srv != nil {
+			if e := d.srv.Shutdown(ctx); e != nil {
+				err = fmt.Errorf("shutdown: %w", e)
+				_ = d.srv.Close()
+			}
+		}
+		if d.api != nil {
+			d.api.Stop()
+		}
+		d.closeStore()
+	})
+	return err
+}
+
+func (d *Daemon) closeStore() {
+	if d.st != nil {
+		_ = d.st.Close()
+	}
+}
+
+// Run builds, starts and runs the daemon until ctx is done, then stops it.
+func Run(ctx context.Context, cfg Config) error {
+	d, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := d.Start(ctx); err != nil {
+		_ = d.Stop()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down")
+	case err := <-d.served:
+		if err != nil {
+			_ = d.Stop()
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	if err := d.Stop(); err != nil {
+		return err
+	}
+	d.log.Info("stopped")
+	return nil
+}

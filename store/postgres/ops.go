@@ -1,0 +1,1189 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// --- meta ---
+
+func (o *ops) GetMeta(ctx context.Context, name string) ([]byte, error) {
+	var v []byte
+	err := o.r().QueryRowContext(ctx, `SELECT value FROM meta WHERE name = $1`, name).Scan(bcol{&v})
+	if err != nil {
+		return nil, fmt.Errorf("get meta %q: %w", name, translate(err))
+	}
+	return v, nil
+}
+
+func (o *ops) PutMetaIfAbsent(ctx context.Context, name string, value []byte) error {
+	err := insert(ctx, o.w(), `INSERT INTO meta (name, value) VALUES ($1, $2)`, name, bytesArg(value))
+	if err != nil {
+		return fmt.Errorf("put meta %q: %w", name, err)
+	}
+	return nil
+}
+
+// --- regions ---
+
+func (o *ops) CreateRegion(ctx context.Context, r store.Region) error {
+	err := insert(ctx, o.w(), `INSERT INTO regions (name, fingerprint_key, created_at) VALUES ($1, $2, $3)`,
+		r.Name, bytesArg(r.FingerprintKey), ta(r.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("create region %q: %w", r.Name, err)
+	}
+	return nil
+}
+
+func (o *ops) GetRegion(ctx context.Context, name string) (store.Region, error) {
+	var r store.Region
+	err := o.r().QueryRowContext(ctx, `SELECT name, fingerprint_key, created_at FROM regions WHERE name = $1`, name).
+		Scan(&r.Name, bcol{&r.FingerprintKey}, tcol{&r.CreatedAt})
+	if err != nil {
+		return store.Region{}, fmt.Errorf("get region %q: %w", name, translate(err))
+	}
+	return r, nil
+}
+
+func (o *ops) ListRegions(ctx context.Context) ([]store.Region, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT name, fingerprint_key, created_at FROM regions ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list regions: %w", translate(err))
+	}
+	return collect(rows, "list regions", func(r *store.Region) []any {
+		return []any{&r.Name, bcol{&r.FingerprintKey}, tcol{&r.CreatedAt}}
+	})
+}
+
+// --- master keys ---
+
+const keyCols = `id, region, alias, description, state, primary_version, rotation_period,
+	next_rotation_at, deletion_date, created_at, updated_at`
+
+func keyDest(k *store.MasterKey) []any {
+	return []any{&k.ID, &k.Region, nullString{&k.Alias}, &k.Description, &k.State, &k.PrimaryVersion,
+		(*int64)(&k.RotationPeriod), ntcol{&k.NextRotationAt}, ntcol{&k.DeletionDate},
+		tcol{&k.CreatedAt}, tcol{&k.UpdatedAt}}
+}
+
+func (o *ops) CreateKey(ctx context.Context, k store.MasterKey, v store.KeyVersion) error {
+	if v.KeyID == "" {
+		v.KeyID = k.ID
+	}
+	if v.KeyID != k.ID {
+		return fmt.Errorf("create key %q: version names key %q", k.ID, v.KeyID)
+	}
+	return o.atomic(ctx, func(q querier) error {
+		err := insert(ctx, q, `INSERT INTO master_keys (`+keyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+			k.ID, k.Region, aliasArg(k.Alias), k.Description, k.State, k.PrimaryVersion, int64(k.RotationPeriod),
+			tpa(k.NextRotationAt), tpa(k.DeletionDate), ta(k.CreatedAt), ta(k.UpdatedAt))
+		if err != nil {
+			return fmt.Errorf("create key %q: %w", k.ID, err)
+		}
+		err = insert(ctx, q, `INSERT INTO key_versions (key_id, version, material, created_at) VALUES ($1, $2, $3, $4)`,
+			v.KeyID, v.Version, bytesArg(v.Material), ta(v.CreatedAt))
+		if err != nil {
+			return fmt.Errorf("create key %q: version %d: %w", k.ID, v.Version, err)
+		}
+		return nil
+	})
+}
+
+func (o *ops) GetKey(ctx context.Context, id string) (store.MasterKey, error) {
+	var k store.MasterKey
+	err := o.r().QueryRowContext(ctx, `SELECT `+keyCols+` FROM master_keys WHERE id = $1`, id).Scan(keyDest(&k)...)
+	if err != nil {
+		return store.MasterKey{}, fmt.Errorf("get key %q: %w", id, translate(err))
+	}
+	return k, nil
+}
+
+func (o *ops) GetKeyByAlias(ctx context.Context, region, alias string) (store.MasterKey, error) {
+	var k store.MasterKey
+	err := o.r().QueryRowContext(ctx, `SELECT `+keyCols+` FROM master_keys WHERE region = $1 AND alias = $2`, region, alias).
+		Scan(keyDest(&k)...)
+	if err != nil {
+		return store.MasterKey{}, fmt.Errorf("get key alias %q in region %q: %w", alias, region, translate(err))
+	}
+	return k, nil
+}
+
+func (o *ops) ListKeys(ctx context.Context, region string) ([]store.MasterKey, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT `+keyCols+` FROM master_keys
+		WHERE ($1 = '' OR region = $2) ORDER BY region, id`, region, region)
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", translate(err))
+	}
+	return collect(rows, "list keys", keyDest)
+}
+
+func (o *ops) UpdateKey(ctx context.Context, k store.MasterKey) error {
+	res, err := o.w().ExecContext(ctx, `UPDATE master_keys SET region = $1, alias = $2, description = $3, state = $4,
+		primary_version = $5, rotation_period = $6, next_rotation_at = $7, deletion_date = $8, updated_at = $9
+		WHERE id = $10`,
+		k.Region, aliasArg(k.Alias), k.Description, k.State, k.PrimaryVersion, int64(k.RotationPeriod),
+		tpa(k.NextRotationAt), tpa(k.DeletionDate), ta(k.UpdatedAt), k.ID)
+	if err != nil {
+		return fmt.Errorf("update key %q: %w", k.ID, translate(err))
+	}
+	return mustAffect(res, "update key %q", k.ID)
+}
+
+func (o *ops) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
+	return o.atomic(ctx, func(q querier) error {
+		err := insert(ctx, q, `INSERT INTO key_versions (key_id, version, material, created_at) VALUES ($1, $2, $3, $4)`,
+			v.KeyID, v.Version, bytesArg(v.Material), ta(v.CreatedAt))
+		if isFK(err) {
+			return fmt.Errorf("add key version: key %q: %w", v.KeyID, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("add key version: key %q version %d: %w", v.KeyID, v.Version, err)
+		}
+		res, err := q.ExecContext(ctx, `UPDATE master_keys SET primary_version = $1 WHERE id = $2`, v.Version, v.KeyID)
+		if err != nil {
+			return fmt.Errorf("add key version: key %q: %w", v.KeyID, translate(err))
+		}
+		return mustAffect(res, "add key version: key %q", v.KeyID)
+	})
+}
+
+func (o *ops) GetKeyVersions(ctx context.Context, keyID string) ([]store.KeyVersion, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT key_id, version, material, created_at FROM key_versions
+		WHERE key_id = $1 ORDER BY version`, keyID)
+	if err != nil {
+		return nil, fmt.Errorf("get key versions %q: %w", keyID, translate(err))
+	}
+	return collect(rows, "get key versions", func(v *store.KeyVersion) []any {
+		return []any{&v.KeyID, &v.Version, bcol{&v.Material}, tcol{&v.CreatedAt}}
+	})
+}
+
+func (o *ops) DeleteKey(ctx context.Context, id string) error {
+	return o.atomic(ctx, func(q querier) error {
+		if _, err := q.ExecContext(ctx, `DELETE FROM key_versions WHERE key_id = $1`, id); err != nil {
+			return fmt.Errorf("delete key %q: %w", id, translate(err))
+		}
+		res, err := q.ExecContext(ctx, `DELETE FROM master_keys WHERE id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("delete key %q: %w", id, translate(err))
+		}
+		return mustAffect(res, "delete key %q", id)
+	})
+}
+
+func (o *ops) CountKeys(ctx context.Context) (int, error) {
+	return o.count(ctx, "master_keys")
+}
+
+// --- secrets ---
+
+const secretCols = `name, type, region, key_id, description, tags, metadata, next_version,
+	created_at, updated_at, deleted_at, purge_at`
+
+func secretDest(s *store.Secret) []any {
+	return []any{&s.Name, &s.Type, &s.Region, &s.KeyID, &s.Description, jsonCol[map[string]string]{&s.Tags}, jsonCol[map[string]string]{&s.Metadata},
+		&s.NextVersion, tcol{&s.CreatedAt}, tcol{&s.UpdatedAt}, ntcol{&s.DeletedAt}, ntcol{&s.PurgeAt}}
+}
+
+func (o *ops) CreateSecret(ctx context.Context, s store.Secret) error {
+	tags, meta, err := secretJSON(s)
+	if err != nil {
+		return fmt.Errorf("create secret %q: %w", s.Name, err)
+	}
+	err = insert(ctx, o.w(), `INSERT INTO secrets (`+secretCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		s.Name, s.Type, s.Region, s.KeyID, s.Description, tags, meta, s.NextVersion,
+		ta(s.CreatedAt), ta(s.UpdatedAt), tpa(s.DeletedAt), tpa(s.PurgeAt))
+	if err != nil {
+		return fmt.Errorf("create secret %q: %w", s.Name, err)
+	}
+	return nil
+}
+
+func (o *ops) GetSecret(ctx context.Context, name string) (store.Secret, error) {
+	var s store.Secret
+	err := o.r().QueryRowContext(ctx, `SELECT `+secretCols+` FROM secrets WHERE name = $1`, name).Scan(secretDest(&s)...)
+	if err != nil {
+		return store.Secret{}, fmt.Errorf("get secret %q: %w", name, translate(err))
+	}
+	return s, nil
+}
+
+func (o *ops) UpdateSecret(ctx context.Context, s store.Secret) error {
+	tags, meta, err := secretJSON(s)
+	if err != nil {
+		return fmt.Errorf("update secret %q: %w", s.Name, err)
+	}
+	res, err := o.w().ExecContext(ctx, `UPDATE secrets SET type = $1, region = $2, key_id = $3, description = $4,
+		tags = $5, metadata = $6, next_version = $7, updated_at = $8, deleted_at = $9, purge_at = $10
+		WHERE name = $11`,
+		s.Type, s.Region, s.KeyID, s.Description, tags, meta, s.NextVersion,
+		ta(s.UpdatedAt), tpa(s.DeletedAt), tpa(s.PurgeAt), s.Name)
+	if err != nil {
+		return fmt.Errorf("update secret %q: %w", s.Name, translate(err))
+	}
+	return mustAffect(res, "update secret %q", s.Name)
+}
+
+func (o *ops) ListSecrets(ctx context.Context, p store.ListSecretsParams) ([]store.Secret, error) {
+	// The prefix is escaped so '%', '_' and '\' in names match literally;
+	// with the "C" collation the primary key index serves the LIKE.
+	rows, err := o.r().QueryContext(ctx, `SELECT `+secretCols+` FROM secrets
+		WHERE name LIKE $1 ESCAPE '\' AND name > $2 AND ($3 OR deleted_at IS NULL)
+		ORDER BY name LIMIT $4`,
+		likePrefix(p.Prefix), p.After, p.IncludeDeleted, lim(p.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("list secrets: %w", translate(err))
+	}
+	return collect(rows, "list secrets", secretDest)
+}
+
+// likePrefix is a LIKE pattern (escape character '\') matching strings
+// that start with p.
+func likePrefix(p string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(p) + "%"
+}
+
+func (o *ops) DeleteSecret(ctx context.Context, name string) error {
+	return o.atomic(ctx, func(q querier) error {
+		for _, stmt := range []string{
+			`DELETE FROM secret_stages WHERE secret = $1`,
+			`DELETE FROM run_steps WHERE run_id IN (SELECT id FROM rotation_runs WHERE secret = $1)`,
+			`DELETE FROM rotation_runs WHERE secret = $1`,
+			`DELETE FROM rotations WHERE secret = $1`,
+			`DELETE FROM secret_versions WHERE secret = $1`,
+		} {
+			if _, err := q.ExecContext(ctx, stmt, name); err != nil {
+				return fmt.Errorf("delete secret %q: %w", name, translate(err))
+			}
+		}
+		res, err := q.ExecContext(ctx, `DELETE FROM secrets WHERE name = $1`, name)
+		if err != nil {
+			return fmt.Errorf("delete secret %q: %w", name, translate(err))
+		}
+		return mustAffect(res, "delete secret %q", name)
+	})
+}
+
+func (o *ops) SecretsDueForPurge(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT name FROM secrets
+		WHERE deleted_at IS NOT NULL AND purge_at IS NOT NULL AND purge_at <= $1
+		ORDER BY purge_at, name LIMIT $2`, ta(now), lim(limit))
+	if err != nil {
+		return nil, fmt.Errorf("secrets due for purge: %w", translate(err))
+	}
+	return collectScalar[string](rows, "secrets due for purge")
+}
+
+func (o *ops) CountSecrets(ctx context.Context) (int, error) {
+	return o.count(ctx, "secrets")
+}
+
+// --- versions ---
+
+// versionCols selects a version with its stages joined by char(31).
+const versionCols = `v.secret, v.version, v.envelope, v.key_id, v.key_version, v.fingerprint,
+	v.created_at, v.created_by, v.reason,
+	(SELECT string_agg(st.stage, chr(31) ORDER BY st.stage) FROM secret_stages st WHERE st.secret = v.secret AND st.version = v.version)`
+
+const versionColsNoEnvelope = `v.secret, v.version, NULL, v.key_id, v.key_version, v.fingerprint,
+	v.created_at, v.created_by, v.reason,
+	(SELECT string_agg(st.stage, chr(31) ORDER BY st.stage) FROM secret_stages st WHERE st.secret = v.secret AND st.version = v.version)`
+
+func versionDest(v *store.SecretVersion) []any {
+	return []any{&v.Secret, &v.Version, bcol{&v.Envelope}, &v.KeyID, &v.KeyVersion, &v.Fingerprint,
+		tcol{&v.CreatedAt}, &v.CreatedBy, &v.Reason, stagesCol{&v.Stages}}
+}
+
+func (o *ops) InsertVersion(ctx context.Context, v store.SecretVersion) error {
+	err := insert(ctx, o.w(), `INSERT INTO secret_versions (secret, version, envelope, key_id, key_version,
+		fingerprint, created_at, created_by, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		v.Secret, v.Version, bytesArg(v.Envelope), v.KeyID, v.KeyVersion, v.Fingerprint,
+		ta(v.CreatedAt), v.CreatedBy, v.Reason)
+	if isFK(err) {
+		return fmt.Errorf("insert version: secret %q: %w", v.Secret, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("insert version: secret %q version %d: %w", v.Secret, v.Version, err)
+	}
+	return nil
+}
+
+func (o *ops) GetVersion(ctx context.Context, secret string, version int64) (store.SecretVersion, error) {
+	var v store.SecretVersion
+	err := o.r().QueryRowContext(ctx, `SELECT `+versionCols+` FROM secret_versions v
+		WHERE v.secret = $1 AND v.version = $2`, secret, version).Scan(versionDest(&v)...)
+	if err != nil {
+		return store.SecretVersion{}, fmt.Errorf("get version: secret %q version %d: %w", secret, version, translate(err))
+	}
+	return v, nil
+}
+
+func (o *ops) ListVersions(ctx context.Context, secret string, withEnvelope bool) ([]store.SecretVersion, error) {
+	cols := versionColsNoEnvelope
+	if withEnvelope {
+		cols = versionCols
+	}
+	rows, err := o.r().QueryContext(ctx, `SELECT `+cols+` FROM secret_versions v
+		WHERE v.secret = $1 ORDER BY v.version`, secret)
+	if err != nil {
+		return nil, fmt.Errorf("list versions %q: %w", secret, translate(err))
+	}
+	return collect(rows, "list versions", versionDest)
+}
+
+func (o *ops) DeleteVersion(ctx context.Context, secret string, version int64) error {
+	return o.atomic(ctx, func(q querier) error {
+		res, err := q.ExecContext(ctx, `DELETE FROM secret_versions WHERE secret = $1 AND version = $2
+			AND NOT EXISTS (SELECT 1 FROM secret_stages WHERE secret = $3 AND version = $4)`,
+			secret, version, secret, version)
+		if isFK(err) {
+			return fmt.Errorf("delete version: secret %q version %d holds a stage: %w", secret, version, store.ErrConflict)
+		}
+		if err != nil {
+			return fmt.Errorf("delete version: secret %q version %d: %w", secret, version, translate(err))
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		if err := o.versionExists(ctx, q, secret, version); err != nil {
+			return fmt.Errorf("delete version: %w", err)
+		}
+		return fmt.Errorf("delete version: secret %q version %d holds a stage: %w", secret, version, store.ErrConflict)
+	})
+}
+
+func (o *ops) versionExists(ctx context.Context, q querier, secret string, version int64) error {
+	var one int
+	err := q.QueryRowContext(ctx, `SELECT 1 FROM secret_versions WHERE secret = $1 AND version = $2`, secret, version).Scan(&one)
+	if err != nil {
+		return fmt.Errorf("secret %q version %d: %w", secret, version, translate(err))
+	}
+	return nil
+}
+
+func (o *ops) SwapEnvelope(ctx context.Context, p store.SwapEnvelopeParams) error {
+	return o.atomic(ctx, func(q querier) error {
+		res, err := q.ExecContext(ctx, `UPDATE secret_versions SET envelope = $1, key_version = $2
+			WHERE secret = $3 AND version = $4 AND envelope IS NOT DISTINCT FROM $5`,
+			bytesArg(p.New), p.NewKeyVersion, p.Secret, p.Version, bytesArg(p.Old))
+		if err != nil {
+			return fmt.Errorf("swap envelope: secret %q version %d: %w", p.Secret, p.Version, translate(err))
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return nil
+		}
+		if err := o.versionExists(ctx, q, p.Secret, p.Version); err != nil {
+			return fmt.Errorf("swap envelope: %w", err)
+		}
+		return fmt.Errorf("swap envelope: secret %q version %d changed: %w", p.Secret, p.Version, store.ErrConflict)
+	})
+}
+
+func (o *ops) VersionsNotOnKeyVersion(ctx context.Context, p store.StaleVersionsParams) ([]store.SecretVersion, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT `+versionCols+` FROM secret_versions v
+		WHERE v.key_id = $1 AND v.key_version <> $2 AND (v.secret, v.version) > ($3, $4)
+		ORDER BY v.secret, v.version LIMIT $5`,
+		p.KeyID, p.KeyVersion, p.AfterSecret, p.AfterVersion, lim(p.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("versions not on key %q version %d: %w", p.KeyID, p.KeyVersion, translate(err))
+	}
+	return collect(rows, "versions not on key version", versionDest)
+}
+
+// --- stages ---
+
+func (o *ops) SetStage(ctx context.Context, secret, stage string, version int64) error {
+	_, err := o.w().ExecContext(ctx, `INSERT INTO secret_stages (secret, stage, version) VALUES ($1, $2, $3)
+		ON CONFLICT (secret, stage) DO UPDATE SET version = excluded.version`, secret, stage, version)
+	if isFK(err) {
+		return fmt.Errorf("set stage %q: secret %q version %d: %w", stage, secret, version, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("set stage %q: secret %q version %d: %w", stage, secret, version, translate(err))
+	}
+	return nil
+}
+
+func (o *ops) ClearStage(ctx context.Context, secret, stage string) error {
+	_, err := o.w().ExecContext(ctx, `DELETE FROM secret_stages WHERE secret = $1 AND stage = $2`, secret, stage)
+	if err != nil {
+		return fmt.Errorf("clear stage %q: secret %q: %w", stage, secret, translate(err))
+	}
+	return nil
+}
+
+func (o *ops) GetStages(ctx context.Context, secret string) (map[string]int64, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT stage, version FROM secret_stages WHERE secret = $1`, secret)
+	if err != nil {
+		return nil, fmt.Errorf("get stages %q: %w", secret, translate(err))
+	}
+	defer rows.Close()
+	m := map[string]int64{}
+	for rows.Next() {
+		var (
+			st string
+			v  int64
+		)
+		if err := rows.Scan(&st, &v); err != nil {
+			return nil, fmt.Errorf("get stages %q: %w", secret, err)
+		}
+		m[st] = v
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("get stages %q: %w", secret, translate(err))
+	}
+	return m, nil
+}
+
+// --- rotations ---
+
+const rotationCols = `secret, rotator, config, schedule, window_ns, enabled, next_due_at, last_rotated_at,
+	last_error, consecutive_failures, lease_owner, lease_expires_at, updated_at`
+
+func rotationDest(r *store.Rotation) []any {
+	return []any{&r.Secret, &r.Rotator, bcol{&r.Config}, &r.Schedule, (*int64)(&r.Window), &r.Enabled,
+		ntcol{&r.NextDueAt}, ntcol{&r.LastRotatedAt}, &r.LastError, &r.ConsecutiveFailures,
+		&r.LeaseOwner, ntcol{&r.LeaseExpiresAt}, tcol{&r.UpdatedAt}}
+}
+
+func (o *ops) PutRotation(ctx context.Context, r store.Rotation) error {
+	_, err := o.w().ExecContext(ctx, `INSERT INTO rotations (`+rotationCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT (secret) DO UPDATE SET rotator = excluded.rotator, config = excluded.config,
+			schedule = excluded.schedule, window_ns = excluded.window_ns, enabled = excluded.enabled,
+			next_due_at = excluded.next_due_at, last_rotated_at = excluded.last_rotated_at,
+			last_error = excluded.last_error, consecutive_failures = excluded.consecutive_failures,
+			lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,
+			updated_at = excluded.updated_at`,
+		r.Secret, r.Rotator, bytesArg(r.Config), r.Schedule, int64(r.Window), r.Enabled,
+		tpa(r.NextDueAt), tpa(r.LastRotatedAt), r.LastError, r.ConsecutiveFailures,
+		r.LeaseOwner, tpa(r.LeaseExpiresAt), ta(r.UpdatedAt))
+	if isFK(err) {
+		return fmt.Errorf("put rotation: secret %q: %w", r.Secret, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("put rotation: secret %q: %w", r.Secret, translate(err))
+	}
+	return nil
+}
+
+func (o *ops) GetRotation(ctx context.Context, secret string) (store.Rotation, error) {
+	var r store.Rotation
+	err := o.r().QueryRowContext(ctx, `SELECT `+rotationCols+` FROM rotations WHERE secret = $1`, secret).
+		Scan(rotationDest(&r)...)
+	if err != nil {
+		return store.Rotation{}, fmt.Errorf("get rotation %q: %w", secret, translate(err))
+	}
+	return r, nil
+}
+
+func (o *ops) ListRotations(ctx context.Context) ([]store.Rotation, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT `+rotationCols+` FROM rotations ORDER BY secret`)
+	if err != nil {
+		return nil, fmt.Errorf("list rotations: %w", translate(err))
+	}
+	return collect(rows, "list rotations", rotationDest)
+}
+
+func (o *ops) ClaimDueRotations(ctx context.Context, p store.ClaimParams) ([]store.Rotation, error) {
+	// FOR UPDATE SKIP LOCKED: concurrent claimers skip rows another claimer
+	// has locked, and the UPDATE re-checks the locked rows' latest version,
+	// so each due rotation goes to exactly one claimer.
+	rows, err := o.w().QueryContext(ctx, `WITH due AS (
+			SELECT secret FROM rotations
+			WHERE enabled AND next_due_at <= $3
+				AND (lease_owner = '' OR lease_expires_at IS NULL OR lease_expires_at <= $3)
+			ORDER BY next_due_at, secret
+			LIMIT $4
+			FOR UPDATE SKIP LOCKED)
+		UPDATE rotations r SET lease_owner = $1, lease_expires_at = $2
+		FROM due WHERE r.secret = due.secret
+		RETURNING `+prefixed("r", rotationCols),
+		p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), claimLimit(p.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("claim due rotations: %w", translate(err))
+	}
+	rs, err := collect(rows, "claim due rotations", rotationDest)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(rs, func(i, j int) bool {
+		a, b := rs[i].NextDueAt, rs[j].NextDueAt
+		if !a.Equal(*b) {
+			return a.Before(*b)
+		}
+		return rs[i].Secret < rs[j].Secret
+	})
+	return rs, nil
+}
+
+// prefixed qualifies a column list with a table alias.
+func prefixed(alias, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (o *ops) ClaimRotation(ctx context.Context, secret string, p store.ClaimParams) (store.Rotation, error) {
+	var r store.Rotation
+	err := o.atomic(ctx, func(q querier) error {
+		err := q.QueryRowContext(ctx, `UPDATE rotations SET lease_owner = $1, lease_expires_at = $2
+			WHERE secret = $3 AND (lease_owner = '' OR lease_owner = $4 OR lease_expires_at IS NULL OR lease_expires_at <= $5)
+			RETURNING `+rotationCols,
+			p.Owner, ta(p.Now.Add(p.LeaseFor)), secret, p.Owner, ta(p.Now)).Scan(rotationDest(&r)...)
+		if !errors.Is(err, sql.ErrNoRows) {
+			if err != nil {
+				return fmt.Errorf("claim rotation %q: %w", secret, translate(err))
+			}
+			return nil
+		}
+		var one int
+		if err := q.QueryRowContext(ctx, `SELECT 1 FROM rotations WHERE secret = $1`, secret).Scan(&one); err != nil {
+			return fmt.Errorf("claim rotation %q: %w", secret, translate(err))
+		}
+		return fmt.Errorf("claim rotation %q: leased by another owner: %w", secret, store.ErrConflict)
+	})
+	if err != nil {
+		return store.Rotation{}, err
+	}
+	return r, nil
+}
+
+func (o *ops) RenewRotationLease(ctx context.Context, secret, owner string, until time.Time) error {
+	res, err := o.w().ExecContext(ctx, `UPDATE rotations SET lease_expires_at = $1
+		WHERE secret = $2 AND lease_owner = $3 AND lease_owner <> ''`, ta(until), secret, owner)
+	if err != nil {
+		return fmt.Errorf("renew rotation lease %q: %w", secret, translate(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("renew rotation lease %q for %q: %w", secret, owner, store.ErrLeaseLost)
+	}
+	return nil
+}
+
+func (o *ops) ReleaseRotation(ctx context.Context, secret, owner string) error {
+	res, err := o.w().ExecContext(ctx, `UPDATE rotations SET lease_owner = '', lease_expires_at = NULL
+		WHERE secret = $1 AND lease_owner = $2 AND lease_owner <> ''`, secret, owner)
+	if err != nil {
+		return fmt.Errorf("release rotation %q: %w", secret, translate(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("release rotation %q for %q: %w", secret, owner, store.ErrLeaseLost)
+	}
+	return nil
+}
+
+func (o *ops) EarliestDue(ctx context.Context) (time.Time, error) {
+	var t *time.Time
+	err := o.r().QueryRowContext(ctx, `SELECT MIN(next_due_at) FROM rotations WHERE enabled`).Scan(ntcol{&t})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("earliest due: %w", translate(err))
+	}
+	if t == nil {
+		return time.Time{}, fmt.Errorf("earliest due: no rotation scheduled: %w", store.ErrNotFound)
+	}
+	return *t, nil
+}
+
+// --- runs ---
+
+const runCols = `id, secret, run_trigger, step, state, pending_version, attempt, options,
+	started_at, updated_at, ended_at, error`
+
+func runDest(r *store.RotationRun) []any {
+	return []any{&r.ID, &r.Secret, &r.Trigger, &r.Step, &r.State, &r.PendingVersion, &r.Attempt, bcol{&r.Options},
+		tcol{&r.StartedAt}, tcol{&r.UpdatedAt}, ntcol{&r.EndedAt}, &r.Error}
+}
+
+func (o *ops) CreateRun(ctx context.Context, r store.RotationRun) error {
+	err := insert(ctx, o.w(), `INSERT INTO rotation_runs (`+runCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		r.ID, r.Secret, r.Trigger, r.Step, r.State, r.PendingVersion, r.Attempt, bytesArg(r.Options),
+		ta(r.StartedAt), ta(r.UpdatedAt), tpa(r.EndedAt), r.Error)
+	if isFK(err) {
+		return fmt.Errorf("create run %q: secret %q: %w", r.ID, r.Secret, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("create run %q: %w", r.ID, err)
+	}
+	return nil
+}
+
+func (o *ops) UpdateRun(ctx context.Context, r store.RotationRun) error {
+	res, err := o.w().ExecContext(ctx, `UPDATE rotation_runs SET run_trigger = $1, step = $2, state = $3,
+		pending_version = $4, attempt = $5, options = $6, updated_at = $7, ended_at = $8, error = $9
+		WHERE id = $10`,
+		r.Trigger, r.Step, r.State, r.PendingVersion, r.Attempt, bytesArg(r.Options),
+		ta(r.UpdatedAt), tpa(r.EndedAt), r.Error, r.ID)
+	if err != nil {
+		return fmt.Errorf("update run %q: %w", r.ID, translate(err))
+	}
+	return mustAffect(res, "update run %q", r.ID)
+}
+
+func (o *ops) GetRun(ctx context.Context, id string) (store.RotationRun, error) {
+	var r store.RotationRun
+	err := o.r().QueryRowContext(ctx, `SELECT `+runCols+` FROM rotation_runs WHERE id = $1`, id).Scan(runDest(&r)...)
+	if err != nil {
+		return store.RotationRun{}, fmt.Errorf("get run %q: %w", id, translate(err))
+	}
+	return r, nil
+}
+
+func (o *ops) ListRuns(ctx context.Context, secret string, limit int) ([]store.RotationRun, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT `+runCols+` FROM rotation_runs WHERE secret = $1
+		ORDER BY started_at DESC, id DESC LIMIT $2`, secret, lim(limit))
+	if err != nil {
+		return nil, fmt.Errorf("list runs %q: %w", secret, translate(err))
+	}
+	return collect(rows, "list runs", runDest)
+}
+
+func (o *ops) UnfinishedRuns(ctx context.Context) ([]store.RotationRun, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT `+runCols+` FROM rotation_runs WHERE state = 'running'
+		ORDER BY started_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("unfinished runs: %w", translate(err))
+	}
+	return collect(rows, "unfinished runs", runDest)
+}
+
+func (o *ops) AddRunStep(ctx context.Context, s store.RunStep) error {
+	_, err := o.w().ExecContext(ctx, `INSERT INTO run_steps (run_id, step, started_at, ended_at, result, error)
+		VALUES ($1, $2, $3, $4, $5, $6)`, s.RunID, s.Step, ta(s.StartedAt), tpa(s.EndedAt), s.Result, s.Error)
+	if isFK(err) {
+		return fmt.Errorf("add run step: run %q: %w", s.RunID, store.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("add run step: run %q: %w", s.RunID, translate(err))
+	}
+	return nil
+}
+
+func (o *ops) ListRunSteps(ctx context.Context, runID string) ([]store.RunStep, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT run_id, step, started_at, ended_at, result, error
+		FROM run_steps WHERE run_id = $1 ORDER BY id`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("list run steps %q: %w", runID, translate(err))
+	}
+	return collect(rows, "list run steps", func(s *store.RunStep) []any {
+		return []any{&s.RunID, &s.Step, tcol{&s.StartedAt}, ntcol{&s.EndedAt}, &s.Result, &s.Error}
+	})
+}
+
+// --- outbox ---
+
+const outboxCols = `id, type, secret, version, payload, created_at, delivered_at, lease_owner, lease_expires_at`
+
+func outboxDest(e *store.OutboxEvent) []any {
+	return []any{&e.ID, &e.Type, &e.Secret, &e.Version, bcol{&e.Payload}, tcol{&e.CreatedAt},
+		ntcol{&e.DeliveredAt}, &e.LeaseOwner, ntcol{&e.LeaseExpiresAt}}
+}
+
+func (o *ops) AppendOutbox(ctx context.Context, e store.OutboxEvent) (int64, error) {
+	var id int64
+	err := o.w().QueryRowContext(ctx, `INSERT INTO outbox (type, secret, version, payload, created_at,
+		delivered_at, lease_owner, lease_expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+		e.Type, e.Secret, e.Version, bytesArg(e.Payload), ta(e.CreatedAt),
+		tpa(e.DeliveredAt), e.LeaseOwner, tpa(e.LeaseExpiresAt)).Scan(&id)
+	if err != nil {
+		return 0, fmt.Errorf("append outbox %q: %w", e.Type, translate(err))
+	}
+	return id, nil
+}
+
+func (o *ops) ClaimOutbox(ctx context.Context, p store.ClaimParams) ([]store.OutboxEvent, error) {
+	rows, err := o.w().QueryContext(ctx, `WITH free AS (
+			SELECT id FROM outbox
+			WHERE delivered_at IS NULL
+				AND (lease_owner = '' OR lease_expires_at IS NULL OR lease_expires_at <= $3)
+			ORDER BY id
+			LIMIT $4
+			FOR UPDATE SKIP LOCKED)
+		UPDATE outbox o SET lease_owner = $1, lease_expires_at = $2
+		FROM free WHERE o.id = free.id
+		RETURNING `+prefixed("o", outboxCols),
+		p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), claimLimit(p.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("claim outbox: %w", translate(err))
+	}
+	es, err := collect(rows, "claim outbox", outboxDest)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].ID < es[j].ID })
+	return es, nil
+}
+
+func (o *ops) MarkDelivered(ctx context.Context, ids []int64, at time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := o.w().ExecContext(ctx, `UPDATE outbox SET delivered_at = $1 WHERE id = ANY($2)`, ta(at), pq.Int64Array(ids))
+	if err != nil {
+		return fmt.Errorf("mark delivered: %w", translate(err))
+	}
+	return nil
+}
+
+func (o *ops) ListOutboxAfter(ctx context.Context, after int64, limit int) ([]store.OutboxEvent, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT `+outboxCols+` FROM outbox WHERE id > $1 ORDER BY id LIMIT $2`,
+		after, lim(limit))
+	if err != nil {
+		return nil, fmt.Errorf("list outbox after %d: %w", after, translate(err))
+	}
+	return collect(rows, "list outbox", outboxDest)
+}
+
+func (o *ops) TrimOutbox(ctx context.Context, before time.Time) (int, error) {
+	res, err := o.w().ExecContext(ctx, `DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < $1`, ta(before))
+	if err != nil {
+		return 0, fmt.Errorf("trim outbox: %w", translate(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("trim outbox: %w", err)
+	}
+	return int(n), nil
+}
+
+// --- tokens ---
+
+const tokenCols = `id, hash, name, policies, created_at, expires_at, revoked_at`
+
+func tokenDest(t *store.Token) []any {
+	return []any{&t.ID, bcol{&t.Hash}, &t.Name, jsonCol[[]string]{&t.Policies}, tcol{&t.CreatedAt},
+		ntcol{&t.ExpiresAt}, ntcol{&t.RevokedAt}}
+}
+
+func (o *ops) CreateToken(ctx context.Context, t store.Token) error {
+	pol, err := jsonArg(t.Policies, len(t.Policies) == 0)
+	if err != nil {
+		return fmt.Errorf("create token %q: %w", t.ID, err)
+	}
+	err = insert(ctx, o.w(), `INSERT INTO tokens (`+tokenCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		t.ID, t.Hash, t.Name, pol, ta(t.CreatedAt), tpa(t.ExpiresAt), tpa(t.RevokedAt))
+	if err != nil {
+		return fmt.Errorf("create token %q: %w", t.ID, err)
+	}
+	return nil
+}
+
+func (o *ops) GetTokenByHash(ctx context.Context, hash []byte) (store.Token, error) {
+	var t store.Token
+	err := o.r().QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = $1`, hash).Scan(tokenDest(&t)...)
+	if err != nil {
+		// Never the hash in the message.
+		return store.Token{}, fmt.Errorf("get token by hash: %w", translate(err))
+	}
+	return t, nil
+}
+
+func (o *ops) GetToken(ctx context.Context, id string) (store.Token, error) {
+	var t store.Token
+	err := o.r().QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, id).Scan(tokenDest(&t)...)
+	if err != nil {
+		return store.Token{}, fmt.Errorf("get token %q: %w", id, translate(err))
+	}
+	return t, nil
+}
+
+func (o *ops) ListTokens(ctx context.Context) ([]store.Token, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", translate(err))
+	}
+	return collect(rows, "list tokens", tokenDest)
+}
+
+func (o *ops) RevokeToken(ctx context.Context, id string, at time.Time) error {
+	res, err := o.w().ExecContext(ctx, `UPDATE tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2`, ta(at), id)
+	if err != nil {
+		return fmt.Errorf("revoke token %q: %w", id, translate(err))
+	}
+	return mustAffect(res, "revoke token %q", id)
+}
+
+// --- policies ---
+
+func (o *ops) PutPolicy(ctx context.Context, p store.Policy) error {
+	_, err := o.w().ExecContext(ctx, `INSERT INTO policies (name, document, created_at, updated_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (name) DO UPDATE SET document = excluded.document, created_at = excluded.created_at,
+			updated_at = excluded.updated_at`,
+		p.Name, bytesArg(p.Document), ta(p.CreatedAt), ta(p.UpdatedAt))
+	if err != nil {
+		return fmt.Errorf("put policy %q: %w", p.Name, translate(err))
+	}
+	return nil
+}
+
+func policyDest(p *store.Policy) []any {
+	return []any{&p.Name, bcol{&p.Document}, tcol{&p.CreatedAt}, tcol{&p.UpdatedAt}}
+}
+
+func (o *ops) GetPolicy(ctx context.Context, name string) (store.Policy, error) {
+	var p store.Policy
+	err := o.r().QueryRowContext(ctx, `SELECT name, document, created_at, updated_at FROM policies WHERE name = $1`, name).
+		Scan(policyDest(&p)...)
+	if err != nil {
+		return store.Policy{}, fmt.Errorf("get policy %q: %w", name, translate(err))
+	}
+	return p, nil
+}
+
+func (o *ops) ListPolicies(ctx context.Context) ([]store.Policy, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT name, document, created_at, updated_at FROM policies ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list policies: %w", translate(err))
+	}
+	return collect(rows, "list policies", policyDest)
+}
+
+func (o *ops) DeletePolicy(ctx context.Context, name string) error {
+	res, err := o.w().ExecContext(ctx, `DELETE FROM policies WHERE name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("delete policy %q: %w", name, translate(err))
+	}
+	return mustAffect(res, "delete policy %q", name)
+}
+
+// --- audit ---
+
+const auditCols = `seq, time, token_id, action, target, result, request_id, detail, prev_hash, hash`
+
+func auditDest(a *store.AuditRecord) []any {
+	return []any{&a.Seq, tcol{&a.Time}, &a.TokenID, &a.Action, &a.Target, &a.Result, &a.RequestID, &a.Detail,
+		bcol{&a.PrevHash}, bcol{&a.Hash}}
+}
+
+// AuditHead reads the one-row audit_head table. Inside InTx it locks the
+// row (FOR UPDATE) until the transaction ends, so concurrent appenders
+// queue here and each sees the head the previous one committed.
+func (o *ops) AuditHead(ctx context.Context) (int64, []byte, error) {
+	q := `SELECT seq, hash FROM audit_head WHERE id = 1`
+	if o.tx != nil {
+		q += ` FOR UPDATE`
+	}
+	var (
+		seq  int64
+		hash []byte
+	)
+	if err := o.r().QueryRowContext(ctx, q).Scan(&seq, bcol{&hash}); err != nil {
+		return 0, nil, fmt.Errorf("audit head: %w", translate(err))
+	}
+	return seq, hash, nil
+}
+
+func (o *ops) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	return o.atomic(ctx, func(q querier) error {
+		last := recs[0]
+		for _, a := range recs {
+			err := insert(ctx, q, `INSERT INTO audit (`+auditCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+				a.Seq, ta(a.Time), a.TokenID, a.Action, a.Target, a.Result, a.RequestID, a.Detail,
+				bytesArg(a.PrevHash), bytesArg(a.Hash))
+			if err != nil {
+				return fmt.Errorf("append audit seq %d: %w", a.Seq, err)
+			}
+			if a.Seq > last.Seq {
+				last = a
+			}
+		}
+		_, err := q.ExecContext(ctx, `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1 AND seq < $1`,
+			last.Seq, bytesArg(last.Hash))
+		if err != nil {
+			return fmt.Errorf("append audit: head: %w", translate(err))
+		}
+		return nil
+	})
+}
+
+func (o *ops) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error) {
+	var since any
+	if !f.Since.IsZero() {
+		since = ta(f.Since)
+	}
+	rows, err := o.r().QueryContext(ctx, `SELECT `+auditCols+` FROM audit
+		WHERE seq > $1 AND ($2::timestamptz IS NULL OR time >= $2) AND ($3 = '' OR target = $3)
+		ORDER BY seq LIMIT $4`, f.AfterSeq, since, f.Target, lim(f.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", translate(err))
+	}
+	return collect(rows, "list audit", auditDest)
+}
+
+// --- plugins and hooks ---
+
+func (o *ops) PutPlugin(ctx context.Context, p store.Plugin) error {
+	_, err := o.w().ExecContext(ctx, `INSERT INTO plugins (name, path, sha256, created_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (name) DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, created_at = excluded.created_at`,
+		p.Name, p.Path, p.SHA256, ta(p.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("put plugin %q: %w", p.Name, translate(err))
+	}
+	return nil
+}
+
+func pluginDest(p *store.Plugin) []any {
+	return []any{&p.Name, &p.Path, &p.SHA256, tcol{&p.CreatedAt}}
+}
+
+func (o *ops) GetPlugin(ctx context.Context, name string) (store.Plugin, error) {
+	var p store.Plugin
+	err := o.r().QueryRowContext(ctx, `SELECT name, path, sha256, created_at FROM plugins WHERE name = $1`, name).
+		Scan(pluginDest(&p)...)
+	if err != nil {
+		return store.Plugin{}, fmt.Errorf("get plugin %q: %w", name, translate(err))
+	}
+	return p, nil
+}
+
+func (o *ops) ListPlugins(ctx context.Context) ([]store.Plugin, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT name, path, sha256, created_at FROM plugins ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list plugins: %w", translate(err))
+	}
+	return collect(rows, "list plugins", pluginDest)
+}
+
+func (o *ops) DeletePlugin(ctx context.Context, name string) error {
+	res, err := o.w().ExecContext(ctx, `DELETE FROM plugins WHERE name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("delete plugin %q: %w", name, translate(err))
+	}
+	return mustAffect(res, "delete plugin %q", name)
+}
+
+func (o *ops) PutHook(ctx context.Context, h store.Hook) error {
+	_, err := o.w().ExecContext(ctx, `INSERT INTO hooks (name, on_event, secrets_glob, kind, target, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (name) DO UPDATE SET on_event = excluded.on_event, secrets_glob = excluded.secrets_glob,
+			kind = excluded.kind, target = excluded.target, created_at = excluded.created_at`,
+		h.Name, h.On, h.Secrets, h.Kind, h.Target, ta(h.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("put hook %q: %w", h.Name, translate(err))
+	}
+	return nil
+}
+
+func (o *ops) ListHooks(ctx context.Context) ([]store.Hook, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT name, on_event, secrets_glob, kind, target, created_at
+		FROM hooks ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list hooks: %w", translate(err))
+	}
+	return collect(rows, "list hooks", func(h *store.Hook) []any {
+		return []any{&h.Name, &h.On, &h.Secrets, &h.Kind, &h.Target, tcol{&h.CreatedAt}}
+	})
+}
+
+func (o *ops) DeleteHook(ctx context.Context, name string) error {
+	res, err := o.w().ExecContext(ctx, `DELETE FROM hooks WHERE name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("delete hook %q: %w", name, translate(err))
+	}
+	return mustAffect(res, "delete hook %q", name)
+}
+
+// --- named locks ---
+
+func (o *ops) TryLock(ctx context.Context, name, owner string, now, until time.Time) (bool, error) {
+	rows, err := o.w().QueryContext(ctx, `INSERT INTO locks (name, owner, expires_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+		WHERE locks.owner = excluded.owner OR locks.expires_at <= $4
+		RETURNING owner`, name, owner, ta(until), ta(now))
+	if err != nil {
+		return false, fmt.Errorf("try lock %q: %w", name, translate(err))
+	}
+	got, err := collectScalar[string](rows, "try lock")
+	if err != nil {
+		return false, err
+	}
+	return len(got) == 1, nil
+}
+
+func (o *ops) Unlock(ctx context.Context, name, owner string) error {
+	if _, err := o.w().ExecContext(ctx, `DELETE FROM locks WHERE name = $1 AND owner = $2`, name, owner); err != nil {
+		return fmt.Errorf("unlock %q: %w", name, translate(err))
+	}
+	return nil
+}
+
+// --- helpers ---
+
+func (o *ops) count(ctx context.Context, table string) (int, error) {
+	var n int
+	if err := o.r().QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count %s: %w", table, translate(err))
+	}
+	return n, nil
+}
+
+// defaultClaimLimit applies when ClaimParams.Limit is not positive.
+const defaultClaimLimit = 100
+
+func claimLimit(n int) int {
+	if n <= 0 {
+		return defaultClaimLimit
+	}
+	return n
+}
+
+// insert runs an INSERT with ON CONFLICT DO NOTHING appended, and reports
+// ErrConflict when no row went in: a unique conflict then does not abort
+// the caller's transaction, as it would with a raised error.
+func insert(ctx context.Context, q querier, query string, args ...any) error {
+	res, err := q.ExecContext(ctx, query+` ON CONFLICT DO NOTHING`, args...)
+	if err != nil {
+		return translate(err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrConflict
+	}
+	return nil
+}
+
+// mustAffect turns "no row changed" into ErrNotFound.
+func mustAffect(res sql.Result, format string, args ...any) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf(format+": %w", append(args, err)...)
+	}
+	if n == 0 {
+		return fmt.Errorf(format+": %w", append(args, store.ErrNotFound)...)
+	}
+	return nil
+}
+
+// collect scans every row with the destinations dest returns.
+func collect[T any](rows *sql.Rows, what string, dest func(*T) []any) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var v T
+		if err := rows.Scan(dest(&v)...); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, translate(err))
+	}
+	return out, nil
+}
+
+func collectScalar[T any](rows *sql.Rows, what string) ([]T, error) {
+	return collect(rows, what, func(v *T) []any { return []any{v} })
+}
+
+func aliasArg(a string) any {
+	if a == "" {
+		return nil
+	}
+	return a
+}
+
+// nullString scans a nullable text column into a string ("" for NULL).
+type nullString struct{ p *string }
+
+func (c nullString) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*c.p = ""
+	case string:
+		*c.p = v
+	case []byte:
+		*c.p = string(v)
+	default:
+		return fmt.Errorf("text column: unexpected %T", src)
+	}
+	return nil
+}
+
+// stagesCol scans the char(31)-joined stage list, sorted.
+type stagesCol struct{ p *[]string }
+
+func (c stagesCol) Scan(src any) error {
+	var s string
+	switch v := src.(type) {
+	case nil:
+		*c.p = nil
+		return nil
+	case string:
+		s = v
+	case []byte:
+		s = string(v)
+	default:
+		return fmt.Errorf("stages column: unexpected %T", src)
+	}
+	st := strings.Split(s, "\x1f")
+	sort.Strings(st)
+	*c.p = st
+	return nil
+}
+
+// jsonCol scans a JSON text column into a map or slice; NULL or an empty
+// document leaves the zero value.
+type jsonCol[T any] struct{ p *T }
+
+func (c jsonCol[T]) Scan(src any) error {
+	var zero T
+	var b []byte
+	switch v := src.(type) {
+	case nil:
+		*c.p = zero
+		return nil
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("json column: unexpected %T", src)
+	}
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("json column: %w", err)
+	}
+	*c.p = v
+	return nil
+}
+
+// jsonArg encodes v, or NULL when empty.
+func jsonArg(v any, empty bool) (any, error) {
+	if empty {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+func secretJSON(s store.Secret) (tags, meta any, err error) {
+	if tags, err = jsonArg(s.Tags, len(s.Tags) == 0); err != nil {
+		return nil, nil, err
+	}
+	if meta, err = jsonArg(s.Metadata, len(s.Metadata) == 0); err != nil {
+		return nil, nil, err
+	}
+	return tags, meta, nil
+}

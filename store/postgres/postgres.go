@@ -1,0 +1,358 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// PostgreSQL error codes the backend acts on.
+const (
+	codeUniqueViolation      = "23505"
+	codeForeignKeyViolation  = "23503"
+	codeSerializationFailure = "40001"
+	codeDeadlockDetected     = "40P01"
+)
+
+// maxTxAttempts bounds how often InTx runs fn when PostgreSQL reports a
+// serialization failure or a deadlock.
+const maxTxAttempts = 5
+
+// Store is a store.Store on a PostgreSQL database.
+type Store struct {
+	ops
+	db *sql.DB
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to PostgreSQL with a lib/pq DSN (URL or key=value form)
+// and applies pending migrations to the first schema on the search_path.
+// Unknown DSN parameters such as search_path are passed to the server as
+// run-time parameters.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{db: db}
+	s.ops = ops{s: s}
+	return s, nil
+}
+
+// Dialect reports "postgres".
+func (s *Store) Dialect() string { return "postgres" }
+
+// Close closes the connection pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// InTx runs fn in one READ COMMITTED transaction. It rolls back when fn
+// returns an error or panics (and re-panics). When PostgreSQL aborts the
+// transaction with a serialization failure or a deadlock, InTx rolls back
+// and runs fn again, up to maxTxAttempts times, so fn must be safe to
+// repeat: it should only touch the database through tx.
+func (s *Store) InTx(ctx context.Context, fn func(tx store.Ops) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.inTx(ctx, fn)
+		if err == nil || attempt >= maxTxAttempts || !retryable(err) {
+			return err
+		}
+		backoff := time.Duration(attempt*attempt)*5*time.Millisecond + rand.N(5*time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(tx store.Ops) error) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return fmt.Errorf("postgres: begin: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := fn(&ops{s: s, tx: tx}); err != nil {
+		return err
+	}
+	done = true
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("postgres: commit: %w", translate(err))
+	}
+	return nil
+}
+
+func retryable(err error) bool {
+	return pq.As(err, codeSerializationFailure, codeDeadlockDetected) != nil
+}
+
+// querier is what *sql.DB and *sql.Tx have in common.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// ops implements store.Ops on the pool (tx == nil) or on one transaction.
+type ops struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+func (o *ops) r() querier {
+	if o.tx != nil {
+		return o.tx
+	}
+	return o.s.db
+}
+
+func (o *ops) w() querier { return o.r() }
+
+// atomic runs fn in the caller's transaction, or in a new one.
+func (o *ops) atomic(ctx context.Context, fn func(q querier) error) error {
+	if o.tx != nil {
+		return fn(o.tx)
+	}
+	tx, err := o.s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return fmt.Errorf("postgres: begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("postgres: commit: %w", translate(err))
+	}
+	return nil
+}
+
+// translate maps driver errors to store sentinels. A unique violation's
+// message names only the constraint (values are in the detail, which is
+// never used), but it is replaced by ErrConflict anyway.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrNotFound
+	case pq.As(err, codeUniqueViolation) != nil:
+		return store.ErrConflict
+	}
+	return err
+}
+
+// isFK reports a foreign-key violation.
+func isFK(err error) bool {
+	return pq.As(err, codeForeignKeyViolation) != nil
+}
+
+// --- migrations ---
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func loadMigrations() ([]migration, error) {
+	entries, err := migrationFS.ReadDir("migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration file %q: name must start with NNNN_", e.Name())
+		}
+		b, err := migrationFS.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	return ms, nil
+}
+
+// migrate applies pending migrations to current_schema(). A session-level
+// advisory lock keyed on the schema name serializes daemons that start at
+// the same time; each migration commits with its schema_migrations row.
+func migrate(ctx context.Context, db *sql.DB) (err error) {
+	ms, err := loadMigrations()
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	defer conn.Close()
+
+	var schema sql.NullString
+	if err := conn.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if !schema.Valid {
+		return errors.New("postgres: migrate: no existing schema on the search_path")
+	}
+	const lockKey = `hashtextextended('rotary.migrate.' || current_schema(), 0)`
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(`+lockKey+`)`); err != nil {
+		return fmt.Errorf("postgres: migrate: lock: %w", err)
+	}
+	defer func() {
+		// Unlock even if ctx is done; closing the session would release it too.
+		uctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, uerr := conn.ExecContext(uctx, `SELECT pg_advisory_unlock(`+lockKey+`)`); uerr != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // drop the session, releasing the lock
+			err = errors.Join(err, fmt.Errorf("postgres: migrate: unlock: %w", uerr))
+		}
+	}()
+
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	var cur int
+	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+		return fmt.Errorf("postgres: migrate: %w", err)
+	}
+	if latest := ms[len(ms)-1].version; cur > latest {
+		return fmt.Errorf("postgres: migrate: schema %s is at version %d, newer than this binary's %d", schema.String, cur, latest)
+	}
+	for _, m := range ms {
+		if m.version <= cur {
+			continue
+		}
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("postgres: migrate: %s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("postgres: migrate: %s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("postgres: migrate: %s: %w", m.name, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("postgres: migrate: %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// --- value helpers ---
+
+// ta converts a time to its column value: UTC, truncated to microseconds
+// (PostgreSQL would round).
+func ta(t time.Time) any { return t.Truncate(time.Microsecond).UTC() }
+
+// tpa converts an optional time; nil is NULL.
+func tpa(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return ta(*t)
+}
+
+// lim converts a limit where 0 (or less) means none: LIMIT NULL.
+func lim(n int) any {
+	if n <= 0 {
+		return nil
+	}
+	return n
+}
+
+// tcol scans a NOT NULL timestamptz column as UTC.
+type tcol struct{ p *time.Time }
+
+func (c tcol) Scan(src any) error {
+	switch v := src.(type) {
+	case time.Time:
+		*c.p = v.UTC()
+		return nil
+	case nil:
+		*c.p = time.Time{}
+		return nil
+	}
+	return fmt.Errorf("time column: unexpected %T", src)
+}
+
+// ntcol scans a nullable timestamptz column.
+type ntcol struct{ p **time.Time }
+
+func (c ntcol) Scan(src any) error {
+	switch v := src.(type) {
+	case time.Time:
+		t := v.UTC()
+		*c.p = &t
+		return nil
+	case nil:
+		*c.p = nil
+		return nil
+	}
+	return fmt.Errorf("time column: unexpected %T", src)
+}
+
+// bcol scans a bytea column, leaving nil for NULL and copying the bytes.
+type bcol struct{ p *[]byte }
+
+func (c bcol) Scan(src any) error {
+	switch v := src.(type) {
+	case []byte:
+		*c.p = append([]byte(nil), v...)
+		return nil
+	case string:
+		*c.p = []byte(v)
+		return nil
+	case nil:
+		*c.p = nil
+		return nil
+	}
+	return fmt.Errorf("blob column: unexpected %T", src)
+}
+
+// bytesArg passes a blob; nil stays NULL.
+func bytesArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,321 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/lib/pq"
+
+	"github.com/rotary-secrets/rotary/store"
+	"github.com/rotary-secrets/rotary/store/postgres"
+	"github.com/rotary-secrets/rotary/store/storetest"
+)
+
+const defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+func baseDSN() string {
+	if v := os.Getenv("ROTARY_TEST_POSTGRES_DSN"); v != "" {
+		return v
+	}
+	return defaultDSN
+}
+
+var (
+	adminOnce sync.Once
+	adminDB   *sql.DB
+	adminErr  error
+)
+
+// admin returns a pool on the test database, waiting up to 30 s for the
+// server to answer. It fails the test (never skips) when it does not.
+func admin(t testing.TB) *sql.DB {
+	t.Helper()
+	adminOnce.Do(func() {
+		db, err := sql.Open("postgres", baseDSN())
+		if err != nil {
+			adminErr = err
+			return
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err = db.PingContext(ctx)
+			cancel()
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		if err != nil {
+			db.Close()
+			adminErr = err
+			return
+		}
+		adminDB = db
+	})
+	if adminErr != nil {
+		t.Fatalf("PostgreSQL at %s did not answer within 30s (set ROTARY_TEST_POSTGRES_DSN, or start it with scripts/): %v",
+			redact(baseDSN()), adminErr)
+	}
+	return adminDB
+}
+
+// redact hides a password in a URL DSN.
+func redact(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxx")
+			return u.String()
+		}
+	}
+	return dsn
+}
+
+// freshSchema creates an empty schema with a unique name, drops it when
+// the test ends, and returns a DSN whose search_path points at it.
+func freshSchema(t testing.TB) (schema, dsn string) {
+	t.Helper()
+	db := admin(t)
+	b := make([]byte, 6)
+	rand.Read(b)
+	schema = "rotary_t_" + hex.EncodeToString(b)
+	if _, err := db.Exec(`CREATE SCHEMA ` + schema); err != nil {
+		t.Fatalf("CREATE SCHEMA %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		if _, err := db.Exec(`DROP SCHEMA ` + schema + ` CASCADE`); err != nil {
+			t.Errorf("DROP SCHEMA %s: %v", schema, err)
+		}
+	})
+	return schema, withSearchPath(t, baseDSN(), schema)
+}
+
+// withSearchPath adds search_path to a URL or key=value DSN; lib/pq sends
+// parameters it does not know as run-time parameters.
+func withSearchPath(t testing.TB, dsn, schema string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatalf("parse DSN: %v", err)
+		}
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " search_path=" + schema
+}
+
+func open(t testing.TB, dsn string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("Open err = %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func newStore(t *testing.T) store.Store {
+	_, dsn := freshSchema(t)
+	return open(t, dsn)
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, newStore)
+}
+
+func TestConcurrentStores(t *testing.T) {
+	storetest.RunConcurrentStores(t, func(t *testing.T) (store.Store, store.Store) {
+		_, dsn := freshSchema(t)
+		return open(t, dsn), open(t, dsn)
+	})
+}
+
+// TestSearchPath checks that the search_path DSN parameter reaches the
+// server and that the schema lands there.
+func TestSearchPath(t *testing.T) {
+	schema, dsn := freshSchema(t)
+	open(t, dsn)
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var cur string
+	if err := db.QueryRow(`SELECT current_schema()`).Scan(&cur); err != nil || cur != schema {
+		t.Errorf("current_schema() = %q, %v; want %q", cur, err, schema)
+	}
+	var reg sql.NullString
+	if err := admin(t).QueryRow(`SELECT to_regclass($1)::text`, schema+".secrets").Scan(&reg); err != nil || !reg.Valid {
+		t.Errorf("to_regclass(%s.secrets) = %v, %v; want the table", schema, reg, err)
+	}
+}
+
+func TestOpenTwice(t *testing.T) {
+	ctx := t.Context()
+	_, dsn := freshSchema(t)
+	s, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatalf("Open err = %v", err)
+	}
+	if err := s.PutMetaIfAbsent(ctx, "check", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dsn)
+	if got, err := s.GetMeta(ctx, "check"); err != nil || string(got) != "v" {
+		t.Errorf("GetMeta(check) after reopen = %q, %v; want v", got, err)
+	}
+}
+
+// TestOpenConcurrently starts several daemons at once on an empty schema.
+func TestOpenConcurrently(t *testing.T) {
+	schema, dsn := freshSchema(t)
+	const n = 4
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			s, err := postgres.Open(t.Context(), dsn)
+			if err == nil {
+				err = s.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Open #%d err = %v", i, err)
+		}
+	}
+	var count, heads int
+	db := admin(t)
+	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.schema_migrations`).Scan(&count); err != nil || count != 1 {
+		t.Errorf("schema_migrations rows = %d, %v; want 1", count, err)
+	}
+	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.audit_head`).Scan(&heads); err != nil || heads != 1 {
+		t.Errorf("audit_head rows = %d, %v; want 1", heads, err)
+	}
+}
+
+func TestOpenNoSchema(t *testing.T) {
+	admin(t)
+	_, err := postgres.Open(t.Context(), withSearchPath(t, baseDSN(), "rotary_does_not_exist"))
+	if err == nil {
+		t.Fatal("Open with a missing search_path schema err = nil, want an error")
+	}
+}
+
+// TestInTxRetriesDeadlock makes two transactions lock two rows in opposite
+// orders. PostgreSQL aborts one with a deadlock; InTx runs it again and
+// both succeed.
+func TestInTxRetriesDeadlock(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+	for _, n := range []string{"a", "b"} {
+		if err := s.CreateSecret(ctx, store.Secret{Name: n, Type: "x", Region: "r", KeyID: "k", NextVersion: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	touch := func(tx store.Ops, name string) error {
+		sec, err := tx.GetSecret(ctx, name)
+		if err != nil {
+			return err
+		}
+		sec.NextVersion++
+		return tx.UpdateSecret(ctx, sec)
+	}
+	var (
+		wg       sync.WaitGroup
+		barrier  sync.WaitGroup
+		attempts [2]int
+		errs     [2]error
+	)
+	barrier.Add(2)
+	for i, order := range [][2]string{{"a", "b"}, {"b", "a"}} {
+		wg.Go(func() {
+			errs[i] = s.InTx(ctx, func(tx store.Ops) error {
+				attempts[i]++
+				if err := touch(tx, order[0]); err != nil {
+					return err
+				}
+				if attempts[i] == 1 {
+					barrier.Done()
+					barrier.Wait()
+				}
+				return touch(tx, order[1])
+			})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("InTx #%d err = %v, want nil after retry", i, err)
+		}
+	}
+	if attempts[0]+attempts[1] < 3 {
+		t.Errorf("attempts = %v, want one transaction retried", attempts)
+	}
+	for _, n := range []string{"a", "b"} {
+		sec, err := s.GetSecret(ctx, n)
+		if err != nil || sec.NextVersion != 3 {
+			t.Errorf("GetSecret(%s).NextVersion = %d, %v; want 3 (both transactions applied once)", n, sec.NextVersion, err)
+		}
+	}
+}
+
+// TestConflictKeepsTxUsable: on PostgreSQL a raised unique violation would
+// abort the transaction; the backend reports ErrConflict without raising.
+func TestConflictKeepsTxUsable(t *testing.T) {
+	ctx := t.Context()
+	s := newStore(t)
+	err := s.InTx(ctx, func(tx store.Ops) error {
+		if err := tx.PutMetaIfAbsent(ctx, "m", []byte("1")); err != nil {
+			return err
+		}
+		if err := tx.PutMetaIfAbsent(ctx, "m", []byte("2")); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("PutMetaIfAbsent(m) again err = %v, want ErrConflict", err)
+		}
+		return tx.PutMetaIfAbsent(ctx, "n", []byte("3"))
+	})
+	if err != nil {
+		t.Fatalf("InTx err = %v", err)
+	}
+	if got, err := s.GetMeta(ctx, "n"); err != nil || string(got) != "3" {
+		t.Errorf("GetMeta(n) = %q, %v; want 3", got, err)
+	}
+}
+
+func TestDialect(t *testing.T) {
+	if got := newStore(t).Dialect(); got != "postgres" {
+		t.Errorf("Dialect() = %q, want postgres", got)
+	}
+}
+
+// --- benchmarks ---
+
+func benchStore(b *testing.B) store.Store {
+	_, dsn := freshSchema(b)
+	return open(b, dsn)
+}
+
+func BenchmarkPutVersion(b *testing.B) { storetest.BenchmarkPutVersion(b, benchStore(b), false) }
+
+func BenchmarkPutVersionParallel(b *testing.B) { storetest.BenchmarkPutVersion(b, benchStore(b), true) }
+
+func BenchmarkGetVersion(b *testing.B) { storetest.BenchmarkGetVersion(b, benchStore(b), false) }
+
+func BenchmarkGetVersionParallel(b *testing.B) { storetest.BenchmarkGetVersion(b, benchStore(b), true) }

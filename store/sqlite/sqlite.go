@@ -1,0 +1,379 @@
+// Package sqlite is the embedded store.Store backend, built on
+// modernc.org/sqlite (pure Go, no cgo).
+//
+// One database file holds everything. The file is opened in WAL mode with
+// two connection pools: a single-connection write pool whose transactions
+// are IMMEDIATE (they take SQLite's write lock when they begin, so
+// read-then-write sequences such as claims and audit appends serialize
+// without SQLITE_BUSY upgrades), and a read pool of several query-only
+// connections that read concurrently from WAL snapshots. Every method of
+// Store outside InTx that writes runs on the write pool; plain reads go to
+// the read pool. Inside InTx every operation, reads included, runs on the
+// transaction.
+//
+// Times are stored as INTEGER unix microseconds in UTC and come back as UTC
+// time.Time values exact to the microsecond (finer digits are dropped);
+// durations are INTEGER nanoseconds. Names sort in byte order (BINARY
+// collation).
+//
+// Because the write pool has one connection, fn passed to InTx must use the
+// tx it is given: a write through the Store itself from inside fn would
+// wait for the connection fn is holding.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// busyTimeout is how long a connection waits for another process's write
+// lock before failing with SQLITE_BUSY.
+const busyTimeout = 10 * time.Second
+
+// Store is a store.Store on one SQLite database file.
+type Store struct {
+	ops
+	wdb *sql.DB // one connection, IMMEDIATE transactions
+	rdb *sql.DB // several query-only connections
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating it with mode 0600 if needed) the SQLite database at
+// path and applies pending migrations. path is a file name; ":memory:" and
+// names containing '?' are refused because the read and write pools must
+// reach the same file.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") || strings.ContainsRune(path, '?') {
+		return nil, fmt.Errorf("sqlite: open %q: need a plain file path", path)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+
+	bt := strconv.FormatInt(busyTimeout.Milliseconds(), 10)
+	wdsn := path + "?_txlock=immediate" +
+		"&_pragma=busy_timeout(" + bt + ")" +
+		"&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(NORMAL)" +
+		"&_pragma=foreign_keys(1)"
+	wdb, err := sql.Open("sqlite", wdsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxIdleTime(0)
+	wdb.SetConnMaxLifetime(0)
+
+	if err := migrate(ctx, wdb); err != nil {
+		wdb.Close()
+		return nil, err
+	}
+
+	rdsn := path + "?_pragma=busy_timeout(" + bt + ")" +
+		"&_pragma=foreign_keys(1)" +
+		"&_query_only=1"
+	rdb, err := sql.Open("sqlite", rdsn)
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	readers := max(4, runtime.GOMAXPROCS(0))
+	rdb.SetMaxOpenConns(readers)
+	rdb.SetMaxIdleConns(readers)
+	if err := rdb.PingContext(ctx); err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+
+	s := &Store{wdb: wdb, rdb: rdb}
+	s.ops = ops{s: s}
+	return s, nil
+}
+
+// Dialect reports "sqlite".
+func (s *Store) Dialect() string { return "sqlite" }
+
+// Close closes both connection pools.
+func (s *Store) Close() error {
+	return errors.Join(s.rdb.Close(), s.wdb.Close())
+}
+
+// InTx runs fn in one IMMEDIATE transaction on the write connection. It
+// rolls back when fn returns an error or panics (and re-panics).
+func (s *Store) InTx(ctx context.Context, fn func(tx store.Ops) error) (err error) {
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			_ = tx.Rollback()
+		}
+	}()
+	o := &ops{s: s, tx: tx}
+	if err := fn(o); err != nil {
+		return err
+	}
+	done = true
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", translate(err))
+	}
+	return nil
+}
+
+// querier is what *sql.DB and *sql.Tx have in common.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// ops implements store.Ops on the pools (tx == nil) or on one transaction.
+type ops struct {
+	s  *Store
+	tx *sql.Tx
+}
+
+// r is where reads go.
+func (o *ops) r() querier {
+	if o.tx != nil {
+		return o.tx
+	}
+	return o.s.rdb
+}
+
+// w is where single-statement writes go. Outside a transaction a write
+// statement on the write connection takes the write lock when it starts.
+func (o *ops) w() querier {
+	if o.tx != nil {
+		return o.tx
+	}
+	return o.s.wdb
+}
+
+// atomic runs fn in the caller's transaction, or in a new IMMEDIATE one.
+func (o *ops) atomic(ctx context.Context, fn func(q querier) error) error {
+	if o.tx != nil {
+		return fn(o.tx)
+	}
+	tx, err := o.s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", translate(err))
+	}
+	return nil
+}
+
+// translate maps driver errors to store sentinels. Constraint errors carry
+// only table and column names, never values, but are replaced anyway.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sql.ErrNoRows):
+		return store.ErrNotFound
+	case isCode(err, sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY):
+		return store.ErrConflict
+	}
+	return err
+}
+
+// isFK reports a foreign-key violation.
+func isFK(err error) bool {
+	return isCode(err, sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+func isCode(err error, codes ...int) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	for _, c := range codes {
+		if se.Code() == c {
+			return true
+		}
+	}
+	return false
+}
+
+// --- migrations ---
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func loadMigrations() ([]migration, error) {
+	entries, err := migrationFS.ReadDir("migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration file %q: name must start with NNNN_", e.Name())
+		}
+		b, err := migrationFS.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	return ms, nil
+}
+
+// migrate applies pending migrations in one IMMEDIATE transaction, so two
+// processes opening the same file at once apply them once.
+func migrate(ctx context.Context, db *sql.DB) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate: begin: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	var cur int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+		return fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	if latest := ms[len(ms)-1].version; cur > latest {
+		return fmt.Errorf("sqlite: migrate: database schema version %d is newer than this binary's %d", cur, latest)
+	}
+	for _, m := range ms {
+		if m.version <= cur {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			return fmt.Errorf("sqlite: migrate: %s: %w", m.name, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+			m.version, m.name, time.Now().UnixMicro()); err != nil {
+			return fmt.Errorf("sqlite: migrate: %s: %w", m.name, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: migrate: commit: %w", err)
+	}
+	return nil
+}
+
+// --- value helpers ---
+
+// ta converts a time to its column value: unix microseconds.
+func ta(t time.Time) any { return t.UnixMicro() }
+
+// tpa converts an optional time; nil is NULL.
+func tpa(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+// lim converts a limit where 0 (or less) means none.
+func lim(n int) any {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// tcol scans a NOT NULL time column.
+type tcol struct{ p *time.Time }
+
+func (c tcol) Scan(src any) error {
+	switch v := src.(type) {
+	case int64:
+		*c.p = time.UnixMicro(v).UTC()
+		return nil
+	case nil:
+		*c.p = time.Time{}
+		return nil
+	}
+	return fmt.Errorf("time column: unexpected %T", src)
+}
+
+// ntcol scans a nullable time column.
+type ntcol struct{ p **time.Time }
+
+func (c ntcol) Scan(src any) error {
+	switch v := src.(type) {
+	case int64:
+		t := time.UnixMicro(v).UTC()
+		*c.p = &t
+		return nil
+	case nil:
+		*c.p = nil
+		return nil
+	}
+	return fmt.Errorf("time column: unexpected %T", src)
+}
+
+// bcol scans a blob column, leaving nil for NULL and copying the bytes.
+type bcol struct{ p *[]byte }
+
+func (c bcol) Scan(src any) error {
+	switch v := src.(type) {
+	case []byte:
+		*c.p = append([]byte(nil), v...)
+		return nil
+	case string:
+		*c.p = []byte(v)
+		return nil
+	case nil:
+		*c.p = nil
+		return nil
+	}
+	return fmt.Errorf("blob column: unexpected %T", src)
+}
+
+// bytesArg passes a blob; nil stays NULL.
+func bytesArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}

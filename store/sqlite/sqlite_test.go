@@ -1,0 +1,162 @@
+package sqlite_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rotary-secrets/rotary/store"
+	"github.com/rotary-secrets/rotary/store/sqlite"
+	"github.com/rotary-secrets/rotary/store/storetest"
+)
+
+func open(t testing.TB, path string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open(%s) err = %v", path, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return open(t, filepath.Join(t.TempDir(), "rotary.db"))
+	})
+}
+
+func TestConcurrentStores(t *testing.T) {
+	storetest.RunConcurrentStores(t, func(t *testing.T) (store.Store, store.Store) {
+		path := filepath.Join(t.TempDir(), "rotary.db")
+		return open(t, path), open(t, path)
+	})
+}
+
+func TestOpenTwice(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "rotary.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("Open err = %v", err)
+	}
+	if err := s.PutMetaIfAbsent(ctx, "check", []byte("v")); err != nil {
+		t.Fatalf("PutMetaIfAbsent err = %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close err = %v", err)
+	}
+	s = open(t, path)
+	got, err := s.GetMeta(ctx, "check")
+	if err != nil || !bytes.Equal(got, []byte("v")) {
+		t.Errorf("GetMeta(check) after reopen = %q, %v; want v", got, err)
+	}
+}
+
+func TestOpenConcurrently(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rotary.db")
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			s, err := sqlite.Open(t.Context(), path)
+			if err == nil {
+				err = s.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Open #%d err = %v", i, err)
+		}
+	}
+}
+
+func TestFileMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rotary.db")
+	s := open(t, path)
+	if err := s.PutMetaIfAbsent(t.Context(), "x", []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("Stat(%s) err = %v", p, err)
+			continue
+		}
+		if m := fi.Mode().Perm(); m&0o077 != 0 {
+			t.Errorf("mode of %s = %v, want no group or other bits", filepath.Base(p), m)
+		}
+	}
+}
+
+func TestOpenRefusesMemory(t *testing.T) {
+	for _, p := range []string{"", ":memory:", "file:x.db?mode=memory"} {
+		if _, err := sqlite.Open(t.Context(), p); err == nil {
+			t.Errorf("Open(%q) err = nil, want an error", p)
+		}
+	}
+}
+
+func TestDialect(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "rotary.db"))
+	if got := s.Dialect(); got != "sqlite" {
+		t.Errorf("Dialect() = %q, want sqlite", got)
+	}
+}
+
+// TestReadsDuringWrite shows the read pool answers while a write
+// transaction holds the write lock.
+func TestReadsDuringWrite(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, filepath.Join(t.TempDir(), "rotary.db"))
+	if err := s.PutMetaIfAbsent(ctx, "x", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	inTx, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- s.InTx(ctx, func(tx store.Ops) error {
+			if err := tx.PutMetaIfAbsent(ctx, "y", []byte("2")); err != nil {
+				return err
+			}
+			close(inTx)
+			<-release
+			return nil
+		})
+	}()
+	<-inTx
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := s.GetMeta(rctx, "x"); err != nil {
+		t.Errorf("GetMeta(x) during a write transaction err = %v", err)
+	}
+	if _, err := s.GetMeta(rctx, "y"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetMeta(y) before commit err = %v, want ErrNotFound", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// --- benchmarks ---
+
+func benchStore(b *testing.B) *sqlite.Store {
+	return open(b, filepath.Join(b.TempDir(), "rotary.db"))
+}
+
+func BenchmarkPutVersion(b *testing.B) { storetest.BenchmarkPutVersion(b, benchStore(b), false) }
+
+func BenchmarkPutVersionParallel(b *testing.B) { storetest.BenchmarkPutVersion(b, benchStore(b), true) }
+
+func BenchmarkGetVersion(b *testing.B) { storetest.BenchmarkGetVersion(b, benchStore(b), false) }
+
+func BenchmarkGetVersionParallel(b *testing.B) { storetest.BenchmarkGetVersion(b, benchStore(b), true) }

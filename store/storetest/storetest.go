@@ -1,0 +1,1460 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// base is the suite's clock. It has nanoseconds on purpose: backends keep
+// microseconds, and the comparisons truncate to Precision.
+var base = time.Date(2025, 3, 4, 5, 6, 7, 123456789, time.UTC)
+
+func at(d time.Duration) time.Time { return base.Add(d) }
+
+// Run runs the conformance suite. newStore returns a fresh, empty store
+// and arranges for it to be closed when the test ends.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Meta", testMeta},
+		{"Regions", testRegions},
+		{"Keys", testKeys},
+		{"Secrets", testSecrets},
+		{"ListSecrets", testListSecrets},
+		{"DeleteSecret", testDeleteSecret},
+		{"SecretsDueForPurge", testSecretsDueForPurge},
+		{"Versions", testVersions},
+		{"Stages", testStages},
+		{"SwapEnvelope", testSwapEnvelope},
+		{"VersionsNotOnKeyVersion", testVersionsNotOnKeyVersion},
+		{"Rotations", testRotations},
+		{"ClaimDueRotations", testClaimDueRotations},
+		{"ClaimDueRotationsConcurrent", func(t *testing.T, s store.Store) { testClaimConcurrent(t, s, s) }},
+		{"ClaimRotationAndLeases", testClaimRotation},
+		{"Runs", testRuns},
+		{"Outbox", testOutbox},
+		{"OutboxClaimConcurrent", func(t *testing.T, s store.Store) { testOutboxConcurrent(t, s, s) }},
+		{"Tokens", testTokens},
+		{"Policies", testPolicies},
+		{"PluginsAndHooks", testPluginsAndHooks},
+		{"Audit", testAudit},
+		{"AuditConcurrentAppends", func(t *testing.T, s store.Store) { testAuditConcurrent(t, s, s) }},
+		{"InTx", testInTx},
+		{"Locks", testLocks},
+		{"TimePrecision", testTimePrecision},
+		{"ErrorsHideBlobs", testErrorsHideBlobs},
+		{"Dialect", testDialect},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, newStore(t))
+		})
+	}
+}
+
+// RunConcurrentStores runs the claim and append races across two stores
+// opened independently on the same database (two daemons). newPair returns
+// both, on one fresh empty database, and arranges for them to be closed.
+func RunConcurrentStores(t *testing.T, newPair func(t *testing.T) (store.Store, store.Store)) {
+	t.Run("ClaimDueRotations", func(t *testing.T) {
+		a, b := newPair(t)
+		testClaimConcurrent(t, a, b)
+	})
+	t.Run("ClaimOutbox", func(t *testing.T) {
+		a, b := newPair(t)
+		testOutboxConcurrent(t, a, b)
+	})
+	t.Run("AuditAppends", func(t *testing.T) {
+		a, b := newPair(t)
+		testAuditConcurrent(t, a, b)
+	})
+	t.Run("TryLock", func(t *testing.T) {
+		a, b := newPair(t)
+		ctx := t.Context()
+		ok, err := a.TryLock(ctx, "job", "A", at(0), at(time.Minute))
+		if err != nil || !ok {
+			t.Fatalf("a.TryLock(job, A) = %v, %v, want true, nil", ok, err)
+		}
+		ok, err = b.TryLock(ctx, "job", "B", at(time.Second), at(time.Minute))
+		if err != nil || ok {
+			t.Fatalf("b.TryLock(job, B) while A holds = %v, %v, want false, nil", ok, err)
+		}
+	})
+}
+
+// --- fixtures ---
+
+func mkSecret(t *testing.T, ops store.Ops, name string) store.Secret {
+	t.Helper()
+	s := store.Secret{
+		Name: name, Type: "password", Region: "default", KeyID: "key-1",
+		NextVersion: 1, CreatedAt: base, UpdatedAt: base,
+	}
+	if err := ops.CreateSecret(t.Context(), s); err != nil {
+		t.Fatalf("CreateSecret(%q) err = %v", name, err)
+	}
+	return s
+}
+
+func mkVersion(t *testing.T, ops store.Ops, secret string, n int64) store.SecretVersion {
+	t.Helper()
+	v := store.SecretVersion{
+		Secret: secret, Version: n, Envelope: fmt.Appendf(nil, "env-%s-%d", secret, n),
+		KeyID: "key-1", KeyVersion: 1, Fingerprint: fmt.Sprintf("fp-%d", n),
+		CreatedAt: at(time.Duration(n) * time.Minute), CreatedBy: "tok-1", Reason: "put",
+	}
+	if err := ops.InsertVersion(t.Context(), v); err != nil {
+		t.Fatalf("InsertVersion(%q, %d) err = %v", secret, n, err)
+	}
+	return v
+}
+
+func wantErr(t *testing.T, call string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Errorf("%s err = %v, want %v", call, err, want)
+	}
+}
+
+func noErr(t *testing.T, call string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s err = %v, want nil", call, err)
+	}
+}
+
+// --- meta, regions, keys ---
+
+func testMeta(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	_, err := s.GetMeta(ctx, "salt")
+	wantErr(t, "GetMeta(salt) on empty store", err, store.ErrNotFound)
+	noErr(t, "PutMetaIfAbsent(salt)", s.PutMetaIfAbsent(ctx, "salt", []byte{0, 1, 2, 0xff}))
+	got, err := s.GetMeta(ctx, "salt")
+	noErr(t, "GetMeta(salt)", err)
+	check(t, "GetMeta(salt)", got, []byte{0, 1, 2, 0xff})
+	wantErr(t, "PutMetaIfAbsent(salt) again", s.PutMetaIfAbsent(ctx, "salt", []byte("other")), store.ErrConflict)
+	got, _ = s.GetMeta(ctx, "salt")
+	check(t, "GetMeta(salt) after refused put", got, []byte{0, 1, 2, 0xff})
+}
+
+func testRegions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	rs := []store.Region{
+		{Name: "eu-west-1", FingerprintKey: []byte("fk-eu"), CreatedAt: at(time.Second)},
+		{Name: "default", FingerprintKey: []byte("fk-default"), CreatedAt: base},
+	}
+	for _, r := range rs {
+		noErr(t, "CreateRegion("+r.Name+")", s.CreateRegion(ctx, r))
+	}
+	wantErr(t, "CreateRegion(default) again", s.CreateRegion(ctx, rs[1]), store.ErrConflict)
+	got, err := s.GetRegion(ctx, "eu-west-1")
+	noErr(t, "GetRegion(eu-west-1)", err)
+	check(t, "GetRegion(eu-west-1)", got, rs[0])
+	_, err = s.GetRegion(ctx, "nowhere")
+	wantErr(t, "GetRegion(nowhere)", err, store.ErrNotFound)
+	list, err := s.ListRegions(ctx)
+	noErr(t, "ListRegions", err)
+	check(t, "ListRegions", list, []store.Region{rs[1], rs[0]})
+}
+
+func testKeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k1 := store.MasterKey{
+		ID: "k1", Region: "default", Alias: "app", Description: "app key", State: store.KeyEnabled,
+		PrimaryVersion: 1, RotationPeriod: 90 * 24 * time.Hour, NextRotationAt: ptr(at(90 * 24 * time.Hour)),
+		CreatedAt: base, UpdatedAt: base,
+	}
+	v1 := store.KeyVersion{KeyID: "k1", Version: 1, Material: []byte("wrapped-1"), CreatedAt: base}
+	noErr(t, "CreateKey(k1)", s.CreateKey(ctx, k1, v1))
+
+	k2 := store.MasterKey{ID: "k2", Region: "default", State: store.KeyEnabled, PrimaryVersion: 1, CreatedAt: base, UpdatedAt: base}
+	k3 := store.MasterKey{ID: "k3", Region: "default", State: store.KeyDisabled, PrimaryVersion: 1, CreatedAt: base, UpdatedAt: base}
+	k4 := store.MasterKey{ID: "k4", Region: "eu", Alias: "app", State: store.KeyEnabled, PrimaryVersion: 1, CreatedAt: base, UpdatedAt: base}
+	for _, k := range []store.MasterKey{k2, k3, k4} {
+		noErr(t, "CreateKey("+k.ID+")", s.CreateKey(ctx, k, store.KeyVersion{KeyID: k.ID, Version: 1, Material: []byte("m"), CreatedAt: base}))
+	}
+
+	for _, tc := range []struct {
+		name string
+		k    store.MasterKey
+	}{
+		{"same id", store.MasterKey{ID: "k1", Region: "other", State: store.KeyEnabled, PrimaryVersion: 1}},
+		{"alias taken in region", store.MasterKey{ID: "k9", Region: "default", Alias: "app", State: store.KeyEnabled, PrimaryVersion: 1}},
+	} {
+		err := s.CreateKey(ctx, tc.k, store.KeyVersion{KeyID: tc.k.ID, Version: 1, Material: []byte("x")})
+		wantErr(t, "CreateKey("+tc.name+")", err, store.ErrConflict)
+	}
+	if _, err := s.GetKey(ctx, "k9"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetKey(k9) after refused create err = %v, want ErrNotFound (no partial insert)", err)
+	}
+
+	got, err := s.GetKey(ctx, "k1")
+	noErr(t, "GetKey(k1)", err)
+	check(t, "GetKey(k1)", got, k1)
+	got, err = s.GetKeyByAlias(ctx, "eu", "app")
+	noErr(t, "GetKeyByAlias(eu, app)", err)
+	check(t, "GetKeyByAlias(eu, app)", got, k4)
+	_, err = s.GetKeyByAlias(ctx, "eu", "nope")
+	wantErr(t, "GetKeyByAlias(eu, nope)", err, store.ErrNotFound)
+	_, err = s.GetKey(ctx, "missing")
+	wantErr(t, "GetKey(missing)", err, store.ErrNotFound)
+
+	for _, tc := range []struct {
+		region string
+		want   []store.MasterKey
+	}{
+		{"", []store.MasterKey{k1, k2, k3, k4}},
+		{"default", []store.MasterKey{k1, k2, k3}},
+		{"eu", []store.MasterKey{k4}},
+		{"none", nil},
+	} {
+		list, err := s.ListKeys(ctx, tc.region)
+		noErr(t, "ListKeys", err)
+		check(t, fmt.Sprintf("ListKeys(%q)", tc.region), list, tc.want)
+	}
+	n, err := s.CountKeys(ctx)
+	noErr(t, "CountKeys", err)
+	if n != 4 {
+		t.Errorf("CountKeys = %d, want 4", n)
+	}
+
+	// UpdateKey.
+	k2.Alias, k2.State, k2.DeletionDate, k2.UpdatedAt = "db", store.KeyPendingDeletion, ptr(at(7*24*time.Hour)), at(time.Hour)
+	noErr(t, "UpdateKey(k2)", s.UpdateKey(ctx, k2))
+	got, _ = s.GetKey(ctx, "k2")
+	check(t, "GetKey(k2) after UpdateKey", got, k2)
+	k3.Alias = "db"
+	wantErr(t, "UpdateKey(k3 alias taken)", s.UpdateKey(ctx, k3), store.ErrConflict)
+	wantErr(t, "UpdateKey(missing)", s.UpdateKey(ctx, store.MasterKey{ID: "missing", Region: "x", State: "enabled"}), store.ErrNotFound)
+
+	// Versions.
+	v2 := store.KeyVersion{KeyID: "k1", Version: 2, Material: []byte("wrapped-2"), CreatedAt: at(time.Hour)}
+	noErr(t, "AddKeyVersion(k1, 2)", s.AddKeyVersion(ctx, v2))
+	got, _ = s.GetKey(ctx, "k1")
+	if got.PrimaryVersion != 2 {
+		t.Errorf("GetKey(k1).PrimaryVersion after AddKeyVersion = %d, want 2", got.PrimaryVersion)
+	}
+	wantErr(t, "AddKeyVersion(k1, 2) again", s.AddKeyVersion(ctx, v2), store.ErrConflict)
+	wantErr(t, "AddKeyVersion(missing key)", s.AddKeyVersion(ctx, store.KeyVersion{KeyID: "missing", Version: 1, Material: []byte("m")}), store.ErrNotFound)
+	vs, err := s.GetKeyVersions(ctx, "k1")
+	noErr(t, "GetKeyVersions(k1)", err)
+	check(t, "GetKeyVersions(k1)", vs, []store.KeyVersion{v1, v2})
+
+	// DeleteKey.
+	noErr(t, "DeleteKey(k1)", s.DeleteKey(ctx, "k1"))
+	_, err = s.GetKey(ctx, "k1")
+	wantErr(t, "GetKey(k1) after delete", err, store.ErrNotFound)
+	vs, err = s.GetKeyVersions(ctx, "k1")
+	noErr(t, "GetKeyVersions(k1) after delete", err)
+	check(t, "GetKeyVersions(k1) after delete", vs, nil)
+	wantErr(t, "DeleteKey(k1) again", s.DeleteKey(ctx, "k1"), store.ErrNotFound)
+	// The alias is free again.
+	noErr(t, "CreateKey(new k1 with alias app)", s.CreateKey(ctx, k1, v1))
+}
+
+// --- secrets ---
+
+func testSecrets(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	sec := store.Secret{
+		Name: "app/db", Type: "postgres", Region: "default", KeyID: "k1", Description: "the db",
+		Tags: map[string]string{"team": "core", "env": "prod"}, Metadata: map[string]string{"expires": "2030"},
+		NextVersion: 1, CreatedAt: base, UpdatedAt: base,
+	}
+	noErr(t, "CreateSecret(app/db)", s.CreateSecret(ctx, sec))
+	wantErr(t, "CreateSecret(app/db) again", s.CreateSecret(ctx, sec), store.ErrConflict)
+	got, err := s.GetSecret(ctx, "app/db")
+	noErr(t, "GetSecret(app/db)", err)
+	check(t, "GetSecret(app/db)", got, sec)
+	_, err = s.GetSecret(ctx, "missing")
+	wantErr(t, "GetSecret(missing)", err, store.ErrNotFound)
+	if err != nil && !strings.Contains(err.Error(), "missing") {
+		t.Errorf("GetSecret(missing) err = %q, want it to name the secret", err)
+	}
+
+	sec.Description, sec.Tags, sec.Metadata = "changed", map[string]string{"team": "x"}, nil
+	sec.NextVersion, sec.UpdatedAt = 5, at(time.Hour)
+	sec.DeletedAt, sec.PurgeAt = ptr(at(time.Hour)), ptr(at(8*24*time.Hour))
+	noErr(t, "UpdateSecret(app/db)", s.UpdateSecret(ctx, sec))
+	got, _ = s.GetSecret(ctx, "app/db")
+	check(t, "GetSecret(app/db) after UpdateSecret", got, sec)
+	sec.DeletedAt, sec.PurgeAt = nil, nil
+	noErr(t, "UpdateSecret(app/db) restore", s.UpdateSecret(ctx, sec))
+	got, _ = s.GetSecret(ctx, "app/db")
+	check(t, "GetSecret(app/db) after restore", got, sec)
+	wantErr(t, "UpdateSecret(missing)", s.UpdateSecret(ctx, store.Secret{Name: "missing", Type: "x", Region: "x", KeyID: "x"}), store.ErrNotFound)
+
+	mkSecret(t, s, "other")
+	n, err := s.CountSecrets(ctx)
+	noErr(t, "CountSecrets", err)
+	if n != 2 {
+		t.Errorf("CountSecrets = %d, want 2", n)
+	}
+}
+
+func testListSecrets(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	names := []string{"a_b", "axb", "a%c", "abc", "a\\d", "a", "b", "app/db/x", "app/dbx", "app/db/y", "é1", "éa", "f", "a_", "a__z"}
+	for _, n := range names {
+		mkSecret(t, s, n)
+	}
+	del, _ := s.GetSecret(ctx, "app/db/y")
+	del.DeletedAt = ptr(at(time.Hour))
+	noErr(t, "UpdateSecret(app/db/y deleted)", s.UpdateSecret(ctx, del))
+
+	for _, tc := range []struct {
+		p    store.ListSecretsParams
+		want []string
+	}{
+		{store.ListSecretsParams{Prefix: "a_"}, []string{"a_", "a__z", "a_b"}},
+		{store.ListSecretsParams{Prefix: "a__"}, []string{"a__z"}},
+		{store.ListSecretsParams{Prefix: "a%"}, []string{"a%c"}},
+		{store.ListSecretsParams{Prefix: "a\\"}, []string{"a\\d"}},
+		{store.ListSecretsParams{Prefix: "app/db/"}, []string{"app/db/x"}},
+		{store.ListSecretsParams{Prefix: "app/db/", IncludeDeleted: true}, []string{"app/db/x", "app/db/y"}},
+		{store.ListSecretsParams{Prefix: "app/db"}, []string{"app/db/x", "app/dbx"}},
+		{store.ListSecretsParams{Prefix: "é"}, []string{"é1", "éa"}},
+		{store.ListSecretsParams{Prefix: "zz"}, nil},
+		{store.ListSecretsParams{Prefix: "A"}, nil},
+		{store.ListSecretsParams{}, []string{"a", "a%c", "a\\d", "a_", "a__z", "a_b", "abc", "app/db/x", "app/dbx", "axb", "b", "f", "é1", "éa"}},
+		{store.ListSecretsParams{Limit: 3}, []string{"a", "a%c", "a\\d"}},
+		{store.ListSecretsParams{After: "a\\d", Limit: 3}, []string{"a_", "a__z", "a_b"}},
+		{store.ListSecretsParams{Prefix: "a", After: "a_b"}, []string{"abc", "app/db/x", "app/dbx", "axb"}},
+		{store.ListSecretsParams{After: "f"}, []string{"é1", "éa"}},
+	} {
+		list, err := s.ListSecrets(ctx, tc.p)
+		noErr(t, "ListSecrets", err)
+		var got []string
+		for _, x := range list {
+			got = append(got, x.Name)
+		}
+		check(t, fmt.Sprintf("ListSecrets(%+v) names", tc.p), got, tc.want)
+	}
+	list, _ := s.ListSecrets(ctx, store.ListSecretsParams{Prefix: "app/db/x"})
+	if len(list) == 1 {
+		check(t, "ListSecrets(app/db/x)[0]", list[0], store.Secret{
+			Name: "app/db/x", Type: "password", Region: "default", KeyID: "key-1",
+			NextVersion: 1, CreatedAt: base, UpdatedAt: base,
+		})
+	}
+}
+
+func testDeleteSecret(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, name := range []string{"doomed", "kept"} {
+		mkSecret(t, s, name)
+		mkVersion(t, s, name, 1)
+		mkVersion(t, s, name, 2)
+		noErr(t, "SetStage", s.SetStage(ctx, name, store.StageCurrent, 2))
+		noErr(t, "SetStage", s.SetStage(ctx, name, store.StagePrevious, 1))
+		noErr(t, "PutRotation", s.PutRotation(ctx, store.Rotation{Secret: name, Rotator: "random", Enabled: true, NextDueAt: ptr(base), UpdatedAt: base}))
+		noErr(t, "CreateRun", s.CreateRun(ctx, store.RotationRun{ID: "run-" + name, Secret: name, State: store.RunRunning, StartedAt: base, UpdatedAt: base}))
+		noErr(t, "AddRunStep", s.AddRunStep(ctx, store.RunStep{RunID: "run-" + name, Step: "create", StartedAt: base}))
+	}
+	noErr(t, "DeleteSecret(doomed)", s.DeleteSecret(ctx, "doomed"))
+
+	_, err := s.GetSecret(ctx, "doomed")
+	wantErr(t, "GetSecret(doomed)", err, store.ErrNotFound)
+	_, err = s.GetVersion(ctx, "doomed", 1)
+	wantErr(t, "GetVersion(doomed, 1)", err, store.ErrNotFound)
+	vs, err := s.ListVersions(ctx, "doomed", true)
+	if err != nil || len(vs) != 0 {
+		t.Errorf("ListVersions(doomed) = %d versions, %v; want none", len(vs), err)
+	}
+	st, err := s.GetStages(ctx, "doomed")
+	if err != nil || len(st) != 0 {
+		t.Errorf("GetStages(doomed) = %v, %v; want empty", st, err)
+	}
+	_, err = s.GetRotation(ctx, "doomed")
+	wantErr(t, "GetRotation(doomed)", err, store.ErrNotFound)
+	_, err = s.GetRun(ctx, "run-doomed")
+	wantErr(t, "GetRun(run-doomed)", err, store.ErrNotFound)
+	steps, err := s.ListRunSteps(ctx, "run-doomed")
+	if err != nil || len(steps) != 0 {
+		t.Errorf("ListRunSteps(run-doomed) = %v, %v; want none", steps, err)
+	}
+	wantErr(t, "DeleteSecret(doomed) again", s.DeleteSecret(ctx, "doomed"), store.ErrNotFound)
+
+	// The other secret is untouched and the name is free again.
+	if vs, _ := s.ListVersions(ctx, "kept", false); len(vs) != 2 {
+		t.Errorf("ListVersions(kept) = %d versions, want 2", len(vs))
+	}
+	if _, err := s.GetRun(ctx, "run-kept"); err != nil {
+		t.Errorf("GetRun(run-kept) err = %v", err)
+	}
+	mkSecret(t, s, "doomed")
+}
+
+func testSecretsDueForPurge(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name    string
+		deleted bool
+		purgeAt *time.Time
+	}{
+		{"live", false, nil},
+		{"due-1", true, ptr(at(-2 * time.Hour))},
+		{"due-2", true, ptr(at(-time.Hour))},
+		{"due-now", true, ptr(base)},
+		{"later", true, ptr(at(time.Hour))},
+		{"deleted-no-purge", true, nil},
+	} {
+		sec := mkSecret(t, s, tc.name)
+		if tc.deleted {
+			sec.DeletedAt, sec.PurgeAt = ptr(at(-24*time.Hour)), tc.purgeAt
+			noErr(t, "UpdateSecret", s.UpdateSecret(ctx, sec))
+		}
+	}
+	for _, tc := range []struct {
+		limit int
+		want  []string
+	}{
+		{0, []string{"due-1", "due-2", "due-now"}},
+		{2, []string{"due-1", "due-2"}},
+	} {
+		got, err := s.SecretsDueForPurge(ctx, base, tc.limit)
+		noErr(t, "SecretsDueForPurge", err)
+		check(t, fmt.Sprintf("SecretsDueForPurge(base, %d)", tc.limit), got, tc.want)
+	}
+}
+
+// --- versions and stages ---
+
+func testVersions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mkSecret(t, s, "s")
+	v1 := mkVersion(t, s, "s", 1)
+	v2 := mkVersion(t, s, "s", 2)
+	v2.Envelope = bytes.Repeat([]byte{0, 0xff, 7}, 400)
+	// Version 3 carries a large binary envelope.
+	v3 := v2
+	v3.Version = 3
+	noErr(t, "InsertVersion(s, 3)", s.InsertVersion(ctx, v3))
+
+	wantErr(t, "InsertVersion(s, 1) again", s.InsertVersion(ctx, v1), store.ErrConflict)
+	wantErr(t, "InsertVersion(missing, 1)", s.InsertVersion(ctx, store.SecretVersion{Secret: "missing", Version: 1, Envelope: []byte("e"), KeyID: "k", KeyVersion: 1}), store.ErrNotFound)
+
+	got, err := s.GetVersion(ctx, "s", 3)
+	noErr(t, "GetVersion(s, 3)", err)
+	check(t, "GetVersion(s, 3)", got, v3)
+	_, err = s.GetVersion(ctx, "s", 9)
+	wantErr(t, "GetVersion(s, 9)", err, store.ErrNotFound)
+	_, err = s.GetVersion(ctx, "nope", 1)
+	wantErr(t, "GetVersion(nope, 1)", err, store.ErrNotFound)
+
+	noErr(t, "SetStage(current, 3)", s.SetStage(ctx, "s", store.StageCurrent, 3))
+	noErr(t, "SetStage(previous, 1)", s.SetStage(ctx, "s", store.StagePrevious, 1))
+	v1.Stages = []string{store.StagePrevious}
+	v3.Stages = []string{store.StageCurrent}
+	v2.Envelope = mkVersionEnvelope("s", 2)
+
+	list, err := s.ListVersions(ctx, "s", true)
+	noErr(t, "ListVersions(s, true)", err)
+	check(t, "ListVersions(s, true)", list, []store.SecretVersion{v1, v2, v3})
+
+	list, err = s.ListVersions(ctx, "s", false)
+	noErr(t, "ListVersions(s, false)", err)
+	for _, v := range []*store.SecretVersion{&v1, &v2, &v3} {
+		v.Envelope = nil
+	}
+	check(t, "ListVersions(s, false)", list, []store.SecretVersion{v1, v2, v3})
+
+	list, err = s.ListVersions(ctx, "nope", true)
+	if err != nil || len(list) != 0 {
+		t.Errorf("ListVersions(nope) = %v, %v; want none", list, err)
+	}
+}
+
+func mkVersionEnvelope(secret string, n int64) []byte {
+	return fmt.Appendf(nil, "env-%s-%d", secret, n)
+}
+
+func testStages(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mkSecret(t, s, "s")
+	for n := int64(1); n <= 3; n++ {
+		mkVersion(t, s, "s", n)
+	}
+	stagesOf := func(n int64) []string {
+		t.Helper()
+		v, err := s.GetVersion(ctx, "s", n)
+		noErr(t, "GetVersion", err)
+		return v.Stages
+	}
+
+	steps := []struct {
+		name   string
+		do     func() error
+		stages map[string]int64
+		byVer  map[int64][]string
+	}{
+		{"current -> 1", func() error { return s.SetStage(ctx, "s", store.StageCurrent, 1) },
+			map[string]int64{"current": 1}, map[int64][]string{1: {"current"}}},
+		{"pending -> 2", func() error { return s.SetStage(ctx, "s", store.StagePending, 2) },
+			map[string]int64{"current": 1, "pending": 2}, map[int64][]string{1: {"current"}, 2: {"pending"}}},
+		{"finish: previous -> 1, current -> 2, clear pending", func() error {
+			return s.InTx(ctx, func(tx store.Ops) error {
+				if err := tx.SetStage(ctx, "s", store.StagePrevious, 1); err != nil {
+					return err
+				}
+				if err := tx.SetStage(ctx, "s", store.StageCurrent, 2); err != nil {
+					return err
+				}
+				return tx.ClearStage(ctx, "s", store.StagePending)
+			})
+		}, map[string]int64{"current": 2, "previous": 1}, map[int64][]string{1: {"previous"}, 2: {"current"}, 3: nil}},
+		{"pending -> 2 as well (two stages on one version)", func() error { return s.SetStage(ctx, "s", store.StagePending, 2) },
+			map[string]int64{"current": 2, "previous": 1, "pending": 2}, map[int64][]string{1: {"previous"}, 2: {"current", "pending"}}},
+		{"clear pending", func() error { return s.ClearStage(ctx, "s", store.StagePending) },
+			map[string]int64{"current": 2, "previous": 1}, map[int64][]string{2: {"current"}}},
+		{"clear absent stage", func() error { return s.ClearStage(ctx, "s", store.StagePending) },
+			map[string]int64{"current": 2, "previous": 1}, nil},
+	}
+	for _, st := range steps {
+		noErr(t, st.name, st.do())
+		got, err := s.GetStages(ctx, "s")
+		noErr(t, "GetStages", err)
+		check(t, "GetStages(s) after "+st.name, got, st.stages)
+		for n, want := range st.byVer {
+			check(t, fmt.Sprintf("GetVersion(s, %d).Stages after %s", n, st.name), stagesOf(n), want)
+		}
+	}
+
+	wantErr(t, "SetStage(s, current, 9)", s.SetStage(ctx, "s", store.StageCurrent, 9), store.ErrNotFound)
+	wantErr(t, "SetStage(nope, current, 1)", s.SetStage(ctx, "nope", store.StageCurrent, 1), store.ErrNotFound)
+	if got, _ := s.GetStages(ctx, "s"); got["current"] != 2 {
+		t.Errorf("GetStages(s)[current] after refused SetStage = %d, want 2", got["current"])
+	}
+
+	for _, tc := range []struct {
+		version int64
+		want    error
+	}{
+		{2, store.ErrConflict}, // current
+		{1, store.ErrConflict}, // previous
+		{9, store.ErrNotFound},
+		{3, nil},
+		{3, store.ErrNotFound},
+	} {
+		err := s.DeleteVersion(ctx, "s", tc.version)
+		if tc.want == nil {
+			noErr(t, fmt.Sprintf("DeleteVersion(s, %d)", tc.version), err)
+		} else {
+			wantErr(t, fmt.Sprintf("DeleteVersion(s, %d)", tc.version), err, tc.want)
+		}
+	}
+	noErr(t, "ClearStage(previous)", s.ClearStage(ctx, "s", store.StagePrevious))
+	noErr(t, "DeleteVersion(s, 1) once unstaged", s.DeleteVersion(ctx, "s", 1))
+	if vs, _ := s.ListVersions(ctx, "s", false); len(vs) != 1 || vs[0].Version != 2 {
+		t.Errorf("ListVersions(s) after deletes = %+v, want only version 2", vs)
+	}
+	got, err := s.GetStages(ctx, "nope")
+	if err != nil || len(got) != 0 {
+		t.Errorf("GetStages(nope) = %v, %v; want empty", got, err)
+	}
+}
+
+func testSwapEnvelope(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mkSecret(t, s, "s")
+	v := mkVersion(t, s, "s", 1)
+	p := store.SwapEnvelopeParams{Secret: "s", Version: 1, Old: v.Envelope, New: []byte("rewrapped"), NewKeyVersion: 2}
+	noErr(t, "SwapEnvelope(old -> rewrapped)", s.SwapEnvelope(ctx, p))
+	got, _ := s.GetVersion(ctx, "s", 1)
+	if !bytes.Equal(got.Envelope, []byte("rewrapped")) || got.KeyVersion != 2 {
+		t.Errorf("GetVersion after SwapEnvelope = envelope %q key version %d, want rewrapped, 2", got.Envelope, got.KeyVersion)
+	}
+	wantErr(t, "SwapEnvelope(stale old)", s.SwapEnvelope(ctx, p), store.ErrConflict)
+	got, _ = s.GetVersion(ctx, "s", 1)
+	if !bytes.Equal(got.Envelope, []byte("rewrapped")) {
+		t.Errorf("envelope after refused swap = %q, want rewrapped", got.Envelope)
+	}
+	p.Version = 7
+	wantErr(t, "SwapEnvelope(missing version)", s.SwapEnvelope(ctx, p), store.ErrNotFound)
+}
+
+func testVersionsNotOnKeyVersion(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var want []string
+	noErr(t, "seed", s.InTx(ctx, func(tx store.Ops) error {
+		for _, name := range []string{"b", "a", "c_1", "c%2"} {
+			mkSecret(t, tx, name)
+			for n := int64(1); n <= 5; n++ {
+				v := store.SecretVersion{Secret: name, Version: n, Envelope: []byte("e"), KeyID: "k1", KeyVersion: int(n % 3), CreatedAt: base}
+				if name == "c%2" {
+					v.KeyID = "k2"
+				}
+				if err := tx.InsertVersion(ctx, v); err != nil {
+					return err
+				}
+				if v.KeyID == "k1" && v.KeyVersion != 2 {
+					want = append(want, fmt.Sprintf("%s/%d", name, n))
+				}
+			}
+		}
+		return nil
+	}))
+	slices.Sort(want) // names are ASCII and versions one digit
+
+	var got []string
+	p := store.StaleVersionsParams{KeyID: "k1", KeyVersion: 2, Limit: 4}
+	for page := 0; ; page++ {
+		if page > 10 {
+			t.Fatal("VersionsNotOnKeyVersion does not advance")
+		}
+		vs, err := s.VersionsNotOnKeyVersion(ctx, p)
+		noErr(t, "VersionsNotOnKeyVersion", err)
+		if len(vs) > p.Limit {
+			t.Fatalf("VersionsNotOnKeyVersion(limit %d) returned %d", p.Limit, len(vs))
+		}
+		if len(vs) == 0 {
+			break
+		}
+		for _, v := range vs {
+			if v.KeyID != "k1" || v.KeyVersion == 2 || len(v.Envelope) == 0 {
+				t.Errorf("VersionsNotOnKeyVersion returned %s/%d on key %s version %d (envelope %d bytes)", v.Secret, v.Version, v.KeyID, v.KeyVersion, len(v.Envelope))
+			}
+			got = append(got, fmt.Sprintf("%s/%d", v.Secret, v.Version))
+		}
+		last := vs[len(vs)-1]
+		p.AfterSecret, p.AfterVersion = last.Secret, last.Version
+	}
+	check(t, "VersionsNotOnKeyVersion pages", got, want)
+}
+
+// --- rotations and leases ---
+
+func testRotations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	_, err := s.EarliestDue(ctx)
+	wantErr(t, "EarliestDue on empty store", err, store.ErrNotFound)
+	for _, n := range []string{"a", "b", "c"} {
+		mkSecret(t, s, n)
+	}
+	ra := store.Rotation{
+		Secret: "a", Rotator: "postgres", Config: []byte(`{"host":"db"}`), Schedule: "rate(30 days)",
+		Window: 2 * time.Hour, Enabled: true, NextDueAt: ptr(at(time.Hour)), LastRotatedAt: ptr(at(-time.Hour)),
+		LastError: "boom", ConsecutiveFailures: 2, UpdatedAt: base,
+	}
+	rb := store.Rotation{Secret: "b", Rotator: "random", Enabled: false, NextDueAt: ptr(at(-time.Hour)), UpdatedAt: base}
+	rc := store.Rotation{Secret: "c", Rotator: "plugin:x", Enabled: true, UpdatedAt: base} // manual only
+	for _, r := range []store.Rotation{ra, rb, rc} {
+		noErr(t, "PutRotation("+r.Secret+")", s.PutRotation(ctx, r))
+	}
+	wantErr(t, "PutRotation(missing secret)", s.PutRotation(ctx, store.Rotation{Secret: "missing", Rotator: "random", UpdatedAt: base}), store.ErrNotFound)
+	got, err := s.GetRotation(ctx, "a")
+	noErr(t, "GetRotation(a)", err)
+	check(t, "GetRotation(a)", got, ra)
+	_, err = s.GetRotation(ctx, "missing")
+	wantErr(t, "GetRotation(missing)", err, store.ErrNotFound)
+
+	due, err := s.EarliestDue(ctx)
+	noErr(t, "EarliestDue", err)
+	check(t, "EarliestDue (b is disabled)", due, at(time.Hour))
+
+	ra.Schedule, ra.NextDueAt, ra.LastError, ra.ConsecutiveFailures = "rate(1 day)", ptr(at(30*time.Minute)), "", 0
+	ra.LeaseOwner, ra.LeaseExpiresAt = "d1", ptr(at(time.Minute))
+	noErr(t, "PutRotation(a) replace", s.PutRotation(ctx, ra))
+	got, _ = s.GetRotation(ctx, "a")
+	check(t, "GetRotation(a) after replace", got, ra)
+
+	list, err := s.ListRotations(ctx)
+	noErr(t, "ListRotations", err)
+	check(t, "ListRotations", list, []store.Rotation{ra, rb, rc})
+	due, _ = s.EarliestDue(ctx)
+	check(t, "EarliestDue after replace", due, at(30*time.Minute))
+}
+
+func testClaimDueRotations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	type row struct {
+		name      string
+		enabled   bool
+		due       *time.Time
+		owner     string
+		expires   *time.Time
+		wantClaim bool
+	}
+	rows := []row{
+		{"due-late", true, ptr(at(-time.Minute)), "", nil, true},
+		{"due-early", true, ptr(at(-time.Hour)), "", nil, true},
+		{"due-now", true, ptr(base), "", nil, true},
+		{"not-due", true, ptr(at(time.Hour)), "", nil, false},
+		{"disabled", false, ptr(at(-time.Hour)), "", nil, false},
+		{"manual", true, nil, "", nil, false},
+		{"leased", true, ptr(at(-time.Hour)), "other", ptr(at(time.Minute)), false},
+		{"lease-expired", true, ptr(at(-30 * time.Minute)), "crashed", ptr(at(-time.Second)), true},
+		{"lease-expires-now", true, ptr(at(-20 * time.Minute)), "crashed", ptr(base), true},
+	}
+	for _, r := range rows {
+		mkSecret(t, s, r.name)
+		noErr(t, "PutRotation("+r.name+")", s.PutRotation(ctx, store.Rotation{
+			Secret: r.name, Rotator: "random", Enabled: r.enabled, NextDueAt: r.due,
+			LeaseOwner: r.owner, LeaseExpiresAt: r.expires, UpdatedAt: base,
+		}))
+	}
+	p := store.ClaimParams{Owner: "me", Now: base, LeaseFor: 5 * time.Minute, Limit: 3}
+	first, err := s.ClaimDueRotations(ctx, p)
+	noErr(t, "ClaimDueRotations(limit 3)", err)
+	second, err := s.ClaimDueRotations(ctx, p)
+	noErr(t, "ClaimDueRotations(limit 3) again", err)
+	third, err := s.ClaimDueRotations(ctx, p)
+	noErr(t, "ClaimDueRotations(limit 3) third", err)
+
+	names := func(rs []store.Rotation) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Secret)
+			if r.LeaseOwner != "me" || r.LeaseExpiresAt == nil || !r.LeaseExpiresAt.Equal(at(5*time.Minute).Truncate(Precision)) {
+				t.Errorf("claimed %s lease = %q until %v, want me until %v", r.Secret, r.LeaseOwner, r.LeaseExpiresAt, at(5*time.Minute))
+			}
+		}
+		return out
+	}
+	// Ordered by due time.
+	check(t, "ClaimDueRotations first batch", names(first), []string{"due-early", "lease-expired", "lease-expires-now"})
+	check(t, "ClaimDueRotations second batch", names(second), []string{"due-late", "due-now"})
+	check(t, "ClaimDueRotations third batch", names(third), nil)
+
+	got, _ := s.GetRotation(ctx, "leased")
+	if got.LeaseOwner != "other" {
+		t.Errorf("GetRotation(leased).LeaseOwner = %q, want other (untouched)", got.LeaseOwner)
+	}
+	// Another daemon cannot take them while the leases live...
+	other := store.ClaimParams{Owner: "you", Now: at(4 * time.Minute), LeaseFor: 10 * time.Minute, Limit: 100}
+	rs, err := s.ClaimDueRotations(ctx, other)
+	noErr(t, "ClaimDueRotations(you, +4m)", err)
+	check(t, "ClaimDueRotations(you, +4m)", names2(rs), []string{"leased"})
+	// ...and takes them all once they expire (me crashed).
+	other.Now = at(5 * time.Minute)
+	rs, err = s.ClaimDueRotations(ctx, other)
+	noErr(t, "ClaimDueRotations(you, +5m)", err)
+	check(t, "ClaimDueRotations(you, +5m)", names2(rs), []string{"due-early", "lease-expired", "lease-expires-now", "due-late", "due-now"})
+	wantErr(t, "RenewRotationLease(due-early, me) after reclaim", s.RenewRotationLease(ctx, "due-early", "me", at(time.Hour)), store.ErrLeaseLost)
+	wantErr(t, "ReleaseRotation(due-early, me) after reclaim", s.ReleaseRotation(ctx, "due-early", "me"), store.ErrLeaseLost)
+}
+
+func names2(rs []store.Rotation) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Secret)
+	}
+	return out
+}
+
+// testClaimConcurrent: 200 due rotations, 8 goroutines (split over a and
+// b) claiming in batches of 7 until nothing is left. Every rotation must be
+// claimed exactly once.
+func testClaimConcurrent(t *testing.T, a, b store.Store) {
+	ctx := t.Context()
+	const total, workers, batch = 200, 8, 7
+	noErr(t, "seed", a.InTx(ctx, func(tx store.Ops) error {
+		for i := range total {
+			name := fmt.Sprintf("s%03d", i)
+			mkSecret(t, tx, name)
+			if err := tx.PutRotation(ctx, store.Rotation{Secret: name, Rotator: "random", Enabled: true,
+				NextDueAt: ptr(at(-time.Duration(i) * time.Second)), UpdatedAt: base}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	var (
+		mu    sync.Mutex
+		seen  = map[string]string{}
+		dups  []string
+		wg    sync.WaitGroup
+		errCh = make(chan error, workers)
+	)
+	for w := range workers {
+		s := a
+		if w%2 == 1 {
+			s = b
+		}
+		owner := fmt.Sprintf("worker-%d", w)
+		wg.Go(func() {
+			for {
+				rs, err := s.ClaimDueRotations(ctx, store.ClaimParams{Owner: owner, Now: base, LeaseFor: time.Hour, Limit: batch})
+				if err != nil {
+					errCh <- fmt.Errorf("%s: ClaimDueRotations: %w", owner, err)
+					return
+				}
+				if len(rs) > batch {
+					errCh <- fmt.Errorf("%s: ClaimDueRotations(limit %d) returned %d", owner, batch, len(rs))
+					return
+				}
+				if len(rs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, r := range rs {
+					if prev, ok := seen[r.Secret]; ok {
+						dups = append(dups, fmt.Sprintf("%s by %s and %s", r.Secret, prev, owner))
+					}
+					seen[r.Secret] = owner
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errCh)
+	for err := range errCh {
+		t.Error(err)
+	}
+	if len(dups) > 0 {
+		t.Errorf("rotations claimed twice: %v", dups)
+	}
+	if len(seen) != total {
+		t.Errorf("claimed %d distinct rotations, want %d", len(seen), total)
+	}
+	for name, owner := range seen {
+		r, err := b.GetRotation(ctx, name)
+		if err != nil || r.LeaseOwner != owner {
+			t.Errorf("GetRotation(%s).LeaseOwner = %q, %v; want %q", name, r.LeaseOwner, err, owner)
+			break
+		}
+	}
+}
+
+func testClaimRotation(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mkSecret(t, s, "s")
+	noErr(t, "PutRotation", s.PutRotation(ctx, store.Rotation{Secret: "s", Rotator: "random", Enabled: false, NextDueAt: ptr(at(24 * time.Hour)), UpdatedAt: base}))
+	claim := func(owner string, now time.Time) (store.Rotation, error) {
+		return s.ClaimRotation(ctx, "s", store.ClaimParams{Owner: owner, Now: now, LeaseFor: time.Minute})
+	}
+
+	r, err := claim("A", base)
+	noErr(t, "ClaimRotation(s, A) not due and disabled", err)
+	if r.LeaseOwner != "A" || r.LeaseExpiresAt == nil || !r.LeaseExpiresAt.Equal(at(time.Minute).Truncate(Precision)) {
+		t.Errorf("ClaimRotation(s, A) lease = %q until %v, want A until %v", r.LeaseOwner, r.LeaseExpiresAt, at(time.Minute))
+	}
+	_, err = claim("B", at(30*time.Second))
+	wantErr(t, "ClaimRotation(s, B) while A holds", err, store.ErrConflict)
+	_, err = s.ClaimRotation(ctx, "missing", store.ClaimParams{Owner: "A", Now: base, LeaseFor: time.Minute})
+	wantErr(t, "ClaimRotation(missing)", err, store.ErrNotFound)
+
+	for _, tc := range []struct {
+		call string
+		err  error
+		want error
+	}{
+		{"RenewRotationLease(s, B)", s.RenewRotationLease(ctx, "s", "B", at(time.Hour)), store.ErrLeaseLost},
+		{"RenewRotationLease(s, \"\")", s.RenewRotationLease(ctx, "s", "", at(time.Hour)), store.ErrLeaseLost},
+		{"RenewRotationLease(missing, A)", s.RenewRotationLease(ctx, "missing", "A", at(time.Hour)), store.ErrLeaseLost},
+		{"ReleaseRotation(s, B)", s.ReleaseRotation(ctx, "s", "B"), store.ErrLeaseLost},
+		{"RenewRotationLease(s, A)", s.RenewRotationLease(ctx, "s", "A", at(10*time.Minute)), nil},
+	} {
+		if tc.want == nil {
+			noErr(t, tc.call, tc.err)
+		} else {
+			wantErr(t, tc.call, tc.err, tc.want)
+		}
+	}
+	_, err = claim("B", at(5*time.Minute))
+	wantErr(t, "ClaimRotation(s, B) after A renewed to +10m", err, store.ErrConflict)
+	_, err = claim("A", at(5*time.Minute))
+	noErr(t, "ClaimRotation(s, A) by the holder", err)
+
+	noErr(t, "ReleaseRotation(s, A)", s.ReleaseRotation(ctx, "s", "A"))
+	wantErr(t, "ReleaseRotation(s, A) again", s.ReleaseRotation(ctx, "s", "A"), store.ErrLeaseLost)
+	got, _ := s.GetRotation(ctx, "s")
+	if got.LeaseOwner != "" || got.LeaseExpiresAt != nil {
+		t.Errorf("GetRotation(s) after release lease = %q until %v, want none", got.LeaseOwner, got.LeaseExpiresAt)
+	}
+	_, err = claim("B", at(5*time.Minute))
+	noErr(t, "ClaimRotation(s, B) after release", err)
+	// Expired leases can be taken over.
+	_, err = claim("C", at(6*time.Minute))
+	noErr(t, "ClaimRotation(s, C) after B's lease expired", err)
+	wantErr(t, "RenewRotationLease(s, B) after takeover", s.RenewRotationLease(ctx, "s", "B", at(time.Hour)), store.ErrLeaseLost)
+}
+
+// --- runs ---
+
+func testRuns(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mkSecret(t, s, "s")
+	mkSecret(t, s, "t")
+	r1 := store.RotationRun{ID: "r1", Secret: "s", Trigger: "scheduled", Step: "create", State: store.RunRunning,
+		PendingVersion: 2, Attempt: 1, Options: []byte(`{"x":1}`), StartedAt: base, UpdatedAt: base}
+	r2 := store.RotationRun{ID: "r2", Secret: "s", Trigger: "manual", State: store.RunFailed,
+		StartedAt: at(time.Hour), UpdatedAt: at(time.Hour), EndedAt: ptr(at(2 * time.Hour)), Error: "set: refused"}
+	r3 := store.RotationRun{ID: "r3", Secret: "s", Trigger: "emergency", State: store.RunRunning, StartedAt: at(2 * time.Hour), UpdatedAt: at(2 * time.Hour)}
+	r4 := store.RotationRun{ID: "r4", Secret: "t", Trigger: "manual", State: store.RunSucceeded, StartedAt: base, UpdatedAt: base}
+	for _, r := range []store.RotationRun{r1, r2, r3, r4} {
+		noErr(t, "CreateRun("+r.ID+")", s.CreateRun(ctx, r))
+	}
+	wantErr(t, "CreateRun(r1) again", s.CreateRun(ctx, r1), store.ErrConflict)
+	wantErr(t, "CreateRun(missing secret)", s.CreateRun(ctx, store.RotationRun{ID: "r9", Secret: "missing", State: store.RunRunning, StartedAt: base, UpdatedAt: base}), store.ErrNotFound)
+
+	got, err := s.GetRun(ctx, "r1")
+	noErr(t, "GetRun(r1)", err)
+	check(t, "GetRun(r1)", got, r1)
+	_, err = s.GetRun(ctx, "r9")
+	wantErr(t, "GetRun(r9)", err, store.ErrNotFound)
+
+	r1.Step, r1.State, r1.Attempt, r1.UpdatedAt, r1.EndedAt, r1.Error = "finish", store.RunSucceeded, 2, at(time.Minute), ptr(at(time.Minute)), ""
+	noErr(t, "UpdateRun(r1)", s.UpdateRun(ctx, r1))
+	got, _ = s.GetRun(ctx, "r1")
+	check(t, "GetRun(r1) after UpdateRun", got, r1)
+	wantErr(t, "UpdateRun(r9)", s.UpdateRun(ctx, store.RotationRun{ID: "r9", State: store.RunRunning}), store.ErrNotFound)
+
+	for _, tc := range []struct {
+		secret string
+		limit  int
+		want   []store.RotationRun
+	}{
+		{"s", 0, []store.RotationRun{r3, r2, r1}},
+		{"s", 2, []store.RotationRun{r3, r2}},
+		{"t", 0, []store.RotationRun{r4}},
+		{"missing", 0, nil},
+	} {
+		list, err := s.ListRuns(ctx, tc.secret, tc.limit)
+		noErr(t, "ListRuns", err)
+		check(t, fmt.Sprintf("ListRuns(%s, %d)", tc.secret, tc.limit), list, tc.want)
+	}
+	un, err := s.UnfinishedRuns(ctx)
+	noErr(t, "UnfinishedRuns", err)
+	check(t, "UnfinishedRuns", un, []store.RotationRun{r3})
+
+	steps := []store.RunStep{
+		{RunID: "r1", Step: "create", StartedAt: base, EndedAt: ptr(at(time.Second)), Result: "ok"},
+		{RunID: "r1", Step: "set", StartedAt: at(time.Second), EndedAt: ptr(at(2 * time.Second)), Result: "failed", Error: "timeout"},
+		{RunID: "r1", Step: "set", StartedAt: at(3 * time.Second)},
+	}
+	for _, st := range steps {
+		noErr(t, "AddRunStep("+st.Step+")", s.AddRunStep(ctx, st))
+	}
+	wantErr(t, "AddRunStep(missing run)", s.AddRunStep(ctx, store.RunStep{RunID: "r9", Step: "create", StartedAt: base}), store.ErrNotFound)
+	gotSteps, err := s.ListRunSteps(ctx, "r1")
+	noErr(t, "ListRunSteps(r1)", err)
+	check(t, "ListRunSteps(r1)", gotSteps, steps)
+	gotSteps, err = s.ListRunSteps(ctx, "r2")
+	if err != nil || len(gotSteps) != 0 {
+		t.Errorf("ListRunSteps(r2) = %v, %v; want none", gotSteps, err)
+	}
+}
+
+// --- outbox ---
+
+func testOutbox(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var evs []store.OutboxEvent
+	var last int64
+	for i := range 6 {
+		e := store.OutboxEvent{Type: "version.current", Secret: fmt.Sprintf("s%d", i), Version: int64(i + 1),
+			Payload: fmt.Appendf(nil, `{"i":%d}`, i), CreatedAt: at(time.Duration(i) * time.Minute)}
+		id, err := s.AppendOutbox(ctx, e)
+		noErr(t, "AppendOutbox", err)
+		if id <= last {
+			t.Errorf("AppendOutbox id = %d after %d, want increasing", id, last)
+		}
+		last, e.ID = id, id
+		evs = append(evs, e)
+	}
+	ids := func(es []store.OutboxEvent) []int64 {
+		var out []int64
+		for _, e := range es {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+
+	all, err := s.ListOutboxAfter(ctx, 0, 0)
+	noErr(t, "ListOutboxAfter(0, 0)", err)
+	check(t, "ListOutboxAfter(0, 0)", all, evs)
+	page, err := s.ListOutboxAfter(ctx, evs[1].ID, 2)
+	noErr(t, "ListOutboxAfter", err)
+	check(t, "ListOutboxAfter(evs[1], 2)", page, evs[2:4])
+
+	a, err := s.ClaimOutbox(ctx, store.ClaimParams{Owner: "A", Now: base, LeaseFor: time.Minute, Limit: 2})
+	noErr(t, "ClaimOutbox(A, 2)", err)
+	check(t, "ClaimOutbox(A, 2) ids", ids(a), ids(evs[:2]))
+	for _, e := range a {
+		if e.LeaseOwner != "A" || e.LeaseExpiresAt == nil || !e.LeaseExpiresAt.Equal(at(time.Minute).Truncate(Precision)) {
+			t.Errorf("ClaimOutbox(A) event %d lease = %q until %v, want A until %v", e.ID, e.LeaseOwner, e.LeaseExpiresAt, at(time.Minute))
+		}
+		check(t, fmt.Sprintf("ClaimOutbox(A) event %d payload", e.ID), e.Payload, evs[e.ID-evs[0].ID].Payload)
+	}
+	b, err := s.ClaimOutbox(ctx, store.ClaimParams{Owner: "B", Now: base, LeaseFor: time.Minute, Limit: 3})
+	noErr(t, "ClaimOutbox(B, 3)", err)
+	check(t, "ClaimOutbox(B, 3) ids", ids(b), ids(evs[2:5]))
+
+	noErr(t, "MarkDelivered(A's)", s.MarkDelivered(ctx, ids(a), at(30*time.Second)))
+	noErr(t, "MarkDelivered(none)", s.MarkDelivered(ctx, nil, at(30*time.Second)))
+	// After A's and B's leases expire, only B's undelivered events and the
+	// last one are claimable again.
+	c, err := s.ClaimOutbox(ctx, store.ClaimParams{Owner: "C", Now: at(2 * time.Minute), LeaseFor: time.Minute, Limit: 10})
+	noErr(t, "ClaimOutbox(C, +2m)", err)
+	check(t, "ClaimOutbox(C, +2m) ids", ids(c), ids(evs[2:6]))
+
+	all, _ = s.ListOutboxAfter(ctx, 0, 0)
+	for _, e := range all[:2] {
+		if e.DeliveredAt == nil || !e.DeliveredAt.Equal(at(30*time.Second).Truncate(Precision)) {
+			t.Errorf("event %d DeliveredAt = %v, want %v", e.ID, e.DeliveredAt, at(30*time.Second))
+		}
+	}
+	noErr(t, "MarkDelivered(all)", s.MarkDelivered(ctx, ids(c), at(3*time.Minute)))
+	none, err := s.ClaimOutbox(ctx, store.ClaimParams{Owner: "D", Now: at(time.Hour), LeaseFor: time.Minute, Limit: 10})
+	noErr(t, "ClaimOutbox(D) all delivered", err)
+	check(t, "ClaimOutbox(D) all delivered", ids(none), nil)
+
+	// TrimOutbox deletes delivered events created before the cutoff.
+	undelivered, err := s.AppendOutbox(ctx, store.OutboxEvent{Type: "x", CreatedAt: at(-time.Hour)})
+	noErr(t, "AppendOutbox(old undelivered)", err)
+	n, err := s.TrimOutbox(ctx, at(3*time.Minute))
+	noErr(t, "TrimOutbox(+3m)", err)
+	if n != 3 {
+		t.Errorf("TrimOutbox(+3m) = %d, want 3", n)
+	}
+	rest, _ := s.ListOutboxAfter(ctx, 0, 0)
+	check(t, "ids after TrimOutbox", ids(rest), append(ids(evs[3:]), undelivered))
+}
+
+func testOutboxConcurrent(t *testing.T, a, b store.Store) {
+	ctx := t.Context()
+	const total, workers, batch = 150, 6, 7
+	noErr(t, "seed", a.InTx(ctx, func(tx store.Ops) error {
+		for i := range total {
+			if _, err := tx.AppendOutbox(ctx, store.OutboxEvent{Type: "e", Secret: fmt.Sprint(i), CreatedAt: base}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	var (
+		mu   sync.Mutex
+		seen = map[int64]int{}
+		wg   sync.WaitGroup
+	)
+	for w := range workers {
+		s := a
+		if w%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			for {
+				es, err := s.ClaimOutbox(ctx, store.ClaimParams{Owner: fmt.Sprint("w", w), Now: base, LeaseFor: time.Hour, Limit: batch})
+				if err != nil {
+					t.Errorf("worker %d: ClaimOutbox err = %v", w, err)
+					return
+				}
+				if len(es) == 0 {
+					return
+				}
+				ids := make([]int64, 0, len(es))
+				mu.Lock()
+				for _, e := range es {
+					seen[e.ID]++
+					ids = append(ids, e.ID)
+				}
+				mu.Unlock()
+				if err := s.MarkDelivered(ctx, ids, base); err != nil {
+					t.Errorf("worker %d: MarkDelivered err = %v", w, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != total {
+		t.Errorf("claimed %d distinct events, want %d", len(seen), total)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("event %d claimed %d times, want once", id, n)
+		}
+	}
+}
+
+// --- tokens, policies, plugins, hooks ---
+
+func testTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	t1 := store.Token{ID: "t1", Hash: []byte{1, 2, 3}, Name: "ci", Policies: []string{"read-app", "admin"}, CreatedAt: base, ExpiresAt: ptr(at(24 * time.Hour))}
+	t2 := store.Token{ID: "t2", Hash: []byte{4, 5, 6}, Name: "root", CreatedAt: at(time.Second)}
+	noErr(t, "CreateToken(t1)", s.CreateToken(ctx, t1))
+	noErr(t, "CreateToken(t2)", s.CreateToken(ctx, t2))
+	wantErr(t, "CreateToken(same id)", s.CreateToken(ctx, store.Token{ID: "t1", Hash: []byte{9}, CreatedAt: base}), store.ErrConflict)
+	wantErr(t, "CreateToken(same hash)", s.CreateToken(ctx, store.Token{ID: "t3", Hash: []byte{1, 2, 3}, CreatedAt: base}), store.ErrConflict)
+
+	got, err := s.GetTokenByHash(ctx, []byte{1, 2, 3})
+	noErr(t, "GetTokenByHash", err)
+	check(t, "GetTokenByHash", got, t1)
+	_, err = s.GetTokenByHash(ctx, []byte{7, 7})
+	wantErr(t, "GetTokenByHash(unknown)", err, store.ErrNotFound)
+	got, err = s.GetToken(ctx, "t2")
+	noErr(t, "GetToken(t2)", err)
+	check(t, "GetToken(t2)", got, t2)
+	_, err = s.GetToken(ctx, "t9")
+	wantErr(t, "GetToken(t9)", err, store.ErrNotFound)
+
+	noErr(t, "RevokeToken(t1)", s.RevokeToken(ctx, "t1", at(time.Hour)))
+	noErr(t, "RevokeToken(t1) again", s.RevokeToken(ctx, "t1", at(2*time.Hour)))
+	wantErr(t, "RevokeToken(t9)", s.RevokeToken(ctx, "t9", base), store.ErrNotFound)
+	t1.RevokedAt = ptr(at(time.Hour)) // the first revocation time stays
+	list, err := s.ListTokens(ctx)
+	noErr(t, "ListTokens", err)
+	check(t, "ListTokens", list, []store.Token{t1, t2})
+}
+
+func testPolicies(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	p1 := store.Policy{Name: "readers", Document: []byte(`{"rules":[]}`), CreatedAt: base, UpdatedAt: base}
+	p2 := store.Policy{Name: "admins", Document: []byte(`{"rules":[{"path":"*"}]}`), CreatedAt: base, UpdatedAt: base}
+	noErr(t, "PutPolicy(readers)", s.PutPolicy(ctx, p1))
+	noErr(t, "PutPolicy(admins)", s.PutPolicy(ctx, p2))
+	p1.Document, p1.UpdatedAt = []byte(`{"rules":[{"path":"app/*"}]}`), at(time.Hour)
+	noErr(t, "PutPolicy(readers) replace", s.PutPolicy(ctx, p1))
+	got, err := s.GetPolicy(ctx, "readers")
+	noErr(t, "GetPolicy(readers)", err)
+	check(t, "GetPolicy(readers)", got, p1)
+	_, err = s.GetPolicy(ctx, "nope")
+	wantErr(t, "GetPolicy(nope)", err, store.ErrNotFound)
+	list, err := s.ListPolicies(ctx)
+	noErr(t, "ListPolicies", err)
+	check(t, "ListPolicies", list, []store.Policy{p2, p1})
+	noErr(t, "DeletePolicy(admins)", s.DeletePolicy(ctx, "admins"))
+	wantErr(t, "DeletePolicy(admins) again", s.DeletePolicy(ctx, "admins"), store.ErrNotFound)
+	list, _ = s.ListPolicies(ctx)
+	check(t, "ListPolicies after delete", list, []store.Policy{p1})
+}
+
+func testPluginsAndHooks(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	pa := store.Plugin{Name: "vault", Path: "/usr/lib/rotary/vault", SHA256: strings.Repeat("ab", 32), CreatedAt: base}
+	pb := store.Plugin{Name: "aws", Path: "/usr/lib/rotary/aws", SHA256: strings.Repeat("cd", 32), CreatedAt: base}
+	noErr(t, "PutPlugin(vault)", s.PutPlugin(ctx, pa))
+	noErr(t, "PutPlugin(aws)", s.PutPlugin(ctx, pb))
+	pa.SHA256 = strings.Repeat("ef", 32)
+	noErr(t, "PutPlugin(vault) replace", s.PutPlugin(ctx, pa))
+	got, err := s.GetPlugin(ctx, "vault")
+	noErr(t, "GetPlugin(vault)", err)
+	check(t, "GetPlugin(vault)", got, pa)
+	_, err = s.GetPlugin(ctx, "nope")
+	wantErr(t, "GetPlugin(nope)", err, store.ErrNotFound)
+	plist, err := s.ListPlugins(ctx)
+	noErr(t, "ListPlugins", err)
+	check(t, "ListPlugins", plist, []store.Plugin{pb, pa})
+	noErr(t, "DeletePlugin(aws)", s.DeletePlugin(ctx, "aws"))
+	wantErr(t, "DeletePlugin(aws) again", s.DeletePlugin(ctx, "aws"), store.ErrNotFound)
+
+	ha := store.Hook{Name: "notify", On: "finished", Secrets: "app/*", Kind: "webhook", Target: "https://hooks.example/x", CreatedAt: base}
+	hb := store.Hook{Name: "alert", On: "failed", Secrets: "*", Kind: "exec", Target: "/bin/true", CreatedAt: base}
+	noErr(t, "PutHook(notify)", s.PutHook(ctx, ha))
+	noErr(t, "PutHook(alert)", s.PutHook(ctx, hb))
+	ha.On = "failed"
+	noErr(t, "PutHook(notify) replace", s.PutHook(ctx, ha))
+	hlist, err := s.ListHooks(ctx)
+	noErr(t, "ListHooks", err)
+	check(t, "ListHooks", hlist, []store.Hook{hb, ha})
+	noErr(t, "DeleteHook(alert)", s.DeleteHook(ctx, "alert"))
+	wantErr(t, "DeleteHook(alert) again", s.DeleteHook(ctx, "alert"), store.ErrNotFound)
+	hlist, _ = s.ListHooks(ctx)
+	check(t, "ListHooks after delete", hlist, []store.Hook{ha})
+}
+
+// --- audit ---
+
+func auditRec(seq int64, prev []byte, target string, tm time.Time) store.AuditRecord {
+	return store.AuditRecord{
+		Seq: seq, Time: tm, TokenID: "tok", Action: "read", Target: target, Result: "ok",
+		RequestID: fmt.Sprint("req-", seq), Detail: "", PrevHash: prev, Hash: fmt.Appendf(nil, "h%d", seq),
+	}
+}
+
+func testAudit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seq, hash, err := s.AuditHead(ctx)
+	if err != nil || seq != 0 || hash != nil {
+		t.Errorf("AuditHead on empty log = %d, %x, %v; want 0, nil, nil", seq, hash, err)
+	}
+	var recs []store.AuditRecord
+	var prev []byte
+	for i := int64(1); i <= 6; i++ {
+		target := "app/a"
+		if i%2 == 0 {
+			target = "app/b"
+		}
+		r := auditRec(i, prev, target, at(time.Duration(i)*time.Minute))
+		recs = append(recs, r)
+		prev = r.Hash
+	}
+	noErr(t, "AppendAudit(1)", s.AppendAudit(ctx, recs[0]))
+	noErr(t, "AppendAudit(2..6)", s.AppendAudit(ctx, recs[1:]...))
+	noErr(t, "AppendAudit()", s.AppendAudit(ctx))
+	seq, hash, err = s.AuditHead(ctx)
+	if err != nil || seq != 6 || !bytes.Equal(hash, recs[5].Hash) {
+		t.Errorf("AuditHead = %d, %q, %v; want 6, %q, nil", seq, hash, err, recs[5].Hash)
+	}
+	wantErr(t, "AppendAudit(seq 3 again)", s.AppendAudit(ctx, auditRec(3, nil, "x", base)), store.ErrConflict)
+	wantErr(t, "AppendAudit(7, 6 taken)", s.AppendAudit(ctx, auditRec(7, recs[5].Hash, "x", base), auditRec(6, nil, "x", base)), store.ErrConflict)
+	seq, _, _ = s.AuditHead(ctx)
+	if seq != 6 {
+		t.Errorf("AuditHead after refused batch = %d, want 6 (batch is atomic)", seq)
+	}
+
+	for _, tc := range []struct {
+		f    store.AuditFilter
+		want []store.AuditRecord
+	}{
+		{store.AuditFilter{}, recs},
+		{store.AuditFilter{Target: "app/b"}, []store.AuditRecord{recs[1], recs[3], recs[5]}},
+		{store.AuditFilter{Target: "app/"}, nil},
+		{store.AuditFilter{Since: at(4 * time.Minute)}, recs[3:]},
+		{store.AuditFilter{AfterSeq: 2, Limit: 2}, recs[2:4]},
+		{store.AuditFilter{Target: "app/a", AfterSeq: 1, Since: at(2 * time.Minute), Limit: 1}, []store.AuditRecord{recs[2]}},
+	} {
+		got, err := s.ListAudit(ctx, tc.f)
+		noErr(t, "ListAudit", err)
+		check(t, fmt.Sprintf("ListAudit(%+v)", tc.f), got, tc.want)
+	}
+}
+
+// testAuditConcurrent: goroutines append through InTx{head -> append
+// head+1}. The lock taken by AuditHead must make the log gap-free with no
+// conflicts reaching the callers.
+func testAuditConcurrent(t *testing.T, a, b store.Store) {
+	ctx := t.Context()
+	const workers, each = 6, 10
+	var wg sync.WaitGroup
+	for w := range workers {
+		s := a
+		if w%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			for i := range each {
+				err := s.InTx(ctx, func(tx store.Ops) error {
+					seq, hash, err := tx.AuditHead(ctx)
+					if err != nil {
+						return err
+					}
+					r := auditRec(seq+1, hash, fmt.Sprintf("w%d/%d", w, i), base)
+					r.Hash = append(append([]byte(nil), hash...), byte(seq+1))
+					return tx.AppendAudit(ctx, r)
+				})
+				if err != nil {
+					t.Errorf("worker %d append %d: InTx err = %v", w, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	recs, err := a.ListAudit(ctx, store.AuditFilter{})
+	noErr(t, "ListAudit", err)
+	if len(recs) != workers*each {
+		t.Fatalf("ListAudit returned %d records, want %d", len(recs), workers*each)
+	}
+	var prev []byte
+	for i, r := range recs {
+		if r.Seq != int64(i+1) {
+			t.Fatalf("record %d has Seq %d, want %d (gap-free)", i, r.Seq, i+1)
+		}
+		if !bytes.Equal(r.PrevHash, prev) {
+			t.Fatalf("record %d PrevHash = %x, want %x (chain)", r.Seq, r.PrevHash, prev)
+		}
+		prev = r.Hash
+	}
+}
+
+// --- transactions ---
+
+func testInTx(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	errBoom := errors.New("boom")
+
+	noErr(t, "InTx(commit)", s.InTx(ctx, func(tx store.Ops) error {
+		mkSecret(t, tx, "committed")
+		mkVersion(t, tx, "committed", 1)
+		if err := tx.SetStage(ctx, "committed", store.StageCurrent, 1); err != nil {
+			return err
+		}
+		// Reads inside the transaction see its own writes.
+		if _, err := tx.GetVersion(ctx, "committed", 1); err != nil {
+			return fmt.Errorf("read own write: %w", err)
+		}
+		_, err := tx.AppendOutbox(ctx, store.OutboxEvent{Type: "version.current", Secret: "committed", Version: 1, CreatedAt: base})
+		return err
+	}))
+	if _, err := s.GetVersion(ctx, "committed", 1); err != nil {
+		t.Errorf("GetVersion(committed, 1) after commit err = %v", err)
+	}
+	if evs, _ := s.ListOutboxAfter(ctx, 0, 0); len(evs) != 1 {
+		t.Errorf("ListOutboxAfter after commit = %d events, want 1", len(evs))
+	}
+
+	err := s.InTx(ctx, func(tx store.Ops) error {
+		mkSecret(t, tx, "rolled-back")
+		if _, err := tx.AppendOutbox(ctx, store.OutboxEvent{Type: "x", CreatedAt: base}); err != nil {
+			return err
+		}
+		return fmt.Errorf("wrapped: %w", errBoom)
+	})
+	wantErr(t, "InTx(returns error)", err, errBoom)
+	_, err = s.GetSecret(ctx, "rolled-back")
+	wantErr(t, "GetSecret(rolled-back) after rollback", err, store.ErrNotFound)
+	if evs, _ := s.ListOutboxAfter(ctx, 0, 0); len(evs) != 1 {
+		t.Errorf("ListOutboxAfter after rollback = %d events, want 1", len(evs))
+	}
+
+	// A store error inside the transaction comes back as itself.
+	err = s.InTx(ctx, func(tx store.Ops) error {
+		return tx.CreateSecret(ctx, store.Secret{Name: "committed", Type: "x", Region: "x", KeyID: "x", NextVersion: 1})
+	})
+	wantErr(t, "InTx(CreateSecret conflict)", err, store.ErrConflict)
+
+	func() {
+		defer func() {
+			if p := recover(); p != "kaboom" {
+				t.Errorf("InTx(panics) recovered %v, want the panic value kaboom", p)
+			}
+		}()
+		_ = s.InTx(ctx, func(tx store.Ops) error {
+			mkSecret(t, tx, "panicked")
+			panic("kaboom")
+		})
+		t.Error("InTx(panics) returned, want re-panic")
+	}()
+	_, err = s.GetSecret(ctx, "panicked")
+	wantErr(t, "GetSecret(panicked) after panic", err, store.ErrNotFound)
+
+	// The store is usable after all of that.
+	noErr(t, "InTx after panic", s.InTx(ctx, func(tx store.Ops) error {
+		mkSecret(t, tx, "after")
+		return nil
+	}))
+	if _, err := s.GetSecret(ctx, "after"); err != nil {
+		t.Errorf("GetSecret(after) err = %v", err)
+	}
+
+	// A cancelled context fails the transaction without committing.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	err = s.InTx(cctx, func(tx store.Ops) error {
+		return tx.CreateSecret(cctx, store.Secret{Name: "cancelled", Type: "x", Region: "x", KeyID: "x", NextVersion: 1})
+	})
+	if err == nil {
+		t.Error("InTx(cancelled context) err = nil, want an error")
+	}
+	_, err = s.GetSecret(ctx, "cancelled")
+	wantErr(t, "GetSecret(cancelled)", err, store.ErrNotFound)
+}
+
+// --- locks ---
+
+func testLocks(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, tc := range []struct {
+		call       string
+		name, who  string
+		now, until time.Duration
+		want       bool
+	}{
+		{"A takes purge", "purge", "A", 0, time.Minute, true},
+		{"B refused while A holds", "purge", "B", 30 * time.Second, 2 * time.Minute, false},
+		{"A renews", "purge", "A", 30 * time.Second, 2 * time.Minute, true},
+		{"B refused before renewed expiry", "purge", "B", 90 * time.Second, 3 * time.Minute, false},
+		{"B takes once expired", "purge", "B", 2 * time.Minute, 3 * time.Minute, true},
+		{"A refused now", "purge", "A", 2 * time.Minute, 4 * time.Minute, false},
+		{"other lock is independent", "rewrap", "A", 2 * time.Minute, 4 * time.Minute, true},
+	} {
+		got, err := s.TryLock(ctx, tc.name, tc.who, at(tc.now), at(tc.until))
+		noErr(t, "TryLock: "+tc.call, err)
+		if got != tc.want {
+			t.Errorf("TryLock(%s, %s) [%s] = %v, want %v", tc.name, tc.who, tc.call, got, tc.want)
+		}
+	}
+	noErr(t, "Unlock(purge, A) by non-holder", s.Unlock(ctx, "purge", "A"))
+	if ok, _ := s.TryLock(ctx, "purge", "C", at(2*time.Minute), at(5*time.Minute)); ok {
+		t.Error("TryLock(purge, C) after a non-holder's Unlock = true, want false")
+	}
+	noErr(t, "Unlock(purge, B)", s.Unlock(ctx, "purge", "B"))
+	if ok, _ := s.TryLock(ctx, "purge", "C", at(2*time.Minute), at(5*time.Minute)); !ok {
+		t.Error("TryLock(purge, C) after holder's Unlock = false, want true")
+	}
+	noErr(t, "Unlock(never-held)", s.Unlock(ctx, "never", "X"))
+}
+
+// --- cross-cutting ---
+
+func testTimePrecision(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	loc := time.FixedZone("odd", -(3*3600 + 30*60))
+	for i, tm := range []time.Time{
+		time.Date(2025, 6, 1, 12, 0, 0, 999_999_999, time.UTC),
+		time.Date(2025, 6, 1, 12, 0, 0, 1_500, loc),
+		time.Date(1999, 12, 31, 23, 59, 59, 999_999_000, time.UTC),
+		time.Date(2200, 1, 1, 0, 0, 0, 1_000, time.UTC),
+		time.Unix(0, 0),
+	} {
+		name := fmt.Sprint("t", i)
+		want := store.Region{Name: name, CreatedAt: tm}
+		noErr(t, "CreateRegion", s.CreateRegion(ctx, want))
+		got, err := s.GetRegion(ctx, name)
+		noErr(t, "GetRegion", err)
+		if got.CreatedAt.Location() != time.UTC {
+			t.Errorf("GetRegion(%s).CreatedAt location = %v, want UTC", name, got.CreatedAt.Location())
+		}
+		if !got.CreatedAt.Equal(tm.Truncate(Precision)) {
+			t.Errorf("GetRegion(%s).CreatedAt = %v, want %v (truncated to %v)", name, got.CreatedAt, tm.Truncate(Precision), Precision)
+		}
+	}
+}
+
+// testErrorsHideBlobs: errors never carry envelopes, hashes or materials.
+func testErrorsHideBlobs(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	blob := []byte("SENSITIVE-BLOB-CONTENT")
+	mkSecret(t, s, "s")
+	v := store.SecretVersion{Secret: "s", Version: 1, Envelope: blob, KeyID: "k", KeyVersion: 1, CreatedAt: base}
+	noErr(t, "InsertVersion", s.InsertVersion(ctx, v))
+	noErr(t, "CreateToken", s.CreateToken(ctx, store.Token{ID: "t1", Hash: blob, CreatedAt: base}))
+	noErr(t, "CreateKey", s.CreateKey(ctx, store.MasterKey{ID: "k", Region: "r", State: "enabled", PrimaryVersion: 1},
+		store.KeyVersion{KeyID: "k", Version: 1, Material: blob}))
+	for _, tc := range []struct {
+		call string
+		err  error
+	}{
+		{"InsertVersion(dup)", s.InsertVersion(ctx, v)},
+		{"CreateToken(dup hash)", s.CreateToken(ctx, store.Token{ID: "t2", Hash: blob, CreatedAt: base})},
+		{"SwapEnvelope(stale)", s.SwapEnvelope(ctx, store.SwapEnvelopeParams{Secret: "s", Version: 1, Old: []byte("x"), New: blob})},
+		{"AddKeyVersion(dup)", s.AddKeyVersion(ctx, store.KeyVersion{KeyID: "k", Version: 1, Material: blob})},
+		{"PutMetaIfAbsent(dup)", func() error {
+			_ = s.PutMetaIfAbsent(ctx, "m", blob)
+			return s.PutMetaIfAbsent(ctx, "m", blob)
+		}()},
+		{"GetTokenByHash(missing)", func() error { _, err := s.GetTokenByHash(ctx, append(blob, '!')); return err }()},
+	} {
+		if tc.err == nil {
+			t.Errorf("%s err = nil, want an error", tc.call)
+			continue
+		}
+		msg := tc.err.Error()
+		if strings.Contains(msg, string(blob)) || strings.Contains(strings.ToLower(msg), fmt.Sprintf("%x", blob)) {
+			t.Errorf("%s err = %q contains the blob", tc.call, msg)
+		}
+	}
+}
+
+func testDialect(t *testing.T, s store.Store) {
+	if d := s.Dialect(); d != "sqlite" && d != "postgres" {
+		t.Errorf("Dialect() = %q, want sqlite or postgres", d)
+	}
+}
