@@ -92,11 +92,16 @@ func TestPoliciesAndTokens(t *testing.T) {
 		if !strings.Contains(out, id) || strings.Contains(out, tok) {
 			t.Errorf("token list text: want the id and never the token:\n%s", out)
 		}
-		// the new token works, then is revoked
-		s.as(t, tok).ok("secret", "list")
+		// the new token works (its policy now grants read on app/*), then
+		// is revoked
+		readable := "app/" + uniq("r")
+		c.ok("secret", "create", readable, "--value", "r")
+		if got := s.as(t, tok).ok("secret", "get", readable); got != "r" {
+			t.Errorf("secret get with the new token = %q, want r", got)
+		}
 		c.ok("token", "revoke", id)
 		waitFor(t, 15*time.Second, "the revoked token to be refused", func() bool {
-			_, _, code := s.as(t, tok).run("secret", "list")
+			_, _, code := s.as(t, tok).run("secret", "get", readable)
 			return code == exitDenied
 		})
 		c.fail(exitNotFound, []string{"not found"}, "token", "revoke", "tok_000000000000")

@@ -57,9 +57,13 @@ func TestKeys(t *testing.T) {
 		if !regexp.MustCompile(`^rewrapped \d+ of \d+ data keys \(\d+ keys, \d+ skipped\)\n$`).MatchString(out) {
 			t.Errorf("key rewrap printed %q, want the summary line", out)
 		}
+		// the one secret under the key was written before its last rotation
+		if !strings.HasPrefix(out, "rewrapped 1 of 1 data keys") {
+			t.Errorf("key rewrap after a rotation printed %q, want 1 of 1 data keys rewrapped", out)
+		}
 		rw := okJSON[client.RewrapProgress](c, "key", "rewrap", "--region", "default")
-		if !rw.Done {
-			t.Errorf("key rewrap -o json = %+v, want done", rw)
+		if !rw.Done || rw.Rewrapped != 0 {
+			t.Errorf("second key rewrap -o json = %+v, want done with nothing left to rewrap", rw)
 		}
 		if got := c.ok("secret", "get", name); got != "under-"+alias {
 			t.Errorf("secret get after rotate+rewrap = %q", got)

@@ -58,7 +58,13 @@ type Config struct {
 	// older than PruneAge are pruned. Defaults 100 and 24h.
 	KeepVersions int
 	PruneAge     time.Duration
-	Now          func() time.Time
+	// ReadCacheTTL bounds how long a write made by another daemon sharing
+	// the store may take to show in reads here (default 1s; negative
+	// turns the read cache off). Writes through this Service are seen at
+	// once. ReadCacheBytes bounds the cached ciphertext (default 32 MiB).
+	ReadCacheTTL   time.Duration
+	ReadCacheBytes int
+	Now            func() time.Time
 	Logger       *slog.Logger
 }
 
@@ -72,6 +78,7 @@ type Service struct {
 	age    time.Duration
 	now    func() time.Time
 	logger *slog.Logger
+	cache  *readCache
 }
 
 // New returns a Service.
@@ -98,6 +105,10 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
+	}
+	ttl := cmp.Or(cfg.ReadCacheTTL, time.Second)
+	if ttl > 0 {
+		s.cache = newReadCache(ttl, cmp.Or(cfg.ReadCacheBytes, 32<<20), s.now)
 	}
 	return s, nil
 }
@@ -197,6 +208,7 @@ func validTags(tags map[string]string) error {
 
 // Create makes a new secret, and its version 1 when p.Value is given.
 func (s *Service) Create(ctx context.Context, p CreateParams) (Info, error) {
+	defer s.cache.invalidate(p.Name)
 	if err := ValidateName(p.Name); err != nil {
 		return Info{}, invalid(err)
 	}
@@ -355,11 +367,15 @@ type PutParams struct {
 	// Stages the new version takes; default current (the old current
 	// becomes previous). The rotation engine passes pending.
 	Stages []string
+	// InTx, if set, runs inside the version's transaction with the new
+	// version number (the rotation engine records its run step there).
+	InTx func(tx store.Ops, version int64) error
 }
 
 // Put stores a new version of a secret. By default it becomes current and
 // the old current becomes previous.
 func (s *Service) Put(ctx context.Context, p PutParams) (VersionInfo, error) {
+	defer s.cache.invalidate(p.Name)
 	sec, err := s.live(ctx, s.st, p.Name)
 	if err != nil {
 		return VersionInfo{}, err
@@ -419,6 +435,18 @@ func (s *Service) Put(ctx context.Context, p PutParams) (VersionInfo, error) {
 			if err := tx.UpdateSecret(ctx, cur); err != nil {
 				return err
 			}
+			if slices.Contains(stages, store.StageCurrent) {
+				// A new current value written by hand abandons a rotation in
+				// flight: its pending version is no longer the next one.
+				if err := abandonRotation(ctx, tx, p.Name, old, s.now().UTC()); err != nil {
+					return err
+				}
+			}
+			if p.InTx != nil {
+				if err := p.InTx(tx, v); err != nil {
+					return err
+				}
+			}
 			if err := s.outbox(ctx, tx, cur, ver, events.VersionCreated, reason, stages); err != nil {
 				return err
 			}
@@ -474,6 +502,7 @@ func (s *Service) prune(ctx context.Context, tx store.Ops, name string) error {
 
 // Prune applies the retention rule to one secret now.
 func (s *Service) Prune(ctx context.Context, name string) error {
+	defer s.cache.invalidate(name)
 	return s.st.InTx(ctx, func(tx store.Ops) error { return s.prune(ctx, tx, name) })
 }
 
@@ -489,29 +518,31 @@ func (s *Service) Get(ctx context.Context, p GetParams) (Value, error) {
 	if p.Version != 0 && p.Stage != "" {
 		return Value{}, invalidf("give a version or a stage, not both")
 	}
-	sec, err := s.live(ctx, s.st, p.Name)
+	if p.Version < 0 {
+		return Value{}, invalidf("version %d: must be positive", p.Version)
+	}
+	if err := ValidateName(p.Name); err != nil {
+		return Value{}, invalid(err)
+	}
+	sec, stages, err := s.cache.secret(ctx, s.st, p.Name)
 	if err != nil {
 		return Value{}, err
 	}
-	v := p.Version
-	if v < 0 {
-		return Value{}, invalidf("version %d: must be positive", v)
+	if sec.DeletedAt != nil {
+		return Value{}, fmt.Errorf("%s: %w (restore it first)", p.Name, ErrDeleted)
 	}
+	v := p.Version
 	if v == 0 {
 		stage := cmp.Or(p.Stage, store.StageCurrent)
 		if !validStage(stage) {
 			return Value{}, invalidf("unknown stage %q (use current, previous or pending)", stage)
-		}
-		stages, err := s.st.GetStages(ctx, p.Name)
-		if err != nil {
-			return Value{}, err
 		}
 		var ok bool
 		if v, ok = stages[stage]; !ok {
 			return Value{}, fmt.Errorf("%s: no version has stage %s: %w", p.Name, stage, ErrNotFound)
 		}
 	}
-	ver, err := s.st.GetVersion(ctx, p.Name, v)
+	ver, err := s.cache.version(ctx, s.st, sec, v)
 	if errors.Is(err, store.ErrNotFound) {
 		return Value{}, fmt.Errorf("%s: version %d: %w", p.Name, v, ErrNotFound)
 	}
@@ -520,9 +551,16 @@ func (s *Service) Get(ctx context.Context, p GetParams) (Value, error) {
 	}
 	val, err := s.keys.Open(ctx, kms.OpenParams{Region: sec.Region, Secret: sec.Name, Version: v, Envelope: ver.Envelope})
 	if err != nil {
+		s.cache.drop(sec, v)
 		return Value{}, fmt.Errorf("%s: version %d: %w", p.Name, v, err)
 	}
-	return Value{Name: sec.Name, Version: v, Stages: ver.Stages, Value: val}, nil
+	var names []string
+	for _, st := range SortedStages(stages) {
+		if stages[st] == v {
+			names = append(names, st)
+		}
+	}
+	return Value{Name: sec.Name, Version: v, Stages: names, Value: val}, nil
 }
 
 func validStage(s string) bool {
@@ -605,6 +643,7 @@ type DeleteParams struct {
 // Delete schedules a secret's deletion after the recovery window, or, with
 // Force, purges it now.
 func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
+	defer s.cache.invalidate(p.Name)
 	if p.Force && p.RecoveryWindow != 0 {
 		return Info{}, invalidf("give a recovery window or force, not both")
 	}
@@ -657,6 +696,7 @@ func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
 
 // Restore cancels a scheduled deletion.
 func (s *Service) Restore(ctx context.Context, name string) (Info, error) {
+	defer s.cache.invalidate(name)
 	if err := ValidateName(name); err != nil {
 		return Info{}, invalid(err)
 	}
@@ -710,6 +750,7 @@ func (s *Service) PurgeDue(ctx context.Context) (int, error) {
 			n++
 			return s.Audit(ctx, tx, Actor{TokenID: "system"}, "secret.purge", name, "ok", "")
 		})
+		s.cache.invalidate(name)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return n, fmt.Errorf("purge %s: %w", name, err)
 		}

@@ -163,7 +163,7 @@ func newRoot() []byte {
 	return b
 }
 
-func setup(t *testing.T, be backend) *bundle {
+func setup(t *testing.T, be backend, cacheTTL time.Duration) *bundle {
 	t.Helper()
 	st, raw := be.open(t)
 	t.Cleanup(func() { st.Close() })
@@ -177,7 +177,7 @@ func setup(t *testing.T, be backend) *bundle {
 	if err := b.km.EnsureRegion(ctx, "default"); err != nil {
 		t.Fatalf("EnsureRegion: %v", err)
 	}
-	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: b.km, Now: b.clock.Now, Logger: logger, KeepVersions: 5})
+	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: b.km, Now: b.clock.Now, Logger: logger, KeepVersions: 5, ReadCacheTTL: cacheTTL})
 	if err != nil {
 		t.Fatalf("secrets.New: %v", err)
 	}
@@ -195,11 +195,16 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-func forEach(t *testing.T, f func(t *testing.T, b *bundle)) {
+func forEach(t *testing.T, f func(t *testing.T, b *bundle)) { forEachCache(t, 0, f) }
+
+// forEachCache runs f on every backend with the given read cache TTL (0:
+// the default; negative: off, for tests that change the store behind the
+// service's back).
+func forEachCache(t *testing.T, cacheTTL time.Duration, f func(t *testing.T, b *bundle)) {
 	for _, be := range backends() {
 		t.Run(be.name, func(t *testing.T) {
 			t.Parallel()
-			f(t, setup(t, be))
+			f(t, setup(t, be, cacheTTL))
 		})
 	}
 }
@@ -329,7 +334,7 @@ func TestEveryWriteHasOutboxAndAudit(t *testing.T) {
 // TestTampering: ciphertexts moved, flipped or truncated in the store fail
 // with the uniform error, and nothing else is affected.
 func TestTampering(t *testing.T) {
-	forEach(t, func(t *testing.T, b *bundle) {
+	forEachCache(t, -1, func(t *testing.T, b *bundle) {
 		mustCreate(t, b, secrets.CreateParams{Name: "x", Value: []byte("x-one")})
 		if _, err := b.svc.Put(ctx, secrets.PutParams{Name: "x", Value: []byte("x-two")}); err != nil {
 			t.Fatal(err)
@@ -708,6 +713,50 @@ func TestCanary(t *testing.T) {
 		mustCreate(t, b, secrets.CreateParams{Name: "control", Description: canary + "-in-description"})
 		if raw := b.raw(t); !bytes.Contains(raw, []byte(canary+"-in-description")) {
 			t.Errorf("negative control: the store dump does not show plain metadata; the canary check proves nothing")
+		}
+	})
+}
+
+// TestReadCache: a second service on the same store (another daemon) sees
+// a write within the cache TTL, and the writing service sees it at once.
+func TestReadCache(t *testing.T) {
+	forEach(t, func(t *testing.T, b *bundle) {
+		other, err := secrets.New(secrets.Config{Store: b.st, Keys: b.km, Now: b.clock.Now, ReadCacheTTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustCreate(t, b, secrets.CreateParams{Name: "cached", Value: []byte("one")})
+		if v, _ := other.Get(ctx, secrets.GetParams{Name: "cached"}); string(v.Value.Reveal()) != "one" {
+			t.Fatalf("other daemon reads %q, want one", v.Value.Reveal())
+		}
+		if _, err := b.svc.Put(ctx, secrets.PutParams{Name: "cached", Value: []byte("two")}); err != nil {
+			t.Fatal(err)
+		}
+		// The writer reads its own write at once.
+		if v := mustGet(t, b, secrets.GetParams{Name: "cached"}); string(v.Value.Reveal()) != "two" {
+			t.Errorf("writer reads %q, want two", v.Value.Reveal())
+		}
+		// The other daemon still has the old stages cached, but a read by
+		// version number is exact.
+		if v, _ := other.Get(ctx, secrets.GetParams{Name: "cached"}); string(v.Value.Reveal()) != "one" {
+			t.Errorf("other daemon within TTL reads %q; the cache is not in use (want one)", v.Value.Reveal())
+		}
+		if v, err := other.Get(ctx, secrets.GetParams{Name: "cached", Version: 2}); err != nil || string(v.Value.Reveal()) != "two" {
+			t.Errorf("other daemon by version = %q, %v; want two", v.Value.Reveal(), err)
+		}
+		b.clock.Add(time.Minute + time.Second)
+		if v, _ := other.Get(ctx, secrets.GetParams{Name: "cached"}); string(v.Value.Reveal()) != "two" {
+			t.Errorf("other daemon after TTL reads %q, want two", v.Value.Reveal())
+		}
+		// Force delete and re-create under the same name: no old ciphertext.
+		if _, err := b.svc.Delete(ctx, secrets.DeleteParams{Name: "cached", Force: true}); err != nil {
+			t.Fatal(err)
+		}
+		b.clock.Add(time.Second)
+		mustCreate(t, b, secrets.CreateParams{Name: "cached", Value: []byte("reborn")})
+		b.clock.Add(time.Minute + time.Second)
+		if v, err := other.Get(ctx, secrets.GetParams{Name: "cached", Version: 1}); err != nil || string(v.Value.Reveal()) != "reborn" {
+			t.Errorf("other daemon after re-create reads %q, %v; want reborn", v.Value.Reveal(), err)
 		}
 	})
 }

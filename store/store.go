@@ -37,7 +37,10 @@ type Store interface {
 	// otherwise it commits. On SQLite the transaction is IMMEDIATE (it takes
 	// the write lock at the start); on PostgreSQL it is READ COMMITTED and
 	// methods that must serialize take row locks (audit head, claims).
-	// fn must not keep tx after it returns.
+	// fn must not keep tx after it returns, and must use tx rather than
+	// the Store for its writes (SQLite has one write connection, which fn's
+	// transaction holds). On PostgreSQL, InTx may run fn again after a
+	// serialization failure or deadlock, so fn must be safe to repeat.
 	InTx(ctx context.Context, fn func(tx Ops) error) error
 
 	// Dialect names the backend: "sqlite" or "postgres".

@@ -225,8 +225,12 @@ expiry go to standard error. -o json prints the whole record, token included.`,
 			if tok.ExpiresAt != nil {
 				exp = fmt.Sprintf("%s (%s)", tok.ExpiresAt.Local().Format(time.RFC3339), relTimePtr(time.Now(), tok.ExpiresAt))
 			}
-			fmt.Fprintf(a.stderr, "token id %s, name %q, policies %s, expires %s; the token above is shown only once\n",
-				tok.ID, tok.Name, strings.Join(tok.Policies, ","), exp)
+			named := ""
+			if tok.Name != "" {
+				named = fmt.Sprintf(" (%s)", tok.Name)
+			}
+			fmt.Fprintf(a.stderr, "token id %s%s, policies %s, expires %s; the token above is shown only once\n",
+				tok.ID, named, strings.Join(tok.Policies, ","), exp)
 			return nil
 		},
 	}

@@ -352,12 +352,8 @@ func (a *app) secretListCmd() *cobra.Command {
 				return printJSON(a.stdout, client.SecretList{Secrets: list})
 			}
 			now := time.Now()
-			t := newTable(a.stdout, "NAME", "TYPE", "REGION", "VERSION", "UPDATED", "ROTATION", "STATUS")
+			t := newTable(a.stdout, "NAME", "TYPE", "REGION", "UPDATED", "ROTATION", "STATUS", "TAGS")
 			for _, s := range list {
-				ver := "-"
-				if v, ok := currentVersion(s); ok {
-					ver = strconv.FormatInt(v.Version, 10)
-				}
 				rot := "-"
 				if s.Rotation != nil && s.Rotation.Rotator != "" {
 					rot = s.Rotation.Rotator
@@ -369,7 +365,7 @@ func (a *app) secretListCmd() *cobra.Command {
 				if s.DeletedAt != nil {
 					status = "deleted, purge " + relTimePtr(now, s.PurgeAt)
 				}
-				t.row(s.Name, s.Type, s.Region, ver, relTime(now, s.UpdatedAt), rot, status)
+				t.row(s.Name, s.Type, s.Region, relTime(now, s.UpdatedAt), rot, status, kvString(s.Tags))
 			}
 			return t.flush()
 		},

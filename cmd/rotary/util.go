@@ -94,7 +94,16 @@ func wireDuration(flag, v string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return d.String(), nil
+	return formatDuration(d), nil
+}
+
+// formatDuration writes d in parseDuration syntax, in days when it is a
+// whole number of days ("7d"), else in Go syntax ("36h0m0s").
+func formatDuration(d time.Duration) string {
+	if d != 0 && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
 }
 
 // parseKV parses repeated KEY=VALUE flags (--tag, --context). Keys must be
@@ -222,17 +231,18 @@ func relTimePtr(now time.Time, t *time.Time) string {
 	return relTime(now, *t)
 }
 
-// shortDuration rounds d to its largest unit: 45s, 12m, 5h, 3d.
+// shortDuration rounds d to the nearest of its largest unit: 45s, 12m,
+// 5h, 3d.
 func shortDuration(d time.Duration) string {
 	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d/time.Second))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d/time.Minute))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d/time.Hour))
+	case d < time.Minute-time.Second/2:
+		return fmt.Sprintf("%ds", d.Round(time.Second)/time.Second)
+	case d < time.Hour-time.Minute/2:
+		return fmt.Sprintf("%dm", d.Round(time.Minute)/time.Minute)
+	case d < 48*time.Hour-time.Hour/2:
+		return fmt.Sprintf("%dh", d.Round(time.Hour)/time.Hour)
 	default:
-		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+		return fmt.Sprintf("%dd", d.Round(24*time.Hour)/(24*time.Hour))
 	}
 }
 

@@ -63,8 +63,10 @@ func TestDurationFlagNamesFlag(t *testing.T) {
 			t.Errorf("durationFlag(%q) err is %T, want usageError", v, err)
 		}
 	}
-	if got, err := wireDuration("ttl", "2d"); err != nil || got != "48h0m0s" {
-		t.Errorf("wireDuration(ttl, 2d) = %q, %v; want 48h0m0s", got, err)
+	for in, want := range map[string]string{"2d": "2d", "48h": "2d", "1d12h": "36h0m0s", "90s": "1m30s", "": ""} {
+		if got, err := wireDuration("ttl", in); err != nil || got != want {
+			t.Errorf("wireDuration(ttl, %q) = %q, %v; want %q", in, got, err, want)
+		}
 	}
 }
 
@@ -122,6 +124,9 @@ func TestRelTime(t *testing.T) {
 		{now.Add(3 * time.Hour), "in 3h"},
 		{now.Add(-5 * time.Minute), "5m ago"},
 		{now.Add(-72 * time.Hour), "3d ago"},
+		{now.Add(7*24*time.Hour - time.Second), "in 7d"},
+		{now.Add(-(59*time.Minute + 50*time.Second)), "1h ago"},
+		{now.Add(90 * time.Second), "in 2m"},
 		{now, "just now"},
 		{time.Time{}, "-"},
 	}

@@ -49,6 +49,8 @@ type Store struct {
 	ops
 	wdb *sql.DB // one connection, IMMEDIATE transactions
 	rdb *sql.DB // several query-only connections
+
+	wstmts, rstmts *stmtCache
 }
 
 var _ store.Store = (*Store)(nil)
@@ -106,7 +108,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 
-	s := &Store{wdb: wdb, rdb: rdb}
+	s := &Store{wdb: wdb, rdb: rdb, wstmts: newStmtCache(wdb), rstmts: newStmtCache(rdb)}
 	s.ops = ops{s: s}
 	return s, nil
 }
@@ -116,6 +118,8 @@ func (s *Store) Dialect() string { return "sqlite" }
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
+	s.rstmts.close()
+	s.wstmts.close()
 	return errors.Join(s.rdb.Close(), s.wdb.Close())
 }
 
@@ -131,8 +135,9 @@ func (s *Store) InTx(ctx context.Context, fn func(tx store.Ops) error) (err erro
 		if !done {
 			_ = tx.Rollback()
 		}
+		s.wstmts.preparePending(ctx)
 	}()
-	o := &ops{s: s, tx: tx}
+	o := &ops{s: s, tx: txQuerier{tx: tx, c: s.wstmts}}
 	if err := fn(o); err != nil {
 		return err
 	}
@@ -153,7 +158,7 @@ type querier interface {
 // ops implements store.Ops on the pools (tx == nil) or on one transaction.
 type ops struct {
 	s  *Store
-	tx *sql.Tx
+	tx querier
 }
 
 // r is where reads go.
@@ -161,7 +166,7 @@ func (o *ops) r() querier {
 	if o.tx != nil {
 		return o.tx
 	}
-	return o.s.rdb
+	return poolQuerier{o.s.rstmts}
 }
 
 // w is where single-statement writes go. Outside a transaction a write
@@ -170,7 +175,7 @@ func (o *ops) w() querier {
 	if o.tx != nil {
 		return o.tx
 	}
-	return o.s.wdb
+	return poolQuerier{o.s.wstmts}
 }
 
 // atomic runs fn in the caller's transaction, or in a new IMMEDIATE one.
@@ -182,7 +187,8 @@ func (o *ops) atomic(ctx context.Context, fn func(q querier) error) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	defer o.s.wstmts.preparePending(ctx)
+	if err := fn(txQuerier{tx: tx, c: o.s.wstmts}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}

@@ -1,0 +1,122 @@
+// Package rotators defines the Rotator contract: the code that knows how to
+// make and apply a new credential for one kind of target. The built-in
+// rotators live in subpackages (postgres, mysql, redis, random); plugins
+// implement the same contract over gRPC (plugins/sdk), and
+// rotators/rotatortest is the conformance suite all of them pass.
+//
+// A rotation drives a rotator through four steps, each persisted by the
+// engine before the next starts:
+//
+//  1. Create: make the pending value (a new password, or for the alternating
+//     strategy the other user's credential with a new password). Pure: it
+//     touches nothing outside the process. The engine stores the result as
+//     version N+1 with stage pending before anything else happens.
+//  2. Set: apply the pending value to the target. Must be idempotent:
+//     running it twice with the same pending value is harmless, because
+//     after a crash the engine runs it again.
+//  3. Test: log in with a value and check it works. The engine tests the
+//     pending value after Set, and after a crash tests pending and current
+//     to learn which one the target accepts.
+//  4. Finish: called after the store has made pending current. Cleans up on
+//     the target (drop the old Redis password, in an emergency change the
+//     other alternating user and end the old credential's sessions). A
+//     Finish failure never loses the new credential: it is already current
+//     and working.
+//
+// Request structs let the contract grow without breaking plugins. Values
+// are sensitive.Bytes so that they never print; errors returned by a
+// rotator are passed through sensitive.Sanitize with every value the engine
+// knows before they are stored or shown.
+package rotators
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/rotary-secrets/rotary/sensitive"
+)
+
+// Rotator rotates credentials of one kind of target.
+type Rotator interface {
+	Create(ctx context.Context, req CreateRequest) (CreateResponse, error)
+	Set(ctx context.Context, req SetRequest) error
+	Test(ctx context.Context, req TestRequest) error
+	Finish(ctx context.Context, req FinishRequest) error
+}
+
+// ConfigValidator is implemented by rotators that check their config when
+// it is saved (`rotary rotation set`), so mistakes show before the first
+// rotation.
+type ConfigValidator interface {
+	ValidateConfig(ctx context.Context, secretType string, config json.RawMessage) error
+}
+
+// Secret describes the secret being rotated. Never a value.
+type Secret struct {
+	Name    string
+	Type    string
+	Region  string
+	Version int64 // the version the step concerns: the pending one for create/set/test
+}
+
+// CreateRequest asks for a new pending value.
+type CreateRequest struct {
+	Secret    Secret
+	Config    json.RawMessage
+	Current   Value // the current value; empty if the secret has none yet
+	Previous  Value // the previous value, if any (alternating: the other user)
+	Emergency bool
+}
+
+// CreateResponse carries the pending value.
+type CreateResponse struct {
+	Value Value
+}
+
+// SetRequest applies a pending value to the target.
+type SetRequest struct {
+	Secret  Secret
+	Config  json.RawMessage
+	Current Value // the credential that works now
+	Pending Value // the credential to make work
+	// Admin is the current value of the admin secret named in the config
+	// (strategies admin and alternating); empty otherwise.
+	Admin     Value
+	Emergency bool
+}
+
+// TestRequest checks that a value works against the target.
+type TestRequest struct {
+	Secret Secret
+	Config json.RawMessage
+	Value  Value
+}
+
+// FinishRequest cleans up after the pending value became current.
+type FinishRequest struct {
+	Secret   Secret
+	Config   json.RawMessage
+	Current  Value // the new current value
+	Previous Value // the value that was current before
+	Admin    Value
+	// Emergency: make Previous useless at once (alternating: change the
+	// other user's password too) and, unless KeepSessions, end the open
+	// sessions of Previous's user.
+	Emergency    bool
+	KeepSessions bool
+}
+
+// Value is secret bytes as the rotator sees them.
+type Value = sensitive.Bytes
+
+// ErrUnsupported is returned for a strategy or option a rotator does not
+// offer.
+var ErrUnsupported = errors.New("not supported by this rotator")
+
+// Strategies of the database rotators.
+const (
+	StrategySingleUser  = "single-user"
+	StrategyAdmin       = "admin"
+	StrategyAlternating = "alternating"
+)
