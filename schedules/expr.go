@@ -290,6 +290,12 @@ func place(n time.Time, loc *time.Location) time.Time {
 	if !best.IsZero() {
 		return best.In(loc)
 	}
-	start, _ := c.ZoneBounds() // in a gap: c lies after the jump
+	// In a gap. time.Date put c on one side of the jump; the jump is the
+	// end of c's zone if c's wall clock is before n's, else its start.
+	start, end := c.ZoneBounds()
+	cn := time.Date(c.Year(), c.Month(), c.Day(), c.Hour(), c.Minute(), c.Second(), c.Nanosecond(), time.UTC)
+	if cn.Before(n) {
+		return end.In(loc)
+	}
 	return start.In(loc)
 }

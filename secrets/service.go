@@ -65,7 +65,7 @@ type Config struct {
 	ReadCacheTTL   time.Duration
 	ReadCacheBytes int
 	Now            func() time.Time
-	Logger       *slog.Logger
+	Logger         *slog.Logger
 }
 
 // Service is the domain entry point every API call and the rotation engine

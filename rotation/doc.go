@@ -1,0 +1,55 @@
+// Package rotation is the engine that drives a rotator through its four
+// steps, durably, for one secret at a time.
+//
+// # The step machine
+//
+// A rotation is a run record (store.RotationRun) whose Step field says
+// where it stands. Each step's outcome is committed before the next
+// starts, so a crash at any instant leaves a run that can be resumed:
+//
+//	create   nothing durable yet. The rotator makes the pending value; the
+//	         value is stored as version N+1 with stage pending, and the run
+//	         moves to "set", in ONE transaction. Nothing has touched the
+//	         target before that commit.
+//	set      the pending value may or may not be on the target. Fresh from
+//	         create, the engine calls Set. Resumed after a crash, it first
+//	         Tests pending: if the target accepts it, Set already ran and
+//	         the run rolls forward to test; if not, Set runs again (Set is
+//	         idempotent). Then the run moves to "test".
+//	test     Set completed. The engine Tests pending (a few tries, for
+//	         servers that take a moment). If pending keeps failing but
+//	         current works, the run rolls back: the pending stage is
+//	         dropped and the run ends rolled_back. If neither works the run
+//	         stays at "set" so the next attempt sets again.
+//	finish   pending works. One store transaction moves the stages
+//	         (pending → current, current → previous), writes the rotated
+//	         event and the audit record, updates the rotation state, and
+//	         moves the run to "cleanup".
+//	cleanup  the rotator's Finish: drop the old Redis password, and in an
+//	         emergency change the other alternating user and end the old
+//	         credential's sessions. Then the run ends succeeded.
+//
+// Invariant: at every instant at least one stored version is a working
+// credential and the store knows which. Before set, current works; between
+// set and finish, pending is stored (durable since create) and the resume
+// rule finds which works; after finish, current is the tested value.
+//
+// # One rotation per secret
+//
+// A rotation holds the secret's lease (store.ClaimRotation /
+// ClaimDueRotations), renewed while it runs. A daemon that dies loses the
+// lease when it expires, and whoever claims the secret next resumes the
+// unfinished run from its step. A hand-written new current version
+// (secret put) abandons the run in the same transaction; the engine sees
+// that at its next step and stops.
+//
+// # Failures
+//
+// A failed attempt keeps its run (unless rolled back) and records the
+// sanitized error as the rotation's last_error, with the rotation_failed
+// event and an audit record. The next attempt is due after a capped
+// exponential backoff with jitter; after FailingAfter consecutive failures
+// the secret is marked failing and retried at the slower FailingInterval.
+// Errors pass through sensitive.Sanitize with every value the engine holds,
+// so no password reaches the store, the logs or the API.
+package rotation

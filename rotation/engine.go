@@ -1,0 +1,870 @@
+package rotation
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rotary-secrets/rotary/rotators"
+	"github.com/rotary-secrets/rotary/schedules"
+	"github.com/rotary-secrets/rotary/secrets"
+	"github.com/rotary-secrets/rotary/sensitive"
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// Triggers.
+const (
+	TriggerManual    = "manual"
+	TriggerScheduled = "scheduled"
+	TriggerEmergency = "emergency"
+)
+
+// Steps, in order.
+const (
+	StepCreate  = "create"
+	StepSet     = "set"
+	StepTest    = "test"
+	StepFinish  = "finish"
+	StepCleanup = "cleanup"
+)
+
+// Errors callers tell apart.
+var (
+	ErrNotConfigured = errors.New("no rotation is configured for this secret (set one with `rotary rotation set`)")
+	ErrBusy          = errors.New("a rotation of this secret is already running")
+	ErrDisabled      = errors.New("rotation is disabled for this secret")
+)
+
+// Resolver finds a rotator by its name (postgres, mysql, redis, random,
+// plugin:NAME).
+type Resolver interface {
+	Rotator(ctx context.Context, name string) (rotators.Rotator, error)
+}
+
+// Registry is a fixed set of rotators by name.
+type Registry map[string]rotators.Rotator
+
+// Rotator implements Resolver.
+func (r Registry) Rotator(_ context.Context, name string) (rotators.Rotator, error) {
+	if rot, ok := r[name]; ok {
+		return rot, nil
+	}
+	return nil, fmt.Errorf("%w: unknown rotator %q", secrets.ErrInvalid, name)
+}
+
+// Config configures an Engine.
+type Config struct {
+	Store    store.Store
+	Secrets  *secrets.Service
+	Rotators Resolver
+	// Owner names this daemon in leases (default: a random id).
+	Owner string
+	// LeaseFor is how long a claim lasts without renewal (default 2m).
+	LeaseFor time.Duration
+	// MinInterval is the smallest schedule interval (default 1h).
+	MinInterval time.Duration
+	// Backoff after a failed attempt: BackoffBase·2^(n-1), capped at
+	// BackoffMax, ±20% jitter (defaults 30s and 30m). After FailingAfter
+	// consecutive failures (default 5) the secret is failing and retried
+	// every FailingInterval (default 1h).
+	BackoffBase     time.Duration
+	BackoffMax      time.Duration
+	FailingAfter    int
+	FailingInterval time.Duration
+	// StepTimeout bounds each rotator call (default 2m).
+	StepTimeout time.Duration
+	// TestAttempts is how often the test step tries pending (default 3),
+	// TestRetryDelay the pause between tries (default 1s).
+	TestAttempts   int
+	TestRetryDelay time.Duration
+	Now            func() time.Time
+	Logger         *slog.Logger
+	// Failpoint, when set, is called at named points inside each step;
+	// crash tests use it (see cmd/rotary's failpoints build tag).
+	Failpoint func(name string)
+	// OnResult, when set, is called after every attempt (for metrics).
+	OnResult func(rotator, result string)
+}
+
+// Engine runs rotations.
+type Engine struct {
+	cfg Config
+	st  store.Store
+	svc *secrets.Service
+	log *slog.Logger
+	now func() time.Time
+
+	wg sync.WaitGroup
+}
+
+// New returns an Engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil || cfg.Secrets == nil || cfg.Rotators == nil {
+		return nil, errors.New("rotation: Store, Secrets and Rotators are required")
+	}
+	if cfg.Owner == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		cfg.Owner = "rotary-" + hex.EncodeToString(b[:])
+	}
+	cfg.LeaseFor = cmp.Or(cfg.LeaseFor, 2*time.Minute)
+	cfg.MinInterval = cmp.Or(cfg.MinInterval, time.Hour)
+	cfg.BackoffBase = cmp.Or(cfg.BackoffBase, 30*time.Second)
+	cfg.BackoffMax = cmp.Or(cfg.BackoffMax, 30*time.Minute)
+	cfg.FailingAfter = cmp.Or(cfg.FailingAfter, 5)
+	cfg.FailingInterval = cmp.Or(cfg.FailingInterval, time.Hour)
+	cfg.StepTimeout = cmp.Or(cfg.StepTimeout, 2*time.Minute)
+	cfg.TestAttempts = cmp.Or(cfg.TestAttempts, 3)
+	cfg.TestRetryDelay = cmp.Or(cfg.TestRetryDelay, time.Second)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{cfg: cfg, st: cfg.Store, svc: cfg.Secrets, log: cfg.Logger, now: cfg.Now}, nil
+}
+
+// Owner is the lease owner name of this engine.
+func (e *Engine) Owner() string { return e.cfg.Owner }
+
+// Wait blocks until background rotations started by Start have ended.
+func (e *Engine) Wait() { e.wg.Wait() }
+
+func (e *Engine) failpoint(name string) {
+	if e.cfg.Failpoint != nil {
+		e.cfg.Failpoint(name)
+	}
+}
+
+// RotateParams starts a rotation.
+type RotateParams struct {
+	Secret       string
+	Trigger      string // manual (default), scheduled, emergency
+	Emergency    bool
+	KeepSessions bool
+}
+
+// Rotate claims the secret and runs a rotation to its end, or resumes the
+// secret's unfinished one. It returns the run record.
+func (e *Engine) Rotate(ctx context.Context, p RotateParams) (store.RotationRun, error) {
+	rot, err := e.st.GetRotation(ctx, p.Secret)
+	if errors.Is(err, store.ErrNotFound) {
+		if _, derr := e.svc.Describe(ctx, p.Secret); errors.Is(derr, secrets.ErrNotFound) {
+			return store.RotationRun{}, derr
+		}
+		return store.RotationRun{}, fmt.Errorf("%s: %w", p.Secret, ErrNotConfigured)
+	}
+	if err != nil {
+		return store.RotationRun{}, err
+	}
+	now := e.now().UTC()
+	rot, err = e.st.ClaimRotation(ctx, p.Secret, store.ClaimParams{Owner: e.cfg.Owner, Now: now, LeaseFor: e.cfg.LeaseFor})
+	if errors.Is(err, store.ErrConflict) {
+		return store.RotationRun{}, fmt.Errorf("%s: %w", p.Secret, ErrBusy)
+	}
+	if err != nil {
+		return store.RotationRun{}, err
+	}
+	return e.RunClaimed(ctx, rot, p)
+}
+
+// Start runs Rotate in the background (for callers that do not wait).
+// It checks what Rotate would refuse at once and returns that error.
+func (e *Engine) Start(ctx context.Context, p RotateParams) error {
+	now := e.now().UTC()
+	rot, err := e.st.ClaimRotation(ctx, p.Secret, store.ClaimParams{Owner: e.cfg.Owner, Now: now, LeaseFor: e.cfg.LeaseFor})
+	if errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("%s: %w", p.Secret, ErrBusy)
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		if _, derr := e.svc.Describe(ctx, p.Secret); errors.Is(derr, secrets.ErrNotFound) {
+			return derr
+		}
+		return fmt.Errorf("%s: %w", p.Secret, ErrNotConfigured)
+	}
+	if err != nil {
+		return err
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		_, _ = e.RunClaimed(context.WithoutCancel(ctx), rot, p)
+	}()
+	return nil
+}
+
+// RunClaimed runs (or resumes) a rotation of a secret whose lease this
+// engine holds, and releases the lease at the end.
+func (e *Engine) RunClaimed(ctx context.Context, rot store.Rotation, p RotateParams) (store.RotationRun, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopRenew := e.renewLease(ctx, cancel, rot.Secret)
+	defer func() {
+		stopRenew()
+		if err := e.st.ReleaseRotation(context.WithoutCancel(ctx), rot.Secret, e.cfg.Owner); err != nil && !errors.Is(err, store.ErrLeaseLost) {
+			e.log.Warn("release rotation lease", "secret", rot.Secret, "err", err)
+		}
+	}()
+	if p.Emergency {
+		p.Trigger = TriggerEmergency
+	}
+	p.Trigger = cmp.Or(p.Trigger, TriggerManual)
+	if p.Trigger != TriggerEmergency && p.Trigger != TriggerScheduled && p.Trigger != TriggerManual {
+		return store.RotationRun{}, fmt.Errorf("%w: unknown trigger %q", secrets.ErrInvalid, p.Trigger)
+	}
+
+	// An unfinished run is resumed before anything new starts. It answers
+	// a manual or scheduled request; an emergency request still gets its
+	// own run afterwards unless the resumed run was one.
+	runs, err := e.st.ListRuns(ctx, rot.Secret, 1)
+	if err != nil {
+		return store.RotationRun{}, err
+	}
+	if len(runs) == 1 && runs[0].State == store.RunRunning {
+		prev := runs[0]
+		e.log.Info("resuming rotation", "secret", rot.Secret, "run", prev.ID, "step", prev.Step)
+		done, err := e.drive(ctx, rot, prev, true)
+		if err != nil || !p.Emergency || prev.Trigger == TriggerEmergency {
+			return done, err
+		}
+		if rot, err = e.st.GetRotation(ctx, rot.Secret); err != nil {
+			return done, err
+		}
+	}
+	if !rot.Enabled && p.Trigger == TriggerScheduled {
+		return store.RotationRun{}, fmt.Errorf("%s: %w", rot.Secret, ErrDisabled)
+	}
+	opts, _ := json.Marshal(runOptions{Emergency: p.Emergency, KeepSessions: p.KeepSessions})
+	now := e.now().UTC()
+	run := store.RotationRun{
+		ID: newRunID(), Secret: rot.Secret, Trigger: p.Trigger, Step: StepCreate, State: store.RunRunning,
+		Options: opts, StartedAt: now, UpdatedAt: now,
+	}
+	if err := e.st.CreateRun(ctx, run); err != nil {
+		return run, err
+	}
+	return e.drive(ctx, rot, run, false)
+}
+
+type runOptions struct {
+	Emergency    bool `json:"emergency,omitempty"`
+	KeepSessions bool `json:"keep_sessions,omitempty"`
+}
+
+func newRunID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "run_" + hex.EncodeToString(b[:])
+}
+
+// renewLease keeps the lease alive; if it is lost (another daemon took the
+// secret after an expiry) the rotation's context is cancelled.
+func (e *Engine) renewLease(ctx context.Context, cancel context.CancelFunc, secret string) (stop func()) {
+	done := make(chan struct{})
+	var once sync.Once
+	go func() {
+		t := time.NewTicker(e.cfg.LeaseFor / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				err := e.st.RenewRotationLease(ctx, secret, e.cfg.Owner, e.now().Add(e.cfg.LeaseFor))
+				if errors.Is(err, store.ErrLeaseLost) {
+					e.log.Warn("lost the rotation lease; stopping", "secret", secret)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return func() { once.Do(func() { close(done) }) }
+}
+
+// attempt is the working state of one drive through the steps.
+type attempt struct {
+	e        *Engine
+	rot      store.Rotation
+	run      store.RotationRun
+	opts     runOptions
+	rotator  rotators.Rotator
+	secret   secrets.Info
+	config   json.RawMessage
+	admin    rotators.Value
+	values   []sensitive.Bytes // every value seen, for sanitizing errors
+	resuming bool
+}
+
+func (a *attempt) remember(vs ...sensitive.Bytes) {
+	for _, v := range vs {
+		if v.Len() > 0 {
+			a.values = append(a.values, v)
+			// JSON values: also scrub the password field on its own.
+			var m map[string]any
+			if json.Unmarshal(v.Reveal(), &m) == nil {
+				if p, ok := m["password"].(string); ok && p != "" {
+					a.values = append(a.values, sensitive.Bytes(p))
+				}
+			}
+		}
+	}
+}
+
+func (a *attempt) sanitize(err error) error { return sensitive.Sanitize(err, a.values...) }
+
+// drive runs the steps from run.Step to the end.
+func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.RotationRun, resuming bool) (store.RotationRun, error) {
+	a := &attempt{e: e, rot: rot, run: run, config: rot.Config, resuming: resuming}
+	_ = json.Unmarshal(run.Options, &a.opts)
+	ctx = secrets.WithActor(ctx, secrets.Actor{TokenID: "rotation", RequestID: run.ID})
+	err := a.prepare(ctx)
+	for err == nil && a.run.State == store.RunRunning {
+		if cerr := ctx.Err(); cerr != nil {
+			err = cerr
+			break
+		}
+		err = a.step(ctx)
+	}
+	if err != nil {
+		err = a.sanitize(err)
+		a.fail(ctx, err)
+		if e.cfg.OnResult != nil {
+			e.cfg.OnResult(rot.Rotator, "failed")
+		}
+		return a.run, fmt.Errorf("rotate %s: %w", rot.Secret, err)
+	}
+	if e.cfg.OnResult != nil {
+		e.cfg.OnResult(rot.Rotator, a.run.State)
+	}
+	if a.run.State == store.RunAbandoned {
+		return a.run, fmt.Errorf("rotate %s: %s", rot.Secret, a.run.Error)
+	}
+	return a.run, nil
+}
+
+// prepare loads the rotator, the secret and the admin credential.
+func (a *attempt) prepare(ctx context.Context) error {
+	rot, err := a.e.cfg.Rotators.Rotator(ctx, a.rot.Rotator)
+	if err != nil {
+		return err
+	}
+	a.rotator = rot
+	if a.secret, err = a.e.svc.Describe(ctx, a.rot.Secret); err != nil {
+		return err
+	}
+	if a.secret.DeletedAt != nil {
+		return fmt.Errorf("%s: %w", a.rot.Secret, secrets.ErrDeleted)
+	}
+	var c struct {
+		AdminSecret string `json:"admin_secret"`
+	}
+	_ = json.Unmarshal(a.config, &c)
+	if c.AdminSecret != "" {
+		v, err := a.e.svc.Get(ctx, secrets.GetParams{Name: c.AdminSecret})
+		if err != nil {
+			return fmt.Errorf("admin secret %s: %w", c.AdminSecret, err)
+		}
+		a.admin = v.Value
+		a.remember(v.Value)
+	}
+	return nil
+}
+
+func (a *attempt) rsecret(version int64) rotators.Secret {
+	return rotators.Secret{Name: a.secret.Name, Type: a.secret.Type, Region: a.secret.Region, Version: version}
+}
+
+// value reads a version or stage; a missing stage is an empty value.
+func (a *attempt) value(ctx context.Context, version int64, stage string) (sensitive.Bytes, int64, error) {
+	v, err := a.e.svc.Get(ctx, secrets.GetParams{Name: a.secret.Name, Version: version, Stage: stage})
+	if errors.Is(err, secrets.ErrNotFound) && stage != "" {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	a.remember(v.Value)
+	return v.Value, v.Version, nil
+}
+
+func (a *attempt) stepCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, a.e.cfg.StepTimeout)
+}
+
+// advance persists the run at its next step, after checking that no put
+// abandoned it meanwhile.
+func (a *attempt) advance(ctx context.Context, next string) error {
+	return a.e.st.InTx(ctx, func(tx store.Ops) error {
+		cur, err := tx.GetRun(ctx, a.run.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State != store.RunRunning {
+			a.run = cur
+			return nil
+		}
+		a.run.Step, a.run.UpdatedAt = next, a.e.now().UTC()
+		return tx.UpdateRun(ctx, a.run)
+	})
+}
+
+// record stores one step's outcome in the history.
+func (a *attempt) record(ctx context.Context, step string, started time.Time, err error) {
+	end := a.e.now().UTC()
+	s := store.RunStep{RunID: a.run.ID, Step: step, StartedAt: started, EndedAt: &end, Result: "ok"}
+	if err != nil {
+		s.Result, s.Error = "failed", truncate(a.sanitize(err).Error(), 500)
+	}
+	if aerr := a.e.st.AddRunStep(context.WithoutCancel(ctx), s); aerr != nil {
+		a.e.log.Warn("record rotation step", "run", a.run.ID, "err", aerr)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (a *attempt) step(ctx context.Context) error {
+	started := a.e.now().UTC()
+	step := a.run.Step
+	var err error
+	switch step {
+	case StepCreate, "":
+		step = StepCreate
+		err = a.create(ctx)
+	case StepSet:
+		err = a.set(ctx)
+	case StepTest:
+		err = a.test(ctx)
+	case StepFinish:
+		err = a.finish(ctx)
+	case StepCleanup:
+		err = a.cleanup(ctx)
+	default:
+		err = fmt.Errorf("run %s has an unknown step %q", a.run.ID, step)
+	}
+	a.record(ctx, step, started, err)
+	return err
+}
+
+func (a *attempt) create(ctx context.Context) error {
+	current, _, err := a.value(ctx, 0, "current")
+	if err != nil {
+		return err
+	}
+	previous, _, err := a.value(ctx, 0, "previous")
+	if err != nil {
+		return err
+	}
+	sctx, cancel := a.stepCtx(ctx)
+	defer cancel()
+	resp, err := a.rotator.Create(sctx, rotators.CreateRequest{
+		Secret: a.rsecret(0), Config: a.config, Current: current, Previous: previous, Emergency: a.opts.Emergency,
+	})
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	a.remember(resp.Value)
+	a.e.failpoint("create-before-store")
+	_, err = a.e.svc.Put(ctx, secrets.PutParams{
+		Name: a.secret.Name, Value: resp.Value.Reveal(), Reason: a.run.Trigger,
+		Stages: []string{"pending"},
+		InTx: func(tx store.Ops, v int64) error {
+			cur, err := tx.GetRun(ctx, a.run.ID)
+			if err != nil {
+				return err
+			}
+			if cur.State != store.RunRunning {
+				return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
+			}
+			a.run.PendingVersion, a.run.Step, a.run.UpdatedAt = v, StepSet, a.e.now().UTC()
+			return tx.UpdateRun(ctx, a.run)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("create: store the pending version: %w", err)
+	}
+	a.resuming = false
+	a.e.failpoint("create-after-store")
+	return nil
+}
+
+func (a *attempt) pending(ctx context.Context) (sensitive.Bytes, error) {
+	v, _, err := a.value(ctx, a.run.PendingVersion, "")
+	if errors.Is(err, secrets.ErrNotFound) {
+		return nil, fmt.Errorf("pending version %d is gone", a.run.PendingVersion)
+	}
+	return v, err
+}
+
+func (a *attempt) testValue(ctx context.Context, version int64, v sensitive.Bytes) error {
+	sctx, cancel := a.stepCtx(ctx)
+	defer cancel()
+	return a.rotator.Test(sctx, rotators.TestRequest{Secret: a.rsecret(version), Config: a.config, Value: v})
+}
+
+func (a *attempt) set(ctx context.Context) error {
+	pending, err := a.pending(ctx)
+	if err != nil {
+		return err
+	}
+	current, _, err := a.value(ctx, 0, "current")
+	if err != nil {
+		return err
+	}
+	if a.resuming {
+		// Set may have run before the crash: if the target already takes
+		// pending, roll forward without touching it again.
+		if a.testValue(ctx, a.run.PendingVersion, pending) == nil {
+			a.e.log.Info("resumed rotation: the target already takes the pending credential", "secret", a.secret.Name, "run", a.run.ID)
+			return a.advance(ctx, StepTest)
+		}
+	}
+	a.e.failpoint("set-before")
+	sctx, cancel := a.stepCtx(ctx)
+	defer cancel()
+	err = a.rotator.Set(sctx, rotators.SetRequest{
+		Secret: a.rsecret(a.run.PendingVersion), Config: a.config, Current: current, Pending: pending,
+		Admin: a.admin, Emergency: a.opts.Emergency,
+	})
+	if err != nil {
+		return fmt.Errorf("set: %w", err)
+	}
+	a.e.failpoint("set-after")
+	return a.advance(ctx, StepTest)
+}
+
+func (a *attempt) test(ctx context.Context) error {
+	pending, err := a.pending(ctx)
+	if err != nil {
+		return err
+	}
+	a.e.failpoint("test-before")
+	for i := range a.e.cfg.TestAttempts {
+		if err = a.testValue(ctx, a.run.PendingVersion, pending); err == nil {
+			break
+		}
+		if i < a.e.cfg.TestAttempts-1 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(a.e.cfg.TestRetryDelay):
+			}
+		}
+	}
+	if err == nil {
+		a.e.failpoint("test-after")
+		return a.advance(ctx, StepFinish)
+	}
+	testErr := fmt.Errorf("test: the pending credential does not work: %w", err)
+	// Which credential does the target take? If current still works, roll
+	// back: drop pending, end the run; the next attempt starts afresh.
+	current, curVersion, cerr := a.value(ctx, 0, "current")
+	if cerr == nil && current.Len() > 0 && a.testValue(ctx, curVersion, current) == nil {
+		now := a.e.now().UTC()
+		derr := a.e.svc.DropPending(ctx, a.secret.Name, a.run.PendingVersion, func(tx store.Ops) error {
+			a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunRolledBack, &now, now
+			a.run.Error = truncate(a.sanitize(testErr).Error(), 500)
+			return tx.UpdateRun(ctx, a.run)
+		})
+		if derr != nil {
+			return derr
+		}
+		return testErr
+	}
+	// Neither works (the target may be down): set again next time.
+	if aerr := a.advance(ctx, StepSet); aerr != nil {
+		return aerr
+	}
+	a.resuming = true
+	return testErr
+}
+
+func (a *attempt) finish(ctx context.Context) error {
+	a.e.failpoint("finish-before")
+	now := a.e.now().UTC()
+	err := a.e.svc.Promote(ctx, secrets.PromoteParams{
+		Name: a.secret.Name, Version: a.run.PendingVersion, Reason: a.run.Trigger,
+		InTx: func(tx store.Ops) error {
+			cur, err := tx.GetRun(ctx, a.run.ID)
+			if err != nil {
+				return err
+			}
+			if cur.State != store.RunRunning {
+				return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
+			}
+			a.run.Step, a.run.UpdatedAt = StepCleanup, now
+			if err := tx.UpdateRun(ctx, a.run); err != nil {
+				return err
+			}
+			rot, err := tx.GetRotation(ctx, a.secret.Name)
+			if err != nil {
+				return err
+			}
+			rot.LastRotatedAt, rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = &now, "", 0, now
+			rot.NextDueAt = a.e.nextDue(rot, now)
+			return tx.PutRotation(ctx, rot)
+		},
+	})
+	if errors.Is(err, secrets.ErrNotPending) {
+		end := a.e.now().UTC()
+		a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunAbandoned, &end, end
+		a.run.Error = "abandoned: a new current version was written during the rotation"
+		return a.e.st.UpdateRun(ctx, a.run)
+	}
+	if err != nil {
+		return fmt.Errorf("finish: %w", err)
+	}
+	a.e.failpoint("finish-after")
+	return nil
+}
+
+func (a *attempt) cleanup(ctx context.Context) error {
+	current, _, err := a.value(ctx, 0, "current")
+	if err != nil {
+		return err
+	}
+	previous, _, err := a.value(ctx, 0, "previous")
+	if err != nil {
+		return err
+	}
+	sctx, cancel := a.stepCtx(ctx)
+	defer cancel()
+	err = a.rotator.Finish(sctx, rotators.FinishRequest{
+		Secret: a.rsecret(a.run.PendingVersion), Config: a.config, Current: current, Previous: previous,
+		Admin: a.admin, Emergency: a.opts.Emergency, KeepSessions: a.opts.KeepSessions,
+	})
+	if err != nil {
+		return fmt.Errorf("finish on the target: %w", err)
+	}
+	end := a.e.now().UTC()
+	a.run.State, a.run.EndedAt, a.run.UpdatedAt, a.run.Error = store.RunSucceeded, &end, end, ""
+	if err := a.e.st.UpdateRun(ctx, a.run); err != nil {
+		return err
+	}
+	a.e.log.Info("rotated", "secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", a.run.Trigger, "run", a.run.ID)
+	return nil
+}
+
+// fail records a failed attempt: the run keeps its step (or is rolled
+// back), the rotation gets last_error and its next try, and the
+// rotation_failed event and audit record are written.
+func (a *attempt) fail(ctx context.Context, err error) {
+	ctx = context.WithoutCancel(ctx)
+	msg := truncate(err.Error(), 500)
+	now := a.e.now().UTC()
+	werr := a.e.svc.RotationFailed(ctx, a.rot.Secret, a.run.Trigger, msg, func(tx store.Ops) error {
+		if a.run.ID != "" {
+			if cur, gerr := tx.GetRun(ctx, a.run.ID); gerr == nil && cur.State == store.RunRunning {
+				cur.Error, cur.Attempt, cur.UpdatedAt = msg, cur.Attempt+1, now
+				if uerr := tx.UpdateRun(ctx, cur); uerr != nil {
+					return uerr
+				}
+				a.run = cur
+			}
+		}
+		rot, gerr := tx.GetRotation(ctx, a.rot.Secret)
+		if gerr != nil {
+			return gerr
+		}
+		rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = msg, rot.ConsecutiveFailures+1, now
+		retry := now.Add(a.e.backoff(rot.ConsecutiveFailures))
+		rot.NextDueAt = &retry
+		return tx.PutRotation(ctx, rot)
+	})
+	if werr != nil {
+		a.e.log.Error("record rotation failure", "secret", a.rot.Secret, "err", werr)
+	}
+	a.e.log.Warn("rotation failed", "secret", a.rot.Secret, "run", a.run.ID, "step", a.run.Step, "err", msg)
+}
+
+// backoff returns the delay before attempt n+1 after n failures.
+func (e *Engine) backoff(n int) time.Duration {
+	if n >= e.cfg.FailingAfter {
+		return jitter(e.cfg.FailingInterval)
+	}
+	d := float64(e.cfg.BackoffBase) * math.Pow(2, float64(max(n-1, 0)))
+	return jitter(time.Duration(min(d, float64(e.cfg.BackoffMax))))
+}
+
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
+}
+
+// Failing reports whether a rotation counts as failing.
+func (e *Engine) Failing(r store.Rotation) bool { return r.ConsecutiveFailures >= e.cfg.FailingAfter }
+
+// nextDue computes the next due time of a rotation after a successful run.
+func (e *Engine) nextDue(rot store.Rotation, now time.Time) *time.Time {
+	spec, err := schedules.Parse(rot.Schedule, rot.Window, schedules.Options{MinInterval: e.cfg.MinInterval})
+	if err != nil || spec.Manual() || !rot.Enabled {
+		return nil
+	}
+	prev := now
+	if rot.NextDueAt != nil && !rot.NextDueAt.After(now) {
+		prev = *rot.NextDueAt
+	}
+	n := spec.NextAfterRun(rot.Secret, prev, now)
+	return &n
+}
+
+// ParseSchedule validates a schedule with the engine's minimum interval.
+func (e *Engine) ParseSchedule(expr string, window time.Duration) (schedules.Spec, error) {
+	return schedules.Parse(expr, window, schedules.Options{MinInterval: e.cfg.MinInterval})
+}
+
+// Settings changes a secret's rotation settings.
+type Settings struct {
+	Secret   string
+	Rotator  string
+	Schedule string
+	Window   time.Duration
+	Config   json.RawMessage
+	Enabled  *bool // nil: keep (new settings: enabled)
+}
+
+// Configure validates and stores rotation settings and computes the next
+// due time. It returns the stored record and the next three due times.
+func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []time.Time, error) {
+	info, err := e.svc.Describe(ctx, s.Secret)
+	if err != nil {
+		return store.Rotation{}, nil, err
+	}
+	if info.DeletedAt != nil {
+		return store.Rotation{}, nil, fmt.Errorf("%s: %w", s.Secret, secrets.ErrDeleted)
+	}
+	if s.Rotator == "" {
+		return store.Rotation{}, nil, fmt.Errorf("%w: --rotator is required (postgres, mysql, redis, random or plugin:NAME)", secrets.ErrInvalid)
+	}
+	rot, err := e.cfg.Rotators.Rotator(ctx, s.Rotator)
+	if err != nil {
+		return store.Rotation{}, nil, err
+	}
+	cfg := s.Config
+	if len(strings.TrimSpace(string(cfg))) == 0 {
+		cfg = json.RawMessage("{}")
+	}
+	if !json.Valid(cfg) {
+		return store.Rotation{}, nil, fmt.Errorf("%w: config: not valid JSON", secrets.ErrInvalid)
+	}
+	if v, ok := rot.(rotators.ConfigValidator); ok {
+		if err := v.ValidateConfig(ctx, info.Type, cfg); err != nil {
+			return store.Rotation{}, nil, fmt.Errorf("%w: rotator %s: %v", secrets.ErrInvalid, s.Rotator, err)
+		}
+	}
+	spec, err := e.ParseSchedule(s.Schedule, s.Window)
+	if err != nil {
+		return store.Rotation{}, nil, fmt.Errorf("%w: %v", secrets.ErrInvalid, err)
+	}
+	now := e.now().UTC()
+	var out store.Rotation
+	err = e.st.InTx(ctx, func(tx store.Ops) error {
+		old, err := tx.GetRotation(ctx, s.Secret)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		exists := err == nil
+		r := old
+		r.Secret, r.Rotator, r.Config, r.Schedule, r.Window, r.UpdatedAt = s.Secret, s.Rotator, cfg, spec.Expr, s.Window, now
+		if !exists {
+			r.Enabled = true
+		}
+		if s.Enabled != nil {
+			r.Enabled = *s.Enabled
+		}
+		r.NextDueAt = nil
+		if !spec.Manual() && r.Enabled {
+			n := spec.First(s.Secret, now)
+			r.NextDueAt = &n
+		}
+		out = r
+		if err := tx.PutRotation(ctx, r); err != nil {
+			return err
+		}
+		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), "rotation.set", s.Secret, "ok",
+			fmt.Sprintf("rotator=%s schedule=%q", s.Rotator, spec.Expr))
+	})
+	if err != nil {
+		return store.Rotation{}, nil, err
+	}
+	var next []time.Time
+	if !spec.Manual() {
+		t := now
+		for range 3 {
+			base := spec.Next(t)
+			next = append(next, spec.Due(s.Secret, base))
+			t = base
+		}
+	}
+	return out, next, nil
+}
+
+// SetEnabled turns scheduled rotation on or off.
+func (e *Engine) SetEnabled(ctx context.Context, secret string, enabled bool) (store.Rotation, error) {
+	var out store.Rotation
+	err := e.st.InTx(ctx, func(tx store.Ops) error {
+		r, err := tx.GetRotation(ctx, secret)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%s: %w", secret, ErrNotConfigured)
+		}
+		if err != nil {
+			return err
+		}
+		r.Enabled, r.UpdatedAt = enabled, e.now().UTC()
+		r.NextDueAt = nil
+		if enabled {
+			if spec, err := e.ParseSchedule(r.Schedule, r.Window); err == nil && !spec.Manual() {
+				n := spec.First(secret, e.now().UTC())
+				r.NextDueAt = &n
+			}
+		}
+		out = r
+		if err := tx.PutRotation(ctx, r); err != nil {
+			return err
+		}
+		action := "rotation.disable"
+		if enabled {
+			action = "rotation.enable"
+		}
+		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), action, secret, "ok", "")
+	})
+	return out, err
+}
+
+// Resume resumes every unfinished run whose lease is free, for example
+// after this daemon restarts. It returns how many it resumed.
+func (e *Engine) Resume(ctx context.Context) (int, error) {
+	runs, err := e.st.UnfinishedRuns(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range runs {
+		rot, err := e.st.ClaimRotation(ctx, r.Secret, store.ClaimParams{Owner: e.cfg.Owner, Now: e.now().UTC(), LeaseFor: e.cfg.LeaseFor})
+		if err != nil {
+			continue // held by another daemon, or gone
+		}
+		n++
+		if _, err := e.RunClaimed(ctx, rot, RotateParams{Secret: r.Secret, Trigger: r.Trigger}); err != nil {
+			e.log.Warn("resumed rotation failed", "secret", r.Secret, "err", err)
+		}
+	}
+	return n, nil
+}

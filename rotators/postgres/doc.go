@@ -1,0 +1,77 @@
+// Package postgres is the built-in rotator for PostgreSQL role passwords
+// (secret type db-credentials, engine "postgres"), over lib/pq.
+//
+// # Passwords never reach the server
+//
+// Set computes the role's SCRAM-SHA-256 verifier in the process
+// (ScramVerifier: PBKDF2-HMAC-SHA-256 with a fresh 16-byte salt and 4096
+// iterations, as PostgreSQL computes it, RFC 5802/7677) and sends
+//
+//	ALTER ROLE "name" PASSWORD 'SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>'
+//
+// PostgreSQL recognises a verifier and stores it as it is, so the
+// plaintext is in no statement, no log_statement line, no
+// pg_stat_statements entry and no error the server echoes. Role names are
+// quoted with pq.QuoteIdentifier (and refused when PostgreSQL would not
+// take them literally: NUL bytes, over 63 bytes), the verifier with
+// pq.QuoteLiteral, and every other value is a bound parameter. Passwords
+// go to the driver in its config struct, never in a connection string.
+// Every error is scrubbed of every password the request carries.
+//
+// The verifier costs 4096 PBKDF2 rounds of CPU on every Set, and every
+// login (the rotator's and the application's) costs the client the same
+// again; Rotator.Iterations raises it (never lowers it below PostgreSQL's
+// 4096).
+//
+// # Strategies
+//
+//   - single-user: the role logs in with its current password and changes
+//     its own (PostgreSQL allows any role that). If the current password is
+//     refused but the pending one logs in, an earlier Set already ran and
+//     there is nothing to do: Set is idempotent.
+//   - admin: the admin secret's role (CREATEROLE, and on PostgreSQL 16+
+//     ADMIN OPTION on the role) changes the role's password.
+//   - alternating: two roles, the secret's user and (by default) user_b.
+//     The admin changes the password of the role that is not current, so
+//     clients holding the previous value keep working. On first use the
+//     rotator creates the second role, in one transaction with its password:
+//     LOGIN, the first role's INHERIT/NOINHERIT, CONNECTION LIMIT and VALID
+//     UNTIL, and every role membership the first has (pg_auth_members,
+//     with the same ADMIN option, and on 16+ the same INHERIT and SET
+//     options). Every later Set grants the second role any membership of
+//     the first that it lacks (never revoking), in the same transaction as
+//     the password change. Privileges granted on objects directly to the
+//     first role are not copied: grant them to a group role both users are
+//     members of (the usual PostgreSQL pattern: CREATE ROLE app_rw NOLOGIN;
+//     GRANT … TO app_rw; GRANT app_rw TO app), and both always match.
+//     Other attributes (CREATEDB, REPLICATION, BYPASSRLS, per-role
+//     settings) are not copied either.
+//
+// # Test
+//
+// Test logs in over the network as the value's user with its password
+// (sslmode from the value; without one, disable for a loopback host and
+// require elsewhere), runs the config's test_query (default SELECT 1) and
+// checks that current_user is the value's user. dbname defaults to
+// "postgres".
+//
+// # Emergency
+//
+// Finish of an emergency rotation makes the previous credential useless
+// and ends its sessions (unless KeepSessions) with pg_terminate_backend
+// over pg_stat_activity.usename:
+//
+//   - single-user: Set already replaced the role's only password. The role
+//     itself, logged in with its new password, ends its other sessions.
+//     PostgreSQL cannot tell which password a session used, so every other
+//     session of the role ends; clients reconnect with the new value.
+//   - admin: as single-user, but the admin ends the sessions (it needs
+//     pg_signal_backend or membership in the role).
+//   - alternating: the admin also sets a random 64-character password that
+//     is stored nowhere on the previous user, then ends that user's
+//     sessions.
+//
+// Every connection has the config's connect timeout (shortened to the
+// context's deadline) and every statement honours the context (lib/pq
+// sends a cancel request).
+package postgres

@@ -1,0 +1,543 @@
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/rotary-secrets/rotary/rotators"
+	"github.com/rotary-secrets/rotary/sensitive"
+)
+
+// SecretType is the type of the secrets this rotator rotates.
+const SecretType = "db-credentials"
+
+// Rotator rotates PostgreSQL role passwords. The zero value is ready to
+// use.
+type Rotator struct {
+	// Iterations is the PBKDF2 iteration count of the SCRAM-SHA-256
+	// verifiers it sets (0: DefaultIterations, what PostgreSQL uses). More
+	// iterations make a stolen verifier harder to brute-force and every
+	// login (the application's and the rotator's own) slower.
+	Iterations int
+}
+
+var (
+	_ rotators.Rotator         = (*Rotator)(nil)
+	_ rotators.ConfigValidator = (*Rotator)(nil)
+)
+
+// New returns a Rotator with the default iteration count.
+func New() *Rotator { return &Rotator{} }
+
+func (r *Rotator) iterations() (int, error) {
+	n := r.Iterations
+	if n == 0 {
+		return DefaultIterations, nil
+	}
+	if n < MinIterations || n > MaxIterations {
+		return 0, fmt.Errorf("postgres: iterations %d: must be between %d and %d", n, MinIterations, MaxIterations)
+	}
+	return n, nil
+}
+
+// ValidateConfig checks a rotation config when it is saved.
+func (r *Rotator) ValidateConfig(_ context.Context, secretType string, config json.RawMessage) error {
+	if secretType != SecretType {
+		return fmt.Errorf("postgres: rotates %s secrets, not %q", SecretType, secretType)
+	}
+	_, err := parseConfig(config)
+	return err
+}
+
+func parseConfig(raw json.RawMessage) (rotators.DBConfig, error) {
+	cfg, err := rotators.ParseDBConfig(raw)
+	if err != nil {
+		return cfg, fmt.Errorf("postgres: %w", err)
+	}
+	if cfg.AlternateUsername != "" {
+		if err := checkRoleName(cfg.AlternateUsername); err != nil {
+			return cfg, fmt.Errorf("postgres: config: alternate_username: %w", err)
+		}
+	}
+	return cfg, nil
+}
+
+// parseValue reads a db-credentials value meant for PostgreSQL.
+func parseValue(what string, v rotators.Value) (rotators.DBCredentials, error) {
+	c, err := rotators.ParseDBCredentials(v)
+	if err != nil {
+		return c, fmt.Errorf("postgres: %s: %w", what, err)
+	}
+	if c.Engine != "" && c.Engine != "postgres" && c.Engine != "postgresql" {
+		return c, fmt.Errorf("postgres: %s: engine is %q, not postgres", what, c.Engine)
+	}
+	if err := checkRoleName(c.Username); err != nil {
+		return c, fmt.Errorf("postgres: %s: username: %w", what, err)
+	}
+	if c.SSLMode != "" && !validSSLMode(c.SSLMode) {
+		return c, fmt.Errorf("postgres: %s: sslmode %q: use disable, allow, prefer, require, verify-ca or verify-full", what, c.SSLMode)
+	}
+	return c, nil
+}
+
+func validSSLMode(m string) bool {
+	switch m {
+	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+		return true
+	}
+	return false
+}
+
+// Create makes the pending value: a new password for the current user,
+// or for alternating the other user of the pair. It touches nothing
+// outside the process.
+func (r *Rotator) Create(_ context.Context, req rotators.CreateRequest) (rotators.CreateResponse, error) {
+	cfg, err := parseConfig(req.Config)
+	if err != nil {
+		return rotators.CreateResponse{}, err
+	}
+	if req.Current.Len() == 0 {
+		return rotators.CreateResponse{}, errors.New("postgres: create: the secret has no current value to rotate")
+	}
+	cur, err := parseValue("current value", req.Current)
+	if err != nil {
+		return rotators.CreateResponse{}, err
+	}
+	var prevUser string
+	if req.Previous.Len() > 0 {
+		if prev, err := rotators.ParseDBCredentials(req.Previous); err == nil {
+			prevUser = prev.Username
+		}
+	}
+	user := cfg.PendingUsername(cur.Username, prevUser)
+	if err := checkRoleName(user); err != nil {
+		return rotators.CreateResponse{}, fmt.Errorf("postgres: create: pending user: %w", err)
+	}
+	pw, err := rotators.GeneratePassword(cfg.Password)
+	if err != nil {
+		return rotators.CreateResponse{}, fmt.Errorf("postgres: create: %w", err)
+	}
+	v, err := rotators.WithCredentials(req.Current, user, pw)
+	pw.Wipe()
+	if err != nil {
+		return rotators.CreateResponse{}, fmt.Errorf("postgres: create: %w", err)
+	}
+	return rotators.CreateResponse{Value: v}, nil
+}
+
+// Set makes the pending value work on the server. Running it again with
+// the same pending value is harmless.
+func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) {
+	defer func() { err = scrub(err, req.Current, req.Pending, req.Admin) }()
+	cfg, err := parseConfig(req.Config)
+	if err != nil {
+		return err
+	}
+	iter, err := r.iterations()
+	if err != nil {
+		return err
+	}
+	cur, err := parseValue("current value", req.Current)
+	if err != nil {
+		return err
+	}
+	pend, err := parseValue("pending value", req.Pending)
+	if err != nil {
+		return err
+	}
+	verifier, err := ScramVerifier(sensitive.Bytes(pend.Password), iter)
+	if err != nil {
+		return fmt.Errorf("postgres: set: %w", err)
+	}
+	switch cfg.Strategy {
+	case rotators.StrategySingleUser:
+		if pend.Username != cur.Username {
+			return fmt.Errorf("postgres: set: single-user: the pending user %q is not the current user %q", pend.Username, cur.Username)
+		}
+		return r.setSingleUser(ctx, cfg, cur, pend, verifier)
+	case rotators.StrategyAdmin:
+		if pend.Username != cur.Username {
+			return fmt.Errorf("postgres: set: admin: the pending user %q is not the current user %q", pend.Username, cur.Username)
+		}
+		admin, err := parseAdmin(req.Admin)
+		if err != nil {
+			return err
+		}
+		db, err := open(ctx, cfg, admin)
+		if err != nil {
+			return fmt.Errorf("postgres: set: connect as the admin %q: %w", admin.Username, err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier)); err != nil {
+			return fmt.Errorf("postgres: set: change the password of %q: %w", pend.Username, err)
+		}
+		return nil
+	case rotators.StrategyAlternating:
+		if pend.Username == cur.Username {
+			return fmt.Errorf("postgres: set: alternating: the pending user is the current user %q; want the other user of the pair", cur.Username)
+		}
+		admin, err := parseAdmin(req.Admin)
+		if err != nil {
+			return err
+		}
+		return r.setAlternating(ctx, cfg, admin, cur.Username, pend.Username, verifier)
+	}
+	return fmt.Errorf("postgres: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
+}
+
+// setSingleUser: the role logs in with its current password and changes
+// its own password (PostgreSQL lets any role do so). If the current
+// password is refused, Set may already have run: when the pending one logs
+// in, there is nothing left to do.
+func (r *Rotator) setSingleUser(ctx context.Context, cfg rotators.DBConfig, cur, pend rotators.DBCredentials, verifier string) error {
+	db, err := open(ctx, cfg, cur)
+	if err != nil {
+		if !isAuthFailure(err) {
+			return fmt.Errorf("postgres: set: connect as %q: %w", cur.Username, err)
+		}
+		db2, err2 := open(ctx, cfg, pend)
+		if err2 != nil {
+			return fmt.Errorf("postgres: set: connect as %q: neither the current nor the pending password is accepted: %w", cur.Username, err)
+		}
+		db2.Close()
+		return nil // already set, by an earlier run of Set
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier)); err != nil {
+		return fmt.Errorf("postgres: set: change the password of %q: %w", pend.Username, err)
+	}
+	return nil
+}
+
+// setAlternating: the admin sets the other user's password, creating that
+// user on first use with the first user's attributes and memberships, and
+// on every run grants it any membership of the first user it lacks; all
+// in one transaction, so a crash leaves either nothing or everything.
+func (r *Rotator) setAlternating(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials, first, second, verifier string) error {
+	db, err := open(ctx, cfg, admin)
+	if err != nil {
+		return fmt.Errorf("postgres: set: connect as the admin %q: %w", admin.Username, err)
+	}
+	defer db.Close()
+	var versionNum string
+	if err := db.QueryRowContext(ctx, queryVersionNum).Scan(&versionNum); err != nil {
+		return fmt.Errorf("postgres: set: server version: %w", err)
+	}
+	v16, _ := strconv.Atoi(versionNum)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("postgres: set: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	var exists bool
+	if err := tx.QueryRowContext(ctx, queryRoleExists, second).Scan(&exists); err != nil {
+		return fmt.Errorf("postgres: set: look up %q: %w", second, err)
+	}
+	if exists {
+		if _, err := tx.ExecContext(ctx, alterPasswordSQL(second, verifier)); err != nil {
+			return fmt.Errorf("postgres: set: change the password of %q: %w", second, err)
+		}
+	} else {
+		var a roleAttrs
+		err := tx.QueryRowContext(ctx, queryRoleAttrs, first).Scan(&a.Inherit, &a.ConnLimit, &a.ValidUntil)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("postgres: set: the current user %q does not exist", first)
+		}
+		if err != nil {
+			return fmt.Errorf("postgres: set: read the attributes of %q: %w", first, err)
+		}
+		if _, err := tx.ExecContext(ctx, createRoleSQL(second, verifier, a)); err != nil {
+			return fmt.Errorf("postgres: set: create the second user %q: %w", second, err)
+		}
+	}
+	firstM, err := memberships(ctx, tx, first, v16 >= 160000)
+	if err != nil {
+		return err
+	}
+	secondM, err := memberships(ctx, tx, second, v16 >= 160000)
+	if err != nil {
+		return err
+	}
+	for _, m := range missingMemberships(firstM, secondM) {
+		if _, err := tx.ExecContext(ctx, grantSQL(m, second)); err != nil {
+			return fmt.Errorf("postgres: set: grant %q to %q (as %q has it): %w", m.Group, second, first, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("postgres: set: commit: %w", err)
+	}
+	return nil
+}
+
+func memberships(ctx context.Context, tx *sql.Tx, role string, v16 bool) ([]membership, error) {
+	q := queryMemberships
+	if v16 {
+		q = queryMemberships16
+	}
+	rows, err := tx.QueryContext(ctx, q, role)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: set: read the memberships of %q: %w", role, err)
+	}
+	defer rows.Close()
+	var out []membership
+	for rows.Next() {
+		m := membership{Options: v16}
+		dest := []any{&m.Group, &m.Admin}
+		if v16 {
+			dest = append(dest, &m.Inherit, &m.Set)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("postgres: set: read the memberships of %q: %w", role, err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: set: read the memberships of %q: %w", role, err)
+	}
+	return out, nil
+}
+
+// Test logs in with the value over the network, runs the test query and
+// checks the session belongs to the value's user.
+func (r *Rotator) Test(ctx context.Context, req rotators.TestRequest) (err error) {
+	defer func() { err = scrub(err, req.Value) }()
+	cfg, err := parseConfig(req.Config)
+	if err != nil {
+		return err
+	}
+	c, err := parseValue("value", req.Value)
+	if err != nil {
+		return err
+	}
+	db, err := open(ctx, cfg, c)
+	if err != nil {
+		return fmt.Errorf("postgres: test: log in as %q: %w", c.Username, err)
+	}
+	defer db.Close()
+	q := cfg.TestQuery
+	if strings.TrimSpace(q) == "" {
+		q = "SELECT 1"
+	}
+	if _, err := db.ExecContext(ctx, q); err != nil {
+		return fmt.Errorf("postgres: test: the test query failed as %q: %w", c.Username, err)
+	}
+	var who string
+	if err := db.QueryRowContext(ctx, queryCurrentUser).Scan(&who); err != nil {
+		return fmt.Errorf("postgres: test: current_user: %w", err)
+	}
+	if who != c.Username {
+		return fmt.Errorf("postgres: test: logged in as %q, but current_user is %q", c.Username, who)
+	}
+	return nil
+}
+
+// Finish cleans up after the pending value became current. A normal
+// rotation has nothing to clean up: single-user and admin already replaced
+// the only password, and alternating keeps the previous user working for
+// clients that still hold it. An emergency makes the previous credential
+// useless (alternating: the previous user gets a random password stored
+// nowhere) and, unless KeepSessions, ends the previous user's sessions.
+func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err error) {
+	if !req.Emergency {
+		return nil
+	}
+	var throwaway sensitive.Bytes
+	defer func() { err = scrub(err, req.Current, req.Previous, req.Admin, throwaway) }()
+	cfg, err := parseConfig(req.Config)
+	if err != nil {
+		return err
+	}
+	cur, err := parseValue("current value", req.Current)
+	if err != nil {
+		return err
+	}
+	if req.Previous.Len() == 0 {
+		return nil // nothing was current before: nothing to revoke
+	}
+	prev, err := parseValue("previous value", req.Previous)
+	if err != nil {
+		return err
+	}
+	switch cfg.Strategy {
+	case rotators.StrategySingleUser:
+		// Set already replaced the one password of the role. The role
+		// itself, logged in with its new password, ends its other sessions
+		// (a role may signal its own backends).
+		if req.KeepSessions {
+			return nil
+		}
+		db, err := open(ctx, cfg, cur)
+		if err != nil {
+			return fmt.Errorf("postgres: finish: connect as %q: %w", cur.Username, err)
+		}
+		defer db.Close()
+		return terminate(ctx, db, prev.Username)
+	case rotators.StrategyAdmin, rotators.StrategyAlternating:
+		admin, err := parseAdmin(req.Admin)
+		if err != nil {
+			return err
+		}
+		db, err := open(ctx, cfg, admin)
+		if err != nil {
+			return fmt.Errorf("postgres: finish: connect as the admin %q: %w", admin.Username, err)
+		}
+		defer db.Close()
+		if cfg.Strategy == rotators.StrategyAlternating && prev.Username != cur.Username {
+			iter, err := r.iterations()
+			if err != nil {
+				return err
+			}
+			throwaway, err = rotators.GeneratePassword(rotators.PasswordPolicy{Length: 64})
+			if err != nil {
+				return fmt.Errorf("postgres: finish: %w", err)
+			}
+			verifier, err := ScramVerifier(throwaway, iter)
+			throwaway.Wipe()
+			if err != nil {
+				return fmt.Errorf("postgres: finish: %w", err)
+			}
+			if _, err := db.ExecContext(ctx, alterPasswordSQL(prev.Username, verifier)); err != nil {
+				return fmt.Errorf("postgres: finish: revoke the password of the previous user %q: %w", prev.Username, err)
+			}
+		}
+		if req.KeepSessions {
+			return nil
+		}
+		return terminate(ctx, db, prev.Username)
+	}
+	return fmt.Errorf("postgres: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
+}
+
+func terminate(ctx context.Context, db *sql.DB, role string) error {
+	var n int
+	if err := db.QueryRowContext(ctx, queryTerminate, role).Scan(&n); err != nil {
+		return fmt.Errorf("postgres: finish: end the sessions of %q: %w", role, err)
+	}
+	return nil
+}
+
+func parseAdmin(v rotators.Value) (rotators.DBCredentials, error) {
+	if v.Len() == 0 {
+		return rotators.DBCredentials{}, errors.New("postgres: the admin secret has no value")
+	}
+	return parseValue("admin value", v)
+}
+
+// testDialer, when set by a test, replaces the driver's dialer (to record
+// every byte the rotator sends to the server).
+var testDialer pq.Dialer
+
+// open connects with c over the network (a single connection, pinged so
+// that a refused login is reported here) with the config's connect
+// timeout, shortened to ctx's deadline. The password goes into the
+// driver's config struct, never into a connection string that a parse
+// error could quote.
+func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) (*sql.DB, error) {
+	pc, err := pq.NewConfig(connString(c))
+	if err != nil {
+		return nil, fmt.Errorf("connection settings: %w", err)
+	}
+	pc.User = c.Username
+	pc.Password = c.Password
+	pc.Passfile = ""
+	timeout := cfg.Timeout()
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); left < timeout {
+			timeout = max(left, time.Millisecond)
+		}
+	}
+	pc.ConnectTimeout = timeout
+	if pc.ApplicationName == "" {
+		pc.ApplicationName = "rotary"
+	}
+	conn, err := pq.NewConnectorConfig(pc)
+	if err != nil {
+		return nil, err
+	}
+	if testDialer != nil {
+		conn.Dialer(testDialer)
+	}
+	db := sql.OpenDB(conn)
+	db.SetMaxOpenConns(1)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// connString is the key=value connection string of c without its user and
+// password, each value quoted so that no field can add a parameter.
+func connString(c rotators.DBCredentials) string {
+	dbname := c.DBName
+	if dbname == "" {
+		dbname = "postgres"
+	}
+	return "host=" + quoteConnValue(c.Host) + " port=" + strconv.Itoa(c.Port) +
+		" dbname=" + quoteConnValue(dbname) + " sslmode=" + quoteConnValue(sslMode(c))
+}
+
+// sslMode is the value's sslmode; without one, disable for a loopback
+// host (nothing to protect, and the test servers have no TLS) and require
+// elsewhere (the driver's own default: a password verifier must not cross
+// a network in clear).
+func sslMode(c rotators.DBCredentials) string {
+	if c.SSLMode != "" {
+		return c.SSLMode
+	}
+	if isLoopback(c.Host) {
+		return "disable"
+	}
+	return "require"
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// quoteConnValue quotes a value of a key=value connection string as libpq
+// and lib/pq read it: in single quotes, with \ and ' escaped by a backslash.
+func quoteConnValue(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// isAuthFailure reports whether err is the server refusing the credential
+// (invalid_password or invalid_authorization_specification).
+func isAuthFailure(err error) bool {
+	var pe *pq.Error
+	if errors.As(err, &pe) {
+		return pe.Code == "28P01" || pe.Code == "28000"
+	}
+	return false
+}
+
+// scrub removes every password the request carries from err's text.
+func scrub(err error, values ...rotators.Value) error {
+	if err == nil {
+		return nil
+	}
+	var secrets []sensitive.Bytes
+	for _, v := range values {
+		if v.Len() == 0 {
+			continue
+		}
+		secrets = append(secrets, v)
+		if c, perr := rotators.ParseDBCredentials(v); perr == nil {
+			secrets = append(secrets, sensitive.Bytes(c.Password))
+		}
+	}
+	return sensitive.Sanitize(err, secrets...)
+}
