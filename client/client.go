@@ -387,3 +387,64 @@ func (c *Client) VerifyAudit(ctx context.Context) (AuditVerify, error) {
 	var out AuditVerify
 	return out, c.Do(ctx, http.MethodPost, "/v1/audit/verify", nil, nil, &out)
 }
+
+// SetRotation configures a secret's rotation.
+func (c *Client) SetRotation(ctx context.Context, name string, s RotationSettings) (RotationShow, error) {
+	var out RotationShow
+	return out, c.Do(ctx, http.MethodPut, secretPath(name, "rotation"), nil, s, &out)
+}
+
+// ShowRotation shows a secret's rotation settings and state.
+func (c *Client) ShowRotation(ctx context.Context, name string) (RotationShow, error) {
+	var out RotationShow
+	return out, c.Do(ctx, http.MethodGet, secretPath(name, "rotation"), nil, nil, &out)
+}
+
+// EnableRotation turns scheduled rotation on (enable true) or off.
+func (c *Client) EnableRotation(ctx context.Context, name string, enable bool) (RotationShow, error) {
+	action := "disable"
+	if enable {
+		action = "enable"
+	}
+	var out RotationShow
+	return out, c.Do(ctx, http.MethodPost, secretPath(name, "rotation", action), nil, nil, &out)
+}
+
+// RotationHistory lists a secret's rotations, newest first.
+func (c *Client) RotationHistory(ctx context.Context, name string, limit int) ([]Run, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out RunList
+	return out.Runs, c.Do(ctx, http.MethodGet, secretPath(name, "rotation", "history"), q, nil, &out)
+}
+
+// RotateOptions are the options of Rotate.
+type RotateOptions struct {
+	Wait         bool
+	Emergency    bool
+	KeepSessions bool
+}
+
+// Rotate starts a rotation now; with Wait it answers when it has ended.
+func (c *Client) Rotate(ctx context.Context, name string, o RotateOptions) (RotateResult, error) {
+	q := url.Values{}
+	if o.Wait {
+		q.Set("wait", "true")
+	}
+	if o.Emergency {
+		q.Set("emergency", "true")
+	}
+	if o.KeepSessions {
+		q.Set("keep_sessions", "true")
+	}
+	var out RotateResult
+	return out, c.Do(ctx, http.MethodPost, secretPath(name, "rotate"), q, nil, &out)
+}
+
+// Status lists every secret with rotation settings.
+func (c *Client) Status(ctx context.Context) ([]StatusRow, error) {
+	var out Status
+	return out.Secrets, c.Do(ctx, http.MethodGet, "/v1/status", nil, nil, &out)
+}

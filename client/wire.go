@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -288,4 +289,77 @@ type AuditVerify struct {
 	BadSeq   int64  `json:"bad_seq,omitempty"`
 	Problem  string `json:"problem,omitempty"`
 	HeadHash string `json:"head_hash,omitempty"`
+}
+
+// RotationSettings is PUT /v1/secrets/{name}/rotation.
+type RotationSettings struct {
+	Rotator  string          `json:"rotator"`
+	Schedule string          `json:"schedule,omitempty"`
+	Window   string          `json:"window,omitempty"`
+	Config   json.RawMessage `json:"config,omitempty"`
+	Enabled  *bool           `json:"enabled,omitempty"`
+}
+
+// RotationShow is a secret's rotation settings and state, with the next
+// due times.
+type RotationShow struct {
+	Secret string `json:"secret"`
+	RotationInfo
+	Next []time.Time `json:"next,omitempty"`
+}
+
+// RotateResult answers POST /v1/secrets/{name}/rotate: the run record when
+// the caller waited, or only the state "started".
+type RotateResult struct {
+	Secret string `json:"secret"`
+	State  string `json:"state"`
+	Run    *Run   `json:"run,omitempty"`
+}
+
+// Run is one rotation in the history.
+type Run struct {
+	ID             string     `json:"id"`
+	Secret         string     `json:"secret"`
+	Trigger        string     `json:"trigger"`
+	State          string     `json:"state"`
+	Step           string     `json:"step"`
+	PendingVersion int64      `json:"pending_version,omitempty"`
+	Attempt        int        `json:"attempt,omitempty"`
+	StartedAt      time.Time  `json:"started_at"`
+	EndedAt        *time.Time `json:"ended_at,omitempty"`
+	Error          string     `json:"error,omitempty"`
+	Steps          []RunStep  `json:"steps"`
+}
+
+// RunStep is one step of a run.
+type RunStep struct {
+	Step      string     `json:"step"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	Result    string     `json:"result"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// RunList is GET /v1/secrets/{name}/rotation/history.
+type RunList struct {
+	Runs []Run `json:"runs"`
+}
+
+// StatusRow is one secret in GET /v1/status.
+type StatusRow struct {
+	Name          string     `json:"name"`
+	Type          string     `json:"type"`
+	Rotator       string     `json:"rotator"`
+	Schedule      string     `json:"schedule"`
+	Enabled       bool       `json:"enabled"`
+	LastRotatedAt *time.Time `json:"last_rotated_at"`
+	NextRotation  *time.Time `json:"next_rotation_at"`
+	LastResult    string     `json:"last_result"`
+	LastError     string     `json:"last_error,omitempty"`
+	Failing       bool       `json:"failing"`
+}
+
+// Status is GET /v1/status.
+type Status struct {
+	Secrets []StatusRow `json:"secrets"`
 }

@@ -40,6 +40,15 @@ type Config struct {
 	// ShutdownTimeout bounds graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 
+	// Rotation retry backoff (defaults 30s base, 30m cap; 1s and 10s in
+	// dev mode).
+	RetryBackoffBase time.Duration
+	RetryBackoffMax  time.Duration
+
+	// Failpoint is called at named points inside rotation steps; only test
+	// builds set it (cmd/rotary with the failpoints build tag).
+	Failpoint func(name string)
+
 	Logger *slog.Logger
 	Stdout io.Writer // where dev mode prints the root token (default os.Stdout)
 }

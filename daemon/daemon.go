@@ -26,6 +26,9 @@ import (
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/daemon/api"
 	"github.com/rotary-secrets/rotary/kms"
+	"github.com/rotary-secrets/rotary/rotation"
+	"github.com/rotary-secrets/rotary/rotators/random"
+	"github.com/rotary-secrets/rotary/schedules"
 	"github.com/rotary-secrets/rotary/secrets"
 	"github.com/rotary-secrets/rotary/sensitive"
 	"github.com/rotary-secrets/rotary/store"
@@ -42,6 +45,9 @@ const (
 	DefaultShutdownTimeout     = 10 * time.Second
 )
 
+// rotationLease is how long a claimed rotation stays ours without renewal.
+const rotationLease = time.Minute
+
 // ErrWrongRootKey is returned when the root key does not open the store.
 var ErrWrongRootKey = kms.ErrWrongRootKey
 
@@ -52,12 +58,21 @@ type Daemon struct {
 	st      store.Store
 	kms     *kms.Manager
 	secrets *secrets.Service
+	engine  *rotation.Engine
+	runner  *schedules.Runner
 	api     *api.Server
-	srv     *http.Server
-	ln      net.Listener
+
+	schedMetrics *schedulerMetrics
+	srv          *http.Server
+	ln           net.Listener
 
 	stopOnce sync.Once
 	served   chan error
+	// bg is cancelled at Stop; background work (resumed rotations) runs
+	// under it. bgDone is closed when it has all returned.
+	bg     context.Context
+	cancel context.CancelFunc
+	bgWG   sync.WaitGroup
 }
 
 func (c *Config) fill() error {
@@ -174,8 +189,30 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.bootstrapRootToken(ctx); err != nil {
 		return nil, err
 	}
+	base, maxB := cfg.RetryBackoffBase, cfg.RetryBackoffMax
+	if cfg.Dev {
+		base, maxB = cmp.Or(base, time.Second), cmp.Or(maxB, 10*time.Second)
+	}
+	d.engine, err = rotation.New(rotation.Config{
+		Store: d.st, Secrets: d.secrets, Rotators: d.rotators(), Logger: d.log,
+		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
+		LeaseFor: rotationLease, Failpoint: cfg.Failpoint,
+		OnResult: func(rotator, result string) {
+			if d.schedMetrics != nil {
+				d.schedMetrics.results.WithLabelValues(rotator, result).Inc()
+			}
+		},
+		OnScheduleChange: func() {
+			if d.runner != nil {
+				d.runner.Wake()
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
 	d.api, err = api.New(api.Config{
-		Store: d.st, Secrets: d.secrets, KMS: d.kms, Logger: d.log,
+		Store: d.st, Secrets: d.secrets, KMS: d.kms, Engine: d.engine, Logger: d.log,
 		Ready: func(ctx context.Context) error {
 			_, err := d.st.CountKeys(ctx)
 			return err
@@ -184,6 +221,17 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	running := func() int {
+		if d.runner == nil {
+			return 0
+		}
+		return d.runner.Running()
+	}
+	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, running, d.engine.Failing)
+	d.runner = schedules.NewRunner(schedules.RunnerConfig{
+		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: rotationLease, claimed: d.schedMetrics.claimed},
+		Handle: d.handleDue, Concurrency: cfg.RotationConcurrency, Logger: d.log,
+	})
 	ok = true
 	return d, nil
 }
@@ -279,6 +327,20 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if err := d.api.Start(ctx); err != nil {
 		return err
 	}
+	d.bg, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	d.bgWG.Add(1)
+	if err := d.runner.Start(d.bg); err != nil {
+		return err
+	}
+	go func() {
+		defer d.bgWG.Done()
+		// Rotations left unfinished by a crash or a stop resume now.
+		if n, err := d.engine.Resume(d.bg); err != nil {
+			d.log.Warn("resume rotations", "err", err)
+		} else if n > 0 {
+			d.log.Info("resumed unfinished rotations", "count", n)
+		}
+	}()
 	d.srv = &http.Server{
 		Handler:           d.api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -344,6 +406,13 @@ func (d *Daemon) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// rotators is the registry of built-in rotators.
+func (d *Daemon) rotators() rotation.Registry {
+	return rotation.Registry{
+		"random": random.Rotator{},
+	}
+}
+
 // Addr is the address the API listens on.
 func (d *Daemon) Addr() string {
 	if d.ln == nil {
@@ -362,6 +431,23 @@ func (d *Daemon) Stop() error {
 			if e := d.srv.Shutdown(ctx); e != nil {
 				err = fmt.Errorf("shutdown: %w", e)
 				_ = d.srv.Close()
+			}
+		}
+		// In-flight rotations get the rest of the shutdown time to end
+		// their step; whatever is still running then is cut off and
+		// resumes from its persisted step on the next start.
+		if d.cancel != nil {
+			done := make(chan struct{})
+			go func() { d.runner.Stop(); d.engine.Wait(); d.bgWG.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				d.log.Warn("rotations still running at shutdown; they resume at the next start")
+			}
+			d.cancel()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
 			}
 		}
 		if d.api != nil {

@@ -94,6 +94,9 @@ type Config struct {
 	Failpoint func(name string)
 	// OnResult, when set, is called after every attempt (for metrics).
 	OnResult func(rotator, result string)
+	// OnScheduleChange, when set, is called after settings change a due
+	// time (the schedule runner wakes up).
+	OnScheduleChange func()
 }
 
 // Engine runs rotations.
@@ -243,6 +246,11 @@ func (e *Engine) RunClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 		}
 	}
 	if !rot.Enabled && p.Trigger == TriggerScheduled {
+		// Nothing to resume and nothing to schedule: take it off the queue.
+		rot.NextDueAt = nil
+		if err := e.st.PutRotation(ctx, rot); err != nil {
+			return store.RotationRun{}, err
+		}
 		return store.RotationRun{}, fmt.Errorf("%s: %w", rot.Secret, ErrDisabled)
 	}
 	opts, _ := json.Marshal(runOptions{Emergency: p.Emergency, KeepSessions: p.KeepSessions})
@@ -351,6 +359,15 @@ func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.Rotati
 		e.cfg.OnResult(rot.Rotator, a.run.State)
 	}
 	if a.run.State == store.RunAbandoned {
+		// Schedule the next regular rotation; the abandoned one is over.
+		_ = e.st.InTx(context.WithoutCancel(ctx), func(tx store.Ops) error {
+			r, err := tx.GetRotation(ctx, rot.Secret)
+			if err != nil {
+				return err
+			}
+			r.NextDueAt = e.nextDue(r, e.now().UTC())
+			return tx.PutRotation(ctx, r)
+		})
 		return a.run, fmt.Errorf("rotate %s: %s", rot.Secret, a.run.Error)
 	}
 	return a.run, nil
@@ -711,17 +728,33 @@ func jitter(d time.Duration) time.Duration {
 // Failing reports whether a rotation counts as failing.
 func (e *Engine) Failing(r store.Rotation) bool { return r.ConsecutiveFailures >= e.cfg.FailingAfter }
 
-// nextDue computes the next due time of a rotation after a successful run.
+// nextDue computes the next due time of a rotation after a run that ended
+// at now. A scheduled due time still ahead (a manual rotation ran early)
+// stays; one that has passed gives the next one after it (or after now,
+// when runs were missed, so they are not replayed).
 func (e *Engine) nextDue(rot store.Rotation, now time.Time) *time.Time {
 	spec, err := schedules.Parse(rot.Schedule, rot.Window, schedules.Options{MinInterval: e.cfg.MinInterval})
 	if err != nil || spec.Manual() || !rot.Enabled {
 		return nil
 	}
-	prev := now
-	if rot.NextDueAt != nil && !rot.NextDueAt.After(now) {
-		prev = *rot.NextDueAt
+	if rot.NextDueAt == nil {
+		n := spec.First(rot.Secret, now)
+		return &n
 	}
-	n := spec.NextAfterRun(rot.Secret, prev, now)
+	due := *rot.NextDueAt
+	isScheduled := spec.Due(rot.Secret, spec.BaseOf(rot.Secret, due)).Equal(due)
+	if due.After(now) {
+		if isScheduled {
+			return &due
+		}
+		n := spec.First(rot.Secret, now) // it was a retry time
+		return &n
+	}
+	if !isScheduled {
+		n := spec.First(rot.Secret, now)
+		return &n
+	}
+	n := spec.NextAfterRun(rot.Secret, due, now)
 	return &n
 }
 
@@ -804,6 +837,9 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 	if err != nil {
 		return store.Rotation{}, nil, err
 	}
+	if e.cfg.OnScheduleChange != nil {
+		e.cfg.OnScheduleChange()
+	}
 	var next []time.Time
 	if !spec.Manual() {
 		t := now
@@ -845,6 +881,9 @@ func (e *Engine) SetEnabled(ctx context.Context, secret string, enabled bool) (s
 		}
 		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), action, secret, "ok", "")
 	})
+	if err == nil && e.cfg.OnScheduleChange != nil {
+		e.cfg.OnScheduleChange()
+	}
 	return out, err
 }
 

@@ -47,11 +47,14 @@ var parser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cr
 
 var rateRE = regexp.MustCompile(`^rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)$`)
 
-// everyInterval is a fixed interval anchored at the scheduled time.
+// everyInterval fires at every multiple of the interval on the absolute
+// timeline (time.Truncate's), so its firing times do not depend on when a
+// run happened to start or end: no drift, and every daemon agrees.
 type everyInterval time.Duration
 
 func (e everyInterval) Next(t time.Time) time.Time {
-	return t.Add(time.Duration(e)).Truncate(time.Second)
+	d := time.Duration(e)
+	return t.Truncate(d).Add(d)
 }
 
 // Parse checks an expression and a window and returns the spec. Errors say

@@ -29,6 +29,7 @@ import (
 
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/kms"
+	"github.com/rotary-secrets/rotary/rotation"
 	"github.com/rotary-secrets/rotary/secrets"
 	"github.com/rotary-secrets/rotary/store"
 )
@@ -42,6 +43,7 @@ type Config struct {
 	Store   store.Store
 	Secrets *secrets.Service
 	KMS     *kms.Manager
+	Engine  *rotation.Engine
 	Logger  *slog.Logger
 	Now     func() time.Time
 	// TokenCacheTTL bounds how long a token, its policies and a revocation
@@ -57,6 +59,7 @@ type Server struct {
 	st      store.Store
 	svc     *secrets.Service
 	kms     *kms.Manager
+	engine  *rotation.Engine
 	log     *slog.Logger
 	now     func() time.Time
 	authn   *authenticator
@@ -67,8 +70,8 @@ type Server struct {
 
 // New builds the API server. Call Start before serving and Stop after.
 func New(cfg Config) (*Server, error) {
-	if cfg.Store == nil || cfg.Secrets == nil || cfg.KMS == nil {
-		return nil, errors.New("api: Store, Secrets and KMS are required")
+	if cfg.Store == nil || cfg.Secrets == nil || cfg.KMS == nil || cfg.Engine == nil {
+		return nil, errors.New("api: Store, Secrets, KMS and Engine are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -80,7 +83,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.TokenCacheTTL = 2 * time.Second
 	}
 	s := &Server{
-		cfg: cfg, st: cfg.Store, svc: cfg.Secrets, kms: cfg.KMS, log: cfg.Logger, now: cfg.Now,
+		cfg: cfg, st: cfg.Store, svc: cfg.Secrets, kms: cfg.KMS, engine: cfg.Engine, log: cfg.Logger, now: cfg.Now,
 		mux: http.NewServeMux(),
 	}
 	s.authn = newAuthenticator(cfg.Store, cfg.TokenCacheTTL, cfg.Now)

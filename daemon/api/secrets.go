@@ -51,6 +51,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/tokens", s.listTokens)
 	s.handle("DELETE /v1/tokens/{id}", s.revokeToken)
 	s.handle("GET /v1/audit", s.listAudit)
+	s.rotationRoutes()
 	s.handle("POST /v1/audit/verify", s.verifyAudit)
 
 	s.mux.Handle("/", s.wrap("unmatched", false, func(w http.ResponseWriter, r *http.Request, _ *principal) error {
@@ -129,14 +130,8 @@ func (s *Server) withRotation(r *http.Request, sec client.Secret) client.Secret 
 	if err != nil {
 		return sec
 	}
-	ri := &client.RotationInfo{
-		Rotator: rot.Rotator, Schedule: rot.Schedule, Enabled: rot.Enabled,
-		LastRotatedAt: rot.LastRotatedAt, NextRotationAt: rot.NextDueAt, LastError: rot.LastError,
-	}
-	if rot.Window > 0 {
-		ri.Window = rot.Window.String()
-	}
-	sec.Rotation = ri
+	ri := s.rotationInfo(rot)
+	sec.Rotation = &ri
 	return sec
 }
 

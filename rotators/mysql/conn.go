@@ -128,7 +128,7 @@ func (s *session) exec(ctx context.Context, what, query string, args ...any) err
 }
 
 // checkIdentity makes sure the server matched the account the credential
-// names: an anonymous account (''@'localhost') or another host's account
+// names: an anonymous account (empty user name) or another host's account
 // of the same name could otherwise accept the login.
 func (s *session) checkIdentity(user, host string) error {
 	if s.current.User != user {

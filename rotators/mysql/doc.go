@@ -12,7 +12,7 @@
 // refused with an error listing their hosts, because changing one would
 // leave the others working with the old password. Every login checks
 // that CURRENT_USER() is the value's own user (and account_host), so an
-// anonymous ''@'localhost' account or another host's account of the same
+// anonymous account (empty user name) or another host's account of the same
 // name that happens to accept the login never passes Test.
 //
 // # Strategies

@@ -121,8 +121,9 @@ func (e *env) value(t testing.TB, user string, password sensitive.Bytes) rotator
 	return rotators.Value(b)
 }
 
-// createUser creates user@'%' with a random password and the grants (each
-// with one ? for the user), and drops it and alsoDrop when the test ends.
+// createUser creates user@'%' with a random password, SELECT on the test
+// database and the grants (each with one ? for the user), and drops it and
+// alsoDrop when the test ends.
 func (e *env) createUser(t testing.TB, user string, grants []string, alsoDrop ...string) rotators.Value {
 	t.Helper()
 	pw, err := rotators.GeneratePassword(rotators.PasswordPolicy{})
@@ -139,7 +140,7 @@ func (e *env) createUser(t testing.TB, user string, grants []string, alsoDrop ..
 	if _, err := e.root.Exec("CREATE USER ?@'%' IDENTIFIED BY PASSWORD ?", user, nativeHash(pw.Reveal())); err != nil {
 		t.Fatalf("create user %q: %v", user, err)
 	}
-	for _, g := range grants {
+	for _, g := range append([]string{"GRANT SELECT ON test.* TO ?@'%'"}, grants...) {
 		if _, err := e.root.Exec(g, user); err != nil {
 			t.Fatalf("%s for %q: %v", g, user, err)
 		}
@@ -178,7 +179,7 @@ func (e *env) harness() rotatortest.Harness {
 		Rotator:    New(),
 		SecretType: SecretType,
 		NewAccount: func(t *testing.T, username string, alsoDrop ...string) rotators.Value {
-			return e.createUser(t, username, []string{"GRANT SELECT ON test.* TO ?@'%'"}, alsoDrop...)
+			return e.createUser(t, username, nil, alsoDrop...)
 		},
 		Admin: func(*testing.T) rotators.Value { return e.admin },
 		Login: login,
@@ -191,6 +192,7 @@ func (e *env) harness() rotatortest.Harness {
 			mc.User, mc.Passwd, mc.Net = c.Username, c.Password, "tcp"
 			mc.Addr = net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 			mc.Timeout = 5 * time.Second
+			mc.Logger = &driver.NopLogger{} // a killed session is expected
 			connector, err := driver.NewConnector(mc)
 			if err != nil {
 				t.Fatal(err)
@@ -274,7 +276,6 @@ func TestAlternatingCopiesGrants(t *testing.T) {
 			a := testenv.Unique(base)
 			b := a + "_b"
 			cur := e.createUser(t, a, []string{
-				"GRANT SELECT ON test.* TO ?@'%'",
 				"ALTER USER ?@'%' WITH MAX_QUERIES_PER_HOUR 1000",
 			}, b)
 			cfg := json.RawMessage(`{"strategy":"alternating","admin_secret":"adm"}`)
@@ -511,20 +512,56 @@ func TestCreateIsPure(t *testing.T) {
 	}
 }
 
-// Every call honours ctx and the connect timeout.
+// Every call honours ctx and the connect timeout: a server that accepts
+// the connection and never says hello.
 func TestConnectTimeout(t *testing.T) {
-	// 192.0.2.1 (TEST-NET-1) never answers.
-	v := rotators.Value(`{"engine":"mysql","host":"192.0.2.1","port":3306,"username":"app","password":"old-password-123"}`)
-	start := time.Now()
-	err := New().Test(context.Background(), rotators.TestRequest{Config: json.RawMessage(`{"connect_timeout":"300ms"}`), Value: v})
-	if err == nil || time.Since(start) > 5*time.Second {
-		t.Fatalf("Test against a silent host = %v after %v; want an error within the connect timeout", err, time.Since(start))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	c, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	start = time.Now()
-	err = New().Test(c, rotators.TestRequest{Config: json.RawMessage(`{}`), Value: v})
-	if err == nil || time.Since(start) > 5*time.Second {
-		t.Fatalf("Test with a 200ms ctx = %v after %v; want an error when ctx ends", err, time.Since(start))
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	v := rotators.Value(`{"engine":"mysql","host":"127.0.0.1","port":` + strconv.Itoa(port) + `,"username":"app","password":"old-password-123"}`)
+	r := New()
+	for _, tc := range []struct {
+		name string
+		cfg  string
+		ctx  time.Duration
+	}{
+		{"connect_timeout", `{"connect_timeout":"300ms","strategy":"admin","admin_secret":"a"}`, time.Minute},
+		{"ctx", `{"strategy":"admin","admin_secret":"a"}`, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := json.RawMessage(tc.cfg)
+			calls := map[string]func(context.Context) error{
+				"Test": func(c context.Context) error {
+					return r.Test(c, rotators.TestRequest{Config: cfg, Value: v})
+				},
+				"Set": func(c context.Context) error {
+					return r.Set(c, rotators.SetRequest{Config: cfg, Current: v, Pending: v, Admin: v})
+				},
+				"Finish": func(c context.Context) error {
+					return r.Finish(c, rotators.FinishRequest{Config: cfg, Current: v, Previous: v, Admin: v, Emergency: true})
+				},
+			}
+			for name, call := range calls {
+				c, cancel := context.WithTimeout(context.Background(), tc.ctx)
+				start := time.Now()
+				err := call(c)
+				cancel()
+				if d := time.Since(start); err == nil || d > 3*time.Second {
+					t.Errorf("%s against a silent server = %v after %v; want an error after about 300ms", name, err, d)
+				}
+			}
+		})
 	}
 }

@@ -30,25 +30,43 @@ type harness struct {
 	host       string
 	port       int
 	dbname     string
+	superuser  string
 	adminOnce  sync.Once
 	adminValue rotators.Value
 	adminErr   error
 }
 
-func newHarness(t *testing.T) *harness {
-	t.Helper()
-	h := &harness{db: testenv.WaitPostgres(t), host: "127.0.0.1", port: 5432, dbname: "test"}
+// baseTarget is where the test PostgreSQL listens, from its superuser DSN.
+func baseTarget() (host string, port int, dbname, superuser string) {
+	host, port, dbname, superuser = "127.0.0.1", 5432, "test", "postgres"
 	if u, err := url.Parse(testenv.PostgresBaseDSN()); err == nil && u.Scheme != "" {
 		if u.Hostname() != "" {
-			h.host = u.Hostname()
+			host = u.Hostname()
 		}
 		if p, err := strconv.Atoi(u.Port()); err == nil {
-			h.port = p
+			port = p
 		}
 		if d := strings.TrimPrefix(u.Path, "/"); d != "" {
-			h.dbname = d
+			dbname = d
+		}
+		if u.User != nil && u.User.Username() != "" {
+			superuser = u.User.Username()
 		}
 	}
+	return host, port, dbname, superuser
+}
+
+// newTarget connects to the test PostgreSQL as its superuser.
+func newTarget(tb testing.TB) *harness {
+	tb.Helper()
+	h := &harness{db: testenv.WaitPostgres(tb)}
+	h.host, h.port, h.dbname, h.superuser = baseTarget()
+	return h
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := newTarget(t)
 	var pwcheck bool
 	if err := h.db.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rotary_pwcheck')`).Scan(&pwcheck); err != nil || !pwcheck {
 		t.Fatalf("PostgreSQL has no role rotary_pwcheck (%v): run scripts/services.sh", err)

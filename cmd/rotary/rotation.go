@@ -1,0 +1,307 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rotary-secrets/rotary/client"
+)
+
+func (a *app) rotationCmd() *cobra.Command {
+	return group("rotation", "Configure how a secret is rotated",
+		`  rotary rotation set app/db --rotator postgres --schedule "0 3 * * *" --window 2h
+  rotary rotation show app/db
+  rotary rotation history app/db`,
+		a.rotationSetCmd(), a.rotationShowCmd(),
+		a.rotationToggleCmd(true), a.rotationToggleCmd(false), a.rotationHistoryCmd())
+}
+
+func (a *app) rotationSetCmd() *cobra.Command {
+	var rotator, schedule, window, configJSON, configFile string
+	cmd := &cobra.Command{
+		Use:   "set NAME",
+		Short: "Set a secret's rotator, schedule, window and rotator config",
+		Long: `Set a secret's rotation. Rotators: postgres, mysql, redis, random, plugin:NAME.
+Schedules: 5-field cron ("0 3 * * *", optionally "CRON_TZ=Europe/Berlin 0 3 * * *"),
+descriptors (@daily, @every 12h), rate(N minutes|hours|days), or "none" for manual
+rotation only. A window starts each rotation at a random point inside it.
+Database rotator config (JSON): strategy (single-user, admin, alternating),
+admin_secret, password {length, exclude_characters, require_each_class}, test_query.`,
+		Example: `  rotary rotation set app/db --rotator postgres --schedule "0 3 * * *" --window 2h
+  rotary rotation set app/db --rotator postgres --schedule @daily \
+      --config-json '{"strategy":"admin","admin_secret":"admin/pg"}'
+  rotary rotation set app/api-key --rotator random --schedule "rate(30 days)"
+  rotary rotation set app/db --rotator postgres --schedule none`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if rotator == "" {
+				return usageErrorf("--rotator is required (postgres, mysql, redis, random or plugin:NAME)")
+			}
+			w, err := wireDuration("window", window)
+			if err != nil {
+				return err
+			}
+			if configJSON != "" && configFile != "" {
+				return usageErrorf("give --config-json or --config-file, not both")
+			}
+			raw := []byte(configJSON)
+			if configFile != "" {
+				b, _, err := readSource(a.stdin, "config-file", configFile, "", false, 64<<10)
+				if err != nil {
+					return err
+				}
+				raw = b
+			}
+			if len(raw) > 0 && !json.Valid(raw) {
+				return usageErrorf("--config-json: not valid JSON")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			out, err := c.SetRotation(cmd.Context(), args[0], client.RotationSettings{
+				Rotator: rotator, Schedule: schedule, Window: w, Config: raw,
+			})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, out)
+			}
+			return a.printRotation(out)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&rotator, "rotator", "", "postgres, mysql, redis, random or plugin:NAME")
+	f.StringVar(&schedule, "schedule", "", `when to rotate: cron, @every D, rate(N unit), or "none"`)
+	f.StringVar(&window, "window", "", "start each rotation at a random point within this duration (e.g. 2h)")
+	f.StringVar(&configJSON, "config-json", "", "rotator config as JSON")
+	f.StringVar(&configFile, "config-file", "", "rotator config from a JSON file")
+	return cmd
+}
+
+func (a *app) printRotation(r client.RotationShow) error {
+	now := time.Now()
+	t := newTable(a.stdout)
+	t.row("Secret:", r.Secret)
+	t.row("Rotator:", r.Rotator)
+	sched := r.Schedule
+	if sched == "" {
+		sched = "none (manual only)"
+	}
+	t.row("Schedule:", sched)
+	if r.Window != "" {
+		t.row("Window:", r.Window)
+	}
+	t.row("Enabled:", strconv.FormatBool(r.Enabled))
+	if len(r.Config) > 0 {
+		b, _ := json.Marshal(r.Config)
+		t.row("Config:", string(b))
+	}
+	t.row("Last rotated:", relTimePtr(now, r.LastRotatedAt))
+	if r.LastError != "" {
+		t.row("Last error:", r.LastError)
+	}
+	if r.Failing {
+		t.row("Failing:", "yes (retried at a slower rate)")
+	}
+	if len(r.Next) > 0 {
+		for i, n := range r.Next {
+			label := ""
+			if i == 0 {
+				label = "Next rotations:"
+			}
+			t.row(label, fmt.Sprintf("%s (%s)", n.Local().Format(time.RFC3339), relTime(now, n)))
+		}
+	} else {
+		t.row("Next rotation:", relTimePtr(now, r.NextRotationAt))
+	}
+	return t.flush()
+}
+
+func (a *app) rotationShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Show a secret's rotation settings and state",
+		Example: "  rotary rotation show app/db\n  rotary rotation show app/db -o json",
+		Args:    exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			out, err := c.ShowRotation(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, out)
+			}
+			return a.printRotation(out)
+		},
+	}
+}
+
+func (a *app) rotationToggleCmd(enable bool) *cobra.Command {
+	use, short := "disable", "Stop scheduled rotation of a secret (manual rotation still works)"
+	if enable {
+		use, short = "enable", "Resume scheduled rotation of a secret"
+	}
+	return &cobra.Command{
+		Use:     use + " NAME",
+		Short:   short,
+		Example: "  rotary rotation " + use + " app/db",
+		Args:    exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			out, err := c.EnableRotation(cmd.Context(), args[0], enable)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, out)
+			}
+			return a.printRotation(out)
+		},
+	}
+}
+
+func (a *app) rotationHistoryCmd() *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:     "history NAME",
+		Short:   "List a secret's rotations, newest first, with their steps",
+		Example: "  rotary rotation history app/db\n  rotary rotation history app/db --limit 5 -o json",
+		Args:    exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if limit < 0 {
+				return usageErrorf("--limit: must be positive")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			runs, err := c.RotationHistory(cmd.Context(), args[0], limit)
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				if runs == nil {
+					runs = []client.Run{}
+				}
+				return printJSON(a.stdout, client.RunList{Runs: runs})
+			}
+			now := time.Now()
+			t := newTable(a.stdout, "RUN", "TRIGGER", "STATE", "STEP", "VERSION", "STARTED", "DURATION", "STEPS", "ERROR")
+			for _, r := range runs {
+				dur := ""
+				if r.EndedAt != nil {
+					dur = r.EndedAt.Sub(r.StartedAt).Round(time.Millisecond).String()
+				}
+				var steps []string
+				for _, s := range r.Steps {
+					steps = append(steps, s.Step+":"+s.Result)
+				}
+				t.row(r.ID, r.Trigger, r.State, r.Step, strconv.FormatInt(r.PendingVersion, 10),
+					relTime(now, r.StartedAt), dur, strings.Join(steps, " "), r.Error)
+			}
+			return t.flush()
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 20, "at most this many rotations")
+	return cmd
+}
+
+func (a *app) rotateCmd() *cobra.Command {
+	var wait, emergency, keep bool
+	cmd := &cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Rotate a secret now (the one-off and emergency rotation)",
+		Long: `Rotate a secret now, whatever its schedule. --wait blocks until the rotation
+has ended and exits non-zero if it failed. --emergency also makes the previous
+credential useless at once (for the alternating strategy both users get new
+passwords) and ends the old credential's open sessions unless --keep-sessions.`,
+		Example: `  rotary rotate app/db --wait
+  rotary rotate app/db --emergency --wait
+  rotary rotate app/db --emergency --keep-sessions --wait`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keep && !emergency {
+				return usageErrorf("--keep-sessions only applies with --emergency")
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			out, err := c.Rotate(cmd.Context(), args[0], client.RotateOptions{Wait: wait, Emergency: emergency, KeepSessions: keep})
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				return printJSON(a.stdout, out)
+			}
+			if out.Run == nil {
+				fmt.Fprintf(a.stdout, "rotation of %s started (follow it with: rotary rotation history %s)\n", args[0], args[0])
+				return nil
+			}
+			r := out.Run
+			if r.State != "succeeded" {
+				return exitError{code: 1, msg: fmt.Sprintf("rotation of %s ended %s: %s", args[0], r.State, r.Error)}
+			}
+			fmt.Fprintf(a.stdout, "rotated %s: version %d is current (run %s, trigger %s)\n", args[0], r.PendingVersion, r.ID, r.Trigger)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&wait, "wait", false, "wait until the rotation has ended; exit non-zero if it failed")
+	f.BoolVar(&emergency, "emergency", false, "also make the previous credential useless now and end its sessions")
+	f.BoolVar(&keep, "keep-sessions", false, "with --emergency: do not end the old credential's open sessions")
+	return cmd
+}
+
+func (a *app) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "status",
+		Short:   "One row per secret with rotation: rotator, last and next rotation, last result",
+		Example: "  rotary status\n  rotary status -o json",
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			rows, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json() {
+				if rows == nil {
+					rows = []client.StatusRow{}
+				}
+				return printJSON(a.stdout, client.Status{Secrets: rows})
+			}
+			now := time.Now()
+			t := newTable(a.stdout, "NAME", "TYPE", "ROTATOR", "SCHEDULE", "LAST ROTATED", "NEXT ROTATION", "LAST RESULT", "ERROR")
+			for _, r := range rows {
+				next := relTimePtr(now, r.NextRotation)
+				if !r.Enabled {
+					next = "disabled"
+				}
+				result := r.LastResult
+				if r.Failing {
+					result += " (failing)"
+				}
+				t.row(r.Name, r.Type, r.Rotator, r.Schedule, relTimePtr(now, r.LastRotatedAt), next, result, r.LastError)
+			}
+			return t.flush()
+		},
+	}
+}

@@ -1,0 +1,275 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/rotary-secrets/rotary/auth"
+	"github.com/rotary-secrets/rotary/client"
+	"github.com/rotary-secrets/rotary/rotation"
+	"github.com/rotary-secrets/rotary/secrets"
+	"github.com/rotary-secrets/rotary/store"
+)
+
+func (s *Server) rotationRoutes() {
+	s.handle("PUT /v1/secrets/{name}/rotation", s.setRotation)
+	s.handle("GET /v1/secrets/{name}/rotation", s.showRotation)
+	s.handle("POST /v1/secrets/{name}/rotation/{action}", s.toggleRotation)
+	s.handle("GET /v1/secrets/{name}/rotation/history", s.rotationHistory)
+	s.handle("POST /v1/secrets/{name}/rotate", s.rotate)
+	s.handle("GET /v1/status", s.status)
+}
+
+func (s *Server) rotationInfo(r store.Rotation) client.RotationInfo {
+	ri := client.RotationInfo{
+		Rotator: r.Rotator, Schedule: r.Schedule, Enabled: r.Enabled, LastRotatedAt: r.LastRotatedAt,
+		NextRotationAt: r.NextDueAt, LastError: r.LastError, Failing: s.engine.Failing(r),
+	}
+	if r.Window > 0 {
+		ri.Window = r.Window.String()
+	}
+	if len(r.Config) > 0 {
+		_ = json.Unmarshal(r.Config, &ri.Config)
+	}
+	return ri
+}
+
+func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
+	name := r.PathValue("name")
+	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRotate); err != nil {
+		return err
+	}
+	info(r).action = "rotation.set"
+	var req client.RotationSettings
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	var window time.Duration
+	if req.Window != "" {
+		d, err := ParseDuration(req.Window)
+		if err != nil {
+			return badRequest("window: %s", err)
+		}
+		window = d
+	}
+	// A rotation that uses an admin secret reads it on every run, so the
+	// caller must be allowed to read it.
+	var c struct {
+		AdminSecret string `json:"admin_secret"`
+	}
+	if len(req.Config) > 0 {
+		if err := json.Unmarshal(req.Config, &c); err != nil {
+			return badRequest("config: must be a JSON object")
+		}
+	}
+	if c.AdminSecret != "" && !p.allowed(auth.KindSecret, c.AdminSecret, auth.ActionRead) {
+		info(r).result = "denied"
+		return forbidden("read", "secret "+strconvQuote(c.AdminSecret)+" (the admin_secret)")
+	}
+	rot, next, err := s.engine.Configure(r.Context(), rotation.Settings{
+		Secret: name, Rotator: req.Rotator, Schedule: req.Schedule, Window: window, Config: req.Config, Enabled: req.Enabled,
+	})
+	if err != nil {
+		return err
+	}
+	info(r).audited = true
+	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot), Next: next})
+	return nil
+}
+
+func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
+	name := r.PathValue("name")
+	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDescribe); err != nil {
+		return err
+	}
+	rot, err := s.st.GetRotation(r.Context(), name)
+	if errors.Is(err, store.ErrNotFound) {
+		if _, derr := s.svc.Describe(r.Context(), name); derr != nil {
+			return derr
+		}
+		return notFound("%s: %s", name, rotation.ErrNotConfigured)
+	}
+	if err != nil {
+		return err
+	}
+	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)}
+	if spec, err := s.engine.ParseSchedule(rot.Schedule, rot.Window); err == nil && !spec.Manual() && rot.Enabled && rot.NextDueAt != nil {
+		t := spec.BaseOf(name, *rot.NextDueAt)
+		out.Next = append(out.Next, *rot.NextDueAt)
+		for range 2 {
+			t = spec.Next(t)
+			out.Next = append(out.Next, spec.Due(name, t))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) toggleRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
+	name, action := r.PathValue("name"), r.PathValue("action")
+	if action != "enable" && action != "disable" {
+		return notFound("no such rotation action %q (use enable or disable)", action)
+	}
+	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRotate); err != nil {
+		return err
+	}
+	info(r).action = "rotation." + action
+	rot, err := s.engine.SetEnabled(r.Context(), name, action == "enable")
+	if errors.Is(err, rotation.ErrNotConfigured) {
+		return notFound("%s", err)
+	}
+	if err != nil {
+		return err
+	}
+	info(r).audited = true
+	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)})
+	return nil
+}
+
+func (s *Server) runJSON(ctx context.Context, run store.RotationRun) client.Run {
+	out := client.Run{
+		ID: run.ID, Secret: run.Secret, Trigger: run.Trigger, State: run.State, Step: run.Step,
+		PendingVersion: run.PendingVersion, Attempt: run.Attempt, StartedAt: run.StartedAt, EndedAt: run.EndedAt,
+		Error: run.Error, Steps: []client.RunStep{},
+	}
+	steps, err := s.st.ListRunSteps(ctx, run.ID)
+	if err == nil {
+		for _, st := range steps {
+			out.Steps = append(out.Steps, client.RunStep{Step: st.Step, StartedAt: st.StartedAt, EndedAt: st.EndedAt, Result: st.Result, Error: st.Error})
+		}
+	}
+	return out
+}
+
+func (s *Server) rotationHistory(w http.ResponseWriter, r *http.Request, p *principal) error {
+	name := r.PathValue("name")
+	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDescribe); err != nil {
+		return err
+	}
+	info(r).action = "rotation.history"
+	if _, err := s.svc.Describe(r.Context(), name); err != nil {
+		return err
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return badRequest("limit: %q must be between 1 and 10000", v)
+		}
+		limit = n
+	}
+	runs, err := s.st.ListRuns(r.Context(), name, limit)
+	if err != nil {
+		return err
+	}
+	out := client.RunList{Runs: []client.Run{}}
+	for _, run := range runs {
+		out.Runs = append(out.Runs, s.runJSON(r.Context(), run))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func queryBool(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, badRequest("%s: %q is not true or false", name, v)
+	}
+	return b, nil
+}
+
+func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p *principal) error {
+	name := r.PathValue("name")
+	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRotate); err != nil {
+		return err
+	}
+	wait, err := queryBool(r, "wait")
+	if err != nil {
+		return err
+	}
+	emergency, err := queryBool(r, "emergency")
+	if err != nil {
+		return err
+	}
+	keep, err := queryBool(r, "keep_sessions")
+	if err != nil {
+		return err
+	}
+	info(r).action = "secret.rotate"
+	if emergency {
+		info(r).detail = "emergency"
+	}
+	params := rotation.RotateParams{Secret: name, Trigger: rotation.TriggerManual, Emergency: emergency, KeepSessions: keep}
+	// A rotation outlives the request that started it: a client that
+	// disconnects does not cut a rotation off between its steps.
+	ctx := context.WithoutCancel(r.Context())
+	if !wait {
+		if err := s.engine.Start(ctx, params); err != nil {
+			return rotateError(err)
+		}
+		writeJSON(w, http.StatusAccepted, client.RotateResult{Secret: name, State: "started"})
+		return nil
+	}
+	run, err := s.engine.Rotate(ctx, params)
+	if err != nil {
+		return rotateError(err)
+	}
+	cr := s.runJSON(ctx, run)
+	writeJSON(w, http.StatusOK, client.RotateResult{Secret: name, State: run.State, Run: &cr})
+	return nil
+}
+
+func rotateError(err error) error {
+	switch {
+	case errors.Is(err, rotation.ErrBusy):
+		return &httpError{http.StatusConflict, err.Error()}
+	case errors.Is(err, rotation.ErrNotConfigured):
+		return &httpError{http.StatusBadRequest, err.Error()}
+	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrDeleted), errors.Is(err, secrets.ErrInvalid):
+		return err
+	default:
+		// The engine has already removed every value from the message.
+		return &httpError{http.StatusBadGateway, "rotation failed: " + err.Error()}
+	}
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) error {
+	ri := info(r)
+	ri.action, ri.target = "status", "*"
+	if !auth.AllowedAny(p.policies, auth.KindSecret, auth.ActionDescribe) {
+		ri.result = "denied"
+		return forbidden("describe", "secrets")
+	}
+	rots, err := s.st.ListRotations(r.Context())
+	if err != nil {
+		return err
+	}
+	out := client.Status{Secrets: []client.StatusRow{}}
+	for _, rot := range rots {
+		if !p.allowed(auth.KindSecret, rot.Secret, auth.ActionDescribe) {
+			continue
+		}
+		sec, err := s.st.GetSecret(r.Context(), rot.Secret)
+		if err != nil {
+			continue
+		}
+		row := client.StatusRow{
+			Name: rot.Secret, Type: sec.Type, Rotator: rot.Rotator, Schedule: rot.Schedule, Enabled: rot.Enabled,
+			LastRotatedAt: rot.LastRotatedAt, NextRotation: rot.NextDueAt, LastError: rot.LastError, Failing: s.engine.Failing(rot),
+		}
+		if runs, err := s.st.ListRuns(r.Context(), rot.Secret, 1); err == nil && len(runs) == 1 {
+			row.LastResult = runs[0].State
+		}
+		out.Secrets = append(out.Secrets, row)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

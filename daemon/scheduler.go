@@ -1,0 +1,117 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rotary-secrets/rotary/rotation"
+	"github.com/rotary-secrets/rotary/schedules"
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// rotationQueue adapts the store's rotation records to the schedule
+// runner's queue: due rotations are claimed with this daemon's lease.
+type rotationQueue struct {
+	st       store.Store
+	owner    string
+	leaseFor time.Duration
+	claimed  prometheus.Counter
+}
+
+func (q rotationQueue) EarliestDue(ctx context.Context) (time.Time, error) {
+	t, err := q.st.EarliestDue(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return time.Time{}, schedules.ErrNothingDue
+	}
+	return t, err
+}
+
+func (q rotationQueue) ClaimDue(ctx context.Context, now time.Time, limit int) ([]schedules.Item, error) {
+	rots, err := q.st.ClaimDueRotations(ctx, store.ClaimParams{Owner: q.owner, Now: now, LeaseFor: q.leaseFor, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	items := make([]schedules.Item, 0, len(rots))
+	for _, r := range rots {
+		it := schedules.Item{Key: r.Secret, Payload: r}
+		if r.NextDueAt != nil {
+			it.Due = *r.NextDueAt
+		}
+		items = append(items, it)
+	}
+	q.claimed.Add(float64(len(items)))
+	return items, nil
+}
+
+// schedulerMetrics are the scheduler's Prometheus collectors.
+type schedulerMetrics struct {
+	claimed prometheus.Counter
+	results *prometheus.CounterVec
+	lag     prometheus.Histogram
+}
+
+func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func() int, failing func(store.Rotation) bool) *schedulerMetrics {
+	m := &schedulerMetrics{
+		claimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "rotary_rotations_claimed_total", Help: "Due rotations claimed by this daemon."}),
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rotary_rotations_total", Help: "Rotation attempts by rotator and result."}, []string{"rotator", "result"}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "rotary_rotation_start_lag_seconds", Help: "Delay between a rotation's due time and its start.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+	}
+	counts := &cachedCounts{st: st, failing: failing}
+	reg.MustRegister(m.claimed, m.results, m.lag,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rotary_rotations_running", Help: "Rotations running on this daemon."},
+			func() float64 { return float64(running()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rotary_rotations_due", Help: "Enabled rotations whose due time has passed."},
+			func() float64 { return counts.get().due }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rotary_rotations_failing", Help: "Secrets whose rotations keep failing."},
+			func() float64 { return counts.get().failing }),
+	)
+	return m
+}
+
+type cachedCounts struct {
+	st      store.Store
+	failing func(store.Rotation) bool
+	at      time.Time
+	last    struct{ due, failing float64 }
+}
+
+func (c *cachedCounts) get() struct{ due, failing float64 } {
+	if time.Since(c.at) < 5*time.Second {
+		return c.last
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rots, err := c.st.ListRotations(ctx)
+	if err != nil {
+		return c.last
+	}
+	now := time.Now()
+	c.last.due, c.last.failing = 0, 0
+	for _, r := range rots {
+		if r.Enabled && r.NextDueAt != nil && !r.NextDueAt.After(now) {
+			c.last.due++
+		}
+		if c.failing(r) {
+			c.last.failing++
+		}
+	}
+	c.at = time.Now()
+	return c.last
+}
+
+// handleDue runs one claimed rotation.
+func (d *Daemon) handleDue(ctx context.Context, it schedules.Item) {
+	rot := it.Payload.(store.Rotation)
+	if !it.Due.IsZero() {
+		d.schedMetrics.lag.Observe(time.Since(it.Due).Seconds())
+	}
+	if _, err := d.engine.RunClaimed(ctx, rot, rotation.RotateParams{Secret: rot.Secret, Trigger: rotation.TriggerScheduled}); err != nil {
+		d.log.Debug("scheduled rotation did not succeed", "secret", rot.Secret, "err", err)
+	}
+}
