@@ -1,0 +1,430 @@
+package rotation_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rotary-secrets/rotary/kms"
+	"github.com/rotary-secrets/rotary/rotation"
+	"github.com/rotary-secrets/rotary/rotators"
+	"github.com/rotary-secrets/rotary/secrets"
+	"github.com/rotary-secrets/rotary/sensitive"
+	"github.com/rotary-secrets/rotary/store"
+	"github.com/rotary-secrets/rotary/store/sqlite"
+)
+
+var ctx = context.Background()
+
+// target is a fake credential target: the set of passwords it accepts.
+// It stands in for a database where a real one is beside the point (the
+// rotators' own suite runs against the real servers).
+type target struct {
+	mu       sync.Mutex
+	accepted map[string]bool
+	down     bool
+}
+
+func (t *target) accepts(v rotators.Value) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.down && t.accepted[string(v.Reveal())]
+}
+
+// fakeRotator is a Rotator with replaceable steps over a target.
+type fakeRotator struct {
+	t          *target
+	CreateFunc func(rotators.CreateRequest) (rotators.CreateResponse, error)
+	SetFunc    func(rotators.SetRequest) error
+	TestFunc   func(rotators.TestRequest) error
+	FinishFunc func(rotators.FinishRequest) error
+	sets       int
+}
+
+func (f *fakeRotator) Create(_ context.Context, r rotators.CreateRequest) (rotators.CreateResponse, error) {
+	if f.CreateFunc != nil {
+		return f.CreateFunc(r)
+	}
+	v, err := rotators.GeneratePassword(rotators.PasswordPolicy{})
+	return rotators.CreateResponse{Value: v}, err
+}
+
+func (f *fakeRotator) Set(_ context.Context, r rotators.SetRequest) error {
+	if f.SetFunc != nil {
+		return f.SetFunc(r)
+	}
+	f.t.mu.Lock()
+	defer f.t.mu.Unlock()
+	if f.t.down {
+		return errors.New("connection refused")
+	}
+	f.sets++
+	f.t.accepted = map[string]bool{string(r.Pending.Reveal()): true} // single-user: the old one stops working
+	return nil
+}
+
+func (f *fakeRotator) Test(_ context.Context, r rotators.TestRequest) error {
+	if f.TestFunc != nil {
+		return f.TestFunc(r)
+	}
+	if !f.t.accepts(r.Value) {
+		// A careless rotator that echoes the password: the engine must scrub it.
+		return fmt.Errorf("login with password %s refused", r.Value.Reveal())
+	}
+	return nil
+}
+
+func (f *fakeRotator) Finish(_ context.Context, r rotators.FinishRequest) error {
+	if f.FinishFunc != nil {
+		return f.FinishFunc(r)
+	}
+	return nil
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type bundle struct {
+	st     store.Store
+	svc    *secrets.Service
+	eng    *rotation.Engine
+	rot    *fakeRotator
+	target *target
+	clock  *clock
+	fp     func(string)
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "r.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	root := make([]byte, 32)
+	_, _ = rand.Read(root)
+	b := &bundle{st: st, clock: &clock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}, target: &target{accepted: map[string]bool{}}}
+	km, err := kms.New(ctx, kms.Config{Store: secrets.KeyStore(st), Root: sensitive.Bytes(root), Now: b.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := km.EnsureRegion(ctx, "default"); err != nil {
+		t.Fatal(err)
+	}
+	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: km, Now: b.clock.Now, ReadCacheTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.rot = &fakeRotator{t: b.target}
+	b.eng = b.newEngine(t, "daemon-a")
+	// The secret starts with a password the target accepts.
+	if _, err := b.svc.Create(ctx, secrets.CreateParams{Name: "db", Type: "password", Value: []byte("initial-password-1")}); err != nil {
+		t.Fatal(err)
+	}
+	b.target.accepted["initial-password-1"] = true
+	if _, _, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake"}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (b *bundle) newEngine(t *testing.T, owner string) *rotation.Engine {
+	e, err := rotation.New(rotation.Config{
+		Store: b.st, Secrets: b.svc, Rotators: rotation.Registry{"fake": b.rot}, Owner: owner, Now: b.clock.Now,
+		TestAttempts: 1, BackoffBase: time.Minute, BackoffMax: 10 * time.Minute, FailingAfter: 3, FailingInterval: time.Hour,
+		Failpoint: func(name string) {
+			if b.fp != nil {
+				b.fp(name)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (b *bundle) current(t *testing.T) secrets.Value {
+	t.Helper()
+	v, err := b.svc.Get(ctx, secrets.GetParams{Name: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// checkInvariant: the stored current value works on the target.
+func (b *bundle) checkInvariant(t *testing.T) {
+	t.Helper()
+	if cur := b.current(t); !b.target.accepts(cur.Value) {
+		t.Fatalf("the current version %d does not work on the target", cur.Version)
+	}
+}
+
+func TestRotateMovesStagesAndRecordsHistory(t *testing.T) {
+	b := setup(t)
+	run, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	if run.State != store.RunSucceeded || run.PendingVersion != 2 {
+		t.Fatalf("run = %+v, want succeeded with version 2", run)
+	}
+	b.checkInvariant(t)
+	info, _ := b.svc.Describe(ctx, "db")
+	if info.Stages["current"] != 2 || info.Stages["previous"] != 1 || len(info.Stages) != 2 {
+		t.Errorf("stages = %v", info.Stages)
+	}
+	steps, _ := b.st.ListRunSteps(ctx, run.ID)
+	var names []string
+	for _, s := range steps {
+		names = append(names, s.Step+":"+s.Result)
+	}
+	if got := strings.Join(names, " "); got != "create:ok set:ok test:ok finish:ok cleanup:ok" {
+		t.Errorf("steps = %s", got)
+	}
+	evs, _ := b.st.ListOutboxAfter(ctx, 0, 100)
+	if last := evs[len(evs)-1]; last.Type != "rotated" || last.Version != 2 {
+		t.Errorf("last event = %s v%d, want rotated v2", last.Type, last.Version)
+	}
+	rot, _ := b.st.GetRotation(ctx, "db")
+	if rot.LastRotatedAt == nil || rot.LastError != "" || rot.LeaseOwner != "" {
+		t.Errorf("rotation state = %+v", rot)
+	}
+}
+
+func TestFailedTestRollsBackAndScrubsTheError(t *testing.T) {
+	b := setup(t)
+	// Set "succeeds" but the target never takes the new password, and the
+	// old one keeps working: the engine must roll back.
+	b.rot.SetFunc = func(rotators.SetRequest) error { return nil }
+	run, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if err == nil {
+		t.Fatal("Rotate succeeded; want a failure")
+	}
+	if run.State != store.RunRolledBack {
+		t.Errorf("run state = %s, want rolled_back", run.State)
+	}
+	info, _ := b.svc.Describe(ctx, "db")
+	if _, ok := info.Stages["pending"]; ok || info.Stages["current"] != 1 {
+		t.Errorf("stages after rollback = %v, want current 1 and no pending", info.Stages)
+	}
+	b.checkInvariant(t)
+	pending, _ := b.svc.Get(ctx, secrets.GetParams{Name: "db", Version: 2})
+	secret := string(pending.Value.Reveal())
+	rot, _ := b.st.GetRotation(ctx, "db")
+	steps, _ := b.st.ListRunSteps(ctx, run.ID)
+	texts := []string{err.Error(), run.Error, rot.LastError}
+	for _, s := range steps {
+		texts = append(texts, s.Error)
+	}
+	recs, _ := b.st.ListAudit(ctx, store.AuditFilter{})
+	for _, r := range recs {
+		texts = append(texts, r.Detail)
+	}
+	for _, tx := range texts {
+		if strings.Contains(tx, secret) {
+			t.Errorf("the generated password leaked into %q", tx)
+		}
+	}
+	if !strings.Contains(rot.LastError, "[redacted]") {
+		t.Errorf("last_error = %q; want the scrubbed rotator message", rot.LastError)
+	}
+	if rot.NextDueAt == nil || rot.ConsecutiveFailures != 1 {
+		t.Errorf("after a failure: next due %v, failures %d; want a retry time and 1", rot.NextDueAt, rot.ConsecutiveFailures)
+	}
+}
+
+var errCrash = errors.New("crash")
+
+// crashAt makes the engine stop dead at a failpoint, as a kill -9 would:
+// nothing after it runs.
+func crashAt(b *bundle, point string) {
+	b.fp = func(name string) {
+		if name == point {
+			panic(errCrash)
+		}
+	}
+}
+
+func rotateCrashing(t *testing.T, b *bundle) {
+	t.Helper()
+	defer func() {
+		if r := recover(); r != errCrash {
+			t.Fatalf("expected the simulated crash, got %v", r)
+		}
+	}()
+	_, _ = b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+}
+
+func TestCrashInEveryStepResumes(t *testing.T) {
+	for _, point := range []string{"create-after-store", "set-before", "set-after", "test-before", "test-after", "finish-before", "finish-after"} {
+		t.Run(point, func(t *testing.T) {
+			b := setup(t)
+			crashAt(b, point)
+			rotateCrashing(t, b)
+			b.fp = nil
+			// At the instant of the crash a stored version works.
+			cur := b.current(t)
+			info, _ := b.svc.Describe(ctx, "db")
+			worksSomewhere := b.target.accepts(cur.Value)
+			if pv, ok := info.Stages["pending"]; ok {
+				p, _ := b.svc.Get(ctx, secrets.GetParams{Name: "db", Version: pv})
+				worksSomewhere = worksSomewhere || b.target.accepts(p.Value)
+			}
+			if !worksSomewhere {
+				t.Fatalf("after a crash at %s no stored version works", point)
+			}
+			// Another daemon resumes once the lease has expired.
+			b.clock.Add(3 * time.Minute)
+			other := b.newEngine(t, "daemon-b")
+			if n, err := other.Resume(ctx); err != nil || n != 1 {
+				t.Fatalf("Resume = %d, %v; want 1 resumed", n, err)
+			}
+			runs, _ := b.st.ListRuns(ctx, "db", 10)
+			if len(runs) != 1 || runs[0].State != store.RunSucceeded {
+				t.Fatalf("runs after resume = %+v, want one succeeded", runs)
+			}
+			b.checkInvariant(t)
+			if cur := b.current(t); cur.Version != 2 {
+				t.Errorf("current = %d, want 2", cur.Version)
+			}
+		})
+	}
+}
+
+func TestTargetDownDuringSetThenBack(t *testing.T) {
+	b := setup(t)
+	b.target.down = true
+	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"}); err == nil {
+		t.Fatal("Rotate with the target down succeeded")
+	}
+	runs, _ := b.st.ListRuns(ctx, "db", 1)
+	if runs[0].State != store.RunRunning || runs[0].Step != rotation.StepSet {
+		t.Fatalf("run after a failed set = %s at %s, want running at set", runs[0].State, runs[0].Step)
+	}
+	b.target.down = false
+	b.checkInvariant(t)
+	run, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if err != nil || run.ID != runs[0].ID || run.State != store.RunSucceeded {
+		t.Fatalf("retry = %+v, %v; want the same run resumed and succeeded", run, err)
+	}
+	b.checkInvariant(t)
+}
+
+func TestPutDuringRotationAbandonsIt(t *testing.T) {
+	b := setup(t)
+	b.fp = func(name string) {
+		if name == "set-after" {
+			if _, err := b.svc.Put(ctx, secrets.PutParams{Name: "db", Value: []byte("hand-written-pw")}); err != nil {
+				t.Errorf("Put: %v", err)
+			}
+			b.target.mu.Lock()
+			b.target.accepted["hand-written-pw"] = true
+			b.target.mu.Unlock()
+		}
+	}
+	run, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if err == nil || run.State != store.RunAbandoned {
+		t.Fatalf("Rotate = %s, %v; want abandoned", run.State, err)
+	}
+	if cur := b.current(t); string(cur.Value.Reveal()) != "hand-written-pw" {
+		t.Errorf("current = version %d, want the hand-written one", cur.Version)
+	}
+	info, _ := b.svc.Describe(ctx, "db")
+	if _, ok := info.Stages["pending"]; ok {
+		t.Errorf("pending stage left behind: %v", info.Stages)
+	}
+}
+
+func TestOneRotationPerSecret(t *testing.T) {
+	b := setup(t)
+	if _, err := b.st.ClaimRotation(ctx, "db", store.ClaimParams{Owner: "someone-else", Now: b.clock.Now(), LeaseFor: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"}); !errors.Is(err, rotation.ErrBusy) {
+		t.Fatalf("Rotate while leased = %v, want ErrBusy", err)
+	}
+}
+
+func TestBackoffAndFailing(t *testing.T) {
+	b := setup(t)
+	b.target.down = true
+	var gaps []time.Duration
+	for i := range 4 {
+		_, _ = b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+		rot, _ := b.st.GetRotation(ctx, "db")
+		if rot.ConsecutiveFailures != i+1 {
+			t.Fatalf("failures = %d, want %d", rot.ConsecutiveFailures, i+1)
+		}
+		gaps = append(gaps, rot.NextDueAt.Sub(b.clock.Now()))
+		if got := b.eng.Failing(rot); got != (i+1 >= 3) {
+			t.Errorf("after %d failures Failing = %v", i+1, got)
+		}
+	}
+	// 1m, 2m, then failing: 1h (each ±20%).
+	for i, want := range []time.Duration{time.Minute, 2 * time.Minute, time.Hour, time.Hour} {
+		if gaps[i] < want*8/10 || gaps[i] > want*12/10 {
+			t.Errorf("retry %d after %s, want about %s", i+1, gaps[i], want)
+		}
+	}
+	b.target.down = false
+	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"}); err != nil {
+		t.Fatal(err)
+	}
+	rot, _ := b.st.GetRotation(ctx, "db")
+	if rot.ConsecutiveFailures != 0 || rot.LastError != "" || b.eng.Failing(rot) {
+		t.Errorf("after success: %+v", rot)
+	}
+}
+
+func TestEmergencyOptionsReachFinish(t *testing.T) {
+	b := setup(t)
+	var got rotators.FinishRequest
+	b.rot.FinishFunc = func(r rotators.FinishRequest) error { got = r; return nil }
+	run, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db", Emergency: true, KeepSessions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Trigger != rotation.TriggerEmergency || !got.Emergency || !got.KeepSessions {
+		t.Errorf("trigger %s, finish request emergency=%v keep=%v", run.Trigger, got.Emergency, got.KeepSessions)
+	}
+	if string(got.Previous.Reveal()) != "initial-password-1" {
+		t.Errorf("Finish did not get the previous credential")
+	}
+}
+
+func TestScheduledNextDue(t *testing.T) {
+	b := setup(t)
+	if _, next, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake", Schedule: "rate(1 day)"}); err != nil || len(next) != 3 {
+		t.Fatalf("Configure: %v %v", next, err)
+	}
+	rot, _ := b.st.GetRotation(ctx, "db")
+	due := *rot.NextDueAt
+	b.clock.t = due.Add(3 * time.Second)
+	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db", Trigger: rotation.TriggerScheduled}); err != nil {
+		t.Fatal(err)
+	}
+	rot, _ = b.st.GetRotation(ctx, "db")
+	if got := rot.NextDueAt.Sub(due); got != 24*time.Hour {
+		t.Errorf("next due %s after the last, want 24h (no drift)", got)
+	}
+	if _, _, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake", Schedule: "@every 1s"}); err == nil {
+		t.Errorf("a schedule under the 1h minimum was accepted")
+	}
+}
