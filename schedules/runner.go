@@ -112,6 +112,10 @@ func (r *Runner) Running() int { return len(r.sem) }
 
 func (r *Runner) loop(ctx context.Context) {
 	for ctx.Err() == nil {
+		select { // a wake-up that is already waiting needs no sleep
+		case <-r.wake:
+		default:
+		}
 		wait := r.cfg.MaxSleep
 		next, err := r.cfg.Queue.EarliestDue(ctx)
 		switch {
