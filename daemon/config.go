@@ -40,6 +40,11 @@ type Config struct {
 	// ShutdownTimeout bounds graceful shutdown (default 10s).
 	ShutdownTimeout time.Duration
 
+	// RotationLease is how long a claimed rotation stays this daemon's
+	// without renewal: after a crash, other daemons take over its
+	// rotations once it expires (default 1m).
+	RotationLease time.Duration
+
 	// Rotation retry backoff (defaults 30s base, 30m cap; 1s and 10s in
 	// dev mode).
 	RetryBackoffBase time.Duration

@@ -27,6 +27,7 @@ import (
 	"github.com/rotary-secrets/rotary/daemon/api"
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/rotation"
+	mysqlrot "github.com/rotary-secrets/rotary/rotators/mysql"
 	"github.com/rotary-secrets/rotary/rotators/random"
 	"github.com/rotary-secrets/rotary/schedules"
 	"github.com/rotary-secrets/rotary/secrets"
@@ -44,9 +45,6 @@ const (
 	DefaultRotationConcurrency = 8
 	DefaultShutdownTimeout     = 10 * time.Second
 )
-
-// rotationLease is how long a claimed rotation stays ours without renewal.
-const rotationLease = time.Minute
 
 // ErrWrongRootKey is returned when the root key does not open the store.
 var ErrWrongRootKey = kms.ErrWrongRootKey
@@ -85,6 +83,7 @@ func (c *Config) fill() error {
 	}
 	c.RotationConcurrency = cmp.Or(c.RotationConcurrency, DefaultRotationConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.RotationLease = cmp.Or(c.RotationLease, time.Minute)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -196,7 +195,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d.engine, err = rotation.New(rotation.Config{
 		Store: d.st, Secrets: d.secrets, Rotators: d.rotators(), Logger: d.log,
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
-		LeaseFor: rotationLease, Failpoint: cfg.Failpoint,
+		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint,
 		OnResult: func(rotator, result string) {
 			if d.schedMetrics != nil {
 				d.schedMetrics.results.WithLabelValues(rotator, result).Inc()
@@ -229,7 +228,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, running, d.engine.Failing)
 	d.runner = schedules.NewRunner(schedules.RunnerConfig{
-		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: rotationLease, claimed: d.schedMetrics.claimed},
+		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: cfg.RotationLease, claimed: d.schedMetrics.claimed},
 		Handle: d.handleDue, Concurrency: cfg.RotationConcurrency, Logger: d.log,
 	})
 	ok = true
@@ -410,6 +409,7 @@ func (d *Daemon) tlsConfig() (*tls.Config, error) {
 func (d *Daemon) rotators() rotation.Registry {
 	return rotation.Registry{
 		"random": random.Rotator{},
+		"mysql":  mysqlrot.New(),
 	}
 }
 

@@ -44,6 +44,8 @@ type fileConfig struct {
 	MinRotationInterval configDuration `yaml:"min_rotation_interval"`
 	RotationConcurrency int            `yaml:"rotation_concurrency"`
 	ShutdownTimeout     configDuration `yaml:"shutdown_timeout"`
+	RotationLease       configDuration `yaml:"rotation_lease"`
+	RetryBackoff        configDuration `yaml:"retry_backoff"`
 }
 
 type tlsFile struct {
@@ -314,6 +316,14 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 		MinRotationInterval: time.Duration(fc.MinRotationInterval),
 		RotationConcurrency: fc.RotationConcurrency,
 		ShutdownTimeout:     time.Duration(fc.ShutdownTimeout),
+		RotationLease:       time.Duration(fc.RotationLease),
+		RetryBackoffBase:    time.Duration(fc.RetryBackoff),
+	}
+	if cfg.RotationLease < 0 || (cfg.RotationLease > 0 && cfg.RotationLease < time.Second) {
+		return cfg, errors.New("config: rotation_lease: at least 1s")
+	}
+	if cfg.RetryBackoffBase < 0 {
+		return cfg, errors.New("config: retry_backoff: must not be negative")
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = defaultListen

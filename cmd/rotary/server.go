@@ -61,6 +61,7 @@ rotation interval of 1s. Never use it for real secrets.`,
 			}
 			cfg.Logger = logger
 			cfg.Stdout = a.stdout
+			cfg.Failpoint = failpoint(a.getenv)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			if err := daemon.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {

@@ -382,6 +382,9 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		defer db.Close()
 		return terminate(ctx, db, prev.Username)
 	case rotators.StrategyAdmin, rotators.StrategyAlternating:
+		if cfg.Strategy == rotators.StrategyAdmin && req.KeepSessions {
+			return nil // Set already replaced the role's only password
+		}
 		admin, err := parseAdmin(req.Admin)
 		if err != nil {
 			return err

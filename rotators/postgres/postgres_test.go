@@ -31,9 +31,9 @@ type harness struct {
 	port       int
 	dbname     string
 	superuser  string
-	adminOnce  sync.Once
+	v16        bool // PostgreSQL 16+: CREATEROLE acts only on roles it has ADMIN OPTION on
+	adminName  string
 	adminValue rotators.Value
-	adminErr   error
 }
 
 // baseTarget is where the test PostgreSQL listens, from its superuser DSN.
@@ -71,19 +71,21 @@ func newHarness(t *testing.T) *harness {
 	if err := h.db.QueryRow(`SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rotary_pwcheck')`).Scan(&pwcheck); err != nil || !pwcheck {
 		t.Fatalf("PostgreSQL has no role rotary_pwcheck (%v): run scripts/services.sh", err)
 	}
-	top := t // the admin outlives every subtest
+	var version int
+	if err := h.db.QueryRow(`SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		t.Fatalf("server version: %v", err)
+	}
+	h.v16 = version >= 160000
+	// One admin for the whole test: it outlives every subtest's roles.
+	var err error
+	if h.adminName, h.adminValue, err = h.createAdmin(t); err != nil {
+		t.Fatalf("create the admin role: %v", err)
+	}
 	h.Harness = rotatortest.Harness{
-		Rotator:    New(),
-		SecretType: SecretType,
-		NewAccount: h.newAccount,
-		Admin: func(t *testing.T) rotators.Value {
-			t.Helper()
-			h.adminOnce.Do(func() { h.adminValue, h.adminErr = h.createAdmin(top) })
-			if h.adminErr != nil {
-				t.Fatalf("create the admin role: %v", h.adminErr)
-			}
-			return h.adminValue
-		},
+		Rotator:     New(),
+		SecretType:  SecretType,
+		NewAccount:  h.newAccount,
+		Admin:       func(*testing.T) rotators.Value { return h.adminValue },
 		Login:       h.login,
 		OpenSession: h.openSession,
 		Strategies:  []string{rotators.StrategySingleUser, rotators.StrategyAdmin, rotators.StrategyAlternating},
@@ -123,6 +125,9 @@ func (h *harness) newAccount(t *testing.T, username string, alsoDrop ...string) 
 		t.Fatal(err)
 	}
 	q := "CREATE ROLE " + pq.QuoteIdentifier(username) + " LOGIN PASSWORD " + pq.QuoteLiteral(string(pw.Reveal())) + " IN ROLE rotary_pwcheck"
+	if h.v16 && h.adminName != "" {
+		q += " ADMIN " + pq.QuoteIdentifier(h.adminName)
+	}
 	if _, err := h.db.Exec(q); err != nil {
 		t.Fatalf("create role %q: %v", username, sensitive.Sanitize(err, pw))
 	}
@@ -143,25 +148,27 @@ func (h *harness) dropRoles(t testing.TB, roles ...string) {
 
 // createAdmin makes the tests' admin: CREATEROLE (on PostgreSQL 15 enough
 // to change any non-superuser role's password and grant it non-superuser
-// roles), pg_signal_backend (to end other roles' sessions), and
-// rotary_pwcheck WITH ADMIN OPTION (to pass that membership on to the
-// alternating strategy's second user). It checks its own password too.
-func (h *harness) createAdmin(t *testing.T) (rotators.Value, error) {
+// roles; on 16+ NewAccount also gives it ADMIN OPTION on each account),
+// pg_signal_backend (to end other roles' sessions), and rotary_pwcheck
+// WITH ADMIN OPTION (to pass that membership on to the alternating
+// strategy's second user), with a password PostgreSQL checks.
+func (h *harness) createAdmin(t *testing.T) (string, rotators.Value, error) {
 	name := testenv.Unique("rt_admin_")
 	pw, err := rotators.GeneratePassword(rotators.PasswordPolicy{})
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	for _, q := range []string{
 		"CREATE ROLE " + pq.QuoteIdentifier(name) + " LOGIN CREATEROLE PASSWORD " + pq.QuoteLiteral(string(pw.Reveal())) + " IN ROLE pg_signal_backend",
 		"GRANT rotary_pwcheck TO " + pq.QuoteIdentifier(name) + " WITH ADMIN OPTION",
 	} {
 		if _, err := h.db.Exec(q); err != nil {
-			return nil, sensitive.Sanitize(err, pw)
+			h.dropRoles(t, name)
+			return "", nil, sensitive.Sanitize(err, pw)
 		}
 	}
 	t.Cleanup(func() { h.dropRoles(t, name) })
-	return h.value(name, pw), nil
+	return name, h.value(name, pw), nil
 }
 
 // login authenticates over TCP with lib/pq, as an application would, and

@@ -30,6 +30,12 @@
 //     A previous value that names another user, or holds the same password
 //     as the current one, is left alone.
 //
+// After each change (Set and Finish) the rotator runs ACL SAVE, so a Redis
+// that keeps its users in an aclfile keeps the change across a restart; a
+// Redis without one answers that it has no aclfile, which is fine. Users
+// defined by "user" lines in redis.conf are not rewritten (that would take
+// CONFIG REWRITE): keep rotated users in an aclfile or in memory.
+//
 // Emergency Finish instead runs ACL SETUSER <user> resetpass #<current
 // hash> — one atomic command that drops every password of the user but the
 // current one (and a nopass flag) — and then, unless KeepSessions,
@@ -45,15 +51,15 @@
 //
 //   - admin (recommended): SetRequest.Admin / FinishRequest.Admin is a
 //     db-credentials value for an ACL admin; its host and port are the ones
-//     connected to. It needs at least +acl|getuser +acl|setuser, and
+//     connected to. It needs +acl|getuser +acl|setuser +acl|save, and
 //     +client|kill for emergency rotations that end sessions:
-//     ACL SETUSER rotary-admin on #<hash> resetkeys resetchannels -@all +acl|getuser +acl|setuser +client|kill
+//     ACL SETUSER rotary-admin on #<hash> resetkeys resetchannels -@all +acl|getuser +acl|setuser +acl|save +client|kill
 //     Note that +acl|setuser lets a user grant itself anything, so the admin
 //     credential is as powerful as an unrestricted Redis user.
 //   - single-user: the user adds and removes its own passwords with the
 //     current credential. Redis has no "change my own password" permission:
-//     the user needs +acl|setuser (and +client|kill for emergency session
-//     termination), which amounts to ACL admin rights, so this only suits a
+//     the user needs +acl|setuser +acl|save (and +client|kill for emergency
+//     session termination), which amounts to ACL admin rights, so this only suits a
 //     user that is already an administrator. When the user lacks it, Set
 //     fails with an error that says so and suggests the admin strategy.
 //   - alternating is refused with rotators.ErrUnsupported: two passwords per

@@ -36,6 +36,10 @@ var (
 	_ rotators.ConfigValidator = Rotator{}
 )
 
+// errNoACLFile is the text Redis answers ACL SAVE with when it keeps its
+// users in memory (and redis.conf) rather than in an aclfile.
+const errNoACLFile = "not configured to use an ACL file"
+
 // errNoSuchPassword is the text Redis answers ACL SETUSER !<hash> with when
 // the user no longer has that password (Finish ran already).
 const errNoSuchPassword = "password you are trying to remove from the user does not exist"
@@ -147,6 +151,8 @@ func cmdRemovePassword(user, hash string) []any { return []any{"ACL", "SETUSER",
 func cmdResetPasswords(user, keepHash string) []any {
 	return []any{"ACL", "SETUSER", user, "resetpass", "#" + keepHash}
 }
+
+func cmdSaveACL() []any { return []any{"ACL", "SAVE"} }
 
 func cmdKillSessions(user string) []any {
 	return []any{"CLIENT", "KILL", "USER", user, "SKIPME", "yes"}
@@ -282,6 +288,22 @@ func permissionError(cfg config, as creds, command, grant string) error {
 	return fmt.Errorf("admin user %q may not run %s: grant it %s", as.user, command, grant)
 }
 
+// persist writes the users to the server's aclfile (ACL SAVE), so that the
+// change survives a restart of a Redis that keeps its users there. A Redis
+// without an aclfile answers that it has none, which is fine.
+func (s *session) persist(ctx context.Context, cfg config) error {
+	err := s.do(ctx, cmdSaveACL()).Err()
+	switch {
+	case err == nil, isRedisError(err) && strings.Contains(err.Error(), errNoACLFile):
+		return nil
+	case goredis.IsPermissionError(err):
+		return fmt.Errorf("%w (so that a Redis keeping its users in an aclfile keeps the change across a restart)",
+			permissionError(cfg, s.as, "ACL SAVE", "+acl|save"))
+	default:
+		return s.errorf("ACL SAVE: %w", err)
+	}
+}
+
 // Set adds the pending password to the user. Idempotent: adding a password
 // the user already has changes nothing.
 func (Rotator) Set(ctx context.Context, req rotators.SetRequest) error {
@@ -326,6 +348,9 @@ func (Rotator) Set(ctx context.Context, req rotators.SetRequest) error {
 			return fmt.Errorf("redis: set: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
 		}
 		return fmt.Errorf("redis: set: %w", s.errorf("ACL SETUSER %q (add the new password): %w", pend.user, err))
+	}
+	if err := s.persist(ctx, cfg); err != nil {
+		return fmt.Errorf("redis: set: new password added but not saved: %w", err)
 	}
 	return nil
 }
@@ -407,10 +432,15 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 	defer s.close()
 
 	if !req.Emergency {
-		err := error(nil)
+		err := s.do(ctx, cmdRemovePassword(cur.user, prev.hash())).Err()
 		switch {
 		case err == nil, isRedisError(err) && strings.Contains(err.Error(), errNoSuchPassword):
-			return nil // removed now, or by an earlier Finish
+			// Removed now, or by an earlier Finish; save either way, as the
+			// earlier Finish may have failed to.
+			if err := s.persist(ctx, cfg); err != nil {
+				return fmt.Errorf("redis: finish: old password removed but not saved: %w", err)
+			}
+			return nil
 		case goredis.IsPermissionError(err):
 			return fmt.Errorf("redis: finish: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
 		default:
@@ -426,6 +456,9 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 			return fmt.Errorf("redis: finish: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
 		}
 		return fmt.Errorf("redis: finish: %w", s.errorf("ACL SETUSER %q resetpass (keep only the current password): %w", cur.user, err))
+	}
+	if err := s.persist(ctx, cfg); err != nil {
+		return fmt.Errorf("redis: finish: old passwords removed but not saved: %w", err)
 	}
 	if req.KeepSessions {
 		return nil

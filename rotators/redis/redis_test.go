@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -72,6 +74,10 @@ func newPassword(t testing.TB) sensitive.Bytes {
 
 func value(user string, pw sensitive.Bytes) rotators.Value {
 	host, port := testAddr()
+	return valueAt(host, port, user, pw)
+}
+
+func valueAt(host string, port int, user string, pw sensitive.Bytes) rotators.Value {
 	b, _ := json.Marshal(map[string]any{"engine": "redis", "host": host, "port": port, "username": user, "password": string(pw.Reveal())})
 	return sensitive.Bytes(b)
 }
@@ -88,10 +94,10 @@ var appRules = []string{"~rt:*", "resetchannels", "-@all", "+@read", "+@write", 
 
 // selfRules are added for the single-user strategy: a Redis user can only
 // change its own passwords with ACL SETUSER rights.
-var selfRules = []string{"+acl|setuser", "+client|kill"}
+var selfRules = []string{"+acl|setuser", "+acl|save", "+client|kill"}
 
 // adminRules are all the admin strategy needs.
-var adminRules = []string{"resetkeys", "resetchannels", "-@all", "+acl|getuser", "+acl|setuser", "+client|kill"}
+var adminRules = []string{"resetkeys", "resetchannels", "-@all", "+acl|getuser", "+acl|setuser", "+acl|save", "+client|kill"}
 
 // createUser makes an ACL user with a random password and removes it, and
 // every name in alsoDrop, when the test ends.
@@ -207,7 +213,7 @@ func config(strategy, adminSecret string) json.RawMessage {
 
 // The strategies Redis supports: admin (an admin user runs ACL SETUSER)
 // and single-user (the user runs ACL SETUSER on itself, so it needs
-// +acl|setuser and +client|kill). Alternating is refused (TestAlternatingUnsupported).
+// +acl|setuser, +acl|save and +client|kill). Alternating is refused (TestAlternatingUnsupported).
 func TestConformanceAdmin(t *testing.T) {
 	t.Parallel()
 	rotatortest.Run(t, harness(t, rotators.StrategyAdmin))
@@ -652,5 +658,102 @@ func TestNoPlaintextOnTheServer(t *testing.T) {
 				t.Errorf("a plaintext password appears in the ACL LOG")
 			}
 		}
+	}
+}
+
+// privateRedis starts a Redis of the test's own that keeps its users in an
+// aclfile, and stops it when the test ends.
+func privateRedis(t *testing.T) (host string, port int, rdb *goredis.Client) {
+	t.Helper()
+	dir := t.TempDir()
+	aclfile := filepath.Join(dir, "users.acl")
+	if err := os.WriteFile(aclfile, []byte("user default on nopass ~* &* +@all\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", dir, "--aclfile", aclfile, "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server (installed by scripts/services.sh): %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	rdb = goredis.NewClient(&goredis.Options{Addr: net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), Protocol: 2, DisableIdentity: true})
+	t.Cleanup(func() { rdb.Close() })
+	deadline := time.Now().Add(30 * time.Second)
+	for rdb.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the private redis-server on port %d does not answer", port)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return "127.0.0.1", port, rdb
+}
+
+// With an aclfile, every change is saved: reloading the file (what a
+// restart does) keeps the new password and not the old one.
+func TestChangesSurviveACLReload(t *testing.T) {
+	t.Parallel()
+	host, port, rdb := privateRedis(t)
+	mkUser := func(name string, rules []string) rotators.Value {
+		pw := newPassword(t)
+		if err := rdb.ACLSetUser(context.Background(), name, append([]string{"reset", "on", "#" + sha(pw)}, rules...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return valueAt(host, port, name, pw)
+	}
+	loginAt := func(v rotators.Value) error {
+		user, pw := parse(v)
+		c := goredis.NewClient(&goredis.Options{Addr: net.JoinHostPort(host, fmt.Sprint(port)), Username: user, Password: pw, Protocol: 2, DisableIdentity: true, MaxRetries: -1})
+		defer c.Close()
+		who, err := c.ACLWhoAmI(ctx(t)).Result()
+		if err == nil && who != user {
+			return fmt.Errorf("logged in as %q", who)
+		}
+		return err
+	}
+	reload := func() {
+		if err := rdb.Do(context.Background(), "ACL", "LOAD").Err(); err != nil {
+			t.Fatalf("ACL LOAD: %v", err)
+		}
+	}
+	for _, emergency := range []bool{false, true} {
+		f := &fixture{t: t, rdb: rdb, cfg: config(rotators.StrategyAdmin, "admin"), user: testenv.Unique("rt_file_")}
+		f.current = mkUser(f.user, appRules)
+		f.admin = mkUser(testenv.Unique("rt_admin_"), adminRules)
+		pending := f.create()
+		if err := f.set(pending); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+		reload()
+		if err := loginAt(pending); err != nil {
+			t.Fatalf("after Set and a reload of the aclfile, the new password is refused: %v", err)
+		}
+		if err := f.finish(pending, f.current, emergency, false); err != nil {
+			t.Fatalf("Finish: %v", err)
+		}
+		reload()
+		if err := loginAt(pending); err != nil {
+			t.Errorf("emergency=%v: after Finish and a reload, the new password is refused: %v", emergency, err)
+		}
+		if err := loginAt(f.current); err == nil {
+			t.Errorf("emergency=%v: after Finish and a reload, the old password logs in again", emergency)
+		}
+	}
+
+	// An admin that may not save gets a clear error rather than a change
+	// that a restart would undo.
+	f := &fixture{t: t, rdb: rdb, cfg: config(rotators.StrategyAdmin, "admin"), user: testenv.Unique("rt_file_")}
+	f.current = mkUser(f.user, appRules)
+	f.admin = mkUser(testenv.Unique("rt_admin_"), []string{"-@all", "+acl|getuser", "+acl|setuser"})
+	pending := f.create()
+	err := f.set(pending)
+	noLeak(t, err, f.current, pending, f.admin)
+	if err == nil || !strings.Contains(err.Error(), "+acl|save") {
+		t.Errorf("Set by an admin without +acl|save = %v; want an error naming +acl|save", err)
 	}
 }
