@@ -29,6 +29,7 @@ import (
 	"github.com/rotary-secrets/rotary/rotation"
 	mysqlrot "github.com/rotary-secrets/rotary/rotators/mysql"
 	"github.com/rotary-secrets/rotary/rotators/random"
+	redisrot "github.com/rotary-secrets/rotary/rotators/redis"
 	"github.com/rotary-secrets/rotary/schedules"
 	"github.com/rotary-secrets/rotary/secrets"
 	"github.com/rotary-secrets/rotary/sensitive"
@@ -410,6 +411,7 @@ func (d *Daemon) rotators() rotation.Registry {
 	return rotation.Registry{
 		"random": random.Rotator{},
 		"mysql":  mysqlrot.New(),
+		"redis":  redisrot.Rotator{},
 	}
 }
 

@@ -50,7 +50,9 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(tmp)
 	rotaryBin = filepath.Join(tmp, "rotary")
-	build := exec.Command("go", "build", "-race", "-o", rotaryBin, "./cmd/rotary")
+	// The failpoints tag compiles in the crash-test hook; it does nothing
+	// unless ROTARY_FAILPOINTS names a point.
+	build := exec.Command("go", "build", "-race", "-tags", "failpoints", "-o", rotaryBin, "./cmd/rotary")
 	build.Dir = ".."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -180,13 +182,15 @@ func withSearchPath(dsn, schema string) string {
 	return dsn + sep + "search_path=" + schema
 }
 
-// startPostgres starts "rotary server --config" against a fresh
-// PostgreSQL schema, created here and dropped when the test ends. The DSN
-// reaches the config file through $env{...}; the root token through
-// ROTARY_ROOT_TOKEN.
-func startPostgres(t testing.TB, opts ...serverOption) *server {
+// pgFixture is a fresh PostgreSQL schema and a root key that several
+// daemons can share.
+type pgFixture struct {
+	dsn, schema, keyFile, rootToken string
+}
+
+func newPGFixture(t testing.TB) pgFixture {
 	t.Helper()
-	base, explicit := postgresDSN()
+	base, _ := postgresDSN()
 	db, err := sql.Open("postgres", base)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -194,10 +198,7 @@ func startPostgres(t testing.TB, opts ...serverOption) *server {
 		cancel()
 	}
 	if err != nil {
-		if explicit {
-			t.Fatalf("PostgreSQL at ROTARY_TEST_POSTGRES_DSN: %v", err)
-		}
-		t.Skipf("PostgreSQL not reachable at %s (set ROTARY_TEST_POSTGRES_DSN or run make services): %v", base, err)
+		t.Fatalf("PostgreSQL not reachable at %s (run make services, or set ROTARY_TEST_POSTGRES_DSN): %v", base, err)
 	}
 	schema := "e2e_" + randHex(6)
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
@@ -209,14 +210,29 @@ func startPostgres(t testing.TB, opts ...serverOption) *server {
 		}
 		db.Close()
 	})
-
-	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "root.key")
+	keyFile := filepath.Join(t.TempDir(), "root.key")
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return pgFixture{dsn: withSearchPath(base, schema), schema: schema, keyFile: keyFile, rootToken: "e2e-root-" + randHex(16)}
+}
+
+// startPostgres starts "rotary server --config" against a fresh
+// PostgreSQL schema, created here and dropped when the test ends. The DSN
+// reaches the config file through $env{...}; the root token through
+// ROTARY_ROOT_TOKEN.
+func startPostgres(t testing.TB, opts ...serverOption) *server {
+	t.Helper()
+	return startPGServer(t, newPGFixture(t), "", opts...)
+}
+
+// startPGServer starts one daemon on fx; extraYAML is appended to its
+// config file.
+func startPGServer(t testing.TB, fx pgFixture, extraYAML string, opts ...serverOption) *server {
+	t.Helper()
+	dir := t.TempDir()
 	port := freePort(t)
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
 	cfg := fmt.Sprintf(`# rotary e2e config (PostgreSQL)
@@ -230,7 +246,7 @@ regions: [default]
 min_rotation_interval: 1s
 rotation_concurrency: 2
 shutdown_timeout: 10s
-`, listen, keyFile, filepath.Join(dir, "root-token"))
+`, listen, fx.keyFile, filepath.Join(dir, "root-token")) + extraYAML
 	cfgFile := filepath.Join(dir, "rotary.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -240,13 +256,13 @@ shutdown_timeout: 10s
 		listen:    listen,
 		addr:      "http://" + listen,
 		dataDir:   dir,
-		rootToken: "e2e-root-" + randHex(16),
+		rootToken: fx.rootToken,
 		kind:      "postgres",
-		schema:    schema,
+		schema:    fx.schema,
 		logs:      &syncBuffer{},
 		args:      []string{"server", "--config", cfgFile},
 	}
-	s.env = []string{"ROTARY_E2E_PG_DSN=" + withSearchPath(base, schema), "ROTARY_ROOT_TOKEN=" + s.rootToken}
+	s.env = []string{"ROTARY_E2E_PG_DSN=" + fx.dsn, "ROTARY_ROOT_TOKEN=" + s.rootToken}
 	for _, o := range opts {
 		o(s)
 	}
@@ -524,3 +540,28 @@ func (s *server) sqliteDB(t testing.TB) *sql.DB {
 }
 
 func writeFile(path, body string) error { return os.WriteFile(path, []byte(body), 0o600) }
+
+// withEnv adds environment variables to the daemon.
+func withEnv(kv ...string) serverOption {
+	return func(s *server) { s.env = append(s.env, kv...) }
+}
+
+// kill9 kills the daemon with SIGKILL, as a crash would, and waits for it.
+func (s *server) kill9() {
+	s.t.Helper()
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// waitLog waits until the daemon's output contains substr.
+func (s *server) waitLog(substr string, timeout time.Duration) {
+	s.t.Helper()
+	waitFor(s.t, timeout, "daemon output "+strconvQuote(substr), func() bool {
+		return strings.Contains(s.logs.String(), substr)
+	})
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }
