@@ -28,6 +28,7 @@ import (
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/rotation"
 	mysqlrot "github.com/rotary-secrets/rotary/rotators/mysql"
+	pgrot "github.com/rotary-secrets/rotary/rotators/postgres"
 	"github.com/rotary-secrets/rotary/rotators/random"
 	redisrot "github.com/rotary-secrets/rotary/rotators/redis"
 	"github.com/rotary-secrets/rotary/schedules"
@@ -409,9 +410,10 @@ func (d *Daemon) tlsConfig() (*tls.Config, error) {
 // rotators is the registry of built-in rotators.
 func (d *Daemon) rotators() rotation.Registry {
 	return rotation.Registry{
-		"random": random.Rotator{},
-		"mysql":  mysqlrot.New(),
-		"redis":  redisrot.Rotator{},
+		"random":   random.Rotator{},
+		"mysql":    mysqlrot.New(),
+		"redis":    redisrot.Rotator{},
+		"postgres": pgrot.New(),
 	}
 }
 
