@@ -60,6 +60,7 @@ type Daemon struct {
 	secrets *secrets.Service
 	engine  *rotation.Engine
 	runner  *schedules.Runner
+	house   *schedules.Housekeeper
 	api     *api.Server
 
 	schedMetrics *schedulerMetrics
@@ -233,6 +234,10 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: cfg.RotationLease, claimed: d.schedMetrics.claimed},
 		Handle: d.handleDue, Concurrency: cfg.RotationConcurrency, Logger: d.log,
 	})
+	d.house, err = schedules.NewHousekeeper(d.housekeepingJobs(), storeLocker{st: d.st, owner: d.engine.Owner()}, d.log)
+	if err != nil {
+		return nil, err
+	}
 	ok = true
 	return d, nil
 }
@@ -331,6 +336,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 	d.bg, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.bgWG.Add(1)
 	if err := d.runner.Start(d.bg); err != nil {
+		return err
+	}
+	if err := d.house.Start(d.bg); err != nil {
 		return err
 	}
 	go func() {
@@ -442,7 +450,7 @@ func (d *Daemon) Stop() error {
 		// resumes from its persisted step on the next start.
 		if d.cancel != nil {
 			done := make(chan struct{})
-			go func() { d.runner.Stop(); d.engine.Wait(); d.bgWG.Wait(); close(done) }()
+			go func() { d.runner.Stop(); d.house.Stop(); d.engine.Wait(); d.bgWG.Wait(); close(done) }()
 			select {
 			case <-done:
 			case <-ctx.Done():

@@ -849,3 +849,25 @@ func (s *Service) Rewrap(ctx context.Context, region string, progress func(done,
 func SortedStages(m map[string]int64) []string {
 	return slices.Sorted(maps.Keys(m))
 }
+
+// PruneAll applies the retention rule to every secret, a page at a time.
+// It returns how many secrets it looked at.
+func (s *Service) PruneAll(ctx context.Context) (int, error) {
+	n, after := 0, ""
+	for {
+		secs, err := s.st.ListSecrets(ctx, store.ListSecretsParams{After: after, Limit: 500, IncludeDeleted: true})
+		if err != nil {
+			return n, err
+		}
+		for _, sec := range secs {
+			if err := s.Prune(ctx, sec.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return n, err
+			}
+			n++
+		}
+		if len(secs) < 500 {
+			return n, nil
+		}
+		after = secs[len(secs)-1].Name
+	}
+}

@@ -1,0 +1,88 @@
+package daemon
+
+import (
+	"context"
+	"time"
+
+	"github.com/rotary-secrets/rotary/schedules"
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// storeLocker adapts the store's named locks to the housekeeper.
+type storeLocker struct {
+	st    store.Store
+	owner string
+}
+
+func (l storeLocker) TryLock(ctx context.Context, name string, hold time.Duration) (bool, error) {
+	now := time.Now().UTC()
+	return l.st.TryLock(ctx, name, l.owner, now, now.Add(hold))
+}
+
+// housekeepingJobs are the daemon's periodic jobs. Each is safe on
+// several daemons at once: a store lock keeps it to one at a time, and
+// every job is idempotent besides.
+func (d *Daemon) housekeepingJobs() []schedules.Job {
+	return []schedules.Job{
+		{Name: "purge-secrets", Spec: "@every 1m", Run: func(ctx context.Context) error {
+			n, err := d.secrets.PurgeDue(ctx)
+			if n > 0 {
+				d.log.Info("purged secrets past their recovery window", "count", n)
+			}
+			return err
+		}},
+		{Name: "purge-keys", Spec: "@every 1m", Run: func(ctx context.Context) error {
+			n, err := d.kms.PurgeDueKeys(ctx)
+			if n > 0 {
+				d.log.Info("purged master keys past their deletion date", "count", n)
+			}
+			return err
+		}},
+		{Name: "rotate-keys", Spec: "@every 1m", Run: func(ctx context.Context) error {
+			n, err := d.kms.RotateDueKeys(ctx)
+			if n > 0 {
+				d.log.Info("rotated master keys due for automatic rotation", "count", n)
+			}
+			return err
+		}},
+		{Name: "prune-versions", Spec: "@every 1h", Run: func(ctx context.Context) error {
+			_, err := d.secrets.PruneAll(ctx)
+			return err
+		}},
+		{Name: "reclaim-leases", Spec: "@every 1m", Run: d.reclaimLeases},
+		{Name: "trim-outbox", Spec: "@every 10m", Run: func(ctx context.Context) error {
+			_, err := d.st.TrimOutbox(ctx, time.Now().Add(-24*time.Hour))
+			return err
+		}},
+	}
+}
+
+// reclaimLeases clears rotation leases that expired (their daemon died)
+// so that status shows them free; the runner would claim them anyway.
+func (d *Daemon) reclaimLeases(ctx context.Context) error {
+	rots, err := d.st.ListRotations(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, r := range rots {
+		if r.LeaseOwner == "" || r.LeaseExpiresAt == nil || r.LeaseExpiresAt.After(now) {
+			continue
+		}
+		err := d.st.InTx(ctx, func(tx store.Ops) error {
+			cur, err := tx.GetRotation(ctx, r.Secret)
+			if err != nil {
+				return err
+			}
+			if cur.LeaseOwner != r.LeaseOwner || cur.LeaseExpiresAt == nil || cur.LeaseExpiresAt.After(now) {
+				return nil // renewed or taken meanwhile
+			}
+			cur.LeaseOwner, cur.LeaseExpiresAt = "", nil
+			return tx.PutRotation(ctx, cur)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
