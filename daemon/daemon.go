@@ -196,7 +196,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		base, maxB = cmp.Or(base, time.Second), cmp.Or(maxB, 10*time.Second)
 	}
 	d.engine, err = rotation.New(rotation.Config{
-		Store: d.st, Secrets: d.secrets, Rotators: d.rotators(), Logger: d.log,
+		Store: d.st, Secrets: d.secrets, Rotators: d.rotators(), Logger: d.log, Owner: leaseOwner(cfg.Listen),
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
 		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint,
 		OnResult: func(rotator, result string) {
@@ -413,6 +413,19 @@ func (d *Daemon) tlsConfig() (*tls.Config, error) {
 		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return tc, nil
+}
+
+// leaseOwner names this daemon in rotation leases: host and listen
+// address, so that a daemon restarted after a crash recognizes its own
+// leases and resumes their rotations at once instead of waiting for them
+// to expire. Two live daemons cannot share it (they cannot listen on the
+// same address). With an ephemeral port the name is random.
+func leaseOwner(listen string) string {
+	host, _ := os.Hostname()
+	if _, port, err := net.SplitHostPort(listen); err == nil && port != "0" {
+		return host + "/" + listen
+	}
+	return ""
 }
 
 // rotators is the registry of built-in rotators.

@@ -259,7 +259,26 @@ func (e *Engine) RunClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 		ID: newRunID(), Secret: rot.Secret, Trigger: p.Trigger, Step: StepCreate, State: store.RunRunning,
 		Options: opts, StartedAt: now, UpdatedAt: now,
 	}
-	if err := e.st.CreateRun(ctx, run); err != nil {
+	// The run and a due time no later than the lease's end go in together:
+	// if this daemon dies mid-run, the due time puts the secret back on the
+	// schedule queue, and whichever daemon claims it after the lease
+	// expires resumes the run, even for a secret rotated only by hand.
+	err = e.st.InTx(ctx, func(tx store.Ops) error {
+		if err := tx.CreateRun(ctx, run); err != nil {
+			return err
+		}
+		cur, err := tx.GetRotation(ctx, rot.Secret)
+		if err != nil {
+			return err
+		}
+		resumeAt := now.Add(e.cfg.LeaseFor)
+		if cur.NextDueAt == nil || cur.NextDueAt.After(resumeAt) {
+			cur.NextDueAt = &resumeAt
+			return tx.PutRotation(ctx, cur)
+		}
+		return nil
+	})
+	if err != nil {
 		return run, err
 	}
 	return e.drive(ctx, rot, run, false)

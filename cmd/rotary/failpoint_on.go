@@ -6,28 +6,45 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 )
 
 // failpoint returns the rotation engine's failpoint hook in test builds
-// (go build -tags failpoints). ROTARY_FAILPOINTS lists point names
-// (comma-separated); when the engine reaches one, the daemon prints
-// "FAILPOINT <name>" on stderr and stops there for good, so that a crash
-// test can kill -9 it at exactly that instant. Release builds have no
-// such hook (failpoint_off.go).
+// (go build -tags failpoints). ROTARY_FAILPOINTS lists points, comma
+// separated. When the engine reaches one, the daemon prints
+// "FAILPOINT <name>" on stderr and then
+//   - for "name": stops there for good, so that a crash test can kill -9
+//     it at exactly that instant;
+//   - for "name=wait:PATH": waits until PATH exists, then goes on, so that
+//     a test can change the world (take a database away) at that instant.
+//
+// Release builds have no such hook (failpoint_off.go).
 func failpoint(getenv func(string) string) func(string) {
-	points := map[string]bool{}
+	points := map[string]string{}
 	for _, p := range strings.Split(getenv("ROTARY_FAILPOINTS"), ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			points[p] = true
+		if p = strings.TrimSpace(p); p == "" {
+			continue
 		}
+		name, action, _ := strings.Cut(p, "=")
+		points[name] = action
 	}
 	if len(points) == 0 {
 		return nil
 	}
 	return func(name string) {
-		if points[name] {
-			fmt.Fprintf(os.Stderr, "FAILPOINT %s\n", name)
-			select {} // hold here until killed
+		action, ok := points[name]
+		if !ok {
+			return
 		}
+		fmt.Fprintf(os.Stderr, "FAILPOINT %s\n", name)
+		if path, ok := strings.CutPrefix(action, "wait:"); ok {
+			for {
+				if _, err := os.Stat(path); err == nil {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		select {} // hold here until killed
 	}
 }
