@@ -64,7 +64,7 @@ func TestAuditListAndVerify(t *testing.T) {
 // under a running daemon; audit verify must fail and name the record.
 func TestAuditTampering(t *testing.T) {
 	t.Parallel()
-	for _, tamper := range []string{"update", "delete"} {
+	for _, tamper := range []string{"update", "delete", "delete-tail"} {
 		t.Run(tamper, func(t *testing.T) {
 			t.Parallel()
 			s := startDev(t)
@@ -86,6 +86,13 @@ func TestAuditTampering(t *testing.T) {
 			case "update":
 				q = "UPDATE audit SET result = 'denied', detail = 'tampered' WHERE seq = ?"
 			case "delete":
+				q = "DELETE FROM audit WHERE seq = ?"
+			case "delete-tail":
+				// The newest record: the chain still links up, but ends
+				// before the head the store keeps.
+				if err := db.QueryRow("SELECT MAX(seq) FROM audit").Scan(&seq); err != nil {
+					t.Fatal(err)
+				}
 				q = "DELETE FROM audit WHERE seq = ?"
 			}
 			res, err := db.Exec(q, seq)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -291,6 +292,7 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, p *principa
 	const page = 5000
 	var buf []store.AuditRecord
 	var after int64
+	var lastHash []byte
 	i := 0
 	next := func() (audit.Record, bool, error) {
 		if i == len(buf) {
@@ -306,6 +308,7 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, p *principa
 		}
 		rec := buf[i]
 		i++
+		lastHash = rec.Hash
 		return audit.Record(rec), true, nil
 	}
 	n, err := audit.Verify(next)
@@ -321,9 +324,14 @@ func (s *Server) verifyAudit(w http.ResponseWriter, r *http.Request, p *principa
 	seq, head, herr := s.st.AuditHead(r.Context())
 	if herr == nil && out.OK {
 		out.HeadHash = hex.EncodeToString(head)
-		if seq != n {
+		switch {
+		case seq != n:
 			out.OK, out.BadSeq = false, n+1
 			out.Problem = fmt.Sprintf("audit chain broken at record %d: the head says %d records, the chain has %d (records removed)", n+1, seq, n)
+			info(r).result = "broken"
+		case n > 0 && !bytes.Equal(head, lastHash):
+			out.OK, out.BadSeq = false, n
+			out.Problem = fmt.Sprintf("audit chain broken at record %d: it does not match the head hash (the newest records were rewritten)", n)
 			info(r).result = "broken"
 		}
 	}

@@ -899,7 +899,7 @@ func (o *ops) AuditHead(ctx context.Context) (int64, []byte, error) {
 		seq  int64
 		hash []byte
 	)
-	err := o.r().QueryRowContext(ctx, `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&seq, bcol{&hash})
+	err := o.r().QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, bcol{&hash})
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil, nil
 	}
@@ -921,6 +921,12 @@ func (o *ops) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error 
 			if err != nil {
 				return fmt.Errorf("append audit seq %d: %w", a.Seq, translate(err))
 			}
+		}
+		last := recs[len(recs)-1]
+		_, err := q.ExecContext(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1 AND seq < ?`,
+			last.Seq, bytesArg(last.Hash), last.Seq)
+		if err != nil {
+			return fmt.Errorf("append audit: head: %w", translate(err))
 		}
 		return nil
 	})
