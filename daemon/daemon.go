@@ -283,6 +283,9 @@ func (d *Daemon) bootstrapRootToken(ctx context.Context) error {
 			return fmt.Errorf("root token: %w", err)
 		}
 		if !(d.cfg.Dev && d.cfg.RootToken != "") {
+			if d.cfg.Dev && d.cfg.RootTokenFile != "" {
+				fmt.Fprintf(d.cfg.Stdout, "Root token: in %s (made on the first start)\n", d.cfg.RootTokenFile)
+			}
 			return nil // made on an earlier start
 		}
 	}
