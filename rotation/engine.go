@@ -161,7 +161,7 @@ type RotateParams struct {
 // Rotate claims the secret and runs a rotation to its end, or resumes the
 // secret's unfinished one. It returns the run record.
 func (e *Engine) Rotate(ctx context.Context, p RotateParams) (store.RotationRun, error) {
-	rot, err := e.st.GetRotation(ctx, p.Secret)
+	_, err := e.st.GetRotation(ctx, p.Secret)
 	if errors.Is(err, store.ErrNotFound) {
 		if _, derr := e.svc.Describe(ctx, p.Secret); errors.Is(derr, secrets.ErrNotFound) {
 			return store.RotationRun{}, derr
@@ -172,7 +172,7 @@ func (e *Engine) Rotate(ctx context.Context, p RotateParams) (store.RotationRun,
 		return store.RotationRun{}, err
 	}
 	now := e.now().UTC()
-	rot, err = e.st.ClaimRotation(ctx, p.Secret, store.ClaimParams{Owner: e.cfg.Owner, Now: now, LeaseFor: e.cfg.LeaseFor})
+	rot, err := e.st.ClaimRotation(ctx, p.Secret, store.ClaimParams{Owner: e.cfg.Owner, Now: now, LeaseFor: e.cfg.LeaseFor})
 	if errors.Is(err, store.ErrConflict) {
 		return store.RotationRun{}, fmt.Errorf("%s: %w", p.Secret, ErrBusy)
 	}

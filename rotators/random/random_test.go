@@ -34,7 +34,7 @@ func TestCreate(t *testing.T) {
 		t.Errorf("symmetric-key decodes to %d bytes, %v", len(b), err)
 	}
 	// Two values differ.
-	if create(t, "password", ``) == create(t, "password", ``) {
+	if a, b := create(t, "password", ``), create(t, "password", ``); a == b {
 		t.Errorf("two generated passwords are equal")
 	}
 }
