@@ -32,6 +32,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	sqlite "modernc.org/sqlite"
@@ -51,7 +52,17 @@ type Store struct {
 	rdb *sql.DB // several query-only connections
 
 	wstmts, rstmts *stmtCache
+
+	// The checkpointer copies the WAL back into the database file in the
+	// background, so that no commit pays for a checkpoint's fsyncs.
+	cdb       *sql.DB
+	stopCkpt  chan struct{}
+	closeOnce sync.Once
+	ckptDone  chan struct{}
 }
+
+// checkpointEvery is how often the background checkpointer runs.
+const checkpointEvery = 250 * time.Millisecond
 
 var _ store.Store = (*Store)(nil)
 
@@ -76,7 +87,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		"&_pragma=busy_timeout(" + bt + ")" +
 		"&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)" +
-		"&_pragma=foreign_keys(1)"
+		"&_pragma=foreign_keys(1)" +
+		"&_pragma=wal_autocheckpoint(0)"
 	wdb, err := sql.Open("sqlite", wdsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
@@ -108,9 +120,37 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
 
-	s := &Store{wdb: wdb, rdb: rdb, wstmts: newStmtCache(wdb), rstmts: newStmtCache(rdb)}
+	cdb, err := sql.Open("sqlite", path+"?_pragma=busy_timeout("+bt+")")
+	if err != nil {
+		wdb.Close()
+		rdb.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	cdb.SetMaxOpenConns(1)
+
+	s := &Store{wdb: wdb, rdb: rdb, cdb: cdb, wstmts: newStmtCache(wdb), rstmts: newStmtCache(rdb),
+		stopCkpt: make(chan struct{}), ckptDone: make(chan struct{})}
 	s.ops = ops{s: s}
+	go s.checkpointer()
 	return s, nil
+}
+
+// checkpointer runs passive WAL checkpoints: they never block readers or
+// the writer, and a commit never has to run one itself (the write
+// connection's automatic checkpoints are off).
+func (s *Store) checkpointer() {
+	defer close(s.ckptDone)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCkpt:
+			_, _ = s.cdb.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+			return
+		case <-t.C:
+			_, _ = s.cdb.Exec(`PRAGMA wal_checkpoint(PASSIVE)`)
+		}
+	}
 }
 
 // Dialect reports "sqlite".
@@ -118,9 +158,13 @@ func (s *Store) Dialect() string { return "sqlite" }
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stopCkpt)
+		<-s.ckptDone
+	})
 	s.rstmts.close()
 	s.wstmts.close()
-	return errors.Join(s.rdb.Close(), s.wdb.Close())
+	return errors.Join(s.rdb.Close(), s.wdb.Close(), s.cdb.Close())
 }
 
 // InTx runs fn in one IMMEDIATE transaction on the write connection. It
