@@ -443,6 +443,14 @@ func (*Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err err
 	if req.KeepSessions {
 		return nil
 	}
-	_, err = s.killSessions(ctx, prevUser)
+	if _, err = s.killSessions(ctx, prevUser); err != nil {
+		return err
+	}
+	if scramble {
+		// The current user's old password was a working credential until
+		// Set replaced it; its sessions end too (the process list does not
+		// say which password a session used, so new ones reconnect).
+		_, err = s.killSessions(ctx, cur.Username)
+	}
 	return err
 }

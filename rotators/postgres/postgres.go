@@ -415,7 +415,17 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		if req.KeepSessions {
 			return nil
 		}
-		return terminate(ctx, db, prev.Username)
+		if err := terminate(ctx, db, prev.Username); err != nil {
+			return err
+		}
+		if cfg.Strategy == rotators.StrategyAlternating && prev.Username != cur.Username {
+			// The current user's old password was a working credential
+			// until Set replaced it (it was the version before previous);
+			// sessions opened with it end too. PostgreSQL cannot tell which
+			// password a session used, so new sessions reconnect.
+			return terminate(ctx, db, cur.Username)
+		}
+		return nil
 	}
 	return fmt.Errorf("postgres: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
 }

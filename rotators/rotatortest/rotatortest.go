@@ -346,11 +346,19 @@ func testEmergency(t *testing.T, h Harness, strategy string) {
 			if strategy == rotators.StrategyAlternating {
 				r.full(false, false) // both users exist and the pair is in use
 			}
-			var alive func() bool
+			var alive, aliveOlder func() bool
 			if h.OpenSession != nil {
 				alive = h.OpenSession(t, r.current)
 				if !alive() {
 					t.Fatalf("the session did not open")
+				}
+				// With alternating, the previous credential still works
+				// before the emergency: its sessions must end too.
+				if r.previous != nil && h.OldKeepsWorking(strategy) {
+					aliveOlder = h.OpenSession(t, r.previous)
+					if !aliveOlder() {
+						t.Fatalf("the session of the previous credential did not open")
+					}
 				}
 			}
 			older := r.previous
@@ -360,15 +368,18 @@ func testEmergency(t *testing.T, h Harness, strategy string) {
 			if older != nil {
 				r.refused("the one before the old", older)
 			}
-			if alive != nil {
+			for what, alive := range map[string]func() bool{"current": alive, "previous": aliveOlder} {
+				if alive == nil {
+					continue
+				}
 				if keep && !alive() {
-					t.Errorf("keep-sessions: the old credential's session was ended")
+					t.Errorf("keep-sessions: the session of the old %s credential was ended", what)
 				}
 				if !keep {
 					deadline := time.Now().Add(10 * time.Second)
 					for alive() {
 						if time.Now().After(deadline) {
-							t.Fatalf("emergency: the old credential's session is still alive")
+							t.Fatalf("emergency: the session of the old %s credential is still alive", what)
 						}
 						time.Sleep(50 * time.Millisecond)
 					}
