@@ -38,7 +38,9 @@
 // password is already dead for single-user and admin; for alternating the
 // previous user gets a random password that is generated, hashed, sent
 // and forgotten. Unless KeepSessions, every session of the previous user
-// name is then ended with KILL CONNECTION (ids from
+// name (for alternating: of both user names, since the new current user's
+// old password worked until Set replaced it) is then ended with KILL
+// CONNECTION (ids from
 // information_schema.PROCESSLIST). The process list does not say which
 // password or which host's account a session used, so all sessions of
 // that user name other than the rotator's own are ended — for

@@ -68,8 +68,9 @@
 //   - admin: as single-user, but the admin ends the sessions (it needs
 //     pg_signal_backend or membership in the role).
 //   - alternating: the admin also sets a random 64-character password that
-//     is stored nowhere on the previous user, then ends that user's
-//     sessions.
+//     is stored nowhere on the previous user, then ends the sessions of
+//     both users: the new current user's old password (the version before
+//     previous) was a working credential until Set replaced it.
 //
 // Every connection has the config's connect timeout (shortened to the
 // context's deadline) and every statement honours the context (lib/pq
