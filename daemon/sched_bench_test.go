@@ -286,8 +286,12 @@ func BenchmarkSchedIdle100k(b *testing.B) {
 // the same instant T, on a daemon with the default rotation concurrency
 // (8). It reports rotations per second from T until the last one ended,
 // and the lag between T and each run's start (p50, p99, max).
+// ROTARY_BENCH_SCHED_DUE overrides the count (for a quick look).
 func BenchmarkSchedDue10k(b *testing.B) {
-	const n = 10_000
+	n := 10_000
+	if v, err := strconv.Atoi(os.Getenv("ROTARY_BENCH_SCHED_DUE")); err == nil && v > 0 {
+		n = v
+	}
 	for _, kind := range []string{"sqlite", "postgres"} {
 		b.Run("store="+kind, func(b *testing.B) {
 			ctx := context.Background()
