@@ -49,7 +49,7 @@ func (d *Daemon) housekeepingJobs() []schedules.Job {
 			_, err := d.secrets.PruneAll(ctx)
 			return err
 		}},
-		{Name: "reclaim-leases", Spec: "@every 1m", Run: d.reclaimLeases},
+		{Name: "reclaim-leases", Spec: "@every 10m", Run: d.reclaimLeases},
 		{Name: "trim-outbox", Spec: "@every 10m", Run: func(ctx context.Context) error {
 			_, err := d.st.TrimOutbox(ctx, time.Now().Add(-24*time.Hour))
 			return err

@@ -601,15 +601,39 @@ func (o *ops) ReleaseRotation(ctx context.Context, secret, owner string) error {
 }
 
 func (o *ops) EarliestDue(ctx context.Context) (time.Time, error) {
-	var t *time.Time
-	err := o.r().QueryRowContext(ctx, `SELECT MIN(next_due_at) FROM rotations WHERE enabled = 1`).Scan(ntcol{&t})
+	// A rotation leased by a live claimer is not claimable before its
+	// lease ends, so it counts as due at the later of the two times. Only
+	// the first rows in due order are looked at (through the index): if
+	// they are all leased, the answer may be late by a little, which the
+	// runner's bounded sleep absorbs.
+	rows, err := o.r().QueryContext(ctx, `SELECT next_due_at, lease_owner, lease_expires_at FROM rotations
+		WHERE `+"enabled = 1"+` AND next_due_at IS NOT NULL ORDER BY next_due_at LIMIT 64`)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("earliest due: %w", translate(err))
 	}
-	if t == nil {
+	defer rows.Close()
+	var best time.Time
+	for rows.Next() {
+		var due, exp *time.Time
+		var owner string
+		if err := rows.Scan(ntcol{&due}, &owner, ntcol{&exp}); err != nil {
+			return time.Time{}, fmt.Errorf("earliest due: %w", translate(err))
+		}
+		t := *due
+		if owner != "" && exp != nil && exp.After(t) {
+			t = *exp
+		}
+		if best.IsZero() || t.Before(best) {
+			best = t
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return time.Time{}, fmt.Errorf("earliest due: %w", translate(err))
+	}
+	if best.IsZero() {
 		return time.Time{}, fmt.Errorf("earliest due: no rotation scheduled: %w", store.ErrNotFound)
 	}
-	return *t, nil
+	return best, nil
 }
 
 // --- runs ---

@@ -676,6 +676,17 @@ func testRotations(t *testing.T, s store.Store) {
 	check(t, "ListRotations", list, []store.Rotation{ra, rb, rc})
 	due, _ = s.EarliestDue(ctx)
 	check(t, "EarliestDue after replace", due, at(30*time.Minute))
+
+	// A rotation leased by someone counts as due when its lease ends (it
+	// cannot be claimed before), so waiting runners do not spin on it.
+	ra.LeaseOwner, ra.LeaseExpiresAt = "daemon-x", ptr(at(45*time.Minute))
+	noErr(t, "PutRotation(a) leased", s.PutRotation(ctx, ra))
+	due, _ = s.EarliestDue(ctx)
+	check(t, "EarliestDue with a live lease", due, at(45*time.Minute))
+	ra.LeaseExpiresAt = ptr(at(10 * time.Minute)) // lease ends before the due time
+	noErr(t, "PutRotation(a) short lease", s.PutRotation(ctx, ra))
+	due, _ = s.EarliestDue(ctx)
+	check(t, "EarliestDue with a lease ending first", due, at(30*time.Minute))
 }
 
 func testClaimDueRotations(t *testing.T, s store.Store) {
