@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,6 +76,7 @@ func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func
 }
 
 type cachedCounts struct {
+	mu      sync.Mutex
 	st      store.Store
 	failing func(store.Rotation) bool
 	at      time.Time
@@ -82,6 +84,8 @@ type cachedCounts struct {
 }
 
 func (c *cachedCounts) get() struct{ due, failing float64 } {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	// A full read of the rotations, at most every 30 s and only when
 	// scraped: about a second of store time at 100,000 schedules.
 	if time.Since(c.at) < 30*time.Second {
