@@ -334,6 +334,21 @@ type attempt struct {
 	admin    rotators.Value
 	values   []sensitive.Bytes // every value seen, for sanitizing errors
 	resuming bool
+
+	// The step being run and when it started; recorded is set once its
+	// history entry has been written inside the step's own transaction.
+	curStep     string
+	stepStarted time.Time
+	recorded    bool
+}
+
+// recordInTx adds the successful history entry of the current step inside
+// the transaction that persists the step's outcome. The caller sets
+// a.recorded once that transaction has committed (a transaction that is
+// retried runs its function again).
+func (a *attempt) recordInTx(ctx context.Context, tx store.Ops) error {
+	end := a.e.now().UTC()
+	return tx.AddRunStep(ctx, store.RunStep{RunID: a.run.ID, Step: a.curStep, StartedAt: a.stepStarted, EndedAt: &end, Result: "ok"})
 }
 
 func (a *attempt) remember(vs ...sensitive.Bytes) {
@@ -444,7 +459,9 @@ func (a *attempt) stepCtx(ctx context.Context) (context.Context, context.CancelF
 // advance persists the run at its next step, after checking that no put
 // abandoned it meanwhile.
 func (a *attempt) advance(ctx context.Context, next string) error {
-	return a.e.st.InTx(ctx, func(tx store.Ops) error {
+	did := false
+	err := a.e.st.InTx(ctx, func(tx store.Ops) error {
+		did = false
 		cur, err := tx.GetRun(ctx, a.run.ID)
 		if err != nil {
 			return err
@@ -454,8 +471,16 @@ func (a *attempt) advance(ctx context.Context, next string) error {
 			return nil
 		}
 		a.run.Step, a.run.UpdatedAt = next, a.e.now().UTC()
-		return tx.UpdateRun(ctx, a.run)
+		if err := tx.UpdateRun(ctx, a.run); err != nil {
+			return err
+		}
+		did = true
+		return a.recordInTx(ctx, tx)
 	})
+	if err == nil && did {
+		a.recorded = true
+	}
+	return err
 }
 
 // record stores one step's outcome in the history.
@@ -480,6 +505,10 @@ func truncate(s string, n int) string {
 func (a *attempt) step(ctx context.Context) error {
 	started := a.e.now().UTC()
 	step := a.run.Step
+	if step == "" {
+		step = StepCreate
+	}
+	a.curStep, a.stepStarted, a.recorded = step, started, false
 	var err error
 	switch step {
 	case StepCreate, "":
@@ -496,7 +525,9 @@ func (a *attempt) step(ctx context.Context) error {
 	default:
 		err = fmt.Errorf("run %s has an unknown step %q", a.run.ID, step)
 	}
-	a.record(ctx, step, started, err)
+	if err != nil || !a.recorded {
+		a.record(ctx, step, started, err)
+	}
 	return err
 }
 
@@ -531,12 +562,16 @@ func (a *attempt) create(ctx context.Context) error {
 				return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
 			}
 			a.run.PendingVersion, a.run.Step, a.run.UpdatedAt = v, StepSet, a.e.now().UTC()
-			return tx.UpdateRun(ctx, a.run)
+			if err := tx.UpdateRun(ctx, a.run); err != nil {
+				return err
+			}
+			return a.recordInTx(ctx, tx)
 		},
 	})
 	if err != nil {
 		return fmt.Errorf("create: store the pending version: %w", err)
 	}
+	a.recorded = true
 	a.resuming = false
 	a.e.failpoint("create-after-store")
 	return nil
@@ -656,7 +691,10 @@ func (a *attempt) finish(ctx context.Context) error {
 			}
 			rot.LastRotatedAt, rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = &now, "", 0, now
 			rot.NextDueAt = a.e.nextDue(rot, now)
-			return tx.PutRotation(ctx, rot)
+			if err := tx.PutRotation(ctx, rot); err != nil {
+				return err
+			}
+			return a.recordInTx(ctx, tx)
 		},
 	})
 	if errors.Is(err, secrets.ErrNotPending) {
@@ -668,6 +706,7 @@ func (a *attempt) finish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("finish: %w", err)
 	}
+	a.recorded = true
 	a.e.failpoint("finish-after")
 	return nil
 }
@@ -692,9 +731,16 @@ func (a *attempt) cleanup(ctx context.Context) error {
 	}
 	end := a.e.now().UTC()
 	a.run.State, a.run.EndedAt, a.run.UpdatedAt, a.run.Error = store.RunSucceeded, &end, end, ""
-	if err := a.e.st.UpdateRun(ctx, a.run); err != nil {
+	err = a.e.st.InTx(ctx, func(tx store.Ops) error {
+		if err := tx.UpdateRun(ctx, a.run); err != nil {
+			return err
+		}
+		return a.recordInTx(ctx, tx)
+	})
+	if err != nil {
 		return err
 	}
+	a.recorded = true
 	a.e.log.Info("rotated", "secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", a.run.Trigger, "run", a.run.ID)
 	return nil
 }
