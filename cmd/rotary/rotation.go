@@ -112,7 +112,7 @@ func (a *app) printRotation(r client.RotationShow) error {
 	}
 	if len(r.Next) > 0 {
 		for i, n := range r.Next {
-			label := ""
+			label := " " // a continuation row, not an empty value
 			if i == 0 {
 				label = "Next rotations:"
 			}
