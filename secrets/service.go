@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	mrand "math/rand/v2"
 	"slices"
 	"time"
 
@@ -391,22 +392,21 @@ func (s *Service) Put(ctx context.Context, p PutParams) (VersionInfo, error) {
 	reason := cmp.Or(p.Reason, "put")
 	actor := ActorFrom(ctx)
 	// The version number is part of the ciphertext's AAD, so the value is
-	// sealed before the transaction; if another writer took the number
-	// first, seal again with the next one.
+	// sealed inside the transaction, once the number is known. On SQLite
+	// the IMMEDIATE transaction serializes writers; on PostgreSQL two
+	// writers may read the same next number, and the loser's insert hits
+	// the unique version and is retried after a short random pause.
+	var v int64
+	var ver store.SecretVersion
 	for attempt := 0; ; attempt++ {
-		v := sec.NextVersion
-		ver, err := s.seal(ctx, sec, v, p.Value, reason)
-		if err != nil {
-			return VersionInfo{}, err
-		}
-		err = s.st.InTx(ctx, func(tx store.Ops) error {
+		err := s.st.InTx(ctx, func(tx store.Ops) error {
 			cur, err := s.live(ctx, tx, p.Name)
 			if err != nil {
 				return err
 			}
-			if cur.NextVersion != v || cur.Region != sec.Region || cur.KeyID != sec.KeyID {
-				sec = cur
-				return store.ErrConflict
+			v = cur.NextVersion
+			if ver, err = s.seal(ctx, cur, v, p.Value, reason); err != nil {
+				return err
 			}
 			if err := tx.InsertVersion(ctx, ver); err != nil {
 				return err
@@ -455,11 +455,11 @@ func (s *Service) Put(ctx context.Context, p PutParams) (VersionInfo, error) {
 			}
 			return s.prune(ctx, tx, p.Name)
 		})
-		if errors.Is(err, store.ErrConflict) && attempt < 20 {
-			if sec.NextVersion == v { // someone inserted v without moving NextVersion
-				if sec, err = s.live(ctx, s.st, p.Name); err != nil {
-					return VersionInfo{}, err
-				}
+		if errors.Is(err, store.ErrConflict) && attempt < 100 {
+			select {
+			case <-ctx.Done():
+				return VersionInfo{}, ctx.Err()
+			case <-time.After(time.Duration(mrand.Int64N(int64(time.Millisecond) * int64(min(attempt+1, 10))))):
 			}
 			continue
 		}
