@@ -330,29 +330,3 @@ func (c ntcol) Scan(src any) error {
 	}
 	return fmt.Errorf("time column: unexpected %T", src)
 }
-
-// bcol scans a bytea column, leaving nil for NULL and copying the bytes.
-type bcol struct{ p *[]byte }
-
-func (c bcol) Scan(src any) error {
-	switch v := src.(type) {
-	case []byte:
-		*c.p = append([]byte(nil), v...)
-		return nil
-	case string:
-		*c.p = []byte(v)
-		return nil
-	case nil:
-		*c.p = nil
-		return nil
-	}
-	return fmt.Errorf("blob column: unexpected %T", src)
-}
-
-// bytesArg passes a blob; nil stays NULL.
-func bytesArg(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return b
-}

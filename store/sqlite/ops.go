@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -11,13 +10,14 @@ import (
 	"time"
 
 	"github.com/rotary-secrets/rotary/store"
+	"github.com/rotary-secrets/rotary/store/internal/sqlcol"
 )
 
 // --- meta ---
 
 func (o *ops) GetMeta(ctx context.Context, name string) ([]byte, error) {
 	var v []byte
-	err := o.r().QueryRowContext(ctx, `SELECT value FROM meta WHERE name = ?`, name).Scan(bcol{&v})
+	err := o.r().QueryRowContext(ctx, `SELECT value FROM meta WHERE name = ?`, name).Scan(bcol{P: &v})
 	if err != nil {
 		return nil, fmt.Errorf("get meta %q: %w", name, translate(err))
 	}
@@ -46,7 +46,7 @@ func (o *ops) CreateRegion(ctx context.Context, r store.Region) error {
 func (o *ops) GetRegion(ctx context.Context, name string) (store.Region, error) {
 	var r store.Region
 	err := o.r().QueryRowContext(ctx, `SELECT name, fingerprint_key, created_at FROM regions WHERE name = ?`, name).
-		Scan(&r.Name, bcol{&r.FingerprintKey}, tcol{&r.CreatedAt})
+		Scan(&r.Name, bcol{P: &r.FingerprintKey}, tcol{&r.CreatedAt})
 	if err != nil {
 		return store.Region{}, fmt.Errorf("get region %q: %w", name, translate(err))
 	}
@@ -59,7 +59,7 @@ func (o *ops) ListRegions(ctx context.Context) ([]store.Region, error) {
 		return nil, fmt.Errorf("list regions: %w", translate(err))
 	}
 	return collect(rows, "list regions", func(r *store.Region) []any {
-		return []any{&r.Name, bcol{&r.FingerprintKey}, tcol{&r.CreatedAt}}
+		return []any{&r.Name, bcol{P: &r.FingerprintKey}, tcol{&r.CreatedAt}}
 	})
 }
 
@@ -69,7 +69,7 @@ const keyCols = `id, region, alias, description, state, primary_version, rotatio
 	next_rotation_at, deletion_date, created_at, updated_at`
 
 func keyDest(k *store.MasterKey) []any {
-	return []any{&k.ID, &k.Region, nullString{&k.Alias}, &k.Description, &k.State, &k.PrimaryVersion,
+	return []any{&k.ID, &k.Region, nullString{P: &k.Alias}, &k.Description, &k.State, &k.PrimaryVersion,
 		(*int64)(&k.RotationPeriod), ntcol{&k.NextRotationAt}, ntcol{&k.DeletionDate},
 		tcol{&k.CreatedAt}, tcol{&k.UpdatedAt}}
 }
@@ -162,7 +162,7 @@ func (o *ops) GetKeyVersions(ctx context.Context, keyID string) ([]store.KeyVers
 		return nil, fmt.Errorf("get key versions %q: %w", keyID, translate(err))
 	}
 	return collect(rows, "get key versions", func(v *store.KeyVersion) []any {
-		return []any{&v.KeyID, &v.Version, bcol{&v.Material}, tcol{&v.CreatedAt}}
+		return []any{&v.KeyID, &v.Version, bcol{P: &v.Material}, tcol{&v.CreatedAt}}
 	})
 }
 
@@ -189,7 +189,7 @@ const secretCols = `name, type, region, key_id, description, tags, metadata, nex
 	created_at, updated_at, deleted_at, purge_at`
 
 func secretDest(s *store.Secret) []any {
-	return []any{&s.Name, &s.Type, &s.Region, &s.KeyID, &s.Description, jsonCol[map[string]string]{&s.Tags}, jsonCol[map[string]string]{&s.Metadata},
+	return []any{&s.Name, &s.Type, &s.Region, &s.KeyID, &s.Description, jsonCol[map[string]string]{P: &s.Tags}, jsonCol[map[string]string]{P: &s.Metadata},
 		&s.NextVersion, tcol{&s.CreatedAt}, tcol{&s.UpdatedAt}, ntcol{&s.DeletedAt}, ntcol{&s.PurgeAt}}
 }
 
@@ -327,8 +327,8 @@ const versionColsNoEnvelope = `v.secret, v.version, NULL, v.key_id, v.key_versio
 	(SELECT group_concat(st.stage, char(31)) FROM secret_stages st WHERE st.secret = v.secret AND st.version = v.version)`
 
 func versionDest(v *store.SecretVersion) []any {
-	return []any{&v.Secret, &v.Version, bcol{&v.Envelope}, &v.KeyID, &v.KeyVersion, &v.Fingerprint,
-		tcol{&v.CreatedAt}, &v.CreatedBy, &v.Reason, stagesCol{&v.Stages}}
+	return []any{&v.Secret, &v.Version, bcol{P: &v.Envelope}, &v.KeyID, &v.KeyVersion, &v.Fingerprint,
+		tcol{&v.CreatedAt}, &v.CreatedBy, &v.Reason, stagesCol{P: &v.Stages}}
 }
 
 func (o *ops) InsertVersion(ctx context.Context, v store.SecretVersion) error {
@@ -478,7 +478,7 @@ const rotationCols = `secret, rotator, config, schedule, window_ns, enabled, nex
 	last_error, consecutive_failures, lease_owner, lease_expires_at, updated_at`
 
 func rotationDest(r *store.Rotation) []any {
-	return []any{&r.Secret, &r.Rotator, bcol{&r.Config}, &r.Schedule, (*int64)(&r.Window), &r.Enabled,
+	return []any{&r.Secret, &r.Rotator, bcol{P: &r.Config}, &r.Schedule, (*int64)(&r.Window), &r.Enabled,
 		ntcol{&r.NextDueAt}, ntcol{&r.LastRotatedAt}, &r.LastError, &r.ConsecutiveFailures,
 		&r.LeaseOwner, ntcol{&r.LeaseExpiresAt}, tcol{&r.UpdatedAt}}
 }
@@ -642,7 +642,7 @@ const runCols = `id, secret, run_trigger, step, state, pending_version, attempt,
 	started_at, updated_at, ended_at, error`
 
 func runDest(r *store.RotationRun) []any {
-	return []any{&r.ID, &r.Secret, &r.Trigger, &r.Step, &r.State, &r.PendingVersion, &r.Attempt, bcol{&r.Options},
+	return []any{&r.ID, &r.Secret, &r.Trigger, &r.Step, &r.State, &r.PendingVersion, &r.Attempt, bcol{P: &r.Options},
 		tcol{&r.StartedAt}, tcol{&r.UpdatedAt}, ntcol{&r.EndedAt}, &r.Error}
 }
 
@@ -726,7 +726,7 @@ func (o *ops) ListRunSteps(ctx context.Context, runID string) ([]store.RunStep, 
 const outboxCols = `id, type, secret, version, payload, created_at, delivered_at, lease_owner, lease_expires_at`
 
 func outboxDest(e *store.OutboxEvent) []any {
-	return []any{&e.ID, &e.Type, &e.Secret, &e.Version, bcol{&e.Payload}, tcol{&e.CreatedAt},
+	return []any{&e.ID, &e.Type, &e.Secret, &e.Version, bcol{P: &e.Payload}, tcol{&e.CreatedAt},
 		ntcol{&e.DeliveredAt}, &e.LeaseOwner, ntcol{&e.LeaseExpiresAt}}
 }
 
@@ -812,7 +812,7 @@ func (o *ops) TrimOutbox(ctx context.Context, before time.Time) (int, error) {
 const tokenCols = `id, hash, name, policies, created_at, expires_at, revoked_at`
 
 func tokenDest(t *store.Token) []any {
-	return []any{&t.ID, bcol{&t.Hash}, &t.Name, jsonCol[[]string]{&t.Policies}, tcol{&t.CreatedAt},
+	return []any{&t.ID, bcol{P: &t.Hash}, &t.Name, jsonCol[[]string]{P: &t.Policies}, tcol{&t.CreatedAt},
 		ntcol{&t.ExpiresAt}, ntcol{&t.RevokedAt}}
 }
 
@@ -878,7 +878,7 @@ func (o *ops) PutPolicy(ctx context.Context, p store.Policy) error {
 }
 
 func policyDest(p *store.Policy) []any {
-	return []any{&p.Name, bcol{&p.Document}, tcol{&p.CreatedAt}, tcol{&p.UpdatedAt}}
+	return []any{&p.Name, bcol{P: &p.Document}, tcol{&p.CreatedAt}, tcol{&p.UpdatedAt}}
 }
 
 func (o *ops) GetPolicy(ctx context.Context, name string) (store.Policy, error) {
@@ -913,7 +913,7 @@ const auditCols = `seq, time, token_id, action, target, result, request_id, deta
 
 func auditDest(a *store.AuditRecord) []any {
 	return []any{&a.Seq, tcol{&a.Time}, &a.TokenID, &a.Action, &a.Target, &a.Result, &a.RequestID, &a.Detail,
-		bcol{&a.PrevHash}, bcol{&a.Hash}}
+		bcol{P: &a.PrevHash}, bcol{P: &a.Hash}}
 }
 
 // AuditHead reads the newest record. Inside InTx the transaction already
@@ -923,7 +923,7 @@ func (o *ops) AuditHead(ctx context.Context) (int64, []byte, error) {
 		seq  int64
 		hash []byte
 	)
-	err := o.r().QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, bcol{&hash})
+	err := o.r().QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, bcol{P: &hash})
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil, nil
 	}
@@ -1093,129 +1093,27 @@ func claimLimit(n int) int {
 	return n
 }
 
-// mustAffect turns "no row changed" into ErrNotFound.
-func mustAffect(res sql.Result, format string, args ...any) error {
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf(format+": %w", append(args, err)...)
-	}
-	if n == 0 {
-		return fmt.Errorf(format+": %w", append(args, store.ErrNotFound)...)
-	}
-	return nil
-}
+// Column scanners and argument helpers shared with the other backend.
+type (
+	bcol       = sqlcol.Bytes
+	nullString = sqlcol.NullString
+	stagesCol  = sqlcol.Stages
+)
 
-// collect scans every row with the destinations dest returns.
+type jsonCol[T any] = sqlcol.JSON[T]
+
+var (
+	mustAffect = sqlcol.MustAffect
+	aliasArg   = sqlcol.AliasArg
+	jsonArg    = sqlcol.JSONArg
+	secretJSON = sqlcol.SecretJSON
+	bytesArg   = sqlcol.BytesArg
+)
+
 func collect[T any](rows *sql.Rows, what string, dest func(*T) []any) ([]T, error) {
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		var v T
-		if err := rows.Scan(dest(&v)...); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, translate(err))
-	}
-	return out, nil
+	return sqlcol.Collect(rows, what, dest, translate)
 }
 
 func collectScalar[T any](rows *sql.Rows, what string) ([]T, error) {
-	return collect(rows, what, func(v *T) []any { return []any{v} })
-}
-
-func aliasArg(a string) any {
-	if a == "" {
-		return nil
-	}
-	return a
-}
-
-// nullString scans a nullable text column into a string ("" for NULL).
-type nullString struct{ p *string }
-
-func (c nullString) Scan(src any) error {
-	switch v := src.(type) {
-	case nil:
-		*c.p = ""
-	case string:
-		*c.p = v
-	case []byte:
-		*c.p = string(v)
-	default:
-		return fmt.Errorf("text column: unexpected %T", src)
-	}
-	return nil
-}
-
-// stagesCol scans the char(31)-joined stage list, sorted.
-type stagesCol struct{ p *[]string }
-
-func (c stagesCol) Scan(src any) error {
-	var s string
-	switch v := src.(type) {
-	case nil:
-		*c.p = nil
-		return nil
-	case string:
-		s = v
-	case []byte:
-		s = string(v)
-	default:
-		return fmt.Errorf("stages column: unexpected %T", src)
-	}
-	st := strings.Split(s, "\x1f")
-	sort.Strings(st)
-	*c.p = st
-	return nil
-}
-
-// jsonCol scans a JSON text column into a map or slice; NULL or an empty
-// document leaves the zero value.
-type jsonCol[T any] struct{ p *T }
-
-func (c jsonCol[T]) Scan(src any) error {
-	var zero T
-	var b []byte
-	switch v := src.(type) {
-	case nil:
-		*c.p = zero
-		return nil
-	case string:
-		b = []byte(v)
-	case []byte:
-		b = v
-	default:
-		return fmt.Errorf("json column: unexpected %T", src)
-	}
-	var v T
-	if err := json.Unmarshal(b, &v); err != nil {
-		return fmt.Errorf("json column: %w", err)
-	}
-	*c.p = v
-	return nil
-}
-
-// jsonArg encodes v, or NULL when empty.
-func jsonArg(v any, empty bool) (any, error) {
-	if empty {
-		return nil, nil
-	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	return string(b), nil
-}
-
-func secretJSON(s store.Secret) (tags, meta any, err error) {
-	if tags, err = jsonArg(s.Tags, len(s.Tags) == 0); err != nil {
-		return nil, nil, err
-	}
-	if meta, err = jsonArg(s.Metadata, len(s.Metadata) == 0); err != nil {
-		return nil, nil, err
-	}
-	return tags, meta, nil
+	return sqlcol.CollectScalar[T](rows, what, translate)
 }

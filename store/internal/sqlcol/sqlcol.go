@@ -1,0 +1,171 @@
+// Package sqlcol holds the column scanners and argument helpers both SQL
+// store backends use: blobs, nullable text, the stage list, JSON columns,
+// and row collection. Times differ between the backends (SQLite keeps
+// integers, PostgreSQL timestamptz) and stay in each backend.
+package sqlcol
+
+import (
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// MustAffect turns "no row changed" into ErrNotFound.
+func MustAffect(res sql.Result, format string, args ...any) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf(format+": %w", append(args, err)...)
+	}
+	if n == 0 {
+		return fmt.Errorf(format+": %w", append(args, store.ErrNotFound)...)
+	}
+	return nil
+}
+
+// Collect scans every row with the destinations dest returns.
+func Collect[T any](rows *sql.Rows, what string, dest func(*T) []any, translate func(error) error) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var v T
+		if err := rows.Scan(dest(&v)...); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, translate(err))
+	}
+	return out, nil
+}
+
+// CollectScalar scans a one-column result.
+func CollectScalar[T any](rows *sql.Rows, what string, translate func(error) error) ([]T, error) {
+	return Collect(rows, what, func(v *T) []any { return []any{v} }, translate)
+}
+
+// AliasArg passes an alias; "" is NULL (no alias).
+func AliasArg(a string) any {
+	if a == "" {
+		return nil
+	}
+	return a
+}
+
+// NullString scans a nullable text column into a string ("" for NULL).
+type NullString struct{ P *string }
+
+func (c NullString) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*c.P = ""
+	case string:
+		*c.P = v
+	case []byte:
+		*c.P = string(v)
+	default:
+		return fmt.Errorf("text column: unexpected %T", src)
+	}
+	return nil
+}
+
+// Stages scans the char(31)-joined stage list, sorted.
+type Stages struct{ P *[]string }
+
+func (c Stages) Scan(src any) error {
+	var s string
+	switch v := src.(type) {
+	case nil:
+		*c.P = nil
+		return nil
+	case string:
+		s = v
+	case []byte:
+		s = string(v)
+	default:
+		return fmt.Errorf("stages column: unexpected %T", src)
+	}
+	st := strings.Split(s, "\x1f")
+	sort.Strings(st)
+	*c.P = st
+	return nil
+}
+
+// JSON scans a JSON text column into a map or slice; NULL or an empty
+// document leaves the zero value.
+type JSON[T any] struct{ P *T }
+
+func (c JSON[T]) Scan(src any) error {
+	var zero T
+	var b []byte
+	switch v := src.(type) {
+	case nil:
+		*c.P = zero
+		return nil
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("json column: unexpected %T", src)
+	}
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		return fmt.Errorf("json column: %w", err)
+	}
+	*c.P = v
+	return nil
+}
+
+// JSONArg encodes v, or NULL when empty.
+func JSONArg(v any, empty bool) (any, error) {
+	if empty {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+// SecretJSON encodes a secret's tags and metadata.
+func SecretJSON(s store.Secret) (tags, meta any, err error) {
+	if tags, err = JSONArg(s.Tags, len(s.Tags) == 0); err != nil {
+		return nil, nil, err
+	}
+	if meta, err = JSONArg(s.Metadata, len(s.Metadata) == 0); err != nil {
+		return nil, nil, err
+	}
+	return tags, meta, nil
+}
+
+// Bytes scans a blob column, leaving nil for NULL and copying the bytes.
+type Bytes struct{ P *[]byte }
+
+func (c Bytes) Scan(src any) error {
+	switch v := src.(type) {
+	case []byte:
+		*c.P = append([]byte(nil), v...)
+		return nil
+	case string:
+		*c.P = []byte(v)
+		return nil
+	case nil:
+		*c.P = nil
+		return nil
+	}
+	return fmt.Errorf("blob column: unexpected %T", src)
+}
+
+// BytesArg passes a blob; nil stays NULL.
+func BytesArg(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
