@@ -68,7 +68,7 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 	}
 	if c.AdminSecret != "" && !p.allowed(auth.KindSecret, c.AdminSecret, auth.ActionRead) {
 		info(r).result = "denied"
-		return forbidden("read", "secret "+strconvQuote(c.AdminSecret)+" (the admin_secret)")
+		return forbidden("read", "secret "+strconv.Quote(c.AdminSecret)+" (the admin_secret)")
 	}
 	rot, next, err := s.engine.Configure(r.Context(), rotation.Settings{
 		Secret: name, Rotator: req.Rotator, Schedule: req.Schedule, Window: window, Config: req.Config, Enabled: req.Enabled,

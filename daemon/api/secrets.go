@@ -67,12 +67,11 @@ func authorize(r *http.Request, p *principal, kind auth.Kind, name string, actio
 	ri.target = name
 	if !p.allowed(kind, name, action) {
 		ri.result = "denied"
-		return forbidden(string(action), string(kind)+" "+strconvQuote(name))
+		return forbidden(string(action), string(kind)+" "+strconv.Quote(name))
 	}
 	return nil
 }
 
-func strconvQuote(s string) string { return strconv.Quote(s) }
 
 func secretJSON(in secrets.Info) client.Secret {
 	out := client.Secret{
