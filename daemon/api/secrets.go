@@ -72,7 +72,6 @@ func authorize(r *http.Request, p *principal, kind auth.Kind, name string, actio
 	return nil
 }
 
-
 func secretJSON(in secrets.Info) client.Secret {
 	out := client.Secret{
 		Name: in.Name, Type: in.Type, Region: in.Region, KeyID: in.KeyID, Description: in.Description,
