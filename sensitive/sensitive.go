@@ -90,9 +90,8 @@ type sanitized struct {
 
 func (e *sanitized) Error() string { return e.msg }
 
-// Unwrap keeps errors.Is working. Callers that print the unwrapped error
-// would see the original text, so rotary only prints the outer one.
-func (e *sanitized) Unwrap() error { return errors.Unwrap(e.err) }
-
-// Is lets errors.Is match the original error itself.
-func (e *sanitized) Is(target error) bool { return e.err == target }
+// Is lets errors.Is match anything in the original chain. There is
+// deliberately no Unwrap: the wrapped errors' own messages may still hold
+// the values, and nothing should be able to walk down to them and print
+// them.
+func (e *sanitized) Is(target error) bool { return errors.Is(e.err, target) }

@@ -57,6 +57,17 @@ func TestSanitize(t *testing.T) {
 	if !errors.Is(clean, base) {
 		t.Errorf("Sanitize broke errors.Is")
 	}
+	// The chain below cannot be walked to an error whose text holds it.
+	inner := fmt.Errorf("driver said: password %s rejected", canary)
+	outer := Sanitize(fmt.Errorf("set: %w", inner), Bytes(canary))
+	for e := outer; e != nil; e = errors.Unwrap(e) {
+		if strings.Contains(e.Error(), canary) {
+			t.Fatalf("errors.Unwrap reaches the value: %q", e.Error())
+		}
+	}
+	if !errors.Is(outer, inner) {
+		t.Errorf("errors.Is lost the inner error")
+	}
 	if Sanitize(nil, Bytes(canary)) != nil {
 		t.Errorf("Sanitize(nil) != nil")
 	}
