@@ -8,14 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sort"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/lib/pq"
 
 	"github.com/rotary-secrets/rotary/store"
+	"github.com/rotary-secrets/rotary/store/internal/sqlcol"
 )
 
 // PostgreSQL error codes the backend acts on.
@@ -179,39 +177,11 @@ func isFK(err error) bool {
 //go:embed migrations/*.sql
 var migrationFS embed.FS
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-func loadMigrations() ([]migration, error) {
-	entries, err := migrationFS.ReadDir("migrations")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil {
-			return nil, fmt.Errorf("migration file %q: name must start with NNNN_", e.Name())
-		}
-		b, err := migrationFS.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	return ms, nil
-}
-
 // migrate applies pending migrations to current_schema(). A session-level
 // advisory lock keyed on the schema name serializes daemons that start at
 // the same time; each migration commits with its schema_migrations row.
 func migrate(ctx context.Context, db *sql.DB) (err error) {
-	ms, err := loadMigrations()
+	ms, err := sqlcol.LoadMigrations(migrationFS, "migrations")
 	if err != nil {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
@@ -252,27 +222,27 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 	if err := conn.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
-	if latest := ms[len(ms)-1].version; cur > latest {
+	if latest := ms[len(ms)-1].Version; cur > latest {
 		return fmt.Errorf("postgres: migrate: schema %s is at version %d, newer than this binary's %d", schema.String, cur, latest)
 	}
 	for _, m := range ms {
-		if m.version <= cur {
+		if m.Version <= cur {
 			continue
 		}
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
-			return fmt.Errorf("postgres: migrate: %s: %w", m.name, err)
+			return fmt.Errorf("postgres: migrate: %s: %w", m.Name, err)
 		}
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("postgres: migrate: %s: %w", m.name, err)
+			return fmt.Errorf("postgres: migrate: %s: %w", m.Name, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
 			tx.Rollback()
-			return fmt.Errorf("postgres: migrate: %s: %w", m.name, err)
+			return fmt.Errorf("postgres: migrate: %s: %w", m.Name, err)
 		}
 		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("postgres: migrate: %s: %w", m.name, err)
+			return fmt.Errorf("postgres: migrate: %s: %w", m.Name, err)
 		}
 	}
 	return nil

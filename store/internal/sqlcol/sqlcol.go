@@ -1,6 +1,6 @@
-// Package sqlcol holds the column scanners and argument helpers both SQL
-// store backends use: blobs, nullable text, the stage list, JSON columns,
-// and row collection. Times differ between the backends (SQLite keeps
+// Package sqlcol holds what both SQL store backends share: column
+// scanners and argument helpers (blobs, nullable text, the stage list,
+// JSON columns, row collection) and the loading of versioned migrations. Times differ between the backends (SQLite keeps
 // integers, PostgreSQL timestamptz) and stay in each backend.
 package sqlcol
 
