@@ -243,12 +243,21 @@ func TestInTxRetriesDeadlock(t *testing.T) {
 		barrier  sync.WaitGroup
 		attempts [2]int
 		errs     [2]error
+		done     = [2]chan struct{}{make(chan struct{}), make(chan struct{})}
 	)
 	barrier.Add(2)
 	for i, order := range [][2]string{{"a", "b"}, {"b", "a"}} {
 		wg.Go(func() {
+			defer close(done[i])
 			errs[i] = s.InTx(ctx, func(tx store.Ops) error {
 				attempts[i]++
+				if attempts[i] > 1 {
+					// The retry starts once the winner has committed: under
+					// READ COMMITTED an earlier read-modify-write could read
+					// the winner's rows before its commit and lose its update,
+					// which is the isolation level's doing, not InTx's.
+					<-done[1-i]
+				}
 				if err := touch(tx, order[0]); err != nil {
 					return err
 				}
