@@ -161,41 +161,17 @@ type RotateParams struct {
 // Rotate claims the secret and runs a rotation to its end, or resumes the
 // secret's unfinished one. It returns the run record.
 func (e *Engine) Rotate(ctx context.Context, p RotateParams) (store.RotationRun, error) {
-	_, err := e.st.GetRotation(ctx, p.Secret)
-	if errors.Is(err, store.ErrNotFound) {
-		if _, derr := e.svc.Describe(ctx, p.Secret); errors.Is(derr, secrets.ErrNotFound) {
-			return store.RotationRun{}, derr
-		}
-		return store.RotationRun{}, fmt.Errorf("%s: %w", p.Secret, ErrNotConfigured)
-	}
-	if err != nil {
-		return store.RotationRun{}, err
-	}
-	now := e.now().UTC()
-	rot, err := e.st.ClaimRotation(ctx, p.Secret, store.ClaimParams{Owner: e.cfg.Owner, Now: now, LeaseFor: e.cfg.LeaseFor})
-	if errors.Is(err, store.ErrConflict) {
-		return store.RotationRun{}, fmt.Errorf("%s: %w", p.Secret, ErrBusy)
-	}
+	rot, err := e.claim(ctx, p.Secret)
 	if err != nil {
 		return store.RotationRun{}, err
 	}
 	return e.RunClaimed(ctx, rot, p)
 }
 
-// Start runs Rotate in the background (for callers that do not wait).
-// It checks what Rotate would refuse at once and returns that error.
+// Start runs Rotate in the background (for callers that do not wait). It
+// claims the secret first, so what Rotate would refuse is refused at once.
 func (e *Engine) Start(ctx context.Context, p RotateParams) error {
-	now := e.now().UTC()
-	rot, err := e.st.ClaimRotation(ctx, p.Secret, store.ClaimParams{Owner: e.cfg.Owner, Now: now, LeaseFor: e.cfg.LeaseFor})
-	if errors.Is(err, store.ErrConflict) {
-		return fmt.Errorf("%s: %w", p.Secret, ErrBusy)
-	}
-	if errors.Is(err, store.ErrNotFound) {
-		if _, derr := e.svc.Describe(ctx, p.Secret); errors.Is(derr, secrets.ErrNotFound) {
-			return derr
-		}
-		return fmt.Errorf("%s: %w", p.Secret, ErrNotConfigured)
-	}
+	rot, err := e.claim(ctx, p.Secret)
 	if err != nil {
 		return err
 	}
@@ -205,6 +181,23 @@ func (e *Engine) Start(ctx context.Context, p RotateParams) error {
 		_, _ = e.RunClaimed(context.WithoutCancel(ctx), rot, p)
 	}()
 	return nil
+}
+
+// claim leases a secret's rotation for this engine, telling apart a
+// secret that does not exist, one without rotation settings, and one
+// whose rotation another engine holds.
+func (e *Engine) claim(ctx context.Context, secret string) (store.Rotation, error) {
+	rot, err := e.st.ClaimRotation(ctx, secret, store.ClaimParams{Owner: e.cfg.Owner, Now: e.now().UTC(), LeaseFor: e.cfg.LeaseFor})
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return rot, fmt.Errorf("%s: %w", secret, ErrBusy)
+	case errors.Is(err, store.ErrNotFound):
+		if _, derr := e.svc.Describe(ctx, secret); errors.Is(derr, secrets.ErrNotFound) {
+			return rot, derr
+		}
+		return rot, fmt.Errorf("%s: %w", secret, ErrNotConfigured)
+	}
+	return rot, err
 }
 
 // RunClaimed runs (or resumes) a rotation of a secret whose lease this

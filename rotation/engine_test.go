@@ -428,3 +428,19 @@ func TestScheduledNextDue(t *testing.T) {
 		t.Errorf("a schedule under the 1h minimum was accepted")
 	}
 }
+
+func TestRotateRefusals(t *testing.T) {
+	b := setup(t)
+	if _, err := b.svc.Create(ctx, secrets.CreateParams{Name: "plain", Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "plain"}); !errors.Is(err, rotation.ErrNotConfigured) {
+		t.Errorf("Rotate(no settings) = %v, want ErrNotConfigured", err)
+	}
+	if err := b.eng.Start(ctx, rotation.RotateParams{Secret: "plain"}); !errors.Is(err, rotation.ErrNotConfigured) {
+		t.Errorf("Start(no settings) = %v, want ErrNotConfigured", err)
+	}
+	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "nope"}); !errors.Is(err, secrets.ErrNotFound) {
+		t.Errorf("Rotate(unknown secret) = %v, want secrets.ErrNotFound", err)
+	}
+}

@@ -124,8 +124,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, p *principal) erro
 
 // handle registers an authenticated, audited route.
 func (s *Server) handle(pattern string, h handlerFunc) {
-	route := pattern
-	s.mux.Handle(pattern, s.wrap(route, true, h))
+	s.mux.Handle(pattern, s.wrap(pattern, true, h))
 }
 
 // handlePublic registers an unauthenticated, unaudited route.
@@ -161,7 +160,7 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 				if aerr != nil {
 					ri.result = "unauthenticated"
 					if ri.action == "" {
-						ri.action = actionOf(route)
+						ri.action = route // no handler ran to name the action
 					}
 					return aerr
 				}
@@ -180,7 +179,7 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 			status = bw.status
 		}
 		if ri.action == "" {
-			ri.action = actionOf(route)
+			ri.action = route
 		}
 		if !(ri.audited && err == nil) {
 			aerr := s.audit.Append(r.Context(), store.AuditRecord{
@@ -201,11 +200,6 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 		s.log.Log(r.Context(), lvl, "request", "request_id", ri.id, "method", r.Method, "route", route,
 			"status", status, "token_id", ri.tokenID, "action", ri.action, "target", ri.target)
 	}))
-}
-
-func actionOf(route string) string {
-	// "GET /v1/secrets/{name}" -> "GET /v1/secrets/{name}" as a fallback action.
-	return route
 }
 
 func resultOf(status int) string {
