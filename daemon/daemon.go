@@ -256,6 +256,9 @@ func (d *Daemon) rootKey(ctx context.Context) (sensitive.Bytes, error) {
 		}
 		return kms.FileSource{Path: rk.File}.RootKey(ctx)
 	case rk.Env != "":
+		// Read once, then gone from the environment: nothing the daemon
+		// starts (hooks, plugins) may inherit the root key.
+		defer os.Unsetenv(rk.Env)
 		return kms.EnvSource{Name: rk.Env}.RootKey(ctx)
 	default:
 		salt, err := kms.PassphraseSalt(ctx, secrets.KeyStore(d.st))
@@ -322,6 +325,12 @@ func writeSecretFile(path, content string) error {
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		return err
+	}
+	// An existing file keeps its mode through O_TRUNC: make it private
+	// before the token is written.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return err
 	}
 	if _, err := f.WriteString(content); err != nil {

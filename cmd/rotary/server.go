@@ -95,20 +95,34 @@ func (a *app) serverConfig(cmd *cobra.Command, sf serverFlags) (daemon.Config, e
 	case !sf.dev && cmd.Flags().Changed("dev-root-token"):
 		return daemon.Config{}, usageErrorf("--dev-root-token: only with --dev (use ROTARY_ROOT_TOKEN with --config)")
 	}
-	if sf.dev {
-		return devConfig(sf, a.getenv)
+	envToken, err := a.rootTokenFromEnv(sf.dev)
+	if err != nil {
+		return daemon.Config{}, err
 	}
-	cfg, err := loadConfigFile(sf.config, osConfigEnv())
+	var cfg daemon.Config
+	if sf.dev {
+		if sf.devRootToken != "" {
+			if err := checkRootToken(sf.devRootToken, true); err != nil {
+				return daemon.Config{}, usageErrorf("--dev-root-token: %v", err)
+			}
+		}
+		cfg, err = devConfig(sf, func(string) string { return envToken })
+	} else {
+		cfg, err = loadConfigFile(sf.config, osConfigEnv())
+		if sf.listen != "" {
+			cfg.Listen = sf.listen
+		}
+		if sf.redis != "" {
+			cfg.Redis = sf.redis
+		}
+		cfg.RootToken = envToken
+	}
 	if err != nil {
 		return cfg, err
 	}
-	if sf.listen != "" {
-		cfg.Listen = sf.listen
+	if err := checkRootFiles(cfg); err != nil {
+		return cfg, err
 	}
-	if sf.redis != "" {
-		cfg.Redis = sf.redis
-	}
-	cfg.RootToken = a.getenv("ROTARY_ROOT_TOKEN")
 	return cfg, nil
 }
 
