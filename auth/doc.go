@@ -61,6 +61,22 @@
 // everything, like resource patterns in AWS IAM. Matching takes at most
 // len(pattern)*len(name) steps; there is no backtracking explosion.
 //
+// # Delegation
+//
+// A token hands on only what it holds. Covers decides whether a set of
+// policies grants everything a new policy document grants: every action of
+// every rule must be granted by one rule of the same kind that lists the
+// action (or admin) and whose glob contains the new rule's glob.
+// GlobContains decides containment (is every name g matches also matched
+// by h?) by running g against h symbol by symbol: a '*' of h consumes any
+// run of g's symbols, a '?' of h one literal or '?' of g, a literal only
+// itself, and a '*' of g only a '*' of h. This is sound (a yes is always
+// right; FuzzGlobContains checks it against Match) but not complete: a glob
+// covered only by the union of several rules ("a" and "a?*" for "a*") is
+// reported as not covered, and the caller is refused. Work is bounded by
+// MaxCoverWork. The API uses Covers for policy writes; token creation
+// compares policy names (see daemon/api/access.go).
+//
 // # Suggested mapping of API calls to checks
 //
 // The API decides which check a call needs; this is the intended mapping.
