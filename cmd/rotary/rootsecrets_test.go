@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rotary-secrets/rotary/daemon"
 )
 
 // serverConfigArgs runs the server command's configuration step (no
@@ -144,4 +146,27 @@ func modeString(m os.FileMode) string {
 	const digits = "01234567"
 	p := m.Perm()
 	return "0" + string(digits[p>>6&7]) + string(digits[p>>3&7]) + string(digits[p&7])
+}
+
+func TestCheckRootFilesPassphrase(t *testing.T) {
+	t.Parallel()
+	pass := filepath.Join(t.TempDir(), "passphrase")
+	if err := os.WriteFile(pass, []byte("correct horse battery staple\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := daemon.Config{RootKey: daemon.RootKeyConfig{PassphraseFile: pass}}
+	if err := checkRootFiles(cfg); err != nil {
+		t.Fatalf("checkRootFiles(0600 passphrase file) = %v, want nil", err)
+	}
+	if err := os.Chmod(pass, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := checkRootFiles(cfg)
+	if !errors.Is(err, errFileTooOpen) || !strings.Contains(err.Error(), "root_key.passphrase_file") || !strings.Contains(err.Error(), "mode 0644") {
+		t.Fatalf("checkRootFiles(0644 passphrase file) = %v, want errFileTooOpen naming the field and mode", err)
+	}
+	cfg.RootKey.PassphraseFile = filepath.Join(t.TempDir(), "absent")
+	if err := checkRootFiles(cfg); err != nil {
+		t.Fatalf("checkRootFiles(absent file) = %v, want nil", err)
+	}
 }
