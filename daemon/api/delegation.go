@@ -79,15 +79,15 @@ func (p *principal) mayGrant(name string, doc auth.Policy) error {
 
 // mayChange checks that the caller may rewrite or delete the stored
 // policy old: its own policies grant everything old grants. A stored
-// document that no longer parses grants nothing, so anyone with admin on
-// policies may replace it.
+// document that no longer parses cannot be checked, so only a root token
+// may touch it.
 func (p *principal) mayChange(old store.Policy) error {
 	if p.isRoot() {
 		return nil
 	}
 	doc, err := auth.ParsePolicy(old.Document)
 	if err != nil {
-		return nil
+		return denied("policy %q: the stored document cannot be checked against this token's policies; only a root token may change or delete it", old.Name)
 	}
 	if err := auth.Covers(p.policies, doc); err != nil {
 		return denied("policy %q grants more than this token holds (%s); only a token that holds all of it may change or delete it", old.Name, err)
