@@ -106,7 +106,13 @@ func (a *app) serverConfig(cmd *cobra.Command, sf serverFlags) (daemon.Config, e
 				return daemon.Config{}, usageErrorf("--dev-root-token: %v", err)
 			}
 		}
-		cfg, err = devConfig(sf, func(string) string { return envToken })
+		// The variable is unset by now: hand devConfig the value read.
+		cfg, err = devConfig(sf, func(k string) string {
+			if k == rootTokenEnv {
+				return envToken
+			}
+			return a.getenv(k)
+		})
 	} else {
 		cfg, err = loadConfigFile(sf.config, osConfigEnv())
 		if sf.listen != "" {
