@@ -52,6 +52,28 @@ type ConfigValidator interface {
 	ValidateConfig(ctx context.Context, secretType string, config json.RawMessage) error
 }
 
+// Rollbacker is implemented by rotators whose Set can leave something on
+// the target that a rolled-back rotation must remove: the engine calls
+// Rollback when Test refused the pending value but the current value
+// still works, before it drops the pending version, so that no working
+// credential is left that nobody stores (Redis: the pending password Set
+// added beside the current one; alternating: the other user's new
+// password). Rollback must be idempotent and must never make the current
+// value stop working. An error is logged and recorded on the run; the
+// rotation is rolled back either way.
+type Rollbacker interface {
+	Rollback(ctx context.Context, req RollbackRequest) error
+}
+
+// RollbackRequest undoes Set of a pending value that failed its test.
+type RollbackRequest struct {
+	Secret  Secret
+	Config  json.RawMessage
+	Current Value // the credential that still works
+	Pending Value // the credential Set applied, to remove
+	Admin   Value
+}
+
 // Secret describes the secret being rotated. Never a value.
 type Secret struct {
 	Name    string
