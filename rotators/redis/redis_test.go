@@ -528,7 +528,8 @@ func TestTestCommand(t *testing.T) {
 	}{
 		{"", true},
 		{"GET rt:probe", true},           // a nil reply is fine
-		{"  SET   rt:probe   x  ", true}, // words separated by any spaces
+		{"  GET   rt:probe  ", true},     // words separated by any spaces
+		{"SET rt:probe x", false},        // a write: refused by ValidateConfig and Test
 		{"GET other:key", false},         // outside the user's key pattern
 		{"CONFIG GET maxmemory", false},  // not allowed to the user
 		{"NOSUCHCOMMAND", false},
