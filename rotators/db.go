@@ -298,3 +298,23 @@ func hasCode(s string) bool {
 func isWordByte(b byte) bool {
 	return b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b >= 0x80
 }
+
+// CheckPair refuses an alternating pending user that is not the other
+// user of the current user's pair: with alternate_username set the pair
+// is that name and the other user, otherwise a user and its name with
+// "_b" appended. Set checks it before the admin touches anything, so a
+// current value naming some user cannot make the admin give a password
+// (and the memberships of the current user) to an unrelated account.
+func (c DBConfig) CheckPair(current, pending string) error {
+	ok := false
+	if c.AlternateUsername != "" {
+		ok = current != pending && (current == c.AlternateUsername || pending == c.AlternateUsername)
+	} else {
+		ok = pending == current+"_b" || current == pending+"_b"
+	}
+	if !ok {
+		return fmt.Errorf("alternating: %w: the pending user %q is not the other user of %q's pair (alternate_username %q)",
+			ErrWrongIdentity, pending, current, c.Alternate(current))
+	}
+	return nil
+}

@@ -204,6 +204,9 @@ func (*Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) {
 		if pend.Username == cur.Username {
 			return fmt.Errorf("mysql: alternating: pending user %q is the current user", pend.Username)
 		}
+		if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
+			return fmt.Errorf("mysql: set: %w", err)
+		}
 		return setAlternate(ctx, cfg, req.Admin, cur, pend)
 	}
 	return fmt.Errorf("mysql: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
@@ -447,6 +450,9 @@ func (*Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (err
 	}
 	if pend.Username == cur.Username {
 		return fmt.Errorf("mysql: rollback: alternating: pending user %q is the current user; refusing to change the current password", pend.Username)
+	}
+	if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
+		return fmt.Errorf("mysql: rollback: %w", err)
 	}
 	s, err := adminSession(ctx, cfg, req.Admin)
 	if err != nil {

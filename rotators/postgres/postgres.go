@@ -178,6 +178,9 @@ func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) 
 		if pend.Username == cur.Username {
 			return fmt.Errorf("postgres: set: alternating: the pending user is the current user %q; want the other user of the pair", cur.Username)
 		}
+		if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
+			return fmt.Errorf("postgres: set: %w", err)
+		}
 		admin, err := parseAdmin(req.Admin)
 		if err != nil {
 			return err
@@ -502,6 +505,9 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 	}
 	if pend.Username == cur.Username {
 		return fmt.Errorf("postgres: rollback: alternating: the pending user is the current user %q; refusing to change the current password", cur.Username)
+	}
+	if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
+		return fmt.Errorf("postgres: rollback: %w", err)
 	}
 	admin, err := parseAdmin(req.Admin)
 	if err != nil {

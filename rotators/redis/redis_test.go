@@ -527,11 +527,11 @@ func TestTestCommand(t *testing.T) {
 		ok    bool
 	}{
 		{"", true},
-		{"GET rt:probe", true},           // a nil reply is fine
-		{"  GET   rt:probe  ", true},     // words separated by any spaces
-		{"SET rt:probe x", false},        // a write: refused by ValidateConfig and Test
-		{"GET other:key", false},         // outside the user's key pattern
-		{"CONFIG GET maxmemory", false},  // not allowed to the user
+		{"GET rt:probe", true},          // a nil reply is fine
+		{"  GET   rt:probe  ", true},    // words separated by any spaces
+		{"SET rt:probe x", false},       // a write: refused by ValidateConfig and Test
+		{"GET other:key", false},        // outside the user's key pattern
+		{"CONFIG GET maxmemory", false}, // not allowed to the user
 		{"NOSUCHCOMMAND", false},
 	} {
 		cfg, _ := json.Marshal(map[string]string{"strategy": "admin", "admin_secret": "a", "test_query": tc.query})
