@@ -208,7 +208,6 @@ func (h *harness) hostileTestQueries(t *testing.T, login rotators.Value) ([]rota
 		}
 }
 
-
 func (h *harness) value(user string, password sensitive.Bytes) rotators.Value {
 	v, _ := json.Marshal(map[string]any{"engine": "postgres", "host": h.host, "port": h.port,
 		"username": user, "password": "x", "dbname": h.dbname, "sslmode": "disable"})
