@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -566,26 +565,13 @@ var testDialer pq.Dialer
 // shortened to ctx's deadline, and checks that the session is c's user's
 // own: current_user and session_user are both c.Username (a role whose
 // settings SET ROLE at login, or a server that maps the name, is refused
-// with ErrWrongIdentity). The password goes into the driver's config
-// struct, never into a connection string that a parse error could quote.
-// Nothing from the daemon's environment (PGHOSTADDR, PGOPTIONS,
-// PGSERVICE, …) changes where it connects or what the session runs.
+// with ErrWrongIdentity).
 func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) (*sql.DB, error) {
 	mode, err := c.Mode()
 	if err != nil {
 		return nil, err
 	}
-	pc, err := pq.NewConfig(connString(c, mode))
-	if err != nil {
-		return nil, fmt.Errorf("connection settings: %w", err)
-	}
-	// Exactly the value's target, whatever the environment said.
-	pc.Host, pc.Port, pc.Database = c.Host, uint16(c.Port), dbName(c)
-	pc.Hostaddr, pc.Multi, pc.Options, pc.Service, pc.Runtime = netip.Addr{}, nil, "", "", nil
-	pc.TargetSessionAttrs, pc.LoadBalanceHosts = "", ""
-	pc.User = c.Username
-	pc.Password = c.Password
-	pc.Passfile = ""
+	pc := pqConfig(c, mode)
 	if !rotators.Plaintext(mode) {
 		tc, err := c.TLSConfig()
 		if err != nil {
@@ -596,8 +582,6 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 			return nil, fmt.Errorf("TLS settings: %w", err)
 		}
 		pc.SSLMode = pq.SSLMode("pqgo-" + key)
-		pc.SSLSNI = false // keep the config's ServerName (tls_server_name)
-		pc.SSLRootCert, pc.SSLCert, pc.SSLKey, pc.SSLInline = "", "", "", false
 	}
 	timeout := cfg.Timeout()
 	if dl, ok := ctx.Deadline(); ok {
@@ -606,9 +590,6 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 		}
 	}
 	pc.ConnectTimeout = timeout
-	if pc.ApplicationName == "" {
-		pc.ApplicationName = "rotary"
-	}
 	conn, err := pq.NewConnectorConfig(pc)
 	if err != nil {
 		return nil, err
@@ -635,28 +616,35 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 	return db, nil
 }
 
+// pqConfig is the driver config for c, built field by field: no
+// connection string is parsed, so no character of any field can add a
+// parameter (options, a second host, a password), and nothing from the
+// daemon's environment (PGHOSTADDR, PGOPTIONS, PGSERVICE, PGSSLROOTCERT,
+// a passfile) changes where it connects or what the session runs. The
+// password is in the struct, never in a string a parse error could quote.
+// TLS modes are set by open; mode here is a plaintext one or a
+// placeholder.
+func pqConfig(c rotators.DBCredentials, mode string) pq.Config {
+	return pq.Config{
+		Host:               strings.TrimSuffix(strings.TrimPrefix(c.Host, "["), "]"),
+		Port:               uint16(c.Port),
+		Database:           dbName(c),
+		User:               c.Username,
+		Password:           c.Password,
+		SSLMode:            pq.SSLMode(mode),
+		ApplicationName:    "rotary",
+		ClientEncoding:     "UTF8",
+		Datestyle:          "ISO, MDY",
+		MinProtocolVersion: pq.ProtocolVersion30,
+		MaxProtocolVersion: pq.ProtocolVersion30,
+	}
+}
+
 func dbName(c rotators.DBCredentials) string {
 	if c.DBName == "" {
 		return "postgres"
 	}
 	return c.DBName
-}
-
-// connString is the key=value connection string of c without its user and
-// password, each value quoted so that no field can add a parameter. The
-// TLS modes are set on the config by open.
-func connString(c rotators.DBCredentials, mode string) string {
-	if !rotators.Plaintext(mode) {
-		mode = rotators.SSLDisable // replaced by open with the value's TLS config
-	}
-	return "host=" + quoteConnValue(c.Host) + " port=" + strconv.Itoa(c.Port) +
-		" dbname=" + quoteConnValue(dbName(c)) + " sslmode=" + quoteConnValue(mode)
-}
-
-// quoteConnValue quotes a value of a key=value connection string as libpq
-// and lib/pq read it: in single quotes, with \ and ' escaped by a backslash.
-func quoteConnValue(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
 
 // isAuthFailure reports whether err is the server refusing the credential
