@@ -91,7 +91,6 @@ func TestTLS(t *testing.T) {
 	}
 }
 
-
 // TestRollbackRemovesPending: a rotation whose pending password was added
 // by Set but failed its test (the engine rolls back because current still
 // works) must not leave the pending password valid. Rollback removes it,
