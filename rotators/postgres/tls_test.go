@@ -143,3 +143,53 @@ func TestEnvironmentIgnored(t *testing.T) {
 		t.Fatalf("Test with hostile PG* variables in the environment: %v", err)
 	}
 }
+
+// TestRollbackAlternating: alternating Set gave the other user the pending
+// password; when the engine rolls back (pending failed its test, current
+// works) that password must stop working, since nobody will store it.
+// The current user keeps working; Rollback is idempotent; other
+// strategies have nothing to undo.
+func TestRollbackAlternating(t *testing.T) {
+	h := newHarness(t)
+	user := testenv.Unique("rt_rb_")
+	current := h.NewAccount(t, user, user+"_b")
+	cfg := h.Config(rotators.StrategyAlternating, "admin", user+"_b")
+	r := New()
+	ctx := t.Context()
+	resp, err := r.Create(ctx, rotators.CreateRequest{Config: cfg, Current: current})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := resp.Value
+	if err := r.Set(ctx, rotators.SetRequest{Config: cfg, Current: current, Pending: pending, Admin: h.adminValue}); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	if who, err := h.login(ctx, pending); err != nil || who != user+"_b" {
+		t.Fatalf("pending after Set: %q, %v; want it to log in (the state a rollback starts from)", who, err)
+	}
+	for i := range 2 {
+		if err := r.Rollback(ctx, rotators.RollbackRequest{Config: cfg, Current: current, Pending: pending, Admin: h.adminValue}); err != nil {
+			t.Fatalf("Rollback #%d: %v", i+1, err)
+		}
+	}
+	if _, err := h.login(ctx, pending); err == nil {
+		t.Fatalf("the pending password of %s_b still logs in after Rollback", user)
+	}
+	if who, err := h.login(ctx, current); err != nil || who != user {
+		t.Fatalf("current after Rollback: %q, %v", who, err)
+	}
+	// A pending user outside the pair is refused, not changed.
+	canary := h.NewAccount(t, testenv.Unique("rt_rbc_"))
+	c, _ := rotators.ParseDBCredentials(canary)
+	hostile, _ := rotators.WithCredentials(pending, c.Username, sensitive.Bytes("x"))
+	if err := r.Rollback(ctx, rotators.RollbackRequest{Config: cfg, Current: current, Pending: hostile, Admin: h.adminValue}); !errors.Is(err, rotators.ErrWrongIdentity) {
+		t.Fatalf("Rollback of a user outside the pair = %v; want ErrWrongIdentity", err)
+	}
+	if who, err := h.login(ctx, canary); err != nil || who != c.Username {
+		t.Fatalf("the canary's password changed: %q, %v", who, err)
+	}
+	// Single-user: nothing to undo, nothing touched.
+	if err := r.Rollback(ctx, rotators.RollbackRequest{Config: h.Config(rotators.StrategySingleUser, "", ""), Current: current, Pending: pending}); err != nil {
+		t.Fatalf("single-user Rollback: %v", err)
+	}
+}
