@@ -93,7 +93,9 @@ type DBConfig struct {
 	AdminSecret string         `json:"admin_secret,omitempty"`
 	Password    PasswordPolicy `json:"password,omitempty"`
 	// TestQuery runs after logging in with the pending credential, to check
-	// it can do what the application needs (default SELECT 1).
+	// it can do what the application needs (default SELECT 1). It must be
+	// one read-only statement (CheckSQLTestQuery; Redis: a read-only
+	// command) and runs in a read-only transaction.
 	TestQuery string `json:"test_query,omitempty"`
 	// AlternateUsername is the second user of the alternating strategy
 	// (default: the first user's name with "_b" appended). The rotator

@@ -23,6 +23,18 @@
 //     Finish failure never loses the new credential: it is already current
 //     and working.
 //
+// When Test refuses the pending value and the current one still works,
+// the engine rolls back: it calls Rollback of rotators that implement
+// Rollbacker (undo what Set left on the target) and drops the pending
+// version.
+//
+// Every database rotator checks, before it changes anything, that it
+// talks to the configured account over the configured transport:
+// CheckHost and CheckTransport on every value (transport.go), the
+// session's own identity on every login, and for the single-user strategy
+// that the server checks the user's password at all (ErrWrongIdentity);
+// test_query is one read-only statement (ErrTestQuery).
+//
 // Request structs let the contract grow without breaking plugins. Values
 // are sensitive.Bytes so that they never print; errors returned by a
 // rotator are passed through sensitive.Sanitize with every value the engine

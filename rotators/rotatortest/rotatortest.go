@@ -137,6 +137,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("set never changes another account", func(t *testing.T) { testOtherAccount(t, h) })
 	if h.SecretType == "db-credentials" {
 		t.Run("no plaintext to a remote host", func(t *testing.T) { testNoPlaintext(t, h) })
+		t.Run("hostile host values", func(t *testing.T) { testHostileHosts(t, h) })
 	}
 	if h.Unchecked != nil && slices.Contains(h.Strategies, rotators.StrategySingleUser) {
 		t.Run("single-user refuses a login the target does not check", func(t *testing.T) { testUnchecked(t, h) })
@@ -657,5 +658,24 @@ func testHostileTestQueries(t *testing.T, h Harness) {
 	}
 	if err := r.test(r.current); err != nil {
 		t.Errorf("Test with the default test query: %v", err)
+	}
+}
+
+// HostileHosts are host field values a driver could read as a socket, a
+// second host or more parameters. Every step refuses them naming the field.
+var HostileHosts = []string{
+	"/tmp", "/var/run/postgresql", "@abstract", "127.0.0.1,127.0.0.2", "127.0.0.1 port=1", "127.0.0.1' options='-c role=postgres",
+	"127.0.0.1?tls=false", "127.0.0.1)/x?allowCleartextPasswords=true", "evil@127.0.0.1", "127.0.0.1/x", "127.0.0.1:1",
+}
+
+func testHostileHosts(t *testing.T, h Harness) {
+	r := newRotation(t, h, h.Strategies[0], "rt13_"+unique())
+	for _, host := range HostileHosts {
+		v := withField(t, r.current, map[string]any{"host": host})
+		err := h.Rotator.Test(r.ctx(), rotators.TestRequest{Secret: r.sec, Config: r.cfg, Value: v})
+		r.noLeak("Test", err)
+		if err == nil || !strings.Contains(err.Error(), `field "host"`) {
+			t.Errorf("Test with host %q = %v; want it refused naming the host field", host, err)
+		}
 	}
 }
