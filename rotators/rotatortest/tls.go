@@ -64,6 +64,43 @@ func NewCA(t testing.TB) *CA {
 // addresses).
 func (ca *CA) ServerCert(t testing.TB, names ...string) tls.Certificate {
 	t.Helper()
+	return ca.issue(t, x509.ExtKeyUsageServerAuth, names...)
+}
+
+// ClientCert issues a client certificate with common name cn.
+func (ca *CA) ClientCert(t testing.TB, cn string) tls.Certificate {
+	t.Helper()
+	return ca.issue(t, x509.ExtKeyUsageClientAuth, cn)
+}
+
+// WriteKeyPair writes cert and its key as PEM files (what a value's
+// sslcert and sslkey name) and returns their paths.
+func WriteKeyPair(t testing.TB, cert tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// Pool is a cert pool holding the CA, for a server verifying clients.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+func (ca *CA) issue(t testing.TB, usage x509.ExtKeyUsage, names ...string) tls.Certificate {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +111,7 @@ func (ca *CA) ServerCert(t testing.TB, names ...string) tls.Certificate {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
