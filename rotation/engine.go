@@ -642,6 +642,20 @@ func (a *attempt) test(ctx context.Context) error {
 	// back: drop pending, end the run; the next attempt starts afresh.
 	current, curVersion, cerr := a.value(ctx, 0, "current")
 	if cerr == nil && current.Len() > 0 && a.testValue(ctx, curVersion, current) == nil {
+		// Undo Set on the target first (rotators.Rollbacker): a pending
+		// credential Set made valid must not outlive its version.
+		if rb, ok := a.rotator.(rotators.Rollbacker); ok {
+			sctx, cancel := a.stepCtx(ctx)
+			rerr := rb.Rollback(sctx, rotators.RollbackRequest{
+				Secret: a.rsecret(a.run.PendingVersion), Config: a.config, Current: current, Pending: pending, Admin: a.admin,
+			})
+			cancel()
+			if rerr != nil {
+				rerr = a.sanitize(rerr)
+				a.e.log.Warn("rollback: the target may still accept the pending credential", "secret", a.secret.Name, "run", a.run.ID, "err", rerr)
+				testErr = fmt.Errorf("%w; rollback on the target failed: %w", testErr, rerr)
+			}
+		}
 		now := a.e.now().UTC()
 		derr := a.e.svc.DropPending(ctx, a.secret.Name, a.run.PendingVersion, func(tx store.Ops) error {
 			a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunRolledBack, &now, now

@@ -21,14 +21,30 @@ type DBCredentials struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
 	DBName   string `json:"dbname,omitempty"`
-	SSLMode  string `json:"sslmode,omitempty"`
+	// TLS to the target (see transport.go and the README section "TLS to
+	// rotation targets"): sslmode as libpq reads it, the CA certificate
+	// (PEM file), an optional client certificate and key (PEM files), the
+	// name the certificate must carry when it is not the host, and an
+	// explicit opt-in to plaintext to a host that is not loopback.
+	SSLMode        string `json:"sslmode,omitempty"`
+	SSLRootCert    string `json:"sslrootcert,omitempty"`
+	SSLCert        string `json:"sslcert,omitempty"`
+	SSLKey         string `json:"sslkey,omitempty"`
+	TLSServerName  string `json:"tls_server_name,omitempty"`
+	AllowPlaintext bool   `json:"allow_plaintext,omitempty"`
 }
 
-// ParseDBCredentials reads a db-credentials value. Its errors never quote
-// the value.
+// ParseDBCredentials reads a db-credentials value and checks where it
+// points: host must be a DNS name or an IP address (CheckHost) and the
+// transport must not send a password in plaintext to a host that is not
+// loopback (CheckTransport). Its errors never quote the password.
 func ParseDBCredentials(v Value) (DBCredentials, error) {
 	var c DBCredentials
 	if err := json.Unmarshal(v.Reveal(), &c); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return c, fmt.Errorf("db-credentials: field %q: want a %s", te.Field, te.Type)
+		}
 		return c, errors.New("db-credentials: not a JSON object with engine, host, port, username and password")
 	}
 	switch {
@@ -40,6 +56,12 @@ func ParseDBCredentials(v Value) (DBCredentials, error) {
 		return c, errors.New(`db-credentials: field "username" is empty`)
 	case c.Password == "":
 		return c, errors.New(`db-credentials: field "password" is empty`)
+	}
+	if err := CheckHost(c.Host); err != nil {
+		return c, fmt.Errorf("db-credentials: %w", err)
+	}
+	if err := c.CheckTransport(); err != nil {
+		return c, fmt.Errorf("db-credentials: %w", err)
 	}
 	return c, nil
 }
@@ -71,7 +93,9 @@ type DBConfig struct {
 	AdminSecret string         `json:"admin_secret,omitempty"`
 	Password    PasswordPolicy `json:"password,omitempty"`
 	// TestQuery runs after logging in with the pending credential, to check
-	// it can do what the application needs (default SELECT 1).
+	// it can do what the application needs (default SELECT 1). It must be
+	// one read-only statement (CheckSQLTestQuery; Redis: a read-only
+	// command) and runs in a read-only transaction.
 	TestQuery string `json:"test_query,omitempty"`
 	// AlternateUsername is the second user of the alternating strategy
 	// (default: the first user's name with "_b" appended). The rotator
@@ -148,4 +172,151 @@ func (c DBConfig) PendingUsername(current, previous string) string {
 		return previous
 	}
 	return c.Alternate(current)
+}
+
+// readOnlyKeywords are the first words a SQL test_query may start with:
+// statements that only read.
+var readOnlyKeywords = map[string]bool{"SELECT": true, "WITH": true, "VALUES": true, "TABLE": true, "SHOW": true}
+
+// CheckSQLTestQuery returns ErrTestQuery, wrapped with the reason, unless
+// q is empty (the default SELECT 1) or one statement (an optional
+// trailing ';') that starts with SELECT, WITH, VALUES, TABLE or SHOW and
+// writes no file (INTO OUTFILE/DUMPFILE). Literals, quoted identifiers
+// and comments are skipped; a backslash is never read as an escape, so a
+// string that MySQL would end later makes the check refuse rather than
+// accept. This is the early, readable refusal: the rotators also run the
+// query in a read-only transaction, in a form the server itself limits to
+// one statement.
+func CheckSQLTestQuery(q string) error {
+	if strings.TrimSpace(q) == "" {
+		return nil
+	}
+	var words []string
+	end := -1 // offset of the first ';' outside literals and comments
+	for i := 0; i < len(q) && end < 0; {
+		ch := q[i]
+		switch {
+		case ch == '\'' || ch == '"' || ch == '`':
+			j := i + 1
+			for {
+				k := strings.IndexByte(q[j:], ch)
+				if k < 0 {
+					return fmt.Errorf("config: test_query: %w: unterminated %c quote", ErrTestQuery, ch)
+				}
+				j += k + 1
+				if j < len(q) && q[j] == ch { // doubled quote: still inside
+					j++
+					continue
+				}
+				break
+			}
+			i = j
+		case ch == '$' && (i == 0 || !isWordByte(q[i-1])):
+			// PostgreSQL dollar quoting: $tag$ … $tag$.
+			k := strings.IndexByte(q[i+1:], '$')
+			tag := ""
+			if k >= 0 {
+				tag = q[i : i+k+2]
+			}
+			if k < 0 || strings.IndexFunc(tag[1:len(tag)-1], func(r rune) bool { return !isWordByte(byte(r)) || r > 127 }) >= 0 {
+				i++
+				continue
+			}
+			e := strings.Index(q[i+len(tag):], tag)
+			if e < 0 {
+				return fmt.Errorf("config: test_query: %w: unterminated %s quote", ErrTestQuery, tag)
+			}
+			i += len(tag) + e + len(tag)
+		case ch == '-' && strings.HasPrefix(q[i:], "--"):
+			k := strings.IndexByte(q[i:], '\n')
+			if k < 0 {
+				k = len(q) - i
+			}
+			i += k
+		case ch == '/' && strings.HasPrefix(q[i:], "/*"):
+			k := strings.Index(q[i+2:], "*/")
+			if k < 0 {
+				return fmt.Errorf("config: test_query: %w: unterminated /* comment", ErrTestQuery)
+			}
+			i += 2 + k + 2
+		case ch == ';':
+			end = i
+		case isWordByte(ch):
+			j := i
+			for j < len(q) && isWordByte(q[j]) {
+				j++
+			}
+			words = append(words, strings.ToUpper(q[i:j]))
+			i = j
+		default:
+			i++
+		}
+	}
+	if end >= 0 {
+		if hasCode(q[end+1:]) {
+			return fmt.Errorf("config: test_query: %w: it holds more than one statement (a ';' followed by more)", ErrTestQuery)
+		}
+	}
+	if len(words) == 0 {
+		return fmt.Errorf("config: test_query: %w: no statement", ErrTestQuery)
+	}
+	if !readOnlyKeywords[words[0]] {
+		return fmt.Errorf("config: test_query: %w: it starts with %s; use SELECT, WITH, VALUES, TABLE or SHOW", ErrTestQuery, words[0])
+	}
+	for _, w := range words {
+		if w == "OUTFILE" || w == "DUMPFILE" {
+			return fmt.Errorf("config: test_query: %w: it writes a file (INTO %s)", ErrTestQuery, w)
+		}
+	}
+	return nil
+}
+
+// hasCode reports whether s holds anything but spaces, comments and
+// semicolons.
+func hasCode(s string) bool {
+	for i := 0; i < len(s); {
+		switch {
+		case s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == ';':
+			i++
+		case strings.HasPrefix(s[i:], "--"):
+			k := strings.IndexByte(s[i:], '\n')
+			if k < 0 {
+				return false
+			}
+			i += k
+		case strings.HasPrefix(s[i:], "/*"):
+			k := strings.Index(s[i+2:], "*/")
+			if k < 0 {
+				return true
+			}
+			i += 2 + k + 2
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+func isWordByte(b byte) bool {
+	return b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b >= 0x80
+}
+
+// CheckPair refuses an alternating pending user that is not the other
+// user of the current user's pair: with alternate_username set the pair
+// is that name and the other user, otherwise a user and its name with
+// "_b" appended. Set checks it before the admin touches anything, so a
+// current value naming some user cannot make the admin give a password
+// (and the memberships of the current user) to an unrelated account.
+func (c DBConfig) CheckPair(current, pending string) error {
+	ok := false
+	if c.AlternateUsername != "" {
+		ok = current != pending && (current == c.AlternateUsername || pending == c.AlternateUsername)
+	} else {
+		ok = pending == current+"_b" || current == pending+"_b"
+	}
+	if !ok {
+		return fmt.Errorf("alternating: %w: the pending user %q is not the other user of %q's pair (alternate_username %q)",
+			ErrWrongIdentity, pending, current, c.Alternate(current))
+	}
+	return nil
 }

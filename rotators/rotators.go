@@ -23,6 +23,18 @@
 //     Finish failure never loses the new credential: it is already current
 //     and working.
 //
+// When Test refuses the pending value and the current one still works,
+// the engine rolls back: it calls Rollback of rotators that implement
+// Rollbacker (undo what Set left on the target) and drops the pending
+// version.
+//
+// Every database rotator checks, before it changes anything, that it
+// talks to the configured account over the configured transport:
+// CheckHost and CheckTransport on every value (transport.go), the
+// session's own identity on every login, and for the single-user strategy
+// that the server checks the user's password at all (ErrWrongIdentity);
+// test_query is one read-only statement (ErrTestQuery).
+//
 // Request structs let the contract grow without breaking plugins. Values
 // are sensitive.Bytes so that they never print; errors returned by a
 // rotator are passed through sensitive.Sanitize with every value the engine
@@ -50,6 +62,28 @@ type Rotator interface {
 // rotation.
 type ConfigValidator interface {
 	ValidateConfig(ctx context.Context, secretType string, config json.RawMessage) error
+}
+
+// Rollbacker is implemented by rotators whose Set can leave something on
+// the target that a rolled-back rotation must remove: the engine calls
+// Rollback when Test refused the pending value but the current value
+// still works, before it drops the pending version, so that no working
+// credential is left that nobody stores (Redis: the pending password Set
+// added beside the current one; alternating: the other user's new
+// password). Rollback must be idempotent and must never make the current
+// value stop working. An error is logged and recorded on the run; the
+// rotation is rolled back either way.
+type Rollbacker interface {
+	Rollback(ctx context.Context, req RollbackRequest) error
+}
+
+// RollbackRequest undoes Set of a pending value that failed its test.
+type RollbackRequest struct {
+	Secret  Secret
+	Config  json.RawMessage
+	Current Value // the credential that still works
+	Pending Value // the credential Set applied, to remove
+	Admin   Value
 }
 
 // Secret describes the secret being rotated. Never a value.

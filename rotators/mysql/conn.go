@@ -36,29 +36,17 @@ type session struct {
 	id      uint64  // CONNECTION_ID()
 }
 
-// tlsConfigName maps the sslmode of a db-credentials value to
-// go-sql-driver's tls parameter.
-func tlsConfigName(sslmode string) (string, error) {
-	switch strings.ToLower(sslmode) {
-	case "", "disable", "disabled", "false":
-		return "false", nil
-	case "prefer", "preferred":
-		return "preferred", nil
-	case "require", "required", "skip-verify":
-		return "skip-verify", nil
-	case "verify-ca", "verify-full", "verify_identity", "verify-identity", "true":
-		return "true", nil
-	}
-	return "", fmt.Errorf("db-credentials: sslmode %q: use disable, prefer, require or verify-full", sslmode)
-}
-
 // driverConfig builds the connection settings for c. The DSN is never
 // written as a string: every field is set on go-sql-driver's Config, so no
 // character of the password or user name can change its meaning.
 // MultiStatements stays off (one statement per call, no stacked queries)
-// and placeholders are prepared server-side, never interpolated.
+// and placeholders are prepared server-side, never interpolated. TLS
+// follows the value's sslmode (rotators.DBCredentials.Mode): disable and
+// allow connect in plaintext, prefer uses TLS when the server offers it,
+// require, verify-ca and verify-full always use it, with the CA of
+// sslrootcert and the client certificate of sslcert/sslkey.
 func driverConfig(c rotators.DBCredentials, timeout time.Duration) (*driver.Config, error) {
-	mode, err := tlsConfigName(c.SSLMode)
+	mode, err := c.Mode()
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +57,17 @@ func driverConfig(c rotators.DBCredentials, timeout time.Duration) (*driver.Conf
 	mc.Addr = net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 	mc.DBName = c.DBName
 	mc.Timeout = timeout
-	mc.TLSConfig = mode
+	switch mode {
+	case rotators.SSLDisable, rotators.SSLAllow:
+		mc.TLSConfig = "false"
+	case rotators.SSLPrefer:
+		mc.TLSConfig = "preferred"
+	default:
+		if mc.TLS, err = c.TLSConfig(); err != nil {
+			return nil, err
+		}
+		mc.AllowFallbackToPlaintext = false
+	}
 	mc.MultiStatements = false
 	mc.InterpolateParams = false
 	return mc, nil
@@ -132,10 +130,10 @@ func (s *session) exec(ctx context.Context, what, query string, args ...any) err
 // of the same name could otherwise accept the login.
 func (s *session) checkIdentity(user, host string) error {
 	if s.current.User != user {
-		return fmt.Errorf("mysql: logged in as %q, but the server matched account %s (an anonymous or other account shadows it)", user, s.current)
+		return fmt.Errorf("mysql: %w: logged in as %q, but the server matched account %s (an anonymous or other account shadows it)", rotators.ErrWrongIdentity, user, s.current)
 	}
 	if host != "" && s.current.Host != host {
-		return fmt.Errorf("mysql: logged in as %q, but the server matched account %s, not host %q (account_host)", user, s.current, host)
+		return fmt.Errorf("mysql: %w: logged in as %q, but the server matched account %s, not host %q (account_host)", rotators.ErrWrongIdentity, user, s.current, host)
 	}
 	return nil
 }

@@ -72,4 +72,45 @@
 // (mysql.user, PROCESSLIST) use server-side placeholders; connection
 // settings are fields of go-sql-driver's Config, never a DSN string;
 // multi-statements stay off.
+//
+// # Whom it talks to
+//
+// The value's host must be a DNS name or an IP address (rotators.CheckHost:
+// no socket paths, no characters a DSN would read as more). Every login
+// (the admin's too) checks CURRENT_USER() against the value's user, and
+// single-user Set first logs in with a random wrong password and wants
+// access denied (before the real login, so that FAILED_LOGIN_ATTEMPTS or
+// max_password_errors counts reset at once): an account that takes any
+// password, --skip-grant-tables, or an anonymous account shadowing the
+// user fails with rotators.ErrWrongIdentity and nothing changes.
+// Alternating acts only on the other user of the pair
+// (rotators.DBConfig.CheckPair).
+//
+// # TLS
+//
+// From the value's sslmode (rotators.DBCredentials.Mode; MySQL's own
+// spellings disabled, preferred, required, verify_identity are accepted):
+// disable and allow connect in plaintext, prefer uses TLS when the server
+// offers it, require encrypts without checking, verify-ca checks the chain
+// against sslrootcert (a PEM file; the system roots without it) and
+// verify-full the chain and the name (tls_server_name or host). The
+// tls.Config goes into go-sql-driver's Config.TLS, never a global
+// registry, with no fallback to plaintext. Without sslmode a loopback host
+// gets disable and any other verify-full; plaintext to a host that is not
+// loopback is refused before connecting unless "allow_plaintext": true.
+//
+// # Test query
+//
+// test_query (default SELECT 1) must be one statement starting with
+// SELECT, WITH, VALUES, TABLE or SHOW that writes no file
+// (rotators.CheckSQLTestQuery, at config save and every step: DDL would
+// commit implicitly even inside a read-only transaction). It runs in
+// START TRANSACTION READ ONLY, rolled back after, so a stored function
+// that writes fails too.
+//
+// # Rollback
+//
+// Rollback (rotators.Rollbacker): after an alternating Set whose pending
+// value failed its test, the admin gives the other user a random password
+// stored nowhere (nothing to undo for single-user and admin).
 package mysql

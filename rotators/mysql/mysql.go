@@ -3,6 +3,7 @@ package mysql
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,6 +64,9 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 			return c, err
 		}
 	}
+	if err := rotators.CheckSQLTestQuery(c.TestQuery); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -75,6 +79,7 @@ func New() *Rotator { return &Rotator{} }
 var (
 	_ rotators.Rotator         = (*Rotator)(nil)
 	_ rotators.ConfigValidator = (*Rotator)(nil)
+	_ rotators.Rollbacker      = (*Rotator)(nil)
 )
 
 // ValidateConfig checks config when it is saved.
@@ -100,9 +105,6 @@ func parseValue(what string, v rotators.Value) (rotators.DBCredentials, error) {
 	}
 	if err := checkName(what+" username", c.Username, maxUserChars); err != nil {
 		return c, err
-	}
-	if _, err := tlsConfigName(c.SSLMode); err != nil {
-		return c, fmt.Errorf("mysql: %s value: %w", what, err)
 	}
 	return c, nil
 }
@@ -202,17 +204,25 @@ func (*Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) {
 		if pend.Username == cur.Username {
 			return fmt.Errorf("mysql: alternating: pending user %q is the current user", pend.Username)
 		}
+		if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
+			return fmt.Errorf("mysql: set: %w", err)
+		}
 		return setAlternate(ctx, cfg, req.Admin, cur, pend)
 	}
 	return fmt.Errorf("mysql: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
 }
 
-// setOwn: the user changes its own password. When the current password
-// is refused, Set may already have run (a re-run after a crash): if the
-// pending password logs in as the user, there is nothing left to do.
+// setOwn: the user changes its own password. First it makes sure the
+// server checks that user's password (checkPasswordChecked); then every
+// login checks CURRENT_USER(). When the current password is refused, Set
+// may already have run (a re-run after a crash): if the pending password
+// logs in as the user, there is nothing left to do.
 func setOwn(ctx context.Context, cfg Config, cur, pend rotators.DBCredentials) error {
 	if pend.Username != cur.Username {
 		return fmt.Errorf("mysql: strategy single-user: pending user %q is not the current user %q", pend.Username, cur.Username)
+	}
+	if err := checkPasswordChecked(ctx, cfg, cur); err != nil {
+		return err
 	}
 	s, err := connect(ctx, cur, cfg.Timeout())
 	if err != nil {
@@ -234,6 +244,36 @@ func setOwn(ctx context.Context, cfg Config, cur, pend rotators.DBCredentials) e
 	return s.exec(ctx, fmt.Sprintf("change the password of %s", s.current), setOwnPasswordSQL(s.flavor, []byte(pend.Password)))
 }
 
+// checkPasswordChecked logs in as c's user with a random wrong password
+// and wants the server to refuse it (before the real login, so that a
+// server counting consecutive failures, FAILED_LOGIN_ATTEMPTS or
+// max_password_errors, resets the count at once). A server that lets it in
+// (an account without a password check, --skip-grant-tables, an anonymous
+// account shadowing the user) would let the login act as an account the
+// rotation was not meant to touch: ErrWrongIdentity, nothing changed.
+func checkPasswordChecked(ctx context.Context, cfg Config, c rotators.DBCredentials) error {
+	wrong, err := rotators.GeneratePassword(rotators.PasswordPolicy{Length: 32})
+	if err != nil {
+		return fmt.Errorf("mysql: %w", err)
+	}
+	probe := c
+	probe.Password = "rotary-wrong-" + string(wrong.Reveal())
+	wrong.Wipe()
+	s, err := connect(ctx, probe, cfg.Timeout())
+	switch {
+	case err == nil:
+		s.close()
+		return fmt.Errorf("mysql: %w: the server let %q in with a wrong password (as %s): a password it does not check cannot be rotated; "+
+			"refusing to change anything", rotators.ErrWrongIdentity, c.Username, s.current)
+	case isAccessDenied(err):
+		return nil
+	default:
+		return err
+	}
+}
+
+// adminSession logs in with the admin value and checks that the server
+// matched the admin's own account.
 func adminSession(ctx context.Context, cfg Config, admin rotators.Value) (*session, error) {
 	adm, err := parseValue("admin", admin)
 	if err != nil {
@@ -241,6 +281,10 @@ func adminSession(ctx context.Context, cfg Config, admin rotators.Value) (*sessi
 	}
 	s, err := connect(ctx, adm, cfg.Timeout())
 	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	if err := s.checkIdentity(adm.Username, ""); err != nil {
+		s.close()
 		return nil, fmt.Errorf("admin: %w", err)
 	}
 	return s, nil
@@ -353,19 +397,90 @@ func (*Rotator) Test(ctx context.Context, req rotators.TestRequest) (err error) 
 	if q == "" {
 		q = "SELECT 1"
 	}
-	rows, err := s.conn.QueryContext(ctx, q)
-	if err != nil {
+	if err := s.runReadOnly(ctx, q); err != nil {
 		return fmt.Errorf("mysql: test query: %w", err)
+	}
+	return nil
+}
+
+// runReadOnly runs the test query in START TRANSACTION READ ONLY, rolled
+// back after, on a connection without multiStatements (the server runs
+// one statement per call). CheckSQLTestQuery has refused statements that
+// commit implicitly (DDL) or write files before it gets here.
+func (s *session) runReadOnly(ctx context.Context, q string) error {
+	tx, err := s.conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // the transaction only read
+	rows, err := tx.QueryContext(ctx, q)
+	if err != nil {
+		return err
 	}
 	for rows.Next() {
 		// Read every row: an error may come with any of them.
 	}
 	err = rows.Err()
 	rows.Close()
+	return err
+}
+
+// Rollback undoes Set of a pending value that failed its test while the
+// current value still works. Single-user and admin have nothing to undo.
+// Alternating gave the other user the pending password, a working
+// credential nobody will store: the admin replaces it with a random
+// password stored nowhere. A missing account (Set never created it) is
+// fine.
+func (*Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (err error) {
+	defer func() { err = scrub(err, passwordsIn(req.Current, req.Pending, req.Admin)...) }()
+	cfg, err := ParseConfig(req.Config)
 	if err != nil {
-		return fmt.Errorf("mysql: test query: %w", err)
+		return err
 	}
-	return nil
+	if cfg.Strategy != rotators.StrategyAlternating {
+		return nil
+	}
+	cur, err := parseValue("current", req.Current)
+	if err != nil {
+		return err
+	}
+	pend, err := parseValue("pending", req.Pending)
+	if err != nil {
+		return err
+	}
+	if pend.Username == cur.Username {
+		return fmt.Errorf("mysql: rollback: alternating: pending user %q is the current user; refusing to change the current password", pend.Username)
+	}
+	if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
+		return fmt.Errorf("mysql: rollback: %w", err)
+	}
+	s, err := adminSession(ctx, cfg, req.Admin)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	acct := account{User: pend.Username, Host: cfg.AccountHost}
+	if cfg.AccountHost == "" {
+		accts, err := s.accountsOf(ctx, pend.Username)
+		if err != nil {
+			return err
+		}
+		if len(accts) == 0 {
+			return nil // Set never created it
+		}
+		if len(accts) > 1 {
+			return fmt.Errorf("mysql: rollback: %w named %q: set account_host", errAmbiguous, pend.Username)
+		}
+		acct = accts[0]
+	}
+	pw, err := rotators.GeneratePassword(cfg.Password)
+	if err != nil {
+		return fmt.Errorf("mysql: %w", err)
+	}
+	err = s.exec(ctx, fmt.Sprintf("rollback: revoke the pending password of %s", acct), alterPasswordSQL(s.flavor, acct, pw.Reveal()))
+	err = scrub(err, string(pw.Reveal()))
+	pw.Wipe()
+	return err
 }
 
 // Finish cleans up after the pending value became current. A normal

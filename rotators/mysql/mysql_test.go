@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -217,9 +218,91 @@ func (e *env) harness() rotatortest.Harness {
 			})
 			return b
 		},
-		OldKeepsWorking: func(strategy string) bool { return strategy == rotators.StrategyAlternating },
+		OldKeepsWorking:    func(strategy string) bool { return strategy == rotators.StrategyAlternating },
+		HostileTestQueries: e.hostileTestQueries,
 	}
 }
+
+// hostileTestQueries: a table the login may drop, delete from and create
+// next to, and statements that would (DDL commits implicitly, even in a
+// read-only transaction, so ValidateConfig must refuse it up front).
+func (e *env) hostileTestQueries(t *testing.T, login rotators.Value) ([]rotatortest.HostileQuery, func() error) {
+	t.Helper()
+	c, _ := rotators.ParseDBCredentials(login)
+	table := testenv.Unique("rt_tq_")
+	created := table + "_new"
+	qt, qc := "test."+quoteIdent(table), "test."+quoteIdent(created)
+	for _, q := range []string{
+		"CREATE TABLE " + qt + " (a int)",
+		"INSERT INTO " + qt + " VALUES (1)",
+		"GRANT ALL ON " + qt + " TO " + quoteAccount(c.Username),
+		"GRANT ALL ON " + qc + " TO " + quoteAccount(c.Username),
+	} {
+		if _, err := e.root.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// A function that deletes: SELECT f() reads like a query, so only the
+	// read-only transaction on the server stops it.
+	fn := "test." + quoteIdent(table+"_fn")
+	for _, q := range []string{
+		"CREATE FUNCTION " + fn + "() RETURNS INT MODIFIES SQL DATA SQL SECURITY INVOKER BEGIN DELETE FROM " + qt + "; RETURN 1; END",
+		"GRANT EXECUTE ON FUNCTION " + fn + " TO " + quoteAccount(c.Username),
+	} {
+		if _, err := e.root.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = e.root.Exec("DROP TABLE IF EXISTS " + qt + ", " + qc)
+		_, _ = e.root.Exec("DROP FUNCTION IF EXISTS " + fn)
+	})
+	// Negative control: the login really may delete through the function
+	// (in a read-write transaction rolled back here).
+	mc := driver.NewConfig()
+	mc.User, mc.Passwd, mc.Net, mc.Addr, mc.DBName = c.Username, c.Password, "tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), "test"
+	connector, err := driver.NewConnector(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	udb := sql.OpenDB(connector)
+	defer udb.Close()
+	tx, err := udb.Begin()
+	if err != nil {
+		t.Fatalf("begin as %q: %v", c.Username, sensitive.Sanitize(err, sensitive.Bytes(c.Password)))
+	}
+	if _, err := tx.Exec("SELECT " + fn + "()"); err != nil {
+		t.Fatalf("the login cannot run the deleting function even read-write (%v); the test proves nothing", err)
+	}
+	_ = tx.Rollback()
+	return []rotatortest.HostileQuery{
+			{Query: "SELECT " + fn + "()", ServerOnly: true},
+			{Query: "DROP TABLE " + qt},
+			{Query: "SELECT 1; DROP TABLE " + qt},
+			{Query: "SELECT 1;DELETE FROM " + qt},
+			{Query: "CREATE TABLE " + qc + " (a int)"},
+			{Query: `SELECT 'x\'; DROP TABLE ` + qt + `; -- '`},
+			{Query: "DELETE FROM " + qt},
+			{Query: "SELECT 1 INTO OUTFILE '/tmp/" + table + "'"},
+		}, func() error {
+			var n int
+			if err := e.root.QueryRow("SELECT count(*) FROM " + qt).Scan(&n); err != nil {
+				return fmt.Errorf("the table is gone: %w", err)
+			}
+			if n != 1 {
+				return fmt.Errorf("the table has %d rows, want 1", n)
+			}
+			var exists int
+			if err := e.root.QueryRow("SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'test' AND TABLE_NAME = ?", created).Scan(&exists); err != nil || exists != 0 {
+				return fmt.Errorf("table %s was created (%v)", qc, err)
+			}
+			return nil
+		}
+}
+
+func quoteIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
+
+func quoteAccount(user string) string { return "'" + strings.ReplaceAll(user, "'", "''") + "'@'%'" }
 
 func TestConformance(t *testing.T) {
 	e := newEnv(t)

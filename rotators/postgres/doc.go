@@ -49,11 +49,50 @@
 //
 // # Test
 //
-// Test logs in over the network as the value's user with its password
-// (sslmode from the value; without one, disable for a loopback host and
-// require elsewhere), runs the config's test_query (default SELECT 1) and
-// checks that current_user is the value's user. dbname defaults to
-// "postgres".
+// Test logs in over TCP as the value's user with its password, runs the
+// config's test_query (default SELECT 1) and the identity check below.
+// dbname defaults to "postgres". The test query must be one read-only
+// statement (rotators.CheckSQLTestQuery refuses anything else when the
+// config is saved and at every step: DDL, DML, a second statement after
+// ';', SELECT INTO); it runs through the extended protocol (Parse/Bind/
+// Execute, where PostgreSQL itself refuses a second statement) inside BEGIN
+// READ ONLY, rolled back after, so a data-modifying CTE or a function that
+// writes fails too. Functions with effects outside the transaction
+// (pg_terminate_backend, dblink) run with the user's own privileges.
+//
+// # Whom it talks to
+//
+// Every connection is built field by field in a pq.Config (no connection
+// string is parsed, nothing is read from PG* environment variables, a
+// service file or a passfile), to the value's host (a DNS name or an IP
+// address; Unix socket paths and host lists are refused), and after login
+// it checks that current_user and session_user are both the value's user:
+// a role whose settings SET ROLE at login, or a server that maps the name
+// to another role, fails with rotators.ErrWrongIdentity before anything
+// changes. Single-user Set first logs in with a random wrong password and
+// wants it refused: over a connection pg_hba.conf trusts, any value naming
+// any role (a superuser) would otherwise log in as it and change its
+// password. Alternating Set only acts on the other user of the pair
+// (rotators.DBConfig.CheckPair).
+//
+// # TLS
+//
+// sslmode, sslrootcert, sslcert, sslkey and tls_server_name of the value
+// (see rotators.DBCredentials and the README, "TLS to rotation targets").
+// Without sslmode a loopback host gets disable and any other host
+// verify-full; plaintext modes (disable, allow, prefer) to a host that is
+// not loopback are refused before connecting unless allow_plaintext is
+// true. TLS modes use a tls.Config the rotator builds (the CA of
+// sslrootcert or the system roots, TLS 1.2 at least), registered with
+// pq.RegisterTLSConfig under a name derived from the settings and file
+// contents.
+//
+// # Rollback
+//
+// Rollback (rotators.Rollbacker), called by the engine when the pending
+// value failed its test and the current one still works: alternating gave
+// the other user the pending password, so the admin replaces it with a
+// random one stored nowhere; the other strategies have nothing to undo.
 //
 // # Emergency
 //

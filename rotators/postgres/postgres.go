@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +32,7 @@ type Rotator struct {
 var (
 	_ rotators.Rotator         = (*Rotator)(nil)
 	_ rotators.ConfigValidator = (*Rotator)(nil)
+	_ rotators.Rollbacker      = (*Rotator)(nil)
 )
 
 // New returns a Rotator with the default iteration count.
@@ -68,6 +68,9 @@ func parseConfig(raw json.RawMessage) (rotators.DBConfig, error) {
 			return cfg, fmt.Errorf("postgres: config: alternate_username: %w", err)
 		}
 	}
+	if err := rotators.CheckSQLTestQuery(cfg.TestQuery); err != nil {
+		return cfg, fmt.Errorf("postgres: %w", err)
+	}
 	return cfg, nil
 }
 
@@ -83,18 +86,7 @@ func parseValue(what string, v rotators.Value) (rotators.DBCredentials, error) {
 	if err := checkRoleName(c.Username); err != nil {
 		return c, fmt.Errorf("postgres: %s: username: %w", what, err)
 	}
-	if c.SSLMode != "" && !validSSLMode(c.SSLMode) {
-		return c, fmt.Errorf("postgres: %s: sslmode %q: use disable, allow, prefer, require, verify-ca or verify-full", what, c.SSLMode)
-	}
 	return c, nil
-}
-
-func validSSLMode(m string) bool {
-	switch m {
-	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
-		return true
-	}
-	return false
 }
 
 // Create makes the pending value: a new password for the current user,
@@ -185,6 +177,9 @@ func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) 
 		if pend.Username == cur.Username {
 			return fmt.Errorf("postgres: set: alternating: the pending user is the current user %q; want the other user of the pair", cur.Username)
 		}
+		if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
+			return fmt.Errorf("postgres: set: %w", err)
+		}
 		admin, err := parseAdmin(req.Admin)
 		if err != nil {
 			return err
@@ -195,10 +190,16 @@ func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) 
 }
 
 // setSingleUser: the role logs in with its current password and changes
-// its own password (PostgreSQL lets any role do so). If the current
-// password is refused, Set may already have run: when the pending one logs
-// in, there is nothing left to do.
+// its own password (PostgreSQL lets any role do so). First it makes sure
+// the server checks that role's password (checkPasswordChecked): over a
+// trusted connection any value naming any role would log in as that role
+// and change its password. open checks that the session is the role's
+// own. If the current password is refused, Set may already have run: when
+// the pending one logs in, there is nothing left to do.
 func (r *Rotator) setSingleUser(ctx context.Context, cfg rotators.DBConfig, cur, pend rotators.DBCredentials, verifier string) error {
+	if err := checkPasswordChecked(ctx, cfg, cur); err != nil {
+		return err
+	}
 	db, err := open(ctx, cfg, cur)
 	if err != nil {
 		if !isAuthFailure(err) {
@@ -216,6 +217,33 @@ func (r *Rotator) setSingleUser(ctx context.Context, cfg rotators.DBConfig, cur,
 		return fmt.Errorf("postgres: set: change the password of %q: %w", pend.Username, err)
 	}
 	return nil
+}
+
+// checkPasswordChecked logs in as c's user with a random wrong password
+// and wants the server to refuse it. A server that lets the login in
+// (trust or peer authentication for that user and address) would let any
+// value naming any role change that role's password: the rotator refuses
+// with ErrWrongIdentity and changes nothing.
+func checkPasswordChecked(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) error {
+	wrong, err := rotators.GeneratePassword(rotators.PasswordPolicy{Length: 32})
+	if err != nil {
+		return fmt.Errorf("postgres: set: %w", err)
+	}
+	probe := c
+	probe.Password = "rotary-wrong-" + string(wrong.Reveal())
+	wrong.Wipe()
+	db, err := open(ctx, cfg, probe)
+	switch {
+	case err == nil:
+		db.Close()
+		return fmt.Errorf("postgres: set: %w: the server let %q in with a wrong password (trust or peer authentication in pg_hba.conf): "+
+			"a password it does not check cannot be rotated, and any value naming another role would change that role's password; "+
+			"make pg_hba.conf require scram-sha-256 for this user and address", rotators.ErrWrongIdentity, c.Username)
+	case isAuthFailure(err):
+		return nil
+	default:
+		return fmt.Errorf("postgres: set: connect as %q: %w", c.Username, err)
+	}
 }
 
 // setAlternating: the admin sets the other user's password, creating that
@@ -327,17 +355,36 @@ func (r *Rotator) Test(ctx context.Context, req rotators.TestRequest) (err error
 	if strings.TrimSpace(q) == "" {
 		q = "SELECT 1"
 	}
-	if _, err := db.ExecContext(ctx, q); err != nil {
+	if err := runReadOnly(ctx, db, q); err != nil {
 		return fmt.Errorf("postgres: test: the test query failed as %q: %w", c.Username, err)
 	}
-	var who string
-	if err := db.QueryRowContext(ctx, queryCurrentUser).Scan(&who); err != nil {
-		return fmt.Errorf("postgres: test: current_user: %w", err)
-	}
-	if who != c.Username {
-		return fmt.Errorf("postgres: test: logged in as %q, but current_user is %q", c.Username, who)
-	}
 	return nil
+}
+
+// runReadOnly runs the test query in a READ ONLY transaction that is
+// rolled back, through the extended protocol (Parse/Bind/Execute), in
+// which PostgreSQL refuses more than one statement.
+func runReadOnly(ctx context.Context, db *sql.DB, q string) error {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // the transaction only read
+	stmt, err := tx.PrepareContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	rows, err := stmt.QueryContext(ctx)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		// Read every row: an error may come with any of them.
+	}
+	err = rows.Err()
+	rows.Close()
+	return err
 }
 
 // Finish cleans up after the pending value became current. A normal
@@ -430,6 +477,70 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 	return fmt.Errorf("postgres: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
 }
 
+// Rollback undoes Set of a pending value that failed its test while the
+// current value still works. Single-user and admin have nothing to undo
+// (the role's one password is still the current one, or Set never took).
+// Alternating gave the other user of the pair the pending password, a
+// working credential nobody will store once the pending version is
+// dropped: the admin replaces it with a random password stored nowhere.
+// A missing role (Set never created it) is fine.
+func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (err error) {
+	var throwaway sensitive.Bytes
+	defer func() { err = scrub(err, req.Current, req.Pending, req.Admin, throwaway) }()
+	cfg, err := parseConfig(req.Config)
+	if err != nil {
+		return err
+	}
+	if cfg.Strategy != rotators.StrategyAlternating {
+		return nil
+	}
+	cur, err := parseValue("current value", req.Current)
+	if err != nil {
+		return err
+	}
+	pend, err := parseValue("pending value", req.Pending)
+	if err != nil {
+		return err
+	}
+	if pend.Username == cur.Username {
+		return fmt.Errorf("postgres: rollback: alternating: the pending user is the current user %q; refusing to change the current password", cur.Username)
+	}
+	if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
+		return fmt.Errorf("postgres: rollback: %w", err)
+	}
+	admin, err := parseAdmin(req.Admin)
+	if err != nil {
+		return err
+	}
+	iter, err := r.iterations()
+	if err != nil {
+		return err
+	}
+	throwaway, err = rotators.GeneratePassword(rotators.PasswordPolicy{Length: 64})
+	if err != nil {
+		return fmt.Errorf("postgres: rollback: %w", err)
+	}
+	verifier, err := ScramVerifier(throwaway, iter)
+	throwaway.Wipe()
+	if err != nil {
+		return fmt.Errorf("postgres: rollback: %w", err)
+	}
+	db, err := open(ctx, cfg, admin)
+	if err != nil {
+		return fmt.Errorf("postgres: rollback: connect as the admin %q: %w", admin.Username, err)
+	}
+	defer db.Close()
+	_, err = db.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
+	var pe *pq.Error
+	if errors.As(err, &pe) && pe.Code == "42704" { // undefined_object: Set never created the role
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: rollback: revoke the pending password of %q: %w", pend.Username, err)
+	}
+	return nil
+}
+
 func terminate(ctx context.Context, db *sql.DB, role string) error {
 	var n int
 	if err := db.QueryRowContext(ctx, queryTerminate, role).Scan(&n); err != nil {
@@ -449,19 +560,29 @@ func parseAdmin(v rotators.Value) (rotators.DBCredentials, error) {
 // every byte the rotator sends to the server).
 var testDialer pq.Dialer
 
-// open connects with c over the network (a single connection, pinged so
-// that a refused login is reported here) with the config's connect
-// timeout, shortened to ctx's deadline. The password goes into the
-// driver's config struct, never into a connection string that a parse
-// error could quote.
+// open connects with c over TCP (a single connection, pinged so that a
+// refused login is reported here) with the config's connect timeout,
+// shortened to ctx's deadline, and checks that the session is c's user's
+// own: current_user and session_user are both c.Username (a role whose
+// settings SET ROLE at login, or a server that maps the name, is refused
+// with ErrWrongIdentity).
 func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) (*sql.DB, error) {
-	pc, err := pq.NewConfig(connString(c))
+	mode, err := c.Mode()
 	if err != nil {
-		return nil, fmt.Errorf("connection settings: %w", err)
+		return nil, err
 	}
-	pc.User = c.Username
-	pc.Password = c.Password
-	pc.Passfile = ""
+	pc := pqConfig(c, mode)
+	if !rotators.Plaintext(mode) {
+		tc, err := c.TLSConfig()
+		if err != nil {
+			return nil, err
+		}
+		key := c.TLSKey()
+		if err := pq.RegisterTLSConfig(key, tc); err != nil {
+			return nil, fmt.Errorf("TLS settings: %w", err)
+		}
+		pc.SSLMode = pq.SSLMode("pqgo-" + key)
+	}
 	timeout := cfg.Timeout()
 	if dl, ok := ctx.Deadline(); ok {
 		if left := time.Until(dl); left < timeout {
@@ -469,9 +590,6 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 		}
 	}
 	pc.ConnectTimeout = timeout
-	if pc.ApplicationName == "" {
-		pc.ApplicationName = "rotary"
-	}
 	conn, err := pq.NewConnectorConfig(pc)
 	if err != nil {
 		return nil, err
@@ -485,46 +603,48 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 		db.Close()
 		return nil, err
 	}
+	var cur, sess string
+	if err := db.QueryRowContext(ctx, queryWho).Scan(&cur, &sess); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("current_user: %w", err)
+	}
+	if cur != c.Username || sess != c.Username {
+		db.Close()
+		return nil, fmt.Errorf("%w: logged in as %q, but the session is session_user %q, current_user %q "+
+			"(a role setting or a server-side mapping changed it); refusing to act as another role", rotators.ErrWrongIdentity, c.Username, sess, cur)
+	}
 	return db, nil
 }
 
-// connString is the key=value connection string of c without its user and
-// password, each value quoted so that no field can add a parameter.
-func connString(c rotators.DBCredentials) string {
-	dbname := c.DBName
-	if dbname == "" {
-		dbname = "postgres"
+// pqConfig is the driver config for c, built field by field: no
+// connection string is parsed, so no character of any field can add a
+// parameter (options, a second host, a password), and nothing from the
+// daemon's environment (PGHOSTADDR, PGOPTIONS, PGSERVICE, PGSSLROOTCERT,
+// a passfile) changes where it connects or what the session runs. The
+// password is in the struct, never in a string a parse error could quote.
+// TLS modes are set by open; mode here is a plaintext one or a
+// placeholder.
+func pqConfig(c rotators.DBCredentials, mode string) pq.Config {
+	return pq.Config{
+		Host:               strings.TrimSuffix(strings.TrimPrefix(c.Host, "["), "]"),
+		Port:               uint16(c.Port),
+		Database:           dbName(c),
+		User:               c.Username,
+		Password:           c.Password,
+		SSLMode:            pq.SSLMode(mode),
+		ApplicationName:    "rotary",
+		ClientEncoding:     "UTF8",
+		Datestyle:          "ISO, MDY",
+		MinProtocolVersion: pq.ProtocolVersion30,
+		MaxProtocolVersion: pq.ProtocolVersion30,
 	}
-	return "host=" + quoteConnValue(c.Host) + " port=" + strconv.Itoa(c.Port) +
-		" dbname=" + quoteConnValue(dbname) + " sslmode=" + quoteConnValue(sslMode(c))
 }
 
-// sslMode is the value's sslmode; without one, disable for a loopback
-// host (nothing to protect, and the test servers have no TLS) and require
-// elsewhere (the driver's own default: a password verifier must not cross
-// a network in clear).
-func sslMode(c rotators.DBCredentials) string {
-	if c.SSLMode != "" {
-		return c.SSLMode
+func dbName(c rotators.DBCredentials) string {
+	if c.DBName == "" {
+		return "postgres"
 	}
-	if isLoopback(c.Host) {
-		return "disable"
-	}
-	return "require"
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
-// quoteConnValue quotes a value of a key=value connection string as libpq
-// and lib/pq read it: in single quotes, with \ and ' escaped by a backslash.
-func quoteConnValue(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+	return c.DBName
 }
 
 // isAuthFailure reports whether err is the server refusing the credential

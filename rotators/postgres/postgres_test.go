@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/url"
 	"strconv"
@@ -100,9 +101,111 @@ func newHarness(t *testing.T) *harness {
 			b, _ := json.Marshal(c)
 			return b
 		},
-		OldKeepsWorking: func(strategy string) bool { return strategy == rotators.StrategyAlternating },
+		OldKeepsWorking:    func(strategy string) bool { return strategy == rotators.StrategyAlternating },
+		Unchecked:          h.unchecked,
+		Masquerade:         h.masquerade,
+		HostileTestQueries: h.hostileTestQueries,
 	}
 	return h
+}
+
+// unchecked creates a login role outside rotary_pwcheck: pg_hba.conf
+// trusts it over TCP, so any password logs in as it (what a value naming
+// a trusted role, a superuser say, would exploit). changed compares its
+// stored verifier.
+func (h *harness) unchecked(t *testing.T, username string) (rotators.Value, func() bool) {
+	t.Helper()
+	pw, err := rotators.GeneratePassword(rotators.PasswordPolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.db.Exec("CREATE ROLE " + pq.QuoteIdentifier(username) + " LOGIN PASSWORD " + pq.QuoteLiteral(string(pw.Reveal()))); err != nil {
+		t.Fatalf("create role %q: %v", username, sensitive.Sanitize(err, pw))
+	}
+	t.Cleanup(func() { h.dropRoles(t, username) })
+	stored := func() string {
+		var v string
+		if err := h.db.QueryRow(`SELECT rolpassword FROM pg_authid WHERE rolname = $1`, username).Scan(&v); err != nil {
+			t.Fatalf("read the verifier of %q: %v", username, err)
+		}
+		return v
+	}
+	before := stored()
+	// The trap is real: a wrong password logs in.
+	wrong := h.value(username, sensitive.Bytes("not-the-password"))
+	if who, err := h.login(t.Context(), wrong); err != nil || who != username {
+		t.Fatalf("unchecked role: a wrong password was refused (%q, %v); pg_hba.conf does not trust it and the test proves nothing", who, err)
+	}
+	return h.value(username, pw), func() bool { return stored() != before }
+}
+
+// masquerade creates a login role (its password checked) whose sessions
+// start as another role: ALTER ROLE … SET role, a per-role setting that
+// whoever can alter the role can add.
+func (h *harness) masquerade(t *testing.T, username string) rotators.Value {
+	t.Helper()
+	victim := username + "_victim"
+	if _, err := h.db.Exec("CREATE ROLE " + pq.QuoteIdentifier(victim) + " NOLOGIN"); err != nil {
+		t.Fatalf("create role %q: %v", victim, err)
+	}
+	t.Cleanup(func() { h.dropRoles(t, victim) })
+	v := h.newAccount(t, username)
+	for _, q := range []string{
+		"GRANT " + pq.QuoteIdentifier(victim) + " TO " + pq.QuoteIdentifier(username),
+		"ALTER ROLE " + pq.QuoteIdentifier(username) + " SET role = " + pq.QuoteLiteral(victim),
+	} {
+		if _, err := h.db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return v
+}
+
+// hostileTestQueries: a table the login owns (so that DROP and DELETE
+// would work with its privileges) and statements that would change it.
+func (h *harness) hostileTestQueries(t *testing.T, login rotators.Value) ([]rotatortest.HostileQuery, func() error) {
+	t.Helper()
+	c, _ := rotators.ParseDBCredentials(login)
+	table := testenv.Unique("rt_tq_")
+	created := table + "_new"
+	owner := h.db // the superuser, on the value's database
+	for _, q := range []string{
+		"CREATE TABLE public." + pq.QuoteIdentifier(table) + " (a int)",
+		"INSERT INTO public." + pq.QuoteIdentifier(table) + " VALUES (1)",
+		"ALTER TABLE public." + pq.QuoteIdentifier(table) + " OWNER TO " + pq.QuoteIdentifier(c.Username),
+		"GRANT CREATE ON SCHEMA public TO " + pq.QuoteIdentifier(c.Username),
+	} {
+		if _, err := owner.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = owner.Exec("DROP TABLE IF EXISTS public." + pq.QuoteIdentifier(table) + ", public." + pq.QuoteIdentifier(created))
+		_, _ = owner.Exec("REVOKE CREATE ON SCHEMA public FROM " + pq.QuoteIdentifier(c.Username))
+	})
+	qt, qc := "public."+pq.QuoteIdentifier(table), "public."+pq.QuoteIdentifier(created)
+	return []rotatortest.HostileQuery{
+			{Query: "DROP TABLE " + qt},
+			{Query: "SELECT 1; DROP TABLE " + qt},
+			{Query: "SELECT 1;DELETE FROM " + qt},
+			{Query: "CREATE TABLE " + qc + " (a int)"},
+			{Query: `SELECT 'x\'; DROP TABLE ` + qt + `; --'`},
+			{Query: "WITH d AS (DELETE FROM " + qt + " RETURNING 1) SELECT count(*) FROM d", ServerOnly: true},
+			{Query: "SELECT 1 INTO " + qc, ServerOnly: true}, // SELECT INTO creates a table
+		}, func() error {
+			var n int
+			if err := owner.QueryRow("SELECT count(*) FROM " + qt).Scan(&n); err != nil {
+				return fmt.Errorf("the table is gone: %w", err)
+			}
+			if n != 1 {
+				return fmt.Errorf("the table has %d rows, want 1", n)
+			}
+			var exists bool
+			if err := owner.QueryRow("SELECT to_regclass($1) IS NOT NULL", qc).Scan(&exists); err != nil || exists {
+				return fmt.Errorf("table %s was created (%v)", qc, err)
+			}
+			return nil
+		}
 }
 
 func (h *harness) value(user string, password sensitive.Bytes) rotators.Value {

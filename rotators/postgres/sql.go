@@ -138,6 +138,6 @@ const (
 	// pg_signal_backend.
 	queryTerminate = `SELECT count(*) FILTER (WHERE pg_catalog.pg_terminate_backend(pid))
 		FROM pg_catalog.pg_stat_activity WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()`
-	queryCurrentUser = `SELECT current_user`
-	queryVersionNum  = `SHOW server_version_num`
+	queryWho        = `SELECT current_user, session_user`
+	queryVersionNum = `SHOW server_version_num`
 )

@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lib/pq"
-
 	"github.com/rotary-secrets/rotary/internal/testenv"
 	"github.com/rotary-secrets/rotary/rotators"
 	"github.com/rotary-secrets/rotary/rotators/rotatortest"
@@ -96,27 +94,29 @@ func TestCheckRoleName(t *testing.T) {
 	}
 }
 
-// TestConnString: each field is one quoted value that the driver reads
-// back exactly; none can add a parameter such as a password.
-func TestConnString(t *testing.T) {
-	c := rotators.DBCredentials{Host: `127.0.0.1`, Port: 5432, DBName: `d'b\ x password=stolen sslmode=disable`, SSLMode: "verify-full"}
-	cfg, err := pq.NewConfig(connString(c))
-	if err != nil {
-		t.Fatalf("NewConfig(connString): %v", err)
+// TestPQConfig: each field of the value is one field of the driver
+// config, verbatim; none can add a parameter such as options or a
+// password, and nothing comes from the environment.
+func TestPQConfig(t *testing.T) {
+	t.Setenv("PGOPTIONS", "-c role=postgres")
+	t.Setenv("PGHOSTADDR", "192.0.2.1")
+	c := rotators.DBCredentials{Host: `127.0.0.1`, Port: 5432, Username: `u' options='-c role=postgres`, Password: "p w=x",
+		DBName: `d'b\ x password=stolen sslmode=disable options='-c role=postgres'`}
+	cfg := pqConfig(c, "disable")
+	if cfg.Database != c.DBName || cfg.Host != c.Host || cfg.Port != 5432 || cfg.User != c.Username || cfg.Password != c.Password ||
+		cfg.Options != "" || cfg.Hostaddr.IsValid() || len(cfg.Multi) != 0 || string(cfg.SSLMode) != "disable" || cfg.Passfile != "" {
+		t.Errorf("pqConfig: %+v", cfg)
 	}
-	if cfg.Database != c.DBName || cfg.Host != c.Host || cfg.Port != 5432 || cfg.Password != "" || string(cfg.SSLMode) != "verify-full" {
-		t.Errorf("connString round trip: host %q port %d dbname %q password %q sslmode %q", cfg.Host, cfg.Port, cfg.Database, cfg.Password, cfg.SSLMode)
+	if cfg := pqConfig(rotators.DBCredentials{Host: "[::1]", Port: 1}, "disable"); cfg.Host != "::1" || cfg.Database != "postgres" {
+		t.Errorf("pqConfig([::1], no dbname): host %q dbname %q", cfg.Host, cfg.Database)
 	}
 	for _, tc := range []struct{ host, mode, want string }{
 		{"127.0.0.1", "", "disable"}, {"localhost", "", "disable"}, {"::1", "", "disable"}, {"[::1]", "", "disable"},
-		{"db.internal", "", "require"}, {"10.0.0.1", "", "require"}, {"127.0.0.1", "require", "require"},
+		{"db.internal", "", "verify-full"}, {"10.0.0.1", "", "verify-full"}, {"127.0.0.1", "require", "require"},
 	} {
-		if got := sslMode(rotators.DBCredentials{Host: tc.host, SSLMode: tc.mode}); got != tc.want {
-			t.Errorf("sslMode(host %s, sslmode %q) = %s, want %s", tc.host, tc.mode, got, tc.want)
+		if got, err := (rotators.DBCredentials{Host: tc.host, SSLMode: tc.mode}).Mode(); err != nil || got != tc.want {
+			t.Errorf("Mode(host %s, sslmode %q) = %s, %v; want %s", tc.host, tc.mode, got, err, tc.want)
 		}
-	}
-	if got := connString(rotators.DBCredentials{Host: "h", Port: 1}); !strings.Contains(got, "dbname='postgres'") {
-		t.Errorf("connString without dbname = %s; want dbname postgres", got)
 	}
 }
 

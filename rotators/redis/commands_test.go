@@ -141,10 +141,19 @@ func TestOptions(t *testing.T) {
 	if o.TLSConfig == nil || o.TLSConfig.ServerName != "db" || o.TLSConfig.InsecureSkipVerify {
 		t.Errorf("verify-full: TLS config %+v; want verification against host db", o.TLSConfig)
 	}
-	for mode, wantTLS := range map[string]bool{"": false, "disable": false, "require": true} {
-		tc, err := tlsConfig(rotators.DBCredentials{Host: "db", SSLMode: mode})
-		if err != nil || (tc != nil) != wantTLS {
-			t.Errorf("sslmode %q: TLS %v, %v", mode, tc != nil, err)
+	// Without sslmode: plaintext only to loopback, verified TLS elsewhere.
+	for _, tc := range []struct {
+		host, mode string
+		wantTLS    bool
+	}{{"db", "", true}, {"127.0.0.1", "", false}, {"db", "disable", false}, {"db", "require", true}, {"db", "verify-ca", true}} {
+		c, err := tlsConfig(rotators.DBCredentials{Host: tc.host, SSLMode: tc.mode})
+		if err != nil || (c != nil) != tc.wantTLS {
+			t.Errorf("host %s sslmode %q: TLS %v, %v; want TLS %v", tc.host, tc.mode, c != nil, err, tc.wantTLS)
+		}
+	}
+	for _, mode := range []string{"prefer", "allow", "bogus"} {
+		if _, err := tlsConfig(rotators.DBCredentials{Host: "db", SSLMode: mode}); err == nil || !strings.Contains(err.Error(), "sslmode") {
+			t.Errorf("sslmode %q: %v; want refused naming sslmode", mode, err)
 		}
 	}
 }

@@ -5,9 +5,36 @@
 //	{"engine":"redis","host":"10.0.0.5","port":6379,"username":"app","password":"…"}
 //
 // An empty username means the "default" user (what a bare AUTH password
-// authenticates as). sslmode "" or "disable" connects in plain text,
-// "verify-full" over TLS checked against the system roots, and "require"
-// over TLS without checking the certificate (libpq's meaning).
+// authenticates as). TLS follows the value's sslmode (see
+// rotators.DBCredentials and the README, "TLS to rotation targets"):
+// "disable" connects in plain text, "require" over TLS without checking the
+// certificate (libpq's meaning), "verify-ca" and "verify-full" over TLS
+// checked against sslrootcert (a PEM file; the system roots without it),
+// verify-full also checking the name (tls_server_name or host). Without
+// sslmode a loopback host gets disable and any other host verify-full;
+// plaintext to a host that is not loopback is refused before connecting
+// unless the value says "allow_plaintext": true. Redis does not negotiate
+// TLS, so "allow" and "prefer" are refused.
+//
+// # Whom it talks to
+//
+// Every session checks ACL WHOAMI against the value's user before it
+// changes anything (single-user: the user must be allowed +acl|whoami;
+// admin: checked when the admin may run it). Single-user Set first logs in
+// with a random wrong password and wants WRONGPASS: a nopass user (the
+// out-of-the-box default user is one) takes any password, so a value
+// naming it would "rotate" a password that guards nothing, and give up its
+// nopass, locking its clients out; that fails with
+// rotators.ErrWrongIdentity and nothing changes.
+//
+// # Rollback
+//
+// Rollback (rotators.Rollbacker), called by the engine when the pending
+// password failed its test while the current one still works, removes the
+// pending password Set added (ACL SETUSER <user> !<hash>, then ACL SAVE),
+// which would otherwise stay a second valid password nobody stores. A hash
+// the user no longer has counts as removed; a pending equal to the current
+// password is never removed.
 //
 // # No outage window
 //
@@ -23,7 +50,10 @@
 //     fails the connection when the server refuses it), confirms with ACL
 //     WHOAMI that the session belongs to the value's user where the user may
 //     run it, and runs the test command (config test_query, words separated
-//     by spaces; default PING).
+//     by spaces; default PING). The command must be one that only reads
+//     (PING, ECHO, TIME, DBSIZE, GET, MGET, EXISTS, TYPE, TTL, HGET, LLEN,
+//     SCARD, ZCARD and the like; see readOnlyCommandList): anything else is
+//     refused with rotators.ErrTestQuery.
 //   - Finish removes the previous password: ACL SETUSER <user> !<old hash>.
 //     After Finish the previous credential is refused. Removing a hash the
 //     user no longer has is treated as done, so Finish is idempotent too.

@@ -34,6 +34,7 @@ type Rotator struct{}
 var (
 	_ rotators.Rotator         = Rotator{}
 	_ rotators.ConfigValidator = Rotator{}
+	_ rotators.Rollbacker      = Rotator{}
 )
 
 // errNoACLFile is the text Redis answers ACL SAVE with when it keeps its
@@ -64,8 +65,26 @@ func parseConfig(raw json.RawMessage) (config, error) {
 		if cmd = strings.Fields(c.TestQuery); len(cmd) == 0 {
 			return config{}, errors.New(`config: test_query: a Redis command with its arguments separated by spaces, e.g. "GET app:health"`)
 		}
+		if !readOnlyCommands[strings.ToUpper(cmd[0])] {
+			return config{}, fmt.Errorf("config: test_query: %w: %q is not one of the read-only commands the redis rotator runs (%s)",
+				rotators.ErrTestQuery, cmd[0], readOnlyCommandList)
+		}
 	}
 	return config{DBConfig: c, testCommand: cmd}, nil
+}
+
+// readOnlyCommands are the commands a test_query may run: they only read
+// (one command per test_query; arguments are separate RESP strings, so
+// nothing in them can add a second command).
+var readOnlyCommands = map[string]bool{}
+
+const readOnlyCommandList = "PING ECHO TIME DBSIZE GET MGET GETRANGE STRLEN EXISTS TYPE TTL PTTL " +
+	"HGET HMGET HEXISTS HLEN HGETALL LLEN LINDEX LRANGE SCARD SISMEMBER SMEMBERS ZCARD ZSCORE ZRANGE XLEN"
+
+func init() {
+	for _, c := range strings.Fields(readOnlyCommandList) {
+		readOnlyCommands[c] = true
+	}
 }
 
 // ValidateConfig checks a rotation config when it is saved. Whether the
@@ -158,17 +177,21 @@ func cmdKillSessions(user string) []any {
 	return []any{"CLIENT", "KILL", "USER", user, "SKIPME", "yes"}
 }
 
+// tlsConfig is the TLS config of c's sslmode (nil: plaintext). Redis has
+// no TLS negotiation, so allow and prefer, which fall back to plaintext
+// elsewhere, are refused: say disable, or a TLS mode.
 func tlsConfig(c rotators.DBCredentials) (*tls.Config, error) {
-	switch c.SSLMode {
-	case "", "disable":
-		return nil, nil
-	case "require":
-		return &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}, nil //nolint:gosec // libpq's "require": encrypted, unverified, by explicit choice
-	case "verify-full":
-		return &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.Host}, nil
-	default:
-		return nil, fmt.Errorf(`sslmode %q: use "disable", "require" or "verify-full"`, c.SSLMode)
+	mode, err := c.Mode()
+	if err != nil {
+		return nil, err
 	}
+	switch mode {
+	case rotators.SSLDisable:
+		return nil, nil
+	case rotators.SSLAllow, rotators.SSLPrefer:
+		return nil, fmt.Errorf(`field "sslmode": %q: Redis does not negotiate TLS; use disable, require, verify-ca or verify-full`, c.SSLMode)
+	}
+	return c.TLSConfig()
 }
 
 // options returns the go-redis options for one short-lived connection as c:
@@ -246,6 +269,53 @@ func (s *session) whoami(ctx context.Context) (name string, ok bool, err error) 
 		return "", false, err
 	}
 	return name, true, nil
+}
+
+// checkWho makes sure the session is want's: ACL WHOAMI answers want. When
+// the user may not run ACL WHOAMI, required decides: single-user needs
+// it (the user already holds ACL SETUSER), admin does not.
+func (s *session) checkWho(ctx context.Context, want string, required bool) error {
+	who, ok, err := s.whoami(ctx)
+	switch {
+	case err != nil:
+		return s.errorf("ACL WHOAMI: %w", err)
+	case !ok && required:
+		return fmt.Errorf("%w: user %q may not run ACL WHOAMI, so the rotator cannot check whom the session belongs to; grant it +acl|whoami",
+			rotators.ErrWrongIdentity, want)
+	case ok && who != want:
+		return fmt.Errorf("%w: logged in to %s as %q, but the session belongs to %q; refusing to change anything", rotators.ErrWrongIdentity, s.as.addr(), want, who)
+	}
+	return nil
+}
+
+// checkPasswordChecked logs in as c's user with a random wrong password
+// and wants Redis to refuse it. A user that takes any password (nopass,
+// as the default user has out of the box) would let a value naming it
+// "rotate" a password that guards nothing, and give a single-user
+// rotation ACL SETUSER rights on a user the value merely names:
+// ErrWrongIdentity, nothing changed.
+func checkPasswordChecked(ctx context.Context, c creds, timeout time.Duration) error {
+	wrong, err := rotators.GeneratePassword(rotators.PasswordPolicy{Length: 32})
+	if err != nil {
+		return err
+	}
+	probe := c
+	probe.pw = sensitive.Bytes("rotary-wrong-" + string(wrong.Reveal()))
+	wrong.Wipe()
+	rdb := goredis.NewClient(options(probe, timeout))
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err = rdb.Ping(ctx).Err()
+	switch {
+	case err == nil || goredis.IsPermissionError(err):
+		return fmt.Errorf("%w: %s let user %q in with a wrong password (nopass): a password it does not check cannot be rotated; "+
+			"refusing to change anything", rotators.ErrWrongIdentity, c.addr(), c.user)
+	case goredis.IsAuthError(err):
+		return nil
+	default:
+		return sensitive.Sanitize(fmt.Errorf("connect to %s as %q: %w", c.addr(), c.user, err), probe.pw, c.pw)
+	}
 }
 
 // Create generates the pending value: the current value with a new
@@ -326,11 +396,20 @@ func (Rotator) Set(ctx context.Context, req rotators.SetRequest) error {
 	if err != nil {
 		return fmt.Errorf("redis: set: %w", err)
 	}
+	single := cfg.Strategy == rotators.StrategySingleUser
+	if single {
+		if err := checkPasswordChecked(ctx, as, cfg.Timeout()); err != nil {
+			return fmt.Errorf("redis: set: %w", err)
+		}
+	}
 	s, err := dial(ctx, as, cfg.Timeout(), cur.pw, pend.pw)
 	if err != nil {
 		return fmt.Errorf("redis: set: %w", err)
 	}
 	defer s.close()
+	if err := s.checkWho(ctx, as.user, single); err != nil {
+		return fmt.Errorf("redis: set: %w", err)
+	}
 	if cfg.Strategy == rotators.StrategyAdmin {
 		// ACL SETUSER creates a missing user; a rotation must not.
 		err := s.do(ctx, cmdGetUser(pend.user)).Err()
@@ -374,12 +453,8 @@ func (Rotator) Test(ctx context.Context, req rotators.TestRequest) error {
 	// a session that answers as someone else (a refused AUTH leaves a Redis
 	// connection authenticated as "default"). Users that may not run it are
 	// common and are not held against the credential.
-	who, ok, err := s.whoami(ctx)
-	if err != nil {
-		return fmt.Errorf("redis: test: %w", s.errorf("ACL WHOAMI: %w", err))
-	}
-	if ok && who != v.user {
-		return fmt.Errorf("redis: test: logged in to %s as %q, want %q", v.addr(), who, v.user)
+	if err := s.checkWho(ctx, v.user, false); err != nil {
+		return fmt.Errorf("redis: test: %w", err)
 	}
 	args := make([]any, len(cfg.testCommand))
 	for i, a := range cfg.testCommand {
@@ -430,6 +505,9 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 		return fmt.Errorf("redis: finish: %w", err)
 	}
 	defer s.close()
+	if err := s.checkWho(ctx, as.user, cfg.Strategy == rotators.StrategySingleUser); err != nil {
+		return fmt.Errorf("redis: finish: %w", err)
+	}
 
 	if !req.Emergency {
 		err := s.do(ctx, cmdRemovePassword(cur.user, prev.hash())).Err()
@@ -474,4 +552,54 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 			s.errorf("CLIENT KILL USER %q: %w", cur.user, err))
 	}
 	return nil
+}
+
+// Rollback removes the pending password Set added, after the pending
+// value failed its test while the current one still works: otherwise it
+// would stay a second valid password of the user that nobody stores.
+// Idempotent: a password the user no longer has counts as removed. It
+// never removes the current password.
+func (Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) error {
+	cfg, err := parseConfig(req.Config)
+	if err != nil {
+		return fmt.Errorf("redis: rollback: %w", err)
+	}
+	cur, err := parseValue(req.Current, "current")
+	if err != nil {
+		return fmt.Errorf("redis: rollback: %w", err)
+	}
+	pend, err := parseValue(req.Pending, "pending")
+	if err != nil {
+		return fmt.Errorf("redis: rollback: %w", err)
+	}
+	if pend.user != cur.user {
+		return fmt.Errorf("redis: rollback: the pending value is for user %q, the current one for %q; the redis rotator changes one user's passwords", pend.user, cur.user)
+	}
+	if pend.hash() == cur.hash() {
+		return nil // removing it would remove the current password
+	}
+	as, err := executor(cfg, req.Current, req.Admin)
+	if err != nil {
+		return fmt.Errorf("redis: rollback: %w", err)
+	}
+	s, err := dial(ctx, as, cfg.Timeout(), cur.pw, pend.pw)
+	if err != nil {
+		return fmt.Errorf("redis: rollback: %w", err)
+	}
+	defer s.close()
+	if err := s.checkWho(ctx, as.user, cfg.Strategy == rotators.StrategySingleUser); err != nil {
+		return fmt.Errorf("redis: rollback: %w", err)
+	}
+	err = s.do(ctx, cmdRemovePassword(pend.user, pend.hash())).Err()
+	switch {
+	case err == nil, isRedisError(err) && strings.Contains(err.Error(), errNoSuchPassword):
+		if err := s.persist(ctx, cfg); err != nil {
+			return fmt.Errorf("redis: rollback: pending password removed but not saved: %w", err)
+		}
+		return nil
+	case goredis.IsPermissionError(err):
+		return fmt.Errorf("redis: rollback: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
+	default:
+		return fmt.Errorf("redis: rollback: %w", s.errorf("ACL SETUSER %q (remove the pending password): %w", pend.user, err))
+	}
 }

@@ -200,7 +200,68 @@ func harness(t *testing.T, strategy string) rotatortest.Harness {
 		},
 		OldKeepsWorking: func(string) bool { return false }, // Finish removes the old password
 		HostileNames:    redisHostile,
+		Unchecked: func(t *testing.T, username string) (rotators.Value, func() bool) {
+			return uncheckedUser(t, rdb, username, rules)
+		},
+		HostileTestQueries: func(t *testing.T, _ rotators.Value) ([]rotatortest.HostileQuery, func() error) {
+			return hostileCommands(t, rdb)
+		},
 	}
+}
+
+// uncheckedUser makes a nopass user, as the default user is out of the
+// box: any password logs in as it. changed compares its ACL rules.
+func uncheckedUser(t *testing.T, rdb *goredis.Client, name string, rules []string) (rotators.Value, func() bool) {
+	t.Helper()
+	args := append([]string{"reset", "on", "nopass"}, rules...)
+	if err := rdb.ACLSetUser(context.Background(), name, args...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER %q: %v", name, err)
+	}
+	t.Cleanup(func() { _ = rdb.ACLDelUser(context.Background(), name).Err() })
+	list := func() string {
+		l, err := rdb.ACLList(context.Background()).Result()
+		if err != nil {
+			t.Fatalf("ACL LIST: %v", err)
+		}
+		for _, u := range l {
+			if strings.HasPrefix(u, "user "+name+" ") {
+				return u
+			}
+		}
+		t.Fatalf("user %q is gone", name)
+		return ""
+	}
+	before := list()
+	v := value(name, newPassword(t))
+	if who, err := login(t.Context(), v); err != nil || who != name {
+		t.Fatalf("nopass user: login = %q, %v; the test proves nothing", who, err)
+	}
+	return v, func() bool { return list() != before }
+}
+
+// hostileCommands: a key the test users may write, and test commands
+// that would change it or more.
+func hostileCommands(t *testing.T, rdb *goredis.Client) ([]rotatortest.HostileQuery, func() error) {
+	t.Helper()
+	key := testenv.Unique("rt:tq:")
+	if err := rdb.Set(context.Background(), key, "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Del(context.Background(), key).Err() })
+	return []rotatortest.HostileQuery{
+			{Query: "DEL " + key},
+			{Query: "SET " + key + " 2"},
+			{Query: "FLUSHDB"},
+			{Query: "EVAL \"redis.call('del', KEYS[1])\" 1 " + key},
+			{Query: "ACL SETUSER default nopass"},
+			{Query: "CONFIG SET appendonly no"},
+		}, func() error {
+			v, err := rdb.Get(context.Background(), key).Result()
+			if err != nil || v != "1" {
+				return fmt.Errorf("key %s = %q, %v; want 1", key, v, err)
+			}
+			return nil
+		}
 }
 
 func config(strategy, adminSecret string) json.RawMessage {
@@ -527,10 +588,11 @@ func TestTestCommand(t *testing.T) {
 		ok    bool
 	}{
 		{"", true},
-		{"GET rt:probe", true},           // a nil reply is fine
-		{"  SET   rt:probe   x  ", true}, // words separated by any spaces
-		{"GET other:key", false},         // outside the user's key pattern
-		{"CONFIG GET maxmemory", false},  // not allowed to the user
+		{"GET rt:probe", true},          // a nil reply is fine
+		{"  GET   rt:probe  ", true},    // words separated by any spaces
+		{"SET rt:probe x", false},       // a write: refused by ValidateConfig and Test
+		{"GET other:key", false},        // outside the user's key pattern
+		{"CONFIG GET maxmemory", false}, // not allowed to the user
 		{"NOSUCHCOMMAND", false},
 	} {
 		cfg, _ := json.Marshal(map[string]string{"strategy": "admin", "admin_secret": "a", "test_query": tc.query})

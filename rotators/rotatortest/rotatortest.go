@@ -14,7 +14,11 @@ package rotatortest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -62,6 +66,35 @@ type Harness struct {
 
 	// HostileNames are user names to try; DefaultHostileNames when nil.
 	HostileNames []string
+
+	// Unchecked creates a login named username that the target lets in
+	// with any password (PostgreSQL: a role pg_hba.conf trusts; Redis: a
+	// nopass user), registers its removal, and returns a value naming it
+	// and a function reporting whether its password settings changed
+	// since. The single-user strategy must refuse to rotate it. Nil when
+	// the target cannot have such a login.
+	Unchecked func(t *testing.T, username string) (value rotators.Value, changed func() bool)
+
+	// Masquerade creates a login named username whose sessions the target
+	// reports as another user (PostgreSQL: ALTER ROLE … SET role), and
+	// returns its value. The rotator must refuse to act through it. Nil
+	// when the target has no such thing.
+	Masquerade func(t *testing.T, username string) rotators.Value
+
+	// HostileTestQueries returns test_query values that would change the
+	// target (DROP TABLE, a second statement, CREATE TABLE, a write) for
+	// the login value, and a check that the target is unchanged. Nil
+	// when the rotator runs no configurable command.
+	HostileTestQueries func(t *testing.T, login rotators.Value) (queries []HostileQuery, unchanged func() error)
+}
+
+// HostileQuery is a test_query that would change the target.
+type HostileQuery struct {
+	Query string
+	// ServerOnly: it reads like one read-only statement (WITH … DELETE),
+	// so ValidateConfig may accept it; the read-only transaction on the
+	// server must stop it in Test.
+	ServerOnly bool
 }
 
 // DefaultHostileNames are user names full of quoting hazards. The suite
@@ -101,6 +134,20 @@ func Run(t *testing.T, h Harness) {
 		})
 	}
 	t.Run("test refuses a wrong password", func(t *testing.T) { testWrongPassword(t, h) })
+	t.Run("set never changes another account", func(t *testing.T) { testOtherAccount(t, h) })
+	if h.SecretType == "db-credentials" {
+		t.Run("no plaintext to a remote host", func(t *testing.T) { testNoPlaintext(t, h) })
+		t.Run("hostile host values", func(t *testing.T) { testHostileHosts(t, h) })
+	}
+	if h.Unchecked != nil && slices.Contains(h.Strategies, rotators.StrategySingleUser) {
+		t.Run("single-user refuses a login the target does not check", func(t *testing.T) { testUnchecked(t, h) })
+	}
+	if h.Masquerade != nil {
+		t.Run("refuses a session of another identity", func(t *testing.T) { testMasquerade(t, h) })
+	}
+	if h.HostileTestQueries != nil {
+		t.Run("test_query is one read-only statement", func(t *testing.T) { testHostileTestQueries(t, h) })
+	}
 }
 
 var counter atomic.Int64
@@ -401,5 +448,234 @@ func testWrongPassword(t *testing.T, h Harness) {
 	}
 	if err := r.test(r.current); err != nil {
 		t.Fatalf("Test(right password) = %v", err)
+	}
+}
+
+// testOtherAccount: a pending value naming an account other than the one
+// the rotation is for (a canary) is refused by Set, and the canary's
+// password still works. For alternating the pending user must be the
+// other user of the pair.
+func testOtherAccount(t *testing.T, h Harness) {
+	for _, strategy := range h.Strategies {
+		t.Run(strategy, func(t *testing.T) {
+			r := newRotation(t, h, strategy, "rt8_"+unique())
+			canaryUser := "rt_canary_" + unique()
+			canary := h.NewAccount(t, canaryUser)
+			r.create(false)
+			hostile, err := rotators.WithCredentials(r.pending, canaryUser, sensitive.Bytes(password(r.pending)))
+			if err != nil {
+				t.Fatalf("WithCredentials: %v", err)
+			}
+			err = h.Rotator.Set(r.ctx(), rotators.SetRequest{
+				Secret: r.sec, Config: r.cfg, Current: r.current, Pending: hostile, Admin: r.admin,
+			})
+			r.noLeak("Set", err)
+			if err == nil {
+				t.Fatalf("Set with a pending value for another account (%q) succeeded; want it refused", canaryUser)
+			}
+			if u, err := h.Login(r.ctx(), canary); err != nil || u != canaryUser {
+				t.Fatalf("the other account's own password stopped working: login = %q, %v", u, err)
+			}
+			r.refused("hostile pending", hostile)
+			r.works("current", r.current)
+		})
+	}
+}
+
+// nonLoopbackAddr returns a non-loopback IP address of this machine, or ""
+// when it has none.
+func nonLoopbackAddr() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// withField returns v with field set (a JSON value).
+func withField(t *testing.T, v rotators.Value, fields map[string]any) rotators.Value {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(v.Reveal(), &m); err != nil {
+		t.Fatalf("value is not a JSON object")
+	}
+	for k, f := range fields {
+		m[k] = f
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sensitive.Bytes(b)
+}
+
+// testNoPlaintext: a value whose host is not loopback and whose sslmode
+// sends the password in plaintext is refused by every step with
+// rotators.ErrPlaintext before any connection: a listener on that host
+// (a non-loopback address of this machine, when it has one) sees none.
+func testNoPlaintext(t *testing.T, h Harness) {
+	host, port := "192.0.2.1", 9 // TEST-NET: nothing to reach when the machine has no other address
+	var ln *net.TCPListener
+	if a := nonLoopbackAddr(); a != "" {
+		l, err := net.Listen("tcp", net.JoinHostPort(a, "0"))
+		if err == nil {
+			ln = l.(*net.TCPListener)
+			t.Cleanup(func() { ln.Close() })
+			host, port = a, ln.Addr().(*net.TCPAddr).Port
+		}
+	}
+	for _, strategy := range h.Strategies {
+		t.Run(strategy, func(t *testing.T) {
+			r := newRotation(t, h, strategy, "rt9_"+unique())
+			r.create(false)
+			remote := map[string]any{"host": host, "port": port, "sslmode": "disable"}
+			cur, pend := withField(t, r.current, remote), withField(t, r.pending, remote)
+			admin := r.admin
+			if admin != nil {
+				admin = withField(t, admin, remote)
+			}
+			for step, call := range map[string]func() error{
+				"Test": func() error {
+					return h.Rotator.Test(r.ctx(), rotators.TestRequest{Secret: r.sec, Config: r.cfg, Value: cur})
+				},
+				"Set": func() error {
+					return h.Rotator.Set(r.ctx(), rotators.SetRequest{Secret: r.sec, Config: r.cfg, Current: cur, Pending: pend, Admin: admin})
+				},
+				"Finish": func() error {
+					return h.Rotator.Finish(r.ctx(), rotators.FinishRequest{Secret: r.sec, Config: r.cfg, Current: pend, Previous: cur, Admin: admin, Emergency: true})
+				},
+			} {
+				err := call()
+				r.noLeak(step, err)
+				if !errors.Is(err, rotators.ErrPlaintext) {
+					t.Errorf("%s to %s in plaintext = %v; want rotators.ErrPlaintext", step, host, err)
+				} else if !strings.Contains(err.Error(), host) || !strings.Contains(err.Error(), "verify-full") {
+					t.Errorf("%s error %q: want the host and the fix (sslmode verify-full) named", step, err)
+				}
+			}
+			if ln != nil {
+				_ = ln.SetDeadline(time.Now())
+				if c, err := ln.Accept(); err == nil {
+					c.Close()
+					t.Errorf("a rotator connected to %s:%d; want no connection at all", host, port)
+				}
+			}
+			// The negative control: with allow_plaintext the value is accepted
+			// and Test reaches the target (the real one, on loopback).
+			ok := withField(t, r.current, map[string]any{"allow_plaintext": true})
+			if err := r.test(ok); err != nil {
+				t.Errorf("Test with allow_plaintext on the loopback target: %v", err)
+			}
+		})
+	}
+}
+
+// testUnchecked: single-user never rotates a login the target lets in
+// with any password; nothing about it changes.
+func testUnchecked(t *testing.T, h Harness) {
+	user := "rt10_" + unique()
+	v, changed := h.Unchecked(t, user)
+	cfg := h.Config(rotators.StrategySingleUser, adminSecretName, user+"_b")
+	sec := rotators.Secret{Name: "rotatortest/" + unique(), Type: h.SecretType, Region: "default", Version: 2}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := h.Rotator.Create(ctx, rotators.CreateRequest{Secret: sec, Config: cfg, Current: v})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	err = h.Rotator.Set(ctx, rotators.SetRequest{Secret: sec, Config: cfg, Current: v, Pending: resp.Value})
+	if !errors.Is(err, rotators.ErrWrongIdentity) {
+		t.Fatalf("single-user Set on a login the target does not check = %v; want rotators.ErrWrongIdentity", err)
+	}
+	if changed() {
+		t.Fatalf("the unchecked login's password settings changed; want nothing changed")
+	}
+}
+
+// testMasquerade: a login whose session the target reports as another
+// user is refused by Set (any strategy that logs in as it) and Test.
+func testMasquerade(t *testing.T, h Harness) {
+	user := "rt11_" + unique()
+	v := h.Masquerade(t, user)
+	before, _ := h.Login(context.Background(), v)
+	if before == user {
+		t.Fatalf("Masquerade: the session is %q's own; the harness proves nothing", user)
+	}
+	cfg := h.Config(rotators.StrategySingleUser, adminSecretName, user+"_b")
+	sec := rotators.Secret{Name: "rotatortest/" + unique(), Type: h.SecretType, Region: "default", Version: 2}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := h.Rotator.Create(ctx, rotators.CreateRequest{Secret: sec, Config: cfg, Current: v})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if err := h.Rotator.Set(ctx, rotators.SetRequest{Secret: sec, Config: cfg, Current: v, Pending: resp.Value}); !errors.Is(err, rotators.ErrWrongIdentity) {
+		t.Errorf("Set as a login whose session is %q = %v; want rotators.ErrWrongIdentity", before, err)
+	}
+	if err := h.Rotator.Test(ctx, rotators.TestRequest{Secret: sec, Config: cfg, Value: v}); !errors.Is(err, rotators.ErrWrongIdentity) {
+		t.Errorf("Test of a login whose session is %q = %v; want rotators.ErrWrongIdentity", before, err)
+	}
+	if _, err := h.Login(ctx, resp.Value); err == nil {
+		t.Errorf("the pending password logs in: Set changed it")
+	}
+}
+
+// testHostileTestQueries: ValidateConfig refuses each hostile test_query
+// with rotators.ErrTestQuery, Test refuses it too, and the target is
+// unchanged; the default test query still works (negative control).
+func testHostileTestQueries(t *testing.T, h Harness) {
+	r := newRotation(t, h, h.Strategies[0], "rt12_"+unique())
+	queries, unchanged := h.HostileTestQueries(t, r.current)
+	for _, hq := range queries {
+		q := hq.Query
+		t.Run(q, func(t *testing.T) {
+			var cfg map[string]any
+			if err := json.Unmarshal(r.cfg, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			cfg["test_query"] = q
+			raw, _ := json.Marshal(cfg)
+			if v, ok := h.Rotator.(rotators.ConfigValidator); ok {
+				err := v.ValidateConfig(r.ctx(), h.SecretType, raw)
+				if (!hq.ServerOnly || err != nil) && (!errors.Is(err, rotators.ErrTestQuery) || !strings.Contains(err.Error(), "test_query")) {
+					t.Errorf("ValidateConfig(test_query %s) = %v; want rotators.ErrTestQuery naming test_query", strconv.Quote(q), err)
+				}
+			}
+			err := h.Rotator.Test(r.ctx(), rotators.TestRequest{Secret: r.sec, Config: raw, Value: r.current})
+			r.noLeak("Test", err)
+			if err == nil {
+				t.Errorf("Test with test_query %s succeeded; want it refused", strconv.Quote(q))
+			}
+			if err := unchanged(); err != nil {
+				t.Fatalf("after test_query %s: %v", strconv.Quote(q), err)
+			}
+		})
+	}
+	if err := r.test(r.current); err != nil {
+		t.Errorf("Test with the default test query: %v", err)
+	}
+}
+
+// HostileHosts are host field values a driver could read as a socket, a
+// second host or more parameters. Every step refuses them naming the field.
+var HostileHosts = []string{
+	"/tmp", "/var/run/postgresql", "@abstract", "127.0.0.1,127.0.0.2", "127.0.0.1 port=1", "127.0.0.1' options='-c role=postgres",
+	"127.0.0.1?tls=false", "127.0.0.1)/x?allowCleartextPasswords=true", "evil@127.0.0.1", "127.0.0.1/x", "127.0.0.1:1",
+}
+
+func testHostileHosts(t *testing.T, h Harness) {
+	r := newRotation(t, h, h.Strategies[0], "rt13_"+unique())
+	for _, host := range HostileHosts {
+		v := withField(t, r.current, map[string]any{"host": host})
+		err := h.Rotator.Test(r.ctx(), rotators.TestRequest{Secret: r.sec, Config: r.cfg, Value: v})
+		r.noLeak("Test", err)
+		if err == nil || !strings.Contains(err.Error(), `field "host"`) {
+			t.Errorf("Test with host %q = %v; want it refused naming the host field", host, err)
+		}
 	}
 }
