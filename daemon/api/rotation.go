@@ -70,6 +70,9 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 		info(r).result = "denied"
 		return forbidden("read", "secret "+strconv.Quote(c.AdminSecret)+" (the admin_secret)")
 	}
+	if err := s.checkCommandOptions(r, p, name, req.Config); err != nil {
+		return err
+	}
 	rot, next, err := s.engine.Configure(r.Context(), rotation.Settings{
 		Secret: name, Rotator: req.Rotator, Schedule: req.Schedule, Window: window, Config: req.Config, Enabled: req.Enabled,
 	})
@@ -78,6 +81,37 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 	}
 	info(r).audited = true
 	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot), Next: next})
+	return nil
+}
+
+// commandOptions are the rotation config options that make a rotator run
+// a command of the caller's choosing on the target.
+var commandOptions = []string{"test_query"}
+
+// checkCommandOptions refuses a config that sets or changes an option that
+// runs a command on the target unless the caller holds admin on the
+// secret: rotate lets a token start rotations, not run its own statements
+// as the rotated account. Keeping the stored value is not setting it.
+func (s *Server) checkCommandOptions(r *http.Request, p *principal, name string, config json.RawMessage) error {
+	if p.allowed(auth.KindSecret, name, auth.ActionAdmin) {
+		return nil
+	}
+	var stored map[string]json.RawMessage
+	if old, err := s.st.GetRotation(r.Context(), name); err == nil && len(old.Config) > 0 {
+		_ = json.Unmarshal(old.Config, &stored)
+	}
+	var given map[string]json.RawMessage
+	if len(config) > 0 {
+		_ = json.Unmarshal(config, &given) // a non-object was refused before
+	}
+	for _, opt := range commandOptions {
+		v, ok := given[opt]
+		if !ok || string(v) == `""` || string(v) == "null" || string(v) == string(stored[opt]) {
+			continue
+		}
+		info(r).result = "denied"
+		return forbidden("admin", "secret "+strconv.Quote(name)+" (the rotation option \""+opt+"\" runs a command on the target)")
+	}
 	return nil
 }
 
