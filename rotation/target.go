@@ -91,6 +91,9 @@ func (e *Engine) bind(ctx context.Context, g guarded, info secrets.Info, cfg jso
 	scrub := &attempt{}
 	defer func() { err = scrub.sanitize(err) }()
 	cur, err := e.svc.Get(ctx, secrets.GetParams{Name: info.Name})
+	if errors.Is(err, secrets.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s has no current value: put the credential first, the rotation is bound to the account it names", secrets.ErrInvalid, info.Name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bind the rotation to its target: read the current value: %w", err)
 	}
