@@ -691,6 +691,9 @@ func (a *attempt) test(ctx context.Context) error {
 		return aerr
 	}
 	a.resuming = true
+	if errors.Is(cerr, rotators.ErrTargetMismatch) {
+		return errors.Join(testErr, cerr)
+	}
 	return testErr
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/rotation"
+	"github.com/rotary-secrets/rotary/rotators"
 	"github.com/rotary-secrets/rotary/secrets"
 	"github.com/rotary-secrets/rotary/store"
 )
@@ -267,6 +268,10 @@ func rotateError(err error) error {
 		return &httpError{http.StatusConflict, err.Error()}
 	case errors.Is(err, rotation.ErrNotConfigured):
 		return &httpError{http.StatusBadRequest, err.Error()}
+	case errors.Is(err, rotators.ErrTargetMismatch), errors.Is(err, rotation.ErrNotBound):
+		// Refused before anything reached the target: the value or the
+		// settings must change, retrying will not help.
+		return &httpError{http.StatusConflict, "rotation refused: " + err.Error()}
 	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrDeleted), errors.Is(err, secrets.ErrInvalid):
 		return err
 	default:
