@@ -172,6 +172,49 @@ func TestBindingRefusesAnotherRedisUser(t *testing.T) {
 	mrRedisMustLogin(t, "victim, after the legitimate rotation", victim)
 }
 
+// TestBindingRefusesAnotherMariaDBUser: with the alternating strategy the
+// admin would set (or create) whatever user the value names; only the two
+// users of the bound pair pass.
+func TestBindingRefusesAnotherMariaDBUser(t *testing.T) {
+	t.Parallel()
+	db := mrMySQLRoot(t)
+	s := startDev(t)
+	root := s.root(t)
+
+	sfx := randHex(4)
+	appUser := "e2e_bind_app_" + sfx
+	app := mrMySQLUser(t, db, appUser, mrNewPassword(), nil, appUser+"_b")
+	victim := mrMySQLUser(t, db, "e2e_bind_victim_"+sfx, mrNewPassword(), nil)
+	adm := mrMySQLUser(t, db, "e2e_bind_adm_"+sfx, mrNewPassword(), mrMySQLAdminGrants["alternating"])
+	mrMySQLMustRefuse(t, "victim, wrong password (MariaDB checks it)", mrCred{Username: victim.Username, Password: victim.Password + "x"})
+
+	name := "mysql/" + app.Username
+	admName := "mysql/admin-" + sfx
+	mrCreateCred(root, name, app)
+	mrCreateCred(root, admName, adm)
+	mrSetRotation(root, name, "mysql", map[string]any{"strategy": "alternating", "admin_secret": admName})
+
+	attacker := bindingAttacker(root, name)
+	evil := victim
+	evil.Password = "attacker-chosen-" + randHex(8)
+	attacker.withStdin([]byte(evil.json())).ok("secret", "put", name, "--value-stdin")
+	checkRefusedRotation(t, root, attacker, name,
+		`target mismatch: field "username" is "`+victim.Username+`" in the current version, the rotation is bound to "`+appUser+`" or "`+appUser+`_b"`, 2)
+	mrMySQLMustLogin(t, "victim, after the refused rotation", victim, victim.Username)
+	mrMySQLMustRefuse(t, "the attacker's password for the victim", evil)
+
+	// Negative control: the bound pair rotates, to the other user.
+	root.ok("rotation", "disable", name)
+	root.withStdin([]byte(app.json())).ok("secret", "put", name, "--value-stdin")
+	_, v := mrCurrent(root, name)
+	next, _ := mrRotate(root, name, app, v)
+	if next.Username != appUser+"_b" {
+		t.Fatalf("alternating rotation: current user %q, want %q", next.Username, appUser+"_b")
+	}
+	mrMySQLMustLogin(t, "rotated", next, next.Username)
+	mrMySQLMustLogin(t, "victim, after the legitimate rotation", victim, victim.Username)
+}
+
 // TestTestQueryNeedsAdmin: test_query runs a statement as the rotated
 // account on every test step; a token with rotate (not admin) may not
 // set it. The refusal is a 403 naming the option, audited as denied, and
