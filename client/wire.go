@@ -298,6 +298,9 @@ type RotationSettings struct {
 	Window   string          `json:"window,omitempty"`
 	Config   json.RawMessage `json:"config,omitempty"`
 	Enabled  *bool           `json:"enabled,omitempty"`
+	// Rebind confirms binding the rotation to another account than the
+	// one it is bound to (the account the current value names).
+	Rebind bool `json:"rebind,omitempty"`
 }
 
 // RotationShow is a secret's rotation settings and state, with the next

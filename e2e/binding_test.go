@@ -91,6 +91,10 @@ func TestBindingRefusesAnotherPostgresRole(t *testing.T) {
 		`target mismatch: field "username" is "`+victim+`" in the current version, the rotation is bound to "`+app+`"`, 2)
 	mustLogin(t, "victim, after the refused rotation", victim, victimPw)
 	mustRefuse(t, "victim, wrong password after the refused rotation", victim, victimPw+"x")
+	// Nor does an operator who saves the settings again (another schedule)
+	// move the binding to the victim without saying so.
+	root.fail(exitFailure, []string{"conflict", `field "username" is "` + victim + `"`, "--rebind"},
+		"rotation", "set", name, "--rotator", "postgres", "--schedule", "rate(1 day)", "--config-json", cfg)
 
 	// Another host is refused the same way, and nothing is sent to it.
 	attacker.withStdin([]byte(`{"engine":"postgres","host":"127.0.0.2","port":5432,"dbname":"test","username":"`+app+`","password":"x-`+randHex(4)+`","sslmode":"disable"}`)).

@@ -877,6 +877,9 @@ type Settings struct {
 	Window   time.Duration
 	Config   json.RawMessage
 	Enabled  *bool // nil: keep (new settings: enabled)
+	// Rebind confirms a new target identity when the rotation is already
+	// bound to another one (see ErrRebindNeeded).
+	Rebind bool
 }
 
 // Configure validates and stores rotation settings and computes the next
@@ -933,6 +936,11 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 			return err
 		}
 		exists := err == nil
+		if exists && target != nil && !s.Rebind {
+			if err := checkRebind(old.Target, target); err != nil {
+				return err
+			}
+		}
 		r := old
 		r.Secret, r.Rotator, r.Config, r.Schedule, r.Window, r.UpdatedAt = s.Secret, s.Rotator, cfg, spec.Expr, s.Window, now
 		r.Target = targetJSON

@@ -20,6 +20,10 @@ var (
 	// saved again.
 	ErrNotBound = errors.New("the rotation is not bound to a target account (its settings were saved by an older version): " +
 		"run `rotary rotation set` again to bind it")
+	// ErrRebindNeeded: saving settings would bind the rotation to another
+	// account than the one it is bound to (the value was moved, or put by
+	// someone who should not move it); Settings.Rebind confirms it.
+	ErrRebindNeeded = errors.New("the current value names another account than the rotation is bound to")
 	// ErrRotatorPanicked: a rotator call panicked. The panic value is never
 	// shown (it may hold a secret); the stack is logged.
 	ErrRotatorPanicked = errors.New("rotator panicked")
@@ -199,8 +203,26 @@ func targetChange(old []byte, now rotators.Target, existed bool) string {
 	if !existed || len(old) == 0 || json.Unmarshal(old, &prev) != nil {
 		return "target: " + now.String()
 	}
-	if prev.Equal(now) {
+	if prev.Same(now) {
 		return "target unchanged: " + now.String()
 	}
 	return "target changed: " + prev.String() + " → " + now.String()
+}
+
+// checkRebind refuses to replace a stored binding with another identity
+// unless confirmed: a schedule change must not silently move the rotation
+// to the account a value put since names. A rotation without a stored
+// binding (saved by an older version) is bound without confirmation.
+func checkRebind(old []byte, now rotators.Target) error {
+	var prev rotators.Target
+	if len(old) == 0 || json.Unmarshal(old, &prev) != nil || prev.Same(now) {
+		return nil
+	}
+	err := prev.Check(now, "the current version", false)
+	if err == nil {
+		// The current user is allowed, but the identity still changes
+		// (e.g. another second user of an alternating pair).
+		err = fmt.Errorf("%w: the identity changes from %s to %s", rotators.ErrTargetMismatch, prev, now)
+	}
+	return fmt.Errorf("%w (%v); to bind the rotation to it, save the settings again with rebind (rotary rotation set --rebind)", ErrRebindNeeded, err)
 }

@@ -369,7 +369,17 @@ func TestRebindingIsAudited(t *testing.T) {
 	}
 	moved := withField(t, appValue, "username", "app2")
 	bb.put(t, "app", moved)
-	if _, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig)}); err != nil {
+	// Saving the settings again (say, to change the schedule) does not
+	// silently move the binding to the account the new value names.
+	before, _ := bb.st.GetRotation(ctx, "app")
+	_, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig), Schedule: "rate(1 day)"})
+	if !errors.Is(err, rotation.ErrRebindNeeded) || !strings.Contains(err.Error(), `field "username" is "app2" in the current version, the rotation is bound to "app"`) {
+		t.Fatalf("Configure with another account and no rebind = %v, want ErrRebindNeeded naming the field", err)
+	}
+	if after, _ := bb.st.GetRotation(ctx, "app"); string(after.Target) != string(before.Target) || after.Schedule != before.Schedule {
+		t.Errorf("the refused settings change was stored")
+	}
+	if _, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig), Rebind: true}); err != nil {
 		t.Fatal(err)
 	}
 	recs, _ = bb.st.ListAudit(ctx, store.AuditFilter{})
@@ -513,5 +523,22 @@ func TestRotatorPanicFailsTheRotation(t *testing.T) {
 				t.Fatalf("Rotate after the panic: %v", err)
 			}
 		})
+	}
+}
+
+// TestAlternatingPairNeedsNoRebind: after rotations the pair's other user
+// is current; saving the settings again is the same binding.
+func TestAlternatingPairNeedsNoRebind(t *testing.T) {
+	cfg := `{"strategy":"alternating","admin_secret":"app-admin"}`
+	bb := setupBound(t, cfg)
+	if _, err := bb.eng.Rotate(ctx, rotation.RotateParams{Secret: "app"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(cfg), Schedule: "rate(1 day)"}); err != nil {
+		t.Fatalf("Configure with the pair's other user current: %v", err)
+	}
+	recs, _ := bb.st.ListAudit(ctx, store.AuditFilter{})
+	if last := recs[len(recs)-1]; !strings.Contains(last.Detail, "target unchanged") {
+		t.Errorf("rotation.set record = %q, want target unchanged", last.Detail)
 	}
 }

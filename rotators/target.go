@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -122,6 +123,28 @@ func (t Target) Equal(o Target) bool {
 	for i := range t {
 		a, b := t[i], o[i]
 		if a.Name != b.Name || a.Value != b.Value || a.Server != b.Server || strings.Join(a.Or, "\x00") != strings.Join(b.Or, "\x00") {
+			return false
+		}
+	}
+	return true
+}
+
+// Same reports whether two identities allow the same values in every
+// field: the alternating pair bound on either of its users is the same
+// target.
+func (t Target) Same(o Target) bool {
+	if len(t) != len(o) {
+		return false
+	}
+	for _, f := range t {
+		g, ok := o.Field(f.Name)
+		if !ok || g.Server != f.Server {
+			return false
+		}
+		a, b := append([]string{f.Value}, f.Or...), append([]string{g.Value}, g.Or...)
+		slices.Sort(a)
+		slices.Sort(b)
+		if !slices.Equal(slices.Compact(a), slices.Compact(b)) {
 			return false
 		}
 	}

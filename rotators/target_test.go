@@ -55,4 +55,12 @@ func TestDBTargetAndCheck(t *testing.T) {
 	if !single.Equal(DBTarget(DBConfig{Strategy: StrategyAdmin}, c, "")) || single.Equal(pair) {
 		t.Error("Equal is wrong")
 	}
+	// The pair bound on either user is the same target; another pair is not.
+	swapped := DBTarget(DBConfig{Strategy: StrategyAlternating}, other, "app")
+	if !pair.Same(swapped) || pair.Equal(swapped) {
+		t.Errorf("Same(%s, %s) = false, want true", pair, swapped)
+	}
+	if pair.Same(DBTarget(DBConfig{Strategy: StrategyAlternating, AlternateUsername: "app_c"}, c, "")) || pair.Same(single) {
+		t.Error("Same accepted another pair or a single user")
+	}
 }

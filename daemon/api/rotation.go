@@ -76,7 +76,11 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 	}
 	rot, next, err := s.engine.Configure(r.Context(), rotation.Settings{
 		Secret: name, Rotator: req.Rotator, Schedule: req.Schedule, Window: window, Config: req.Config, Enabled: req.Enabled,
+		Rebind: req.Rebind,
 	})
+	if errors.Is(err, rotation.ErrRebindNeeded) {
+		return &httpError{http.StatusConflict, err.Error()}
+	}
 	if err != nil {
 		return err
 	}
