@@ -53,9 +53,10 @@
 // value names: engine, host, port, database and user, and for the
 // alternating strategy the other user of the pair. The identity is stored
 // with the settings (store.Rotation.Target); the admin value must name the
-// same server. Changing the identity is a deliberate settings change, and
-// the rotation.set audit record says old → new (identity fields are never
-// secret).
+// same server. Changing the identity is a deliberate settings change
+// (Settings.Rebind, `rotary rotation set --rebind`; without it Configure
+// refuses with ErrRebindNeeded), and the rotation.set audit record says
+// old → new (identity fields are never secret).
 //
 // Before every step that sends anything to the rotator (create, set, test,
 // cleanup) the engine recomputes the identity of every value it is about
