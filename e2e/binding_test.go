@@ -80,6 +80,10 @@ func TestBindingRefusesAnotherPostgresRole(t *testing.T) {
 	cfg := `{"strategy":"admin","admin_secret":"` + admName + `"}`
 	root.ok("rotation", "set", name, "--rotator", "postgres", "--schedule", "none", "--config-json", cfg)
 
+	show := okJSON[client.RotationShow](root, "rotation", "show", name)
+	if want := `engine="postgres" host="127.0.0.1" port="5432" dbname="test" username="` + app + `"`; show.BoundTo != want {
+		t.Errorf("rotation show: bound_to = %q, want %q", show.BoundTo, want)
+	}
 	attacker := bindingAttacker(root, name)
 	// The attacker may not read the admin secret, nor rebind the rotation.
 	attacker.fail(exitDenied, []string{"permission denied"}, "rotation", "set", name, "--rotator", "postgres", "--config-json", cfg)

@@ -104,6 +104,9 @@ func (a *app) printRotation(r client.RotationShow) error {
 		t.row("Window:", r.Window)
 	}
 	t.row("Enabled:", strconv.FormatBool(r.Enabled))
+	if r.BoundTo != "" {
+		t.row("Bound to:", r.BoundTo)
+	}
 	if len(r.Config) > 0 {
 		b, _ := json.Marshal(r.Config)
 		t.row("Config:", string(b))

@@ -36,6 +36,10 @@ func (s *Server) rotationInfo(r store.Rotation) client.RotationInfo {
 	if len(r.Config) > 0 {
 		_ = json.Unmarshal(r.Config, &ri.Config)
 	}
+	var bound rotators.Target
+	if len(r.Target) > 0 && json.Unmarshal(r.Target, &bound) == nil {
+		ri.BoundTo = bound.String()
+	}
 	return ri
 }
 
