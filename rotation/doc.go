@@ -69,9 +69,10 @@
 // and nothing is sent. So a token that may write the secret cannot point
 // the admin credential at another account, or send a new password to
 // another host, by putting a value naming them. A previous version naming
-// another account (the secret was moved and its settings saved again) is
-// withheld from the rotator rather than sent; an emergency rotation, which
-// must revoke it, fails instead. Settings saved before binding existed
+// another account (the secret was moved and rebound, or a value for
+// another account was put and replaced) is withheld from the rotator
+// rather than sent, even in an emergency: what it names is not the
+// rotation's to clean up or revoke. Settings saved before binding existed
 // have no stored identity: such a rotation refuses to run (ErrNotBound)
 // until `rotary rotation set` runs again. Rotators that touch no account
 // (random) have no identity.

@@ -167,19 +167,16 @@ func (a *attempt) checkTarget(ctx context.Context, v sensitive.Bytes, what strin
 
 // checkPrevious checks the previous version before it is sent. A previous
 // version naming another account (the secret was moved to a new account
-// and its settings saved again) is withheld rather than sent: a normal
-// rotation has nothing to clean up on an account it is not bound to. An
-// emergency rotation must revoke the previous credential, so there the
-// mismatch fails the run.
+// and rebound, or someone put a value for another account and then the
+// right one again) is withheld rather than sent: what it names is not the
+// rotation's to clean up or revoke, even in an emergency, and the rotator
+// treats it as absent. Only a failure to compute its identity is an error.
 func (a *attempt) checkPrevious(ctx context.Context, previous sensitive.Bytes) (sensitive.Bytes, error) {
 	err := a.checkTarget(ctx, previous, "the previous version", false)
 	if err == nil {
 		return previous, nil
 	}
-	if a.opts.Emergency {
-		return nil, err
-	}
-	a.e.log.Warn("previous version withheld from the rotator", "secret", a.rot.Secret, "run", a.run.ID, "err", a.sanitize(err))
+	a.e.log.Warn("previous version withheld from the rotator: it names another account", "secret", a.rot.Secret, "run", a.run.ID, "err", a.sanitize(err))
 	return nil, nil
 }
 

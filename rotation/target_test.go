@@ -542,3 +542,61 @@ func TestAlternatingPairNeedsNoRebind(t *testing.T) {
 		t.Errorf("rotation.set record = %q, want target unchanged", last.Detail)
 	}
 }
+
+// TestPreviousVersionOfAnotherAccountIsWithheld: a value for another
+// account put and then replaced by the right one is the previous version
+// at the next rotation; the rotator never gets it, even in an emergency
+// (which would revoke it).
+func TestPreviousVersionOfAnotherAccountIsWithheld(t *testing.T) {
+	bb := setupBound(t, adminConfig)
+	victim := withField(t, appValue, "username", "postgres")
+	bb.put(t, "app", victim)
+	bb.put(t, "app", appValue)
+	var created rotators.CreateRequest
+	var finished rotators.FinishRequest
+	bb.tf.CreateFunc = func(r rotators.CreateRequest) (rotators.CreateResponse, error) {
+		created = r
+		pw, _ := rotators.GeneratePassword(rotators.PasswordPolicy{})
+		v, err := rotators.WithCredentials(r.Current, "app", pw)
+		return rotators.CreateResponse{Value: v}, err
+	}
+	bb.tf.FinishFunc = func(r rotators.FinishRequest) error { finished = r; return nil }
+	if _, err := bb.eng.Rotate(ctx, rotation.RotateParams{Secret: "app", Emergency: true}); err != nil {
+		t.Fatalf("emergency rotation: %v", err)
+	}
+	if created.Previous.Len() != 0 {
+		t.Errorf("Create got the previous version naming another account")
+	}
+	// Finish's previous is the value current before this run: the bound
+	// account's, so it is sent.
+	if string(finished.Previous.Reveal()) != appValue {
+		t.Errorf("Finish did not get the bound account's previous value")
+	}
+	if !strings.Contains(bb.logText(), "previous version withheld") || strings.Contains(bb.logText(), "app-password-1") {
+		t.Errorf("log: want the withheld warning without any password:\n%s", bb.logText())
+	}
+}
+
+// panicTargeter panics when asked for a target.
+type panicTargeter struct{ *targetFake }
+
+func (panicTargeter) Target(context.Context, rotators.TargetRequest) (rotators.Target, error) {
+	panic("target " + panicCanary)
+}
+
+// TestTargeterPanicFailsTheSettingsChange: a panic while binding (an API
+// request) is an error, not a crash, and its value is not shown.
+func TestTargeterPanicFailsTheSettingsChange(t *testing.T) {
+	bb := setupBound(t, adminConfig)
+	eng, err := rotation.New(rotation.Config{Store: bb.st, Secrets: bb.svc, Rotators: rotation.Registry{"tfake": panicTargeter{bb.tf}}, Now: bb.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig)})
+	if err == nil || !strings.Contains(err.Error(), "rotator panicked") || strings.Contains(err.Error(), panicCanary) {
+		t.Fatalf("Configure with a panicking Target = %v, want rotator panicked without the panic value", err)
+	}
+	if _, err := eng.Rotate(ctx, rotation.RotateParams{Secret: "app"}); err == nil || !strings.Contains(err.Error(), "rotator panicked") {
+		t.Fatalf("Rotate with a panicking Target = %v, want rotator panicked", err)
+	}
+}
