@@ -554,9 +554,7 @@ func (a *attempt) create(ctx context.Context) error {
 	if err := a.checkTarget(ctx, current, "the current version", false); err != nil {
 		return err
 	}
-	if previous, err = a.checkPrevious(ctx, previous); err != nil {
-		return err
-	}
+	previous = a.checkPrevious(ctx, previous)
 	sctx, cancel := a.stepCtx(ctx)
 	defer cancel()
 	resp, err := a.rotator.Create(sctx, rotators.CreateRequest{
@@ -758,9 +756,7 @@ func (a *attempt) cleanup(ctx context.Context) error {
 	if err := a.checkSend(ctx, current, nil, a.admin); err != nil {
 		return err
 	}
-	if previous, err = a.checkPrevious(ctx, previous); err != nil {
-		return err
-	}
+	previous = a.checkPrevious(ctx, previous)
 	sctx, cancel := a.stepCtx(ctx)
 	defer cancel()
 	err = a.rotator.Finish(sctx, rotators.FinishRequest{
@@ -918,7 +914,7 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 	}
 	// The account the rotation may touch is fixed now, from the values the
 	// caller (who may read the admin secret) configures it with.
-	target, err := e.bind(ctx, g, info, cfg)
+	target, scrub, err := e.bind(ctx, g, info, cfg)
 	if err != nil {
 		return store.Rotation{}, nil, err
 	}
@@ -966,7 +962,7 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), "rotation.set", s.Secret, "ok", detail)
 	})
 	if err != nil {
-		return store.Rotation{}, nil, err
+		return store.Rotation{}, nil, scrub.sanitize(err)
 	}
 	if e.cfg.OnScheduleChange != nil {
 		e.cfg.OnScheduleChange()

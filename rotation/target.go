@@ -87,19 +87,20 @@ func (e *Engine) guard(rot rotators.Rotator, name string) guarded {
 // to: the target of the secret's current value (and, for the alternating
 // pair, its previous one), whose server the admin value must name too.
 // It returns nil for a rotator that touches no account.
-func (e *Engine) bind(ctx context.Context, g guarded, info secrets.Info, cfg json.RawMessage) (_ rotators.Target, err error) {
+// The returned scrubber sanitizes later errors with the values read.
+func (e *Engine) bind(ctx context.Context, g guarded, info secrets.Info, cfg json.RawMessage) (_ rotators.Target, scrub *attempt, err error) {
+	scrub = &attempt{}
 	tg, ok := g.inner.(rotators.Targeter)
 	if !ok {
-		return nil, nil
+		return nil, scrub, nil
 	}
-	scrub := &attempt{}
 	defer func() { err = scrub.sanitize(err) }()
 	cur, err := e.svc.Get(ctx, secrets.GetParams{Name: info.Name})
 	if errors.Is(err, secrets.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s has no current value: put the credential first, the rotation is bound to the account it names", secrets.ErrInvalid, info.Name)
+		return nil, scrub, fmt.Errorf("%w: %s has no current value: put the credential first, the rotation is bound to the account it names", secrets.ErrInvalid, info.Name)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bind the rotation to its target: read the current value: %w", err)
+		return nil, scrub, fmt.Errorf("bind the rotation to its target: read the current value: %w", err)
 	}
 	scrub.remember(cur.Value)
 	var previous sensitive.Bytes
@@ -109,7 +110,7 @@ func (e *Engine) bind(ctx context.Context, g guarded, info secrets.Info, cfg jso
 	}
 	t, err := g.target(ctx, tg, rotators.TargetRequest{SecretType: info.Type, Config: cfg, Value: cur.Value, Previous: previous})
 	if err != nil {
-		return nil, fmt.Errorf("%w: rotator %s: the current value: %v", secrets.ErrInvalid, g.name, err)
+		return nil, scrub, fmt.Errorf("%w: rotator %s: the current value: %v", secrets.ErrInvalid, g.name, err)
 	}
 	var c struct {
 		AdminSecret string `json:"admin_secret"`
@@ -118,18 +119,18 @@ func (e *Engine) bind(ctx context.Context, g guarded, info secrets.Info, cfg jso
 	if c.AdminSecret != "" {
 		admin, err := e.svc.Get(ctx, secrets.GetParams{Name: c.AdminSecret})
 		if err != nil {
-			return nil, fmt.Errorf("admin secret %s: %w", c.AdminSecret, err)
+			return nil, scrub, fmt.Errorf("admin secret %s: %w", c.AdminSecret, err)
 		}
 		scrub.remember(admin.Value)
 		at, err := g.target(ctx, tg, rotators.TargetRequest{SecretType: info.Type, Config: cfg, Value: admin.Value})
 		if err != nil {
-			return nil, fmt.Errorf("%w: rotator %s: the admin value of %s: %v", secrets.ErrInvalid, g.name, c.AdminSecret, err)
+			return nil, scrub, fmt.Errorf("%w: rotator %s: the admin value of %s: %v", secrets.ErrInvalid, g.name, c.AdminSecret, err)
 		}
 		if err := t.Check(at, "the admin value of "+c.AdminSecret, true); err != nil {
-			return nil, fmt.Errorf("%w: %v (the admin credential must be for the server of the rotated account)", secrets.ErrInvalid, err)
+			return nil, scrub, fmt.Errorf("%w: %v (the admin credential must be for the server of the rotated account)", secrets.ErrInvalid, err)
 		}
 	}
-	return t, nil
+	return t, scrub, nil
 }
 
 // loadBinding reads the rotation's stored identity for a rotator that
@@ -170,14 +171,15 @@ func (a *attempt) checkTarget(ctx context.Context, v sensitive.Bytes, what strin
 // and rebound, or someone put a value for another account and then the
 // right one again) is withheld rather than sent: what it names is not the
 // rotation's to clean up or revoke, even in an emergency, and the rotator
-// treats it as absent. Only a failure to compute its identity is an error.
-func (a *attempt) checkPrevious(ctx context.Context, previous sensitive.Bytes) (sensitive.Bytes, error) {
+// treats it as absent. So is a previous version whose identity cannot be
+// read.
+func (a *attempt) checkPrevious(ctx context.Context, previous sensitive.Bytes) sensitive.Bytes {
 	err := a.checkTarget(ctx, previous, "the previous version", false)
 	if err == nil {
-		return previous, nil
+		return previous
 	}
 	a.e.log.Warn("previous version withheld from the rotator: it names another account", "secret", a.rot.Secret, "run", a.run.ID, "err", a.sanitize(err))
-	return nil, nil
+	return nil
 }
 
 // checkSend checks the values a Set or Finish sends: current and pending
