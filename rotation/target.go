@@ -112,6 +112,9 @@ func (e *Engine) bind(ctx context.Context, g guarded, info secrets.Info, cfg jso
 	if err != nil {
 		return nil, scrub, fmt.Errorf("%w: rotator %s: the current value: %v", secrets.ErrInvalid, g.name, err)
 	}
+	if len(t) == 0 {
+		return nil, scrub, fmt.Errorf("rotator %s names no identity for the current value's account, so the rotation cannot be bound to it", g.name)
+	}
 	var c struct {
 		AdminSecret string `json:"admin_secret"`
 	}
