@@ -149,6 +149,9 @@ func (a *attempt) loadBinding() error {
 	if err := json.Unmarshal(a.rot.Target, &a.target); err != nil {
 		return fmt.Errorf("%s: the rotation's stored target is unreadable (%v): run `rotary rotation set` again", a.rot.Secret, err)
 	}
+	if len(a.target) == 0 {
+		return fmt.Errorf("%s: %w", a.rot.Secret, ErrNotBound)
+	}
 	a.targeter = tg
 	return nil
 }
