@@ -100,6 +100,10 @@ type RotationInfo struct {
 	LastError      string         `json:"last_error"`
 	Failing        bool           `json:"failing,omitempty"`
 	Config         map[string]any `json:"config,omitempty"`
+	// BoundTo is the identity of the account the rotation is bound to
+	// (engine, host, port, dbname, username); empty for rotators that
+	// touch no account.
+	BoundTo string `json:"bound_to,omitempty"`
 }
 
 // Secret is GET /v1/secrets/{name} (describe) and an element of list.
@@ -298,6 +302,9 @@ type RotationSettings struct {
 	Window   string          `json:"window,omitempty"`
 	Config   json.RawMessage `json:"config,omitempty"`
 	Enabled  *bool           `json:"enabled,omitempty"`
+	// Rebind confirms binding the rotation to another account than the
+	// one it is bound to (the account the current value names).
+	Rebind bool `json:"rebind,omitempty"`
 }
 
 // RotationShow is a secret's rotation settings and state, with the next

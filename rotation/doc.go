@@ -20,7 +20,8 @@
 //	         servers that take a moment). If pending keeps failing but
 //	         current works, the run rolls back: the pending stage is
 //	         dropped and the run ends rolled_back. If neither works the run
-//	         stays at "set" so the next attempt sets again.
+//	         goes back to "set" so the next attempt sets again (the test
+//	         step's history entry says failed, never ok).
 //	finish   pending works. One store transaction moves the stages
 //	         (pending → current, current → previous), writes the rotated
 //	         event and the audit record, updates the rotation state, and
@@ -42,6 +43,46 @@
 // unfinished run from its step. A hand-written new current version
 // (secret put) abandons the run in the same transaction; the engine sees
 // that at its next step and stops.
+//
+// # Target binding
+//
+// A rotation may only touch the account it was configured for. When its
+// settings are saved (Configure, `rotary rotation set`, which needs rotate
+// on the secret and read on the admin secret), the engine asks the
+// rotator (rotators.Targeter) for the identity of the account the current
+// value names: engine, host, port, database and user, and for the
+// alternating strategy the other user of the pair. The identity is stored
+// with the settings (store.Rotation.Target); the admin value must name the
+// same server. Changing the identity is a deliberate settings change
+// (Settings.Rebind, `rotary rotation set --rebind`; without it Configure
+// refuses with ErrRebindNeeded), and the rotation.set audit record says
+// old → new (identity fields are never secret).
+//
+// Before every step that sends anything to the rotator (create, set, test,
+// cleanup) the engine recomputes the identity of every value it is about
+// to send (current, pending, the admin value's server) and compares it
+// with the stored one. Any difference fails the attempt with an error
+// naming the field, e.g.
+//
+//	target mismatch: field "username" is "postgres" in the pending version, the rotation is bound to "app"
+//
+// and nothing is sent. So a token that may write the secret cannot point
+// the admin credential at another account, or send a new password to
+// another host, by putting a value naming them. A previous version naming
+// another account (the secret was moved and rebound, or a value for
+// another account was put and replaced) is withheld from the rotator
+// rather than sent, even in an emergency: what it names is not the
+// rotation's to clean up or revoke. Settings saved before binding existed
+// have no stored identity: such a rotation refuses to run (ErrNotBound)
+// until `rotary rotation set` runs again. Rotators that touch no account
+// (random) have no identity.
+//
+// # Rotator panics
+//
+// Every rotator call runs under recover: a panic fails that attempt with
+// ErrRotatorPanicked ("rotator panicked"), whatever started it (API,
+// schedule, resume). The panic value is never shown (it may hold a
+// credential); the stack is logged.
 //
 // # Failures
 //

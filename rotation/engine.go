@@ -328,6 +328,11 @@ type attempt struct {
 	values   []sensitive.Bytes // every value seen, for sanitizing errors
 	resuming bool
 
+	// The account the rotation is bound to, for a rotator that touches one
+	// (targeter is nil otherwise).
+	target   rotators.Target
+	targeter rotators.Targeter
+
 	// The step being run and when it started; recorded is set once its
 	// history entry has been written inside the step's own transaction.
 	curStep     string
@@ -406,7 +411,10 @@ func (a *attempt) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.rotator = rot
+	a.rotator = a.e.guard(rot, a.rot.Rotator)
+	if err := a.loadBinding(); err != nil {
+		return err
+	}
 	if a.secret, err = a.e.svc.Describe(ctx, a.rot.Secret); err != nil {
 		return err
 	}
@@ -449,9 +457,16 @@ func (a *attempt) stepCtx(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, a.e.cfg.StepTimeout)
 }
 
-// advance persists the run at its next step, after checking that no put
-// abandoned it meanwhile.
-func (a *attempt) advance(ctx context.Context, next string) error {
+// advance persists the run at its next step, with the current step's
+// successful history entry, after checking that no put abandoned it
+// meanwhile.
+func (a *attempt) advance(ctx context.Context, next string) error { return a.move(ctx, next, true) }
+
+// retreat persists the run back at an earlier step after the current step
+// failed; the failure is recorded by step, never as ok.
+func (a *attempt) retreat(ctx context.Context, next string) error { return a.move(ctx, next, false) }
+
+func (a *attempt) move(ctx context.Context, next string, ok bool) error {
 	did := false
 	err := a.e.st.InTx(ctx, func(tx store.Ops) error {
 		did = false
@@ -466,6 +481,9 @@ func (a *attempt) advance(ctx context.Context, next string) error {
 		a.run.Step, a.run.UpdatedAt = next, a.e.now().UTC()
 		if err := tx.UpdateRun(ctx, a.run); err != nil {
 			return err
+		}
+		if !ok {
+			return nil
 		}
 		did = true
 		return a.recordInTx(ctx, tx)
@@ -533,6 +551,10 @@ func (a *attempt) create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkTarget(ctx, current, "the current version", false); err != nil {
+		return err
+	}
+	previous = a.checkPrevious(ctx, previous)
 	sctx, cancel := a.stepCtx(ctx)
 	defer cancel()
 	resp, err := a.rotator.Create(sctx, rotators.CreateRequest{
@@ -593,6 +615,9 @@ func (a *attempt) set(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkSend(ctx, current, pending, a.admin); err != nil {
+		return err
+	}
 	if a.resuming {
 		// Set may have run before the crash: if the target already takes
 		// pending, roll forward without touching it again.
@@ -620,6 +645,9 @@ func (a *attempt) test(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkTarget(ctx, pending, "the pending version", false); err != nil {
+		return err
+	}
 	a.e.failpoint("test-before")
 	for i := range a.e.cfg.TestAttempts {
 		if err = a.testValue(ctx, a.run.PendingVersion, pending); err == nil {
@@ -641,6 +669,9 @@ func (a *attempt) test(ctx context.Context) error {
 	// Which credential does the target take? If current still works, roll
 	// back: drop pending, end the run; the next attempt starts afresh.
 	current, curVersion, cerr := a.value(ctx, 0, "current")
+	if cerr == nil {
+		cerr = a.checkTarget(ctx, current, "the current version", false)
+	}
 	if cerr == nil && current.Len() > 0 && a.testValue(ctx, curVersion, current) == nil {
 		// Undo Set on the target first (rotators.Rollbacker): a pending
 		// credential Set made valid must not outlive its version.
@@ -668,10 +699,13 @@ func (a *attempt) test(ctx context.Context) error {
 		return testErr
 	}
 	// Neither works (the target may be down): set again next time.
-	if aerr := a.advance(ctx, StepSet); aerr != nil {
+	if aerr := a.retreat(ctx, StepSet); aerr != nil {
 		return aerr
 	}
 	a.resuming = true
+	if errors.Is(cerr, rotators.ErrTargetMismatch) {
+		return errors.Join(testErr, cerr)
+	}
 	return testErr
 }
 
@@ -708,7 +742,13 @@ func (a *attempt) finish(ctx context.Context) error {
 		end := a.e.now().UTC()
 		a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunAbandoned, &end, end
 		a.run.Error = "abandoned: a new current version was written during the rotation"
-		return a.e.st.UpdateRun(ctx, a.run)
+		if err := a.e.st.UpdateRun(ctx, a.run); err != nil {
+			return err
+		}
+		// The step did not do its work: its history entry says so.
+		a.record(ctx, StepFinish, a.stepStarted, errors.New(a.run.Error))
+		a.recorded = true
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("finish: %w", err)
@@ -727,6 +767,10 @@ func (a *attempt) cleanup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := a.checkSend(ctx, current, nil, a.admin); err != nil {
+		return err
+	}
+	previous = a.checkPrevious(ctx, previous)
 	sctx, cancel := a.stepCtx(ctx)
 	defer cancel()
 	err = a.rotator.Finish(sctx, rotators.FinishRequest{
@@ -843,6 +887,9 @@ type Settings struct {
 	Window   time.Duration
 	Config   json.RawMessage
 	Enabled  *bool // nil: keep (new settings: enabled)
+	// Rebind confirms a new target identity when the rotation is already
+	// bound to another one (see ErrRebindNeeded).
+	Rebind bool
 }
 
 // Configure validates and stores rotation settings and computes the next
@@ -869,14 +916,27 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 	if !json.Valid(cfg) {
 		return store.Rotation{}, nil, fmt.Errorf("%w: config: not valid JSON", secrets.ErrInvalid)
 	}
+	g := e.guard(rot, s.Rotator)
 	if v, ok := rot.(rotators.ConfigValidator); ok {
-		if err := v.ValidateConfig(ctx, info.Type, cfg); err != nil {
+		if err := g.validate(ctx, v, info.Type, cfg); err != nil {
 			return store.Rotation{}, nil, fmt.Errorf("%w: rotator %s: %v", secrets.ErrInvalid, s.Rotator, err)
 		}
 	}
 	spec, err := e.ParseSchedule(s.Schedule, s.Window)
 	if err != nil {
 		return store.Rotation{}, nil, fmt.Errorf("%w: %v", secrets.ErrInvalid, err)
+	}
+	// The account the rotation may touch is fixed now, from the values the
+	// caller (who may read the admin secret) configures it with.
+	target, scrub, err := e.bind(ctx, g, info, cfg)
+	if err != nil {
+		return store.Rotation{}, nil, err
+	}
+	var targetJSON []byte
+	if target != nil {
+		if targetJSON, err = json.Marshal(target); err != nil {
+			return store.Rotation{}, nil, fmt.Errorf("bind the rotation to its target: %w", err)
+		}
 	}
 	now := e.now().UTC()
 	var out store.Rotation
@@ -886,8 +946,14 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 			return err
 		}
 		exists := err == nil
+		if exists && target != nil && !s.Rebind {
+			if err := checkRebind(old.Target, target); err != nil {
+				return err
+			}
+		}
 		r := old
 		r.Secret, r.Rotator, r.Config, r.Schedule, r.Window, r.UpdatedAt = s.Secret, s.Rotator, cfg, spec.Expr, s.Window, now
+		r.Target = targetJSON
 		if !exists {
 			r.Enabled = true
 		}
@@ -903,11 +969,14 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 		if err := tx.PutRotation(ctx, r); err != nil {
 			return err
 		}
-		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), "rotation.set", s.Secret, "ok",
-			fmt.Sprintf("rotator=%s schedule=%q", s.Rotator, spec.Expr))
+		detail := fmt.Sprintf("rotator=%s schedule=%q", s.Rotator, spec.Expr)
+		if target != nil {
+			detail += " " + targetChange(old.Target, target, exists)
+		}
+		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), "rotation.set", s.Secret, "ok", detail)
 	})
 	if err != nil {
-		return store.Rotation{}, nil, err
+		return store.Rotation{}, nil, scrub.sanitize(err)
 	}
 	if e.cfg.OnScheduleChange != nil {
 		e.cfg.OnScheduleChange()

@@ -315,6 +315,10 @@ type Rotation struct {
 	LeaseOwner          string
 	LeaseExpiresAt      *time.Time
 	UpdatedAt           time.Time
+	// Target is the identity of the account the rotation is bound to (JSON
+	// of rotators.Target), fixed when the settings are saved; nil for
+	// settings saved before rotations were bound.
+	Target []byte
 }
 
 // ClaimParams names a claimer and its lease.

@@ -23,6 +23,7 @@ func (a *app) rotationCmd() *cobra.Command {
 
 func (a *app) rotationSetCmd() *cobra.Command {
 	var rotator, schedule, window, configJSON, configFile string
+	var rebind bool
 	cmd := &cobra.Command{
 		Use:   "set NAME",
 		Short: "Set a secret's rotator, schedule, window and rotator config",
@@ -31,7 +32,10 @@ Schedules: 5-field cron ("0 3 * * *", optionally "CRON_TZ=Europe/Berlin 0 3 * * 
 descriptors (@daily, @every 12h), rate(N minutes|hours|days), or "none" for manual
 rotation only. A window starts each rotation at a random point inside it.
 Database rotator config (JSON): strategy (single-user, admin, alternating),
-admin_secret, password {length, exclude_characters, require_each_class}, test_query.`,
+admin_secret, password {length, exclude_characters, require_each_class}, test_query.
+A database rotation is bound to the account (engine, host, port, dbname, username)
+the current value names; after the value moved to another account, --rebind binds
+it to the new one.`,
 		Example: `  rotary rotation set app/db --rotator postgres --schedule "0 3 * * *" --window 2h
   rotary rotation set app/db --rotator postgres --schedule @daily \
       --config-json '{"strategy":"admin","admin_secret":"admin/pg"}'
@@ -65,7 +69,7 @@ admin_secret, password {length, exclude_characters, require_each_class}, test_qu
 				return err
 			}
 			out, err := c.SetRotation(cmd.Context(), args[0], client.RotationSettings{
-				Rotator: rotator, Schedule: schedule, Window: w, Config: raw,
+				Rotator: rotator, Schedule: schedule, Window: w, Config: raw, Rebind: rebind,
 			})
 			if err != nil {
 				return err
@@ -82,6 +86,7 @@ admin_secret, password {length, exclude_characters, require_each_class}, test_qu
 	f.StringVar(&window, "window", "", "start each rotation at a random point within this duration (e.g. 2h)")
 	f.StringVar(&configJSON, "config-json", "", "rotator config as JSON")
 	f.StringVar(&configFile, "config-file", "", "rotator config from a JSON file")
+	f.BoolVar(&rebind, "rebind", false, "bind the rotation to the account the current value names, when it differs from the bound one")
 	return cmd
 }
 
@@ -99,6 +104,9 @@ func (a *app) printRotation(r client.RotationShow) error {
 		t.row("Window:", r.Window)
 	}
 	t.row("Enabled:", strconv.FormatBool(r.Enabled))
+	if r.BoundTo != "" {
+		t.row("Bound to:", r.BoundTo)
+	}
 	if len(r.Config) > 0 {
 		b, _ := json.Marshal(r.Config)
 		t.row("Config:", string(b))

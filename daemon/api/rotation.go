@@ -11,6 +11,7 @@ import (
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/rotation"
+	"github.com/rotary-secrets/rotary/rotators"
 	"github.com/rotary-secrets/rotary/secrets"
 	"github.com/rotary-secrets/rotary/store"
 )
@@ -34,6 +35,10 @@ func (s *Server) rotationInfo(r store.Rotation) client.RotationInfo {
 	}
 	if len(r.Config) > 0 {
 		_ = json.Unmarshal(r.Config, &ri.Config)
+	}
+	var bound rotators.Target
+	if len(r.Target) > 0 && json.Unmarshal(r.Target, &bound) == nil {
+		ri.BoundTo = bound.String()
 	}
 	return ri
 }
@@ -70,14 +75,52 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 		info(r).result = "denied"
 		return forbidden("read", "secret "+strconv.Quote(c.AdminSecret)+" (the admin_secret)")
 	}
+	if err := s.checkCommandOptions(r, p, name, req.Config); err != nil {
+		return err
+	}
 	rot, next, err := s.engine.Configure(r.Context(), rotation.Settings{
 		Secret: name, Rotator: req.Rotator, Schedule: req.Schedule, Window: window, Config: req.Config, Enabled: req.Enabled,
+		Rebind: req.Rebind,
 	})
+	if errors.Is(err, rotation.ErrRebindNeeded) {
+		return &httpError{http.StatusConflict, err.Error()}
+	}
 	if err != nil {
 		return err
 	}
 	info(r).audited = true
 	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot), Next: next})
+	return nil
+}
+
+// commandOptions are the rotation config options that make a rotator run
+// a command of the caller's choosing on the target.
+var commandOptions = []string{"test_query"}
+
+// checkCommandOptions refuses a config that sets or changes an option that
+// runs a command on the target unless the caller holds admin on the
+// secret: rotate lets a token start rotations, not run its own statements
+// as the rotated account. Keeping the stored value is not setting it.
+func (s *Server) checkCommandOptions(r *http.Request, p *principal, name string, config json.RawMessage) error {
+	if p.allowed(auth.KindSecret, name, auth.ActionAdmin) {
+		return nil
+	}
+	var stored map[string]json.RawMessage
+	if old, err := s.st.GetRotation(r.Context(), name); err == nil && len(old.Config) > 0 {
+		_ = json.Unmarshal(old.Config, &stored)
+	}
+	var given map[string]json.RawMessage
+	if len(config) > 0 {
+		_ = json.Unmarshal(config, &given) // a non-object was refused before
+	}
+	for _, opt := range commandOptions {
+		v, ok := given[opt]
+		if !ok || string(v) == `""` || string(v) == "null" || string(v) == string(stored[opt]) {
+			continue
+		}
+		info(r).result = "denied"
+		return forbidden("admin", "secret "+strconv.Quote(name)+" (the rotation option \""+opt+"\" runs a command on the target)")
+	}
 	return nil
 }
 
@@ -233,6 +276,10 @@ func rotateError(err error) error {
 		return &httpError{http.StatusConflict, err.Error()}
 	case errors.Is(err, rotation.ErrNotConfigured):
 		return &httpError{http.StatusBadRequest, err.Error()}
+	case errors.Is(err, rotators.ErrTargetMismatch), errors.Is(err, rotation.ErrNotBound):
+		// Refused before anything reached the target: the value or the
+		// settings must change, retrying will not help.
+		return &httpError{http.StatusConflict, "rotation refused: " + err.Error()}
 	case errors.Is(err, secrets.ErrNotFound), errors.Is(err, secrets.ErrDeleted), errors.Is(err, secrets.ErrInvalid):
 		return err
 	default:

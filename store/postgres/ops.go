@@ -449,26 +449,26 @@ func (o *ops) GetStages(ctx context.Context, secret string) (map[string]int64, e
 // --- rotations ---
 
 const rotationCols = `secret, rotator, config, schedule, window_ns, enabled, next_due_at, last_rotated_at,
-	last_error, consecutive_failures, lease_owner, lease_expires_at, updated_at`
+	last_error, consecutive_failures, lease_owner, lease_expires_at, updated_at, target`
 
 func rotationDest(r *store.Rotation) []any {
 	return []any{&r.Secret, &r.Rotator, bcol{P: &r.Config}, &r.Schedule, (*int64)(&r.Window), &r.Enabled,
 		ntcol{&r.NextDueAt}, ntcol{&r.LastRotatedAt}, &r.LastError, &r.ConsecutiveFailures,
-		&r.LeaseOwner, ntcol{&r.LeaseExpiresAt}, tcol{&r.UpdatedAt}}
+		&r.LeaseOwner, ntcol{&r.LeaseExpiresAt}, tcol{&r.UpdatedAt}, bcol{P: &r.Target}}
 }
 
 func (o *ops) PutRotation(ctx context.Context, r store.Rotation) error {
 	_, err := o.w().ExecContext(ctx, `INSERT INTO rotations (`+rotationCols+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (secret) DO UPDATE SET rotator = excluded.rotator, config = excluded.config,
 			schedule = excluded.schedule, window_ns = excluded.window_ns, enabled = excluded.enabled,
 			next_due_at = excluded.next_due_at, last_rotated_at = excluded.last_rotated_at,
 			last_error = excluded.last_error, consecutive_failures = excluded.consecutive_failures,
 			lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,
-			updated_at = excluded.updated_at`,
+			updated_at = excluded.updated_at, target = excluded.target`,
 		r.Secret, r.Rotator, bytesArg(r.Config), r.Schedule, int64(r.Window), r.Enabled,
 		tpa(r.NextDueAt), tpa(r.LastRotatedAt), r.LastError, r.ConsecutiveFailures,
-		r.LeaseOwner, tpa(r.LeaseExpiresAt), ta(r.UpdatedAt))
+		r.LeaseOwner, tpa(r.LeaseExpiresAt), ta(r.UpdatedAt), bytesArg(r.Target))
 	if isFK(err) {
 		return fmt.Errorf("put rotation: secret %q: %w", r.Secret, store.ErrNotFound)
 	}

@@ -648,6 +648,7 @@ func testRotations(t *testing.T, s store.Store) {
 		Secret: "a", Rotator: "postgres", Config: []byte(`{"host":"db"}`), Schedule: "rate(30 days)",
 		Window: 2 * time.Hour, Enabled: true, NextDueAt: ptr(at(time.Hour)), LastRotatedAt: ptr(at(-time.Hour)),
 		LastError: "boom", ConsecutiveFailures: 2, UpdatedAt: base,
+		Target: []byte(`[{"name":"host","value":"db"}]`),
 	}
 	rb := store.Rotation{Secret: "b", Rotator: "random", Enabled: false, NextDueAt: ptr(at(-time.Hour)), UpdatedAt: base}
 	rc := store.Rotation{Secret: "c", Rotator: "plugin:x", Enabled: true, UpdatedAt: base} // manual only
@@ -667,9 +668,16 @@ func testRotations(t *testing.T, s store.Store) {
 
 	ra.Schedule, ra.NextDueAt, ra.LastError, ra.ConsecutiveFailures = "rate(1 day)", ptr(at(30*time.Minute)), "", 0
 	ra.LeaseOwner, ra.LeaseExpiresAt = "d1", ptr(at(time.Minute))
+	ra.Target = []byte(`[{"name":"host","value":"db2"}]`)
 	noErr(t, "PutRotation(a) replace", s.PutRotation(ctx, ra))
 	got, _ = s.GetRotation(ctx, "a")
 	check(t, "GetRotation(a) after replace", got, ra)
+	// The binding comes back from a claim too (the engine checks it).
+	claimed, err := s.ClaimRotation(ctx, "a", store.ClaimParams{Owner: "d1", Now: at(0), LeaseFor: time.Minute})
+	noErr(t, "ClaimRotation(a)", err)
+	check(t, "ClaimRotation(a) target", string(claimed.Target), string(ra.Target))
+	ra.LeaseExpiresAt = claimed.LeaseExpiresAt
+	noErr(t, "PutRotation(a) after claim", s.PutRotation(ctx, ra))
 
 	list, err := s.ListRotations(ctx)
 	noErr(t, "ListRotations", err)
