@@ -29,6 +29,8 @@ var (
 	ErrRotatorPanicked = errors.New("rotator panicked")
 )
 
+var _ rotators.Rollbacker = guarded{}
+
 // guarded wraps a rotator so that a panic inside any of its calls fails
 // that call with ErrRotatorPanicked instead of killing the daemon.
 type guarded struct {
@@ -64,6 +66,17 @@ func (g guarded) Test(ctx context.Context, req rotators.TestRequest) (err error)
 func (g guarded) Finish(ctx context.Context, req rotators.FinishRequest) (err error) {
 	defer g.recovered("finish", &err)
 	return g.inner.Finish(ctx, req)
+}
+
+// Rollback passes a rollback on to a rotator that can undo Set
+// (rotators.Rollbacker), guarded; for one that cannot it does nothing.
+func (g guarded) Rollback(ctx context.Context, req rotators.RollbackRequest) (err error) {
+	rb, ok := g.inner.(rotators.Rollbacker)
+	if !ok {
+		return nil
+	}
+	defer g.recovered("rollback", &err)
+	return rb.Rollback(ctx, req)
 }
 
 // target asks a Targeter for the identity of a value, guarded like the

@@ -384,7 +384,7 @@ func TestRebindingIsAudited(t *testing.T) {
 	}
 	recs, _ = bb.st.ListAudit(ctx, store.AuditFilter{})
 	last := recs[len(recs)-1]
-	want := `target changed: engine="postgres" host="db.internal" port="5432" dbname="app" username="app" → engine="postgres" host="db.internal" port="5432" dbname="app" username="app2"`
+	want := `target changed: engine="postgres" host="db.internal" port="5432" dbname="app" username="app" sslmode="verify-full" → engine="postgres" host="db.internal" port="5432" dbname="app" username="app2" sslmode="verify-full"`
 	if last.Action != "rotation.set" || !strings.Contains(last.Detail, want) {
 		t.Errorf("rebinding record = %s %q\nwant it to contain %s", last.Action, last.Detail, want)
 	}

@@ -152,13 +152,16 @@ func (t Target) Same(o Target) bool {
 }
 
 // String renders the identity as name=value pairs, for audit records and
-// messages.
+// messages; fields with no value (no client certificate, say) are left out.
 func (t Target) String() string {
 	if len(t) == 0 {
 		return "none"
 	}
 	parts := make([]string, 0, len(t))
 	for _, f := range t {
+		if f.Value == "" && len(f.Or) == 0 {
+			continue
+		}
 		v := strconv.Quote(f.Value)
 		for _, o := range f.Or {
 			v += "|" + strconv.Quote(o)
@@ -182,11 +185,28 @@ func DBTarget(cfg DBConfig, c DBCredentials, previousUser string) Target {
 			user.Or = []string{other}
 		}
 	}
+	allowPlaintext := ""
+	if c.AllowPlaintext {
+		allowPlaintext = "true"
+	}
+	mode, err := c.Mode()
+	if err != nil {
+		mode = c.SSLMode // refused by the rotator before it connects; bound as written
+	}
 	return Target{
 		{Name: "engine", Value: c.Engine, Server: true},
 		{Name: "host", Value: c.Host, Server: true},
 		{Name: "port", Value: strconv.Itoa(c.Port), Server: true},
 		{Name: "dbname", Value: c.DBName},
 		user,
+		// How the rotator reaches the server is part of the binding too:
+		// otherwise a writer could downgrade verify-full to require, or
+		// point the certificate paths at other files of the daemon's host.
+		{Name: "sslmode", Value: mode},
+		{Name: "sslrootcert", Value: c.SSLRootCert},
+		{Name: "sslcert", Value: c.SSLCert},
+		{Name: "sslkey", Value: c.SSLKey},
+		{Name: "tls_server_name", Value: c.TLSServerName},
+		{Name: "allow_plaintext", Value: allowPlaintext},
 	}
 }

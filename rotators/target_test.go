@@ -9,7 +9,7 @@ import (
 func TestDBTargetAndCheck(t *testing.T) {
 	c := DBCredentials{Engine: "postgres", Host: "db", Port: 5432, DBName: "app", Username: "app", Password: "pw"}
 	single := DBTarget(DBConfig{Strategy: StrategyAdmin}, c, "")
-	if got := single.String(); got != `engine="postgres" host="db" port="5432" dbname="app" username="app"` {
+	if got := single.String(); got != `engine="postgres" host="db" port="5432" dbname="app" username="app" sslmode="verify-full"` {
 		t.Errorf("target = %s", got)
 	}
 	pair := DBTarget(DBConfig{Strategy: StrategyAlternating}, c, "")
@@ -62,5 +62,38 @@ func TestDBTargetAndCheck(t *testing.T) {
 	}
 	if pair.Same(DBTarget(DBConfig{Strategy: StrategyAlternating, AlternateUsername: "app_c"}, c, "")) || pair.Same(single) {
 		t.Error("Same accepted another pair or a single user")
+	}
+}
+
+func TestDBTargetBindsTransport(t *testing.T) {
+	bound := DBCredentials{Engine: "postgres", Host: "db.internal", Port: 5432, Username: "app", DBName: "app",
+		SSLMode: "verify-full", SSLRootCert: "/etc/rotary/ca.pem"}
+	target := DBTarget(DBConfig{}, bound, "")
+	if err := target.Check(DBTarget(DBConfig{}, bound, ""), "the pending version", false); err != nil {
+		t.Fatalf("Check(same value) = %v, want nil", err)
+	}
+	for _, tc := range []struct {
+		field  string
+		change func(*DBCredentials)
+	}{
+		{"sslmode", func(c *DBCredentials) { c.SSLMode = "require" }},
+		{"sslmode", func(c *DBCredentials) { c.SSLMode = "disable"; c.AllowPlaintext = true }},
+		{"sslrootcert", func(c *DBCredentials) { c.SSLRootCert = "/etc/ssl/certs/evil.pem" }},
+		{"sslcert", func(c *DBCredentials) { c.SSLCert = "/var/lib/rotary/root.key" }},
+		{"tls_server_name", func(c *DBCredentials) { c.TLSServerName = "evil.example" }},
+	} {
+		v := bound
+		tc.change(&v)
+		err := target.Check(DBTarget(DBConfig{}, v, ""), "the pending version", false)
+		if err == nil || !strings.Contains(err.Error(), `field "`+tc.field+`"`) {
+			t.Errorf("Check(%s changed) = %v, want a mismatch naming %q", tc.field, err, tc.field)
+		}
+	}
+	// The admin value is compared on the server fields only: its own
+	// client certificate may differ.
+	admin := bound
+	admin.Username, admin.SSLCert, admin.SSLKey = "admin", "/etc/rotary/admin.crt", "/etc/rotary/admin.key"
+	if err := target.Check(DBTarget(DBConfig{}, admin, ""), "the admin value", true); err != nil {
+		t.Errorf("Check(admin value with its own client certificate) = %v, want nil", err)
 	}
 }

@@ -17,7 +17,7 @@ func TestTargetNamesTheAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := tg.String(); got != `engine="mysql" host="127.0.0.1" port="3306" dbname="test" username="app"|"app_b"` {
+	if got := tg.String(); got != `engine="mysql" host="127.0.0.1" port="3306" dbname="test" username="app"|"app_b" sslmode="disable"` {
 		t.Errorf("target = %s", got)
 	}
 }

@@ -22,7 +22,7 @@ func TestTargetNamesWhatTheRotatorConnectsTo(t *testing.T) {
 	}
 	a := get(`{"host":"h","port":5432,"username":"app","password":"p"}`, `{}`)
 	b := get(`{"engine":"postgresql","host":"h","port":5432,"username":"app","password":"p","dbname":"postgres"}`, `{}`)
-	if !a.Equal(b) || a.String() != `engine="postgres" host="h" port="5432" dbname="postgres" username="app"` {
+	if !a.Equal(b) || a.String() != `engine="postgres" host="h" port="5432" dbname="postgres" username="app" sslmode="verify-full"` {
 		t.Errorf("targets %s and %s, want equal", a, b)
 	}
 	m := get(`{"engine":"mysql","host":"h","port":5432,"username":"app","password":"p"}`, `{}`)

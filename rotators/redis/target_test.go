@@ -23,7 +23,7 @@ func TestTargetNamesTheUserTheRotatorUses(t *testing.T) {
 		return tg
 	}
 	bound := get(`{"engine":"redis","host":"127.0.0.1","port":6379,"username":"app","password":"p","dbname":"1"}`)
-	if got := bound.String(); got != `engine="redis" host="127.0.0.1" port="6379" username="app"` {
+	if got := bound.String(); got != `engine="redis" host="127.0.0.1" port="6379" username="app" sslmode="disable"` {
 		t.Errorf("target = %s", got)
 	}
 	deflt := get(`{"engine":"redis","host":"127.0.0.1","port":6379,"username":"","password":"p"}`)
