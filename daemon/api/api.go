@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/rotation"
@@ -51,27 +52,36 @@ type Config struct {
 	TokenCacheTTL time.Duration
 	// Ready reports whether the daemon is ready (for /readyz).
 	Ready func(ctx context.Context) error
+	// AuditKey seals and verifies the audit chain; AuditSigner signs
+	// checkpoints of it. Both are derived from the root key. Required.
+	AuditKey    audit.Key
+	AuditSigner audit.Signer
 }
 
 // Server is the HTTP API.
 type Server struct {
-	cfg     Config
-	st      store.Store
-	svc     *secrets.Service
-	kms     *kms.Manager
-	engine  *rotation.Engine
-	log     *slog.Logger
-	now     func() time.Time
-	authn   *authenticator
-	audit   *auditLog
-	metrics *metrics
-	mux     *http.ServeMux
+	cfg      Config
+	st       store.Store
+	svc      *secrets.Service
+	kms      *kms.Manager
+	engine   *rotation.Engine
+	log      *slog.Logger
+	now      func() time.Time
+	authn    *authenticator
+	audit    *auditLog
+	auditKey audit.Key
+	signer   audit.Signer
+	metrics  *metrics
+	mux      *http.ServeMux
 }
 
 // New builds the API server. Call Start before serving and Stop after.
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil || cfg.Secrets == nil || cfg.KMS == nil || cfg.Engine == nil {
 		return nil, errors.New("api: Store, Secrets, KMS and Engine are required")
+	}
+	if !cfg.AuditKey.Valid() || !cfg.AuditSigner.Valid() {
+		return nil, errors.New("api: AuditKey and AuditSigner are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -84,10 +94,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, st: cfg.Store, svc: cfg.Secrets, kms: cfg.KMS, engine: cfg.Engine, log: cfg.Logger, now: cfg.Now,
-		mux: http.NewServeMux(),
+		mux: http.NewServeMux(), auditKey: cfg.AuditKey, signer: cfg.AuditSigner,
 	}
 	s.authn = newAuthenticator(cfg.Store, cfg.TokenCacheTTL, cfg.Now)
-	s.audit = newAuditLog(cfg.Store, cfg.Now, cfg.Logger)
+	s.audit = newAuditLog(cfg.Store, cfg.AuditKey, cfg.Now, cfg.Logger)
 	s.metrics = newMetrics(cfg.Store)
 	s.routes()
 	return s, nil

@@ -1,0 +1,308 @@
+package e2e
+
+import (
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rotary-secrets/rotary/audit"
+	"github.com/rotary-secrets/rotary/client"
+)
+
+// sqliteAudit reads every audit record of a SQLite store, as someone with
+// the database file would.
+func sqliteAudit(t testing.TB, db *sql.DB) []audit.Record {
+	t.Helper()
+	rows, err := db.Query(`SELECT seq, time, token_id, action, target, result, request_id, detail, prev_hash, hash FROM audit ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []audit.Record
+	for rows.Next() {
+		var r audit.Record
+		var us int64
+		if err := rows.Scan(&r.Seq, &us, &r.TokenID, &r.Action, &r.Target, &r.Result, &r.RequestID, &r.Detail, &r.PrevHash, &r.Hash); err != nil {
+			t.Fatal(err)
+		}
+		r.Time = time.UnixMicro(us).UTC()
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// rechainV1 is the attack the unkeyed chain allowed: it lets edit change
+// the records, then recomputes with SHA-256 (version 1) the hash of every
+// record from seq from on, and the head row, so that the log is a valid
+// version 1 chain again. With deleteMarker it also removes the store's
+// "this log is keyed" marker. The daemon must be stopped.
+func rechainV1(t testing.TB, db *sql.DB, from int64, edit func(*audit.Record), deleteMarker bool) []audit.Record {
+	t.Helper()
+	recs := sqliteAudit(t, db)
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	var prev []byte
+	for i, r := range recs {
+		if r.Seq < from {
+			prev = r.Hash
+			continue
+		}
+		edit(&r)
+		r = audit.SealV1(prev, r.Seq, r)
+		recs[i] = r
+		prev = r.Hash
+		if _, err := tx.Exec(`UPDATE audit SET time = ?, token_id = ?, action = ?, target = ?, result = ?, request_id = ?, detail = ?, prev_hash = ?, hash = ? WHERE seq = ?`,
+			r.Time.UnixMicro(), r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail, r.PrevHash, r.Hash, r.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := recs[len(recs)-1]
+	if _, err := tx.Exec(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, last.Seq, last.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if deleteMarker {
+		if _, err := tx.Exec(`DELETE FROM meta WHERE name = 'audit.chain'`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// auditActivity makes a few audited requests and returns the secret name.
+func auditActivity(c cli) string {
+	name := uniq("keyed") + "/s"
+	c.ok("secret", "create", name, "--value", "v")
+	for range 3 {
+		c.ok("secret", "get", name)
+	}
+	return name
+}
+
+// TestAuditKeyedChainCatchesRecomputedHashes: someone with write access
+// to the database alters a record and recomputes every hash after it, and
+// the head row, with SHA-256: all the unkeyed chain needed. The keyed
+// chain names the altered record; the negative control shows the forged
+// log is a valid unkeyed chain, so the old verifier passed it.
+func TestAuditKeyedChainCatchesRecomputedHashes(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	name := auditActivity(c)
+	c.ok("audit", "verify")
+	mine := okJSON[client.AuditList](c, "audit", "list", "--secret", name)
+	if len(mine.Records) < 3 {
+		t.Fatalf("want at least 3 records for %s, got %d", name, len(mine.Records))
+	}
+	seq := mine.Records[1].Seq
+	s.stop()
+	db := s.sqliteDB(t)
+	forged := rechainV1(t, db, seq, func(r *audit.Record) {
+		if r.Seq == seq {
+			r.Result, r.Detail = "denied", "forged"
+		}
+	}, false)
+	db.Close()
+	// Negative control: from the altered record on, the forged log is a
+	// sound SHA-256 chain, every check the unkeyed verifier made.
+	for i := seq - 1; i < int64(len(forged)); i++ {
+		r := forged[i]
+		if string(audit.ChainV1(r.PrevHash, r)) != string(r.Hash) || string(r.PrevHash) != string(forged[i-1].Hash) {
+			t.Fatalf("control: forged record %d is not a sound SHA-256 link", r.Seq)
+		}
+	}
+	s.start()
+	errOut := c.fail(exitFailure, []string{"audit", fmt.Sprintf("record %d", seq), "hash mismatch"}, "audit", "verify")
+	t.Logf("audit verify after the forgery: %s", strings.TrimSpace(errOut))
+	v := verifyJSON(t, c)
+	if v.OK || v.BadSeq != seq {
+		t.Fatalf("audit verify -o json = %+v, want ok false and bad_seq %d", v, seq)
+	}
+	// The daemon did not "migrate" the forged records: the store is marked
+	// keyed, so a restart never re-chains anything.
+	if strings.Contains(s.logs.String(), "re-chained") {
+		t.Fatalf("the daemon re-chained a keyed store:\n%s", s.logs.String())
+	}
+}
+
+func verifyJSON(t testing.TB, c cli, args ...string) client.AuditVerify {
+	t.Helper()
+	stdout, stderr, _ := c.run(append([]string{"audit", "verify", "-o", "json"}, args...)...)
+	var v client.AuditVerify
+	if err := json.Unmarshal([]byte(stdout), &v); err != nil {
+		t.Fatalf("audit verify -o json: %v\nstdout %q\nstderr %q", err, stdout, stderr)
+	}
+	return v
+}
+
+// TestAuditMigratesV1Store: a store whose log was written by the previous
+// version (unkeyed SHA-256 chain, no marker) is re-chained under the key
+// at start, verifies, records the migration, and is not migrated again.
+func TestAuditMigratesV1Store(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	auditActivity(c)
+	s.stop()
+	// Turn the store into what the old code left: every record chained
+	// with SHA-256, no marker.
+	db := s.sqliteDB(t)
+	old := rechainV1(t, db, 1, func(*audit.Record) {}, true)
+	if _, err := audit.VerifyV1(audit.Records(old)); err != nil {
+		t.Fatalf("control: the prepared store is not a valid version 1 log: %v", err)
+	}
+	s.start()
+	s.waitLog("re-chained the unkeyed (version 1) audit log", 10*time.Second)
+	v := verifyJSON(t, c)
+	if !v.OK || v.Records < int64(len(old))+1 {
+		t.Fatalf("audit verify after migration = %+v, want ok and at least %d records", v, len(old)+1)
+	}
+	now := sqliteAudit(t, db)
+	for i, r := range old {
+		if now[i].Seq != r.Seq || now[i].Detail != r.Detail || now[i].Action != r.Action || string(now[i].Hash) == string(r.Hash) {
+			t.Fatalf("record %d after migration: %+v, want the same fields with a new hash", r.Seq, now[i])
+		}
+	}
+	mig := now[len(old)]
+	if mig.Action != "audit.migrate" || mig.TokenID != "system" || !strings.Contains(mig.Detail, fmt.Sprintf("records 1 to %d", len(old))) {
+		t.Fatalf("record %d = %+v, want the audit.migrate record", mig.Seq, mig)
+	}
+	// A restart does not migrate again.
+	s.restart()
+	if n := strings.Count(s.logs.String(), "re-chained the unkeyed"); n != 1 {
+		t.Fatalf("migration logged %d times over two starts, want once", n)
+	}
+	c.ok("audit", "verify")
+}
+
+// TestAuditMigrationRefusesBrokenV1Log: a version 1 log that was already
+// tampered with is not re-chained (the key would vouch for a forgery):
+// the daemon refuses to start, naming the record, and changes nothing.
+func TestAuditMigrationRefusesBrokenV1Log(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	auditActivity(c)
+	s.stop()
+	db := s.sqliteDB(t)
+	old := rechainV1(t, db, 1, func(*audit.Record) {}, true)
+	const bad = 3
+	if _, err := db.Exec(`UPDATE audit SET detail = 'tampered' WHERE seq = ?`, bad); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(rotaryBin, s.args...)
+	cmd.Env = cleanEnv(s.env...)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("rotary server started on a broken version 1 log:\n%s", out)
+	}
+	if !strings.Contains(string(out), fmt.Sprintf("record %d", bad)) || !strings.Contains(string(out), "keyed chain") {
+		t.Fatalf("rotary server output does not name record %d and the migration:\n%s", bad, out)
+	}
+	after := sqliteAudit(t, db)
+	if len(after) != len(old) {
+		t.Fatalf("%d records after the refused migration, want %d", len(after), len(old))
+	}
+	for i := range old {
+		if string(after[i].Hash) != string(old[i].Hash) {
+			t.Fatalf("record %d rehashed by a refused migration", old[i].Seq)
+		}
+	}
+}
+
+// TestAuditCheckpointCatchesTruncation: the newest records are deleted
+// and the head row rewritten to match, with SQL. The chain alone is a
+// valid shorter chain, so plain verify passes (the negative control);
+// verify --checkpoint with a checkpoint taken before names the cut.
+func TestAuditCheckpointCatchesTruncation(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, s *server) {
+		c := s.root(t)
+		auditActivity(c)
+		out := c.ok("audit", "checkpoint")
+		if !strings.Contains(out, "public key") {
+			t.Errorf("audit checkpoint printed %q", out)
+		}
+		cp := okJSON[client.AuditCheckpoint](c, "audit", "checkpoint")
+		if cp.Format != audit.CheckpointFormat || cp.Seq < 4 || len(cp.Hash) != 64 || cp.PublicKey == "" || cp.Signature == "" {
+			t.Fatalf("audit checkpoint -o json = %+v", cp)
+		}
+		file := filepath.Join(t.TempDir(), "checkpoint.json")
+		b, _ := json.Marshal(cp)
+		if err := os.WriteFile(file, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out = c.ok("audit", "verify", "--checkpoint", file)
+		if !strings.Contains(out, fmt.Sprintf("record %d is unchanged", cp.Seq)) {
+			t.Errorf("audit verify --checkpoint printed %q", out)
+		}
+		c.withStdin(b).ok("audit", "verify", "--checkpoint", "-")
+
+		// A checkpoint altered by hand, or signed by another key, is refused.
+		forged := cp
+		forged.Seq++
+		fb, _ := json.Marshal(forged)
+		c.withStdin(fb).fail(exitUsage, []string{"checkpoint", "signature"}, "audit", "verify", "--checkpoint", "-")
+		forged = cp
+		forged.PublicKey = "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE="
+		fb, _ = json.Marshal(forged)
+		c.withStdin(fb).fail(exitUsage, []string{"checkpoint", "public_key"}, "audit", "verify", "--checkpoint", "-")
+
+		// Cut the log back to before the checkpoint's record and make
+		// the head row agree.
+		keep := cp.Seq - 2
+		db := storeDB(t, s)
+		for _, q := range []string{
+			fmt.Sprintf(`DELETE FROM audit WHERE seq > %d`, keep),
+			fmt.Sprintf(`UPDATE audit_head SET seq = %d, hash = (SELECT hash FROM audit WHERE seq = %d) WHERE id = 1`, keep, keep),
+		} {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		// Negative control: the chain alone cannot see it. (The verify
+		// request appends its own record, so the log grows again.)
+		v := verifyJSON(t, c)
+		if !v.OK {
+			t.Fatalf("control: audit verify after a consistent truncation = %+v, want ok", v)
+		}
+		v = verifyJSON(t, c, "--checkpoint", file)
+		// The control's own record refilled record keep+1, so the log now
+		// ends just before the checkpoint's record.
+		if v.OK || v.BadSeq != cp.Seq || !strings.Contains(v.Problem, "truncated") || !strings.Contains(v.Problem, fmt.Sprintf("record %d", cp.Seq)) {
+			t.Fatalf("audit verify --checkpoint after truncation = %+v, want ok false, bad_seq %d, truncation naming record %d", v, cp.Seq, cp.Seq)
+		}
+		// Now records refilled the checkpoint's number with other contents.
+		c.fail(exitFailure, []string{"audit", fmt.Sprintf("record %d", cp.Seq), "checkpoint"}, "audit", "verify", "--checkpoint", file)
+	})
+}
+
+// storeDB opens the server's database directly, as an attacker with
+// database access would.
+func storeDB(t testing.TB, s *server) *sql.DB {
+	t.Helper()
+	if s.kind == "sqlite" {
+		return s.sqliteDB(t)
+	}
+	base, _ := postgresDSN()
+	db, err := sql.Open("postgres", withSearchPath(base, s.schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
