@@ -4,10 +4,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -305,4 +307,136 @@ func storeDB(t testing.TB, s *server) *sql.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// TestAuditFailedAuthBounded: 1,000 requests with bad tokens from one
+// address, and 1,000 to unknown routes, add at most a few audit records
+// (on the old code: 2,000); the metric counts every one; a valid request
+// still gets its record; the suppressed ones are summed in a summary
+// record written at shutdown; the log still verifies.
+func TestAuditFailedAuthBounded(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	name := uniq("flood") + "/s"
+	c.ok("secret", "create", name, "--value", "v")
+	before := okJSON[client.AuditList](c, "audit", "list", "--limit", "100000")
+
+	const n = 1000
+	hc := &http.Client{Timeout: 30 * time.Second}
+	flood := func(path, token string, want int) {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		bad := 0
+		for w := range 8 {
+			wg.Go(func() {
+				for i := w; i < n; i += 8 {
+					req, _ := http.NewRequest("GET", s.addr+path, nil)
+					if token != "" {
+						req.Header.Set("Authorization", "Bearer "+token+fmt.Sprint(i))
+					}
+					resp, err := hc.Do(req)
+					if err != nil {
+						mu.Lock()
+						bad++
+						mu.Unlock()
+						continue
+					}
+					var body client.ErrorBody
+					derr := json.NewDecoder(resp.Body).Decode(&body)
+					resp.Body.Close()
+					if resp.StatusCode != want || derr != nil || body.Error == "" {
+						mu.Lock()
+						bad++
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if bad > 0 {
+			t.Fatalf("GET %s: %d of %d answers were not %d with a JSON error", path, bad, n, want)
+		}
+	}
+	flood("/v1/secrets", "rot_bad_"+randHex(8)+"_", http.StatusUnauthorized)
+	flood("/v1/no-such-route", "", http.StatusNotFound)
+
+	after := okJSON[client.AuditList](c, "audit", "list", "--limit", "100000", "--since", "1h")
+	var unauth, unmatched int
+	for _, r := range after.Records[len(before.Records):] {
+		switch {
+		case r.Result == "unauthenticated":
+			unauth++
+			if !strings.Contains(r.Detail, "from 127.0.0.1") {
+				t.Errorf("failed-auth record does not name the address: %+v", r)
+			}
+		case strings.Contains(r.Action, "unmatched") || r.Result == "not_found":
+			unmatched++
+		}
+	}
+	if unauth < 1 || unauth > 10 {
+		t.Fatalf("%d bad-token requests added %d audit records, want between 1 and 10", n, unauth)
+	}
+	if unmatched != 0 {
+		t.Fatalf("%d requests to an unknown route added %d audit records, want 0", n, unmatched)
+	}
+	metrics := s.metrics(t)
+	if got := metricValue(t, metrics, `rotary_http_rejected_requests_total{reason="auth_invalid"}`); got != n {
+		t.Fatalf("rejected auth_invalid metric = %v, want %d", got, n)
+	}
+	if got := metricValue(t, metrics, `rotary_http_rejected_requests_total{reason="unknown_route"}`); got != n {
+		t.Fatalf("rejected unknown_route metric = %v, want %d", got, n)
+	}
+	suppressed := metricValue(t, metrics, `rotary_audit_failed_auth_suppressed_total`)
+	if int(suppressed) != n-unauth {
+		t.Fatalf("suppressed metric = %v, want %d (the failures without a record)", suppressed, n-unauth)
+	}
+
+	// A valid request still gets its record.
+	c.ok("secret", "get", name)
+	mine := okJSON[client.AuditList](c, "audit", "list", "--secret", name)
+	if last := mine.Records[len(mine.Records)-1]; last.Action != "secret.read" || last.Result != "ok" {
+		t.Fatalf("the read after the flood has no record; last record for %s: %+v", name, last)
+	}
+
+	// At shutdown the suppressed failures are summed in one record.
+	s.restart()
+	final := okJSON[client.AuditList](c, "audit", "list", "--limit", "100000", "--since", "1h")
+	want := fmt.Sprintf("%d more failed auth from 127.0.0.1 suppressed", n-unauth)
+	found := false
+	for _, r := range final.Records {
+		if r.Action == "auth.failed" && r.Result == "suppressed" && r.Detail == want {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no summary record %q after shutdown", want)
+	}
+	c.ok("audit", "verify")
+}
+
+// metrics fetches the daemon's Prometheus text.
+func (s *server) metrics(t testing.TB) string {
+	t.Helper()
+	code, body := s.httpDo(t, "GET", "/metrics", "", "", nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	return string(body)
+}
+
+// metricValue reads one sample ("name{labels}") from Prometheus text.
+func metricValue(t testing.TB, text, sample string) float64 {
+	t.Helper()
+	for line := range strings.SplitSeq(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err != nil {
+				t.Fatalf("metric %s: %q: %v", sample, line, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("metric %s not found", sample)
+	return 0
 }

@@ -24,6 +24,7 @@ import (
 	"mime"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,6 +123,9 @@ type reqInfo struct {
 	detail  string
 	audited bool // the handler's service call committed its own audit record
 	route   string
+	// authFailed: authentication failed (401); the audit record is
+	// rate-limited per client address.
+	authFailed bool
 }
 
 type reqInfoKey struct{}
@@ -172,6 +176,10 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 					if ri.action == "" {
 						ri.action = route // no handler ran to name the action
 					}
+					if reason, ok := authFailureReason(r.Header.Get("Authorization"), aerr); ok {
+						ri.authFailed = true
+						s.metrics.rejected.WithLabelValues("auth_" + reason).Inc()
+					}
 					return aerr
 				}
 				ri.tokenID = p.tokenID
@@ -191,7 +199,16 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 		if ri.action == "" {
 			ri.action = route
 		}
-		if !(ri.audited && err == nil) {
+		record := !(ri.audited && err == nil)
+		if ri.authFailed {
+			addr := clientAddr(r)
+			ri.detail = truncate(ri.detail, 150) + "; from " + addr
+			if !s.audit.failures.allow(addr) {
+				record = false
+				s.metrics.suppressed.Inc()
+			}
+		}
+		if record {
 			aerr := s.audit.Append(r.Context(), store.AuditRecord{
 				Time: s.now().UTC(), TokenID: ri.tokenID, Action: ri.action, Target: ri.target,
 				Result: ri.result, RequestID: ri.id, Detail: ri.detail,
@@ -206,9 +223,21 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 		lvl := slog.LevelInfo
 		if status >= 500 {
 			lvl = slog.LevelError
+		} else if ri.authFailed && !record {
+			lvl = slog.LevelDebug // a flood of bad tokens must not flood the log either
 		}
 		s.log.Log(r.Context(), lvl, "request", "request_id", ri.id, "method", r.Method, "route", route,
 			"status", status, "token_id", ri.tokenID, "action", ri.action, "target", ri.target)
+	}))
+}
+
+// unmatched answers a request no route matches: 404 JSON, counted in
+// metrics, and no audit record, since anyone can send any number of them.
+func (s *Server) unmatched() http.Handler {
+	return s.metrics.instrument("unmatched", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.metrics.rejected.WithLabelValues("unknown_route").Inc()
+		w.Header().Set("X-Request-Id", newRequestID())
+		writeJSON(w, http.StatusNotFound, client.ErrorBody{Error: truncate(fmt.Sprintf("no such endpoint: %s %s", r.Method, strconv.Quote(r.URL.Path)), 300)})
 	}))
 }
 

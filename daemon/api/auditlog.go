@@ -28,6 +28,13 @@ type auditLog struct {
 	stopOnce sync.Once
 	done     chan struct{}
 	started  bool
+
+	// failures rate-limits the records of failed authentication; the
+	// summary goroutine writes what it suppressed every summaryEvery.
+	failures     *failedAuth
+	summaryEvery time.Duration
+	stopSummary  chan struct{}
+	summaryDone  chan struct{}
 }
 
 type pending struct {
@@ -36,25 +43,62 @@ type pending struct {
 }
 
 func newAuditLog(st store.Store, key audit.Key, now func() time.Time, log *slog.Logger) *auditLog {
-	return &auditLog{st: st, key: key, now: now, log: log, queue: make(chan pending, 4096), done: make(chan struct{})}
+	return &auditLog{
+		st: st, key: key, now: now, log: log, queue: make(chan pending, 4096), done: make(chan struct{}),
+		failures: newFailedAuth(now), summaryEvery: failedAuthSummary,
+		stopSummary: make(chan struct{}), summaryDone: make(chan struct{}),
+	}
 }
 
-// Start runs the writer until Stop.
+// Start runs the writer and the summary of suppressed failures until Stop.
 func (l *auditLog) Start(ctx context.Context) error {
 	l.started = true
-	go l.run(context.WithoutCancel(ctx))
+	ctx = context.WithoutCancel(ctx)
+	go l.run(ctx)
+	go l.summarize(ctx)
 	return nil
 }
 
-// Stop commits what is queued and stops the writer. Idempotent.
+// Stop writes the summary of suppressed failures, commits what is queued
+// and stops the writer. Idempotent.
 func (l *auditLog) Stop() {
 	l.stopOnce.Do(func() {
 		if !l.started {
 			return
 		}
+		close(l.stopSummary)
+		<-l.summaryDone
 		close(l.queue)
 		<-l.done
 	})
+}
+
+// summarize writes, every summaryEvery and once more at Stop, one record
+// per address whose failed authentications were not recorded one by one.
+func (l *auditLog) summarize(ctx context.Context) {
+	defer close(l.summaryDone)
+	t := time.NewTicker(l.summaryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			l.writeSummary(ctx)
+		case <-l.stopSummary:
+			l.writeSummary(ctx)
+			return
+		}
+	}
+}
+
+func (l *auditLog) writeSummary(ctx context.Context) {
+	for _, sc := range l.failures.drain() {
+		err := l.Append(ctx, store.AuditRecord{
+			Time: l.now().UTC(), Action: "auth.failed", Target: sc.addr, Result: "suppressed", Detail: suppressedDetail(sc),
+		})
+		if err != nil {
+			l.log.Error("audit: writing the summary of suppressed failed authentications", "addr", sc.addr, "count", sc.n, "err", err)
+		}
+	}
 }
 
 var errAuditStopped = errors.New("audit log stopped")
