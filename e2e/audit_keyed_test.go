@@ -440,3 +440,60 @@ func metricValue(t testing.TB, text, sample string) float64 {
 	t.Fatalf("metric %s not found", sample)
 	return 0
 }
+
+// TestAuditMigratesStoreOfPreviousVersion starts the daemon on a store
+// written by the previous version of rotary (testdata/v1-store): its
+// unkeyed log is re-chained under the key, verifies, keeps every record's
+// contents, names the old head hash in the audit.migrate record, and the
+// secrets are still there.
+func TestAuditMigratesStoreOfPreviousVersion(t *testing.T) {
+	t.Parallel()
+	dump, err := os.ReadFile("testdata/v1-store/rotary.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile("testdata/v1-store/root.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startDev(t, func(s *server) {
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(s.dataDir, "rotary.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.Exec(string(dump)); err != nil {
+			t.Fatalf("load testdata/v1-store/rotary.sql: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(s.dataDir, "root.key"), key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	const oldHead = "68d3d5dc38a6969e960e9ef32435d018720d189343ef2114894323f1d8da3704"
+	s.waitLog("re-chained the unkeyed (version 1) audit log", 10*time.Second)
+	c := s.root(t)
+	v := verifyJSON(t, c)
+	if !v.OK {
+		t.Fatalf("audit verify on the migrated store = %+v", v)
+	}
+	recs := okJSON[client.AuditList](c, "audit", "list", "--limit", "100")
+	wantActions := []string{"secret.create", "secret.read", "secret.read", "secret.put", "audit.list", "audit.verify", "audit.migrate"}
+	if len(recs.Records) < len(wantActions) {
+		t.Fatalf("audit list after migration: %d records, want at least %d", len(recs.Records), len(wantActions))
+	}
+	for i, a := range wantActions {
+		if r := recs.Records[i]; r.Seq != int64(i+1) || r.Action != a {
+			t.Fatalf("record %d = %+v, want action %s", i+1, r, a)
+		}
+	}
+	if r := recs.Records[0]; r.Hash == "950f9de74c4e0d1f605e4c7f54f2fb3149b9e5f4091967b6b23f0a6a50cc5d43" || r.Target != "app/legacy" || r.Detail != "type=generic" {
+		t.Fatalf("record 1 after migration = %+v, want the same contents with a keyed hash", r)
+	}
+	if m := recs.Records[6]; !strings.Contains(m.Detail, "records 1 to 6") || !strings.Contains(m.Detail, oldHead) {
+		t.Fatalf("audit.migrate record = %+v, want it to name records 1 to 6 and the old head %s", m, oldHead)
+	}
+	if out := c.ok("secret", "get", "app/legacy"); !strings.Contains(out, "v2") {
+		t.Fatalf("secret get app/legacy on the migrated store = %q, want v2", out)
+	}
+	c.ok("audit", "verify")
+}
