@@ -264,6 +264,31 @@ func TestAuditCheckpointCatchesTruncation(t *testing.T) {
 		fb, _ = json.Marshal(forged)
 		c.withStdin(fb).fail(exitUsage, []string{"checkpoint", "public_key"}, "audit", "verify", "--checkpoint", "-")
 
+		// Malformed fields are named; a refused checkpoint is audited.
+		for field, body := range map[string]string{
+			"hash":      `{"checkpoint":{"format":"rotary-audit-checkpoint-v1","seq":1,"hash":"zz","public_key":"","signature":""}}`,
+			"format":    `{"checkpoint":{"format":"v0","seq":1}}`,
+			"signature": `{"checkpoint":{"format":"rotary-audit-checkpoint-v1","seq":1,"hash":"` + cp.Hash + `","public_key":"` + cp.PublicKey + `","signature":"!"}}`,
+		} {
+			code, resp := s.httpDo(t, "POST", "/v1/audit/verify", s.rootToken, "application/json", []byte(body))
+			if code != 400 || !strings.Contains(string(resp), `"error"`) || !strings.Contains(string(resp), "checkpoint: "+field) {
+				t.Errorf("verify with a bad checkpoint %s: %d %s, want 400 naming it", field, code, resp)
+			}
+		}
+		recs := okJSON[client.AuditList](c, "audit", "list", "--limit", "100000")
+		refused := 0
+		for _, r := range recs.Records {
+			if r.Action == "audit.verify" && r.Result == "invalid" && strings.Contains(r.Detail, "checkpoint: ") {
+				refused++
+			}
+		}
+		if refused < 5 {
+			t.Errorf("%d audit records of refused checkpoints, want 5", refused)
+		}
+		// Only audit admins may sign checkpoints.
+		reader := createToken(c, `{"rules":[{"secrets":"*","actions":["read"]}]}`)
+		s.as(t, reader).fail(exitDenied, []string{"permission denied"}, "audit", "checkpoint")
+
 		// Cut the log back to before the checkpoint's record and make
 		// the head row agree.
 		keep := cp.Seq - 2
@@ -358,7 +383,8 @@ func TestAuditFailedAuthBounded(t *testing.T) {
 			t.Fatalf("GET %s: %d of %d answers were not %d with a JSON error", path, bad, n, want)
 		}
 	}
-	flood("/v1/secrets", "rot_bad_"+randHex(8)+"_", http.StatusUnauthorized)
+	canary := "rot_bad_" + randHex(8) + "_"
+	flood("/v1/secrets", canary, http.StatusUnauthorized)
 	flood("/v1/no-such-route", "", http.StatusNotFound)
 
 	after := okJSON[client.AuditList](c, "audit", "list", "--limit", "100000", "--since", "1h")
@@ -376,6 +402,12 @@ func TestAuditFailedAuthBounded(t *testing.T) {
 	}
 	if unauth < 1 || unauth > 10 {
 		t.Fatalf("%d bad-token requests added %d audit records, want between 1 and 10", n, unauth)
+	}
+	raw, _ := json.Marshal(after)
+	for what, text := range map[string]string{"audit list": string(raw), "daemon logs": s.logs.String(), "metrics": s.metrics(t)} {
+		if strings.Contains(text, canary) {
+			t.Fatalf("the %s hold a presented token", what)
+		}
 	}
 	if unmatched != 0 {
 		t.Fatalf("%d requests to an unknown route added %d audit records, want 0", n, unmatched)

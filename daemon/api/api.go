@@ -10,6 +10,18 @@
 // without its read being on record. Writes that go through
 // secrets.Service commit their own audit record in the same transaction as
 // the change, and the request record is then not written twice.
+//
+// Anyone who can reach the port can send requests, so those that carry no
+// valid token must not grow the permanent log without bound: a failed
+// authentication gets its own record only a few times per client address
+// per minute, the rest are summed into one summary record per address
+// (see authfail.go), and a request for an unknown route gets a 404 and no
+// record. Every one of them is counted in rotary_http_rejected_requests_total.
+//
+// The chain is keyed (package audit): the daemon derives the key from the
+// root key, and api.MigrateAuditLog moves a log written before the key
+// existed onto it at start. GET /v1/audit/checkpoint signs the head; POST
+// /v1/audit/verify checks the chain, and a checkpoint when given one.
 package api
 
 import (
