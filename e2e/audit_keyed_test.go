@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -17,9 +18,9 @@ import (
 	"github.com/rotary-secrets/rotary/client"
 )
 
-// sqliteAudit reads every audit record of a SQLite store, as someone with
-// the database file would.
-func sqliteAudit(t testing.TB, db *sql.DB) []audit.Record {
+// dbAudit reads every audit record of the server's store, as someone with
+// the database would.
+func dbAudit(t testing.TB, s *server, db *sql.DB) []audit.Record {
 	t.Helper()
 	rows, err := db.Query(`SELECT seq, time, token_id, action, target, result, request_id, detail, prev_hash, hash FROM audit ORDER BY seq`)
 	if err != nil {
@@ -29,11 +30,18 @@ func sqliteAudit(t testing.TB, db *sql.DB) []audit.Record {
 	var out []audit.Record
 	for rows.Next() {
 		var r audit.Record
-		var us int64
-		if err := rows.Scan(&r.Seq, &us, &r.TokenID, &r.Action, &r.Target, &r.Result, &r.RequestID, &r.Detail, &r.PrevHash, &r.Hash); err != nil {
+		var tm any
+		if err := rows.Scan(&r.Seq, &tm, &r.TokenID, &r.Action, &r.Target, &r.Result, &r.RequestID, &r.Detail, &r.PrevHash, &r.Hash); err != nil {
 			t.Fatal(err)
 		}
-		r.Time = time.UnixMicro(us).UTC()
+		switch v := tm.(type) {
+		case int64: // SQLite: Unix microseconds
+			r.Time = time.UnixMicro(v).UTC()
+		case time.Time: // PostgreSQL: timestamptz
+			r.Time = v.UTC()
+		default:
+			t.Fatalf("%s audit time column: unexpected %T", s.kind, tm)
+		}
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -42,14 +50,32 @@ func sqliteAudit(t testing.TB, db *sql.DB) []audit.Record {
 	return out
 }
 
+// dialect rewrites ? placeholders as $1, $2, … for PostgreSQL.
+func dialect(s *server, q string) string {
+	if s.kind != "postgres" {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for _, c := range q {
+		if c == '?' {
+			n++
+			fmt.Fprintf(&b, "$%d", n)
+			continue
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
 // rechainV1 is the attack the unkeyed chain allowed: it lets edit change
-// the records, then recomputes with SHA-256 (version 1) the hash of every
-// record from seq from on, and the head row, so that the log is a valid
-// version 1 chain again. With deleteMarker it also removes the store's
-// "this log is keyed" marker. The daemon must be stopped.
-func rechainV1(t testing.TB, db *sql.DB, from int64, edit func(*audit.Record), deleteMarker bool) []audit.Record {
+// the text of the records, then recomputes with SHA-256 (version 1) the
+// hash of every record from seq from on, and the head row, so that the log
+// is a valid version 1 chain again. With deleteMarker it also removes the
+// store's "this log is keyed" marker. The daemon must be stopped.
+func rechainV1(t testing.TB, s *server, db *sql.DB, from int64, edit func(*audit.Record), deleteMarker bool) []audit.Record {
 	t.Helper()
-	recs := sqliteAudit(t, db)
+	recs := dbAudit(t, s, db)
 	tx, err := db.Begin()
 	if err != nil {
 		t.Fatal(err)
@@ -65,13 +91,13 @@ func rechainV1(t testing.TB, db *sql.DB, from int64, edit func(*audit.Record), d
 		r = audit.SealV1(prev, r.Seq, r)
 		recs[i] = r
 		prev = r.Hash
-		if _, err := tx.Exec(`UPDATE audit SET time = ?, token_id = ?, action = ?, target = ?, result = ?, request_id = ?, detail = ?, prev_hash = ?, hash = ? WHERE seq = ?`,
-			r.Time.UnixMicro(), r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail, r.PrevHash, r.Hash, r.Seq); err != nil {
+		if _, err := tx.Exec(dialect(s, `UPDATE audit SET token_id = ?, action = ?, target = ?, result = ?, request_id = ?, detail = ?, prev_hash = ?, hash = ? WHERE seq = ?`),
+			r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail, r.PrevHash, r.Hash, r.Seq); err != nil {
 			t.Fatal(err)
 		}
 	}
 	last := recs[len(recs)-1]
-	if _, err := tx.Exec(`UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, last.Seq, last.Hash); err != nil {
+	if _, err := tx.Exec(dialect(s, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`), last.Seq, last.Hash); err != nil {
 		t.Fatal(err)
 	}
 	if deleteMarker {
@@ -102,43 +128,43 @@ func auditActivity(c cli) string {
 // log is a valid unkeyed chain, so the old verifier passed it.
 func TestAuditKeyedChainCatchesRecomputedHashes(t *testing.T) {
 	t.Parallel()
-	s := startDev(t)
-	c := s.root(t)
-	name := auditActivity(c)
-	c.ok("audit", "verify")
-	mine := okJSON[client.AuditList](c, "audit", "list", "--secret", name)
-	if len(mine.Records) < 3 {
-		t.Fatalf("want at least 3 records for %s, got %d", name, len(mine.Records))
-	}
-	seq := mine.Records[1].Seq
-	s.stop()
-	db := s.sqliteDB(t)
-	forged := rechainV1(t, db, seq, func(r *audit.Record) {
-		if r.Seq == seq {
-			r.Result, r.Detail = "denied", "forged"
+	forEachStore(t, func(t *testing.T, s *server) {
+		c := s.root(t)
+		name := auditActivity(c)
+		c.ok("audit", "verify")
+		mine := okJSON[client.AuditList](c, "audit", "list", "--secret", name)
+		if len(mine.Records) < 3 {
+			t.Fatalf("want at least 3 records for %s, got %d", name, len(mine.Records))
 		}
-	}, false)
-	db.Close()
-	// Negative control: from the altered record on, the forged log is a
-	// sound SHA-256 chain, every check the unkeyed verifier made.
-	for i := seq - 1; i < int64(len(forged)); i++ {
-		r := forged[i]
-		if string(audit.ChainV1(r.PrevHash, r)) != string(r.Hash) || string(r.PrevHash) != string(forged[i-1].Hash) {
-			t.Fatalf("control: forged record %d is not a sound SHA-256 link", r.Seq)
+		seq := mine.Records[1].Seq
+		s.stop()
+		db := storeDB(t, s)
+		forged := rechainV1(t, s, db, seq, func(r *audit.Record) {
+			if r.Seq == seq {
+				r.Result, r.Detail = "denied", "forged"
+			}
+		}, false)
+		// Negative control: from the altered record on, the forged log is a
+		// sound SHA-256 chain, every check the unkeyed verifier made.
+		for i := seq - 1; i < int64(len(forged)); i++ {
+			r := forged[i]
+			if string(audit.ChainV1(r.PrevHash, r)) != string(r.Hash) || string(r.PrevHash) != string(forged[i-1].Hash) {
+				t.Fatalf("control: forged record %d is not a sound SHA-256 link", r.Seq)
+			}
 		}
-	}
-	s.start()
-	errOut := c.fail(exitFailure, []string{"audit", fmt.Sprintf("record %d", seq), "hash mismatch"}, "audit", "verify")
-	t.Logf("audit verify after the forgery: %s", strings.TrimSpace(errOut))
-	v := verifyJSON(t, c)
-	if v.OK || v.BadSeq != seq {
-		t.Fatalf("audit verify -o json = %+v, want ok false and bad_seq %d", v, seq)
-	}
-	// The daemon did not "migrate" the forged records: the store is marked
-	// keyed, so a restart never re-chains anything.
-	if strings.Contains(s.logs.String(), "re-chained") {
-		t.Fatalf("the daemon re-chained a keyed store:\n%s", s.logs.String())
-	}
+		s.start()
+		errOut := c.fail(exitFailure, []string{"audit", fmt.Sprintf("record %d", seq), "hash mismatch"}, "audit", "verify")
+		t.Logf("audit verify after the forgery: %s", strings.TrimSpace(errOut))
+		v := verifyJSON(t, c)
+		if v.OK || v.BadSeq != seq {
+			t.Fatalf("audit verify -o json = %+v, want ok false and bad_seq %d", v, seq)
+		}
+		// The daemon did not "migrate" the forged records: the store is
+		// marked keyed, so a restart never re-chains anything.
+		if strings.Contains(s.logs.String(), "re-chained") {
+			t.Fatalf("the daemon re-chained a keyed store:\n%s", s.logs.String())
+		}
+	})
 }
 
 func verifyJSON(t testing.TB, c cli, args ...string) client.AuditVerify {
@@ -156,39 +182,40 @@ func verifyJSON(t testing.TB, c cli, args ...string) client.AuditVerify {
 // at start, verifies, records the migration, and is not migrated again.
 func TestAuditMigratesV1Store(t *testing.T) {
 	t.Parallel()
-	s := startDev(t)
-	c := s.root(t)
-	auditActivity(c)
-	s.stop()
-	// Turn the store into what the old code left: every record chained
-	// with SHA-256, no marker.
-	db := s.sqliteDB(t)
-	old := rechainV1(t, db, 1, func(*audit.Record) {}, true)
-	if _, err := audit.VerifyV1(audit.Records(old)); err != nil {
-		t.Fatalf("control: the prepared store is not a valid version 1 log: %v", err)
-	}
-	s.start()
-	s.waitLog("re-chained the unkeyed (version 1) audit log", 10*time.Second)
-	v := verifyJSON(t, c)
-	if !v.OK || v.Records < int64(len(old))+1 {
-		t.Fatalf("audit verify after migration = %+v, want ok and at least %d records", v, len(old)+1)
-	}
-	now := sqliteAudit(t, db)
-	for i, r := range old {
-		if now[i].Seq != r.Seq || now[i].Detail != r.Detail || now[i].Action != r.Action || string(now[i].Hash) == string(r.Hash) {
-			t.Fatalf("record %d after migration: %+v, want the same fields with a new hash", r.Seq, now[i])
+	forEachStore(t, func(t *testing.T, s *server) {
+		c := s.root(t)
+		auditActivity(c)
+		s.stop()
+		// Turn the store into what the old code left: every record
+		// chained with SHA-256, no marker.
+		db := storeDB(t, s)
+		old := rechainV1(t, s, db, 1, func(*audit.Record) {}, true)
+		if _, err := audit.VerifyV1(audit.Records(old)); err != nil {
+			t.Fatalf("control: the prepared store is not a valid version 1 log: %v", err)
 		}
-	}
-	mig := now[len(old)]
-	if mig.Action != "audit.migrate" || mig.TokenID != "system" || !strings.Contains(mig.Detail, fmt.Sprintf("records 1 to %d", len(old))) {
-		t.Fatalf("record %d = %+v, want the audit.migrate record", mig.Seq, mig)
-	}
-	// A restart does not migrate again.
-	s.restart()
-	if n := strings.Count(s.logs.String(), "re-chained the unkeyed"); n != 1 {
-		t.Fatalf("migration logged %d times over two starts, want once", n)
-	}
-	c.ok("audit", "verify")
+		s.start()
+		s.waitLog("re-chained the unkeyed (version 1) audit log", 10*time.Second)
+		v := verifyJSON(t, c)
+		if !v.OK || v.Records < int64(len(old))+1 {
+			t.Fatalf("audit verify after migration = %+v, want ok and at least %d records", v, len(old)+1)
+		}
+		now := dbAudit(t, s, db)
+		for i, r := range old {
+			if now[i].Seq != r.Seq || now[i].Detail != r.Detail || now[i].Action != r.Action || string(now[i].Hash) == string(r.Hash) {
+				t.Fatalf("record %d after migration: %+v, want the same fields with a new hash", r.Seq, now[i])
+			}
+		}
+		mig := now[len(old)]
+		if mig.Action != "audit.migrate" || mig.TokenID != "system" || !strings.Contains(mig.Detail, fmt.Sprintf("records 1 to %d", len(old))) {
+			t.Fatalf("record %d = %+v, want the audit.migrate record", mig.Seq, mig)
+		}
+		// A restart does not migrate again.
+		s.restart()
+		if n := strings.Count(s.logs.String(), "re-chained the unkeyed"); n != 1 {
+			t.Fatalf("migration logged %d times over two starts, want once", n)
+		}
+		c.ok("audit", "verify")
+	})
 }
 
 // TestAuditMigrationRefusesBrokenV1Log: a version 1 log that was already
@@ -196,34 +223,40 @@ func TestAuditMigratesV1Store(t *testing.T) {
 // the daemon refuses to start, naming the record, and changes nothing.
 func TestAuditMigrationRefusesBrokenV1Log(t *testing.T) {
 	t.Parallel()
-	s := startDev(t)
-	c := s.root(t)
-	auditActivity(c)
-	s.stop()
-	db := s.sqliteDB(t)
-	old := rechainV1(t, db, 1, func(*audit.Record) {}, true)
-	const bad = 3
-	if _, err := db.Exec(`UPDATE audit SET detail = 'tampered' WHERE seq = ?`, bad); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(rotaryBin, s.args...)
-	cmd.Env = cleanEnv(s.env...)
-	out, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Fatalf("rotary server started on a broken version 1 log:\n%s", out)
-	}
-	if !strings.Contains(string(out), fmt.Sprintf("record %d", bad)) || !strings.Contains(string(out), "keyed chain") {
-		t.Fatalf("rotary server output does not name record %d and the migration:\n%s", bad, out)
-	}
-	after := sqliteAudit(t, db)
-	if len(after) != len(old) {
-		t.Fatalf("%d records after the refused migration, want %d", len(after), len(old))
-	}
-	for i := range old {
-		if string(after[i].Hash) != string(old[i].Hash) {
-			t.Fatalf("record %d rehashed by a refused migration", old[i].Seq)
+	forEachStore(t, func(t *testing.T, s *server) {
+		c := s.root(t)
+		auditActivity(c)
+		s.stop()
+		db := storeDB(t, s)
+		old := rechainV1(t, s, db, 1, func(*audit.Record) {}, true)
+		const bad = 3
+		if _, err := db.Exec(dialect(s, `UPDATE audit SET detail = 'tampered' WHERE seq = ?`), bad); err != nil {
+			t.Fatal(err)
 		}
-	}
+		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, rotaryBin, s.args...)
+		cmd.Env = cleanEnv(s.env...)
+		out, err := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("rotary server on a broken version 1 log neither failed nor stopped within %v:\n%s", readyTimeout, out)
+		}
+		if err == nil {
+			t.Fatalf("rotary server started on a broken version 1 log:\n%s", out)
+		}
+		if !strings.Contains(string(out), fmt.Sprintf("record %d", bad)) || !strings.Contains(string(out), "keyed chain") {
+			t.Fatalf("rotary server output does not name record %d and the migration:\n%s", bad, out)
+		}
+		after := dbAudit(t, s, db)
+		if len(after) != len(old) {
+			t.Fatalf("%d records after the refused migration, want %d", len(after), len(old))
+		}
+		for i := range old {
+			if string(after[i].Hash) != string(old[i].Hash) {
+				t.Fatalf("record %d rehashed by a refused migration", old[i].Seq)
+			}
+		}
+	})
 }
 
 // TestAuditCheckpointCatchesTruncation: the newest records are deleted
