@@ -562,3 +562,38 @@ func TestAuditMigratesStoreOfPreviousVersion(t *testing.T) {
 	}
 	c.ok("audit", "verify")
 }
+
+// TestAuditRemigrationCaughtByCheckpoint documents the limit of the
+// migration and what covers it: someone with the database deletes the
+// keyed marker, alters a record and rewrites the whole log as a valid
+// unkeyed chain; the next start re-chains it (logged, and a second
+// audit.migrate record), so verify alone passes. A checkpoint taken
+// before names the rewrite.
+func TestAuditRemigrationCaughtByCheckpoint(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	auditActivity(c)
+	cp := okJSON[client.AuditCheckpoint](c, "audit", "checkpoint")
+	file := filepath.Join(t.TempDir(), "checkpoint.json")
+	b, _ := json.Marshal(cp)
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.stop()
+	db := storeDB(t, s)
+	rechainV1(t, s, db, 1, func(r *audit.Record) {
+		if r.Seq == 2 {
+			r.Detail = "forged"
+		}
+	}, true)
+	s.start()
+	s.waitLog("re-chained the unkeyed (version 1) audit log", 10*time.Second)
+	if v := verifyJSON(t, c); !v.OK {
+		t.Fatalf("control: audit verify after a re-migration = %+v, want ok (the documented limit)", v)
+	}
+	v := verifyJSON(t, c, "--checkpoint", file)
+	if v.OK || v.BadSeq != cp.Seq || !strings.Contains(v.Problem, "does not match the checkpoint") {
+		t.Fatalf("audit verify --checkpoint after a re-migration = %+v, want bad_seq %d, not matching the checkpoint", v, cp.Seq)
+	}
+}
