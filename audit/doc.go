@@ -47,14 +47,19 @@
 // is refused and the daemon does not start, naming the record: re-sealing
 // it would have the key vouch for a forgery. Once marked, a store is never
 // migrated again, whatever its records look like, so a record forged and
-// re-hashed with SHA-256 later is reported as altered.
+// re-hashed with SHA-256 later is reported as altered. A store without the
+// marker whose log holds an "audit.migrate" record, or a record already
+// sealed under the key, lost its marker to someone with the database: it
+// is refused too.
 //
 // What the migration cannot do: nothing in the database is beyond an
 // attacker's reach, so one who deletes the marker and rewrites the whole
-// log as a valid version 1 chain gets it re-chained at the next start. It
-// is visible (a second "audit.migrate" record, a warning in the daemon's
-// log) and any checkpoint taken before catches altered records (their
-// keyed hashes differ from the checkpoint's). Export checkpoints.
+// log as a valid version 1 chain (dropping any audit.migrate record and
+// renumbering) gets it re-chained at the next start. It is visible (an
+// "audit.migrate" record and a warning in the daemon's log where no
+// upgrade happened), and any checkpoint taken before catches altered
+// records (their keyed hashes differ from the checkpoint's). Export
+// checkpoints.
 // Upgrade every daemon sharing a store together: an old daemon still
 // running would append version 1 records, which verify reports as altered.
 //

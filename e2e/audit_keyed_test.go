@@ -566,9 +566,9 @@ func TestAuditMigratesStoreOfPreviousVersion(t *testing.T) {
 // TestAuditRemigrationCaughtByCheckpoint documents the limit of the
 // migration and what covers it: someone with the database deletes the
 // keyed marker, alters a record and rewrites the whole log as a valid
-// unkeyed chain; the next start re-chains it (logged, and a second
-// audit.migrate record), so verify alone passes. A checkpoint taken
-// before names the rewrite.
+// unkeyed chain; the next start re-chains it (logged, and recorded as
+// audit.migrate), so verify alone passes. A checkpoint taken before names
+// the rewrite.
 func TestAuditRemigrationCaughtByCheckpoint(t *testing.T) {
 	t.Parallel()
 	s := startDev(t)

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -175,6 +176,12 @@ func (l *auditLog) commit(ctx context.Context, batch []pending) error {
 	return err
 }
 
+// errNoMigration starts every error of a refused migration.
+var errNoMigration = errors.New("audit: the log cannot be moved to the keyed chain (no record was changed)")
+
+// migrateAction is the action of the record MigrateAuditLog appends.
+const migrateAction = "audit.migrate"
+
 // MetaAuditChain is the meta name that marks a store whose audit log is
 // the keyed chain (version 2). MigrateAuditLog writes it.
 const MetaAuditChain = "audit.chain"
@@ -186,7 +193,9 @@ const MetaAuditChain = "audit.chain"
 // each under key, marks the store, and appends an "audit.migrate" record
 // naming how many records were re-chained and the old head hash. A version
 // 1 log that does not verify is refused (the error names the record):
-// the key must never vouch for records that may have been forged. It
+// the key must never vouch for records that may have been forged; so is a
+// log holding an "audit.migrate" record, which means the marker was
+// removed from a store migrated before. It
 // returns how many records were re-chained (0 for a new or already keyed
 // store). See package audit's documentation for the reasoning.
 func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now time.Time) (int64, error) {
@@ -202,6 +211,16 @@ func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now tim
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("audit chain marker: %w", err)
 		}
+		// A store migrated before holds its audit.migrate record.
+		prior, err := tx.ListAudit(ctx, store.AuditFilter{Target: "audit"})
+		if err != nil {
+			return err
+		}
+		for _, r := range prior {
+			if r.Action == migrateAction && r.TokenID == "system" {
+				return fmt.Errorf("%w: record %d says it was moved already, yet the store's %q marker is gone: someone with the database removed it; restore the store from a backup", errNoMigration, r.Seq, MetaAuditChain)
+			}
+		}
 		m := key.MigrateV1()
 		var after int64
 		for {
@@ -213,9 +232,12 @@ func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now tim
 				break
 			}
 			for i, r := range recs {
+				if hmac.Equal(key.Chain(r.PrevHash, audit.Record(r)), r.Hash) {
+					return fmt.Errorf("%w: record %d is sealed under the keyed chain already, yet the store's %q marker is gone: someone with the database removed it; restore the store from a backup", errNoMigration, r.Seq, MetaAuditChain)
+				}
 				r2, err := m.Next(audit.Record(r))
 				if err != nil {
-					return fmt.Errorf("audit: the log cannot be moved to the keyed chain (no record was changed): %w", err)
+					return fmt.Errorf("%w: %w", errNoMigration, err)
 				}
 				recs[i] = store.AuditRecord(r2)
 			}
@@ -226,10 +248,10 @@ func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now tim
 		}
 		switch n := m.Count(); {
 		case n != headSeq:
-			return fmt.Errorf("audit: the log cannot be moved to the keyed chain (no record was changed): %w",
+			return fmt.Errorf("%w: %w", errNoMigration,
 				&audit.BrokenError{Seq: n + 1, Reason: fmt.Sprintf("version 1 chain: the head says %d records, the chain has %d (records removed)", headSeq, n)})
 		case n > 0 && !bytes.Equal(m.HeadV1(), headHash):
-			return fmt.Errorf("audit: the log cannot be moved to the keyed chain (no record was changed): %w",
+			return fmt.Errorf("%w: %w", errNoMigration,
 				&audit.BrokenError{Seq: n, Reason: "version 1 chain: it does not match the head hash (the newest records were rewritten)"})
 		}
 		if err := tx.PutMetaIfAbsent(ctx, MetaAuditChain, []byte("v2")); err != nil {
@@ -244,7 +266,7 @@ func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now tim
 			return err
 		}
 		rec := key.Seal(head, seq+1, audit.Record{
-			Time: now, TokenID: "system", Action: "audit.migrate", Target: "audit", Result: "ok",
+			Time: now, TokenID: "system", Action: migrateAction, Target: "audit", Result: "ok",
 			Detail: fmt.Sprintf("re-chained records 1 to %d under the keyed hash; their version 1 head was %x", migrated, m.HeadV1()),
 		})
 		return tx.AppendAudit(ctx, store.AuditRecord(rec))

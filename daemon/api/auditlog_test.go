@@ -3,9 +3,11 @@ package api
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,34 +27,40 @@ var testKey = func() audit.Key {
 	return k
 }()
 
-// openStores returns two handles on one fresh store per backend (two
-// daemons sharing it).
-func openStores(t *testing.T) map[string][2]store.Store {
+// sharedStore is one fresh store per backend, opened twice (two daemons
+// sharing it), and the raw database (someone with access to it).
+type sharedStore struct {
+	pair [2]store.Store
+	raw  *sql.DB
+}
+
+func openStores(t *testing.T) map[string]sharedStore {
 	t.Helper()
 	ctx := context.Background()
-	out := map[string][2]store.Store{}
+	open := func(driver, dsn string, openStore func(context.Context, string) (store.Store, error)) sharedStore {
+		var ss sharedStore
+		for i := range ss.pair {
+			st, err := openStore(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			ss.pair[i] = st
+		}
+		raw, err := sql.Open(driver, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { raw.Close() })
+		ss.raw = raw
+		return ss
+	}
 	path := filepath.Join(t.TempDir(), "rotary.db")
-	var pair [2]store.Store
-	for i := range pair {
-		st, err := sqlite.Open(ctx, path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		pair[i] = st
-	}
-	out["sqlite"] = pair
 	dsn, _ := testenv.PostgresSchema(t)
-	for i := range pair {
-		st, err := postgres.Open(ctx, dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		pair[i] = st
+	return map[string]sharedStore{
+		"sqlite":   open("sqlite", path, func(ctx context.Context, p string) (store.Store, error) { return sqlite.Open(ctx, p) }),
+		"postgres": open("postgres", dsn, func(ctx context.Context, d string) (store.Store, error) { return postgres.Open(ctx, d) }),
 	}
-	out["postgres"] = pair
-	return out
 }
 
 // writeV1 appends n records chained the way the previous version did.
@@ -83,7 +91,8 @@ func verifyAll(t *testing.T, st store.Store) (int64, error) {
 // daemons start at once on a shared store, and verifies under the key.
 func TestMigrateAuditLog(t *testing.T) {
 	t.Parallel()
-	for name, pair := range openStores(t) {
+	for name, ss := range openStores(t) {
+		pair := ss.pair
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			old := writeV1(t, pair[0], 30)
@@ -118,6 +127,14 @@ func TestMigrateAuditLog(t *testing.T) {
 			if n, err := MigrateAuditLog(ctx, pair[1], testKey, time.Now()); n != 0 || err != nil {
 				t.Fatalf("MigrateAuditLog again = %d, %v; want 0, nil", n, err)
 			}
+			// With the marker gone (deleted with SQL), the audit.migrate
+			// record shows the store was migrated: no second migration.
+			if _, err := ss.raw.ExecContext(ctx, `DELETE FROM meta WHERE name = 'audit.chain'`); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := MigrateAuditLog(ctx, pair[1], testKey, time.Now()); n != 0 || err == nil || !strings.Contains(err.Error(), "record 31 says it was moved already") {
+				t.Fatalf("MigrateAuditLog with the marker removed = %d, %v; want an error naming record 31", n, err)
+			}
 		})
 	}
 }
@@ -126,10 +143,10 @@ func TestMigrateAuditLog(t *testing.T) {
 // record is refused naming the record, and nothing is rewritten or marked.
 func TestMigrateAuditLogRefusesBrokenV1(t *testing.T) {
 	t.Parallel()
-	for name, pair := range openStores(t) {
+	for name, ss := range openStores(t) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			st := pair[0]
+			st := ss.pair[0]
 			old := writeV1(t, st, 10)
 			// Record 4's hash no longer matches its contents, as after an
 			// edit with SQL.
@@ -149,6 +166,36 @@ func TestMigrateAuditLogRefusesBrokenV1(t *testing.T) {
 			recs, _ := st.ListAudit(ctx, store.AuditFilter{})
 			if len(recs) != 10 || !bytes.Equal(recs[0].Hash, old[0].Hash) || !bytes.Equal(recs[9].Hash, old[9].Hash) {
 				t.Fatal("a refused migration changed records")
+			}
+		})
+	}
+}
+
+// TestMigrateAuditLogMarkerRemoved: on a store that was keyed from the
+// start, removing the marker with SQL does not get the log "migrated": its
+// records are keyed already, and the daemon says so.
+func TestMigrateAuditLogMarkerRemoved(t *testing.T) {
+	t.Parallel()
+	for name, ss := range openStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			st := ss.pair[0]
+			if n, err := MigrateAuditLog(ctx, st, testKey, time.Now()); n != 0 || err != nil {
+				t.Fatalf("MigrateAuditLog(new store) = %d, %v; want 0, nil", n, err)
+			}
+			if _, err := st.GetMeta(ctx, MetaAuditChain); err != nil {
+				t.Fatalf("a new store is not marked keyed: %v", err)
+			}
+			r := testKey.Seal(nil, 1, audit.Record{Time: time.Now(), Action: "secret.get", Result: "ok"})
+			if err := st.AppendAudit(ctx, store.AuditRecord(r)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ss.raw.ExecContext(ctx, `DELETE FROM meta WHERE name = 'audit.chain'`); err != nil {
+				t.Fatal(err)
+			}
+			_, err := MigrateAuditLog(ctx, st, testKey, time.Now())
+			if !errors.Is(err, errNoMigration) || !strings.Contains(err.Error(), "record 1 is sealed under the keyed chain already") {
+				t.Fatalf("MigrateAuditLog(keyed log, marker removed) err = %v, want a refusal naming record 1", err)
 			}
 		})
 	}
