@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -27,29 +28,84 @@ type Record struct {
 // HashSize is the length of PrevHash and Hash.
 const HashSize = sha256.Size
 
-// version tags the encoding so that a future format cannot collide with
-// this one.
-const version = "rotary-audit-v1\x00"
+// KeySize is the length of a chain Key.
+const KeySize = 32
+
+// Version tags of the two encodings, so that the two hashes of one record
+// never collide and a future format cannot collide with either.
+const (
+	tagV1 = "rotary-audit-v1\x00"
+	tagV2 = "rotary-audit-v2\x00"
+)
 
 // Genesis returns the PrevHash of the first record: 32 zero bytes.
 func Genesis() []byte { return make([]byte, HashSize) }
 
-// Chain returns the hash of r linked to prev, the hash of the record before
-// it. It reads r's Seq, Time and text fields and ignores r.PrevHash and
-// r.Hash.
-func Chain(prev []byte, r Record) []byte {
-	n := len(version) + 8 + 8 + 4*7 + len(prev) + len(r.TokenID) + len(r.Action) +
+// Key is the secret key of the chain (version 2): every Hash is
+// HMAC-SHA-256 under it, so someone who can write the store but does not
+// hold the key cannot forge a record or recompute the chain after one. The
+// daemon derives it from the root key. A Key never prints its bytes; the
+// zero Key is invalid and seals nothing.
+type Key struct{ k []byte }
+
+// ErrNoKey is returned for a zero Key or key bytes of the wrong size.
+var ErrNoKey = errors.New("audit: the chain key must be 32 bytes")
+
+// NewKey makes a Key from KeySize bytes (copied).
+func NewKey(b []byte) (Key, error) {
+	if len(b) != KeySize {
+		return Key{}, ErrNoKey
+	}
+	return Key{k: bytes.Clone(b)}, nil
+}
+
+// Valid reports whether k was made by NewKey.
+func (k Key) Valid() bool { return len(k.k) == KeySize }
+
+// String, GoString and Format never show the key.
+func (Key) String() string               { return "[redacted]" }
+func (Key) GoString() string             { return "[redacted]" }
+func (Key) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte("[redacted]")) }
+func (Key) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// Chain returns the keyed hash of r linked to prev, the hash of the record
+// before it:
+//
+//	HMAC-SHA-256(k, encoding of r with the v2 tag)
+//
+// It reads r's Seq, Time and text fields and ignores r.PrevHash and r.Hash.
+// It panics on an invalid Key: an unkeyed chain is what version 2 exists
+// to prevent.
+func (k Key) Chain(prev []byte, r Record) []byte {
+	if !k.Valid() {
+		panic("audit: Chain with an invalid Key")
+	}
+	m := hmac.New(sha256.New, k.k)
+	m.Write(encode(tagV2, prev, r))
+	return m.Sum(nil)
+}
+
+// ChainV1 is the unkeyed hash of version 1, SHA-256 of the encoding with
+// the v1 tag. Anyone who can write the store can recompute it, so it is
+// used only to verify a version 1 log before it is migrated (see
+// MigrateV1), and by tests that build such logs.
+func ChainV1(prev []byte, r Record) []byte {
+	h := sha256.Sum256(encode(tagV1, prev, r))
+	return h[:]
+}
+
+func encode(tag string, prev []byte, r Record) []byte {
+	n := len(tag) + 8 + 8 + 4*7 + len(prev) + len(r.TokenID) + len(r.Action) +
 		len(r.Target) + len(r.Result) + len(r.RequestID) + len(r.Detail)
 	b := make([]byte, 0, n)
-	b = append(b, version...)
+	b = append(b, tag...)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Seq))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Time.UnixMicro()))
 	b = appendField(b, prev)
 	for _, s := range []string{r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail} {
 		b = appendField(b, []byte(s))
 	}
-	h := sha256.Sum256(b)
-	return h[:]
+	return b
 }
 
 func appendField(b, f []byte) []byte {
@@ -59,19 +115,30 @@ func appendField(b, f []byte) []byte {
 
 // Seal makes r the record with number seq following the record whose hash
 // is prevHash: it sets Seq, truncates Time to microseconds in UTC, and sets
-// PrevHash and Hash. An empty prevHash means r is the first record and
-// links to Genesis. Appending, with the head from the store:
+// PrevHash and the keyed Hash. An empty prevHash means r is the first
+// record and links to Genesis. Appending, with the head from the store:
 //
 //	seq, head, err := st.AuditHead(ctx)
-//	rec := audit.Seal(head, seq+1, audit.Record{Time: now, TokenID: …})
-func Seal(prevHash []byte, seq int64, r Record) Record {
+//	rec := key.Seal(head, seq+1, audit.Record{Time: now, TokenID: …})
+func (k Key) Seal(prevHash []byte, seq int64, r Record) Record {
+	return seal(k.Chain, prevHash, seq, r)
+}
+
+// SealV1 is Seal with the unkeyed version 1 hash. Nothing in rotary
+// writes version 1 records any more; tests use it to build the logs of
+// older stores.
+func SealV1(prevHash []byte, seq int64, r Record) Record {
+	return seal(ChainV1, prevHash, seq, r)
+}
+
+func seal(chain func([]byte, Record) []byte, prevHash []byte, seq int64, r Record) Record {
 	if len(prevHash) == 0 {
 		prevHash = Genesis()
 	}
 	r.Seq = seq
 	r.Time = r.Time.UTC().Truncate(time.Microsecond)
 	r.PrevHash = bytes.Clone(prevHash)
-	r.Hash = Chain(r.PrevHash, r)
+	r.Hash = chain(r.PrevHash, r)
 	return r
 }
 
@@ -102,14 +169,26 @@ func (e *BrokenError) Is(target error) bool { return target == ErrBroken }
 // records from reordered ones; otherwise it stops at the first bad record.
 // A valid result says nothing about records cut from the end: compare the
 // count and the last Hash with a checkpoint for that.
-func Verify(next func() (Record, bool, error)) (count int64, err error) {
-	return VerifyFrom(0, nil, next)
+func (k Key) Verify(next func() (Record, bool, error)) (count int64, err error) {
+	return k.VerifyFrom(0, nil, next)
+}
+
+// VerifyV1 is Verify for a version 1 (unkeyed) log.
+func VerifyV1(next func() (Record, bool, error)) (count int64, err error) {
+	return verifyFrom(ChainV1, 0, nil, next)
 }
 
 // VerifyFrom is Verify for a log read from record afterSeq+1 on, where
 // afterHash is the Hash of record afterSeq taken from a trusted checkpoint.
-// VerifyFrom(0, nil, next) verifies from the beginning.
-func VerifyFrom(afterSeq int64, afterHash []byte, next func() (Record, bool, error)) (count int64, err error) {
+// k.VerifyFrom(0, nil, next) verifies from the beginning.
+func (k Key) VerifyFrom(afterSeq int64, afterHash []byte, next func() (Record, bool, error)) (count int64, err error) {
+	if !k.Valid() {
+		return 0, ErrNoKey
+	}
+	return verifyFrom(k.Chain, afterSeq, afterHash, next)
+}
+
+func verifyFrom(chain func([]byte, Record) []byte, afterSeq int64, afterHash []byte, next func() (Record, bool, error)) (count int64, err error) {
 	want := afterSeq + 1
 	prev := afterHash
 	if afterSeq == 0 && len(prev) == 0 {
@@ -123,7 +202,7 @@ func VerifyFrom(afterSeq int64, afterHash []byte, next func() (Record, bool, err
 		if !ok {
 			return count, nil
 		}
-		if !bytes.Equal(Chain(r.PrevHash, r), r.Hash) {
+		if !hmac.Equal(chain(r.PrevHash, r), r.Hash) {
 			// Whatever the record says its Seq is, it stands where record
 			// want should be.
 			return count, &BrokenError{Seq: want, Reason: "hash mismatch (record altered)"}

@@ -12,12 +12,25 @@ import (
 
 var t0 = time.Date(2025, 11, 25, 12, 0, 0, 123456789, time.UTC)
 
+// testKey is a fixed chain key: 32 bytes 0x00, 0x01, … 0x1f.
+var testKey = func() Key {
+	b := make([]byte, KeySize)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	k, err := NewKey(b)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
 // chain builds a sealed log of n records.
 func chain(n int) []Record {
 	recs := make([]Record, 0, n)
 	var prev []byte
 	for i := range n {
-		r := Seal(prev, int64(i+1), Record{
+		r := testKey.Seal(prev, int64(i+1), Record{
 			Time:      t0.Add(time.Duration(i) * time.Second),
 			TokenID:   fmt.Sprintf("tok_%012x", i%7),
 			Action:    []string{"secret.get", "secret.put", "rotate"}[i%3],
@@ -56,7 +69,7 @@ func wantBroken(t *testing.T, what string, err error, seq int64, reason string) 
 func TestVerifyValid(t *testing.T) {
 	t.Parallel()
 	for _, n := range []int{0, 1, 100} {
-		count, err := Verify(Records(chain(n)))
+		count, err := testKey.Verify(Records(chain(n)))
 		if err != nil || count != int64(n) {
 			t.Fatalf("Verify(chain of %d) = %d, %v; want %d, nil", n, count, err, n)
 		}
@@ -66,7 +79,7 @@ func TestVerifyValid(t *testing.T) {
 func TestSeal(t *testing.T) {
 	t.Parallel()
 	local := time.FixedZone("x", 3600)
-	r := Seal(nil, 1, Record{Time: time.Now().In(local), Action: "a"})
+	r := testKey.Seal(nil, 1, Record{Time: time.Now().In(local), Action: "a"})
 	if r.Seq != 1 || !bytes.Equal(r.PrevHash, Genesis()) || len(r.Hash) != HashSize {
 		t.Fatalf("Seal(nil, 1, …) = %+v, want Seq 1, genesis prev, a hash", r)
 	}
@@ -76,7 +89,7 @@ func TestSeal(t *testing.T) {
 	// The hash does not depend on the zone or the monotonic clock reading.
 	r2 := r
 	r2.Time = r.Time.In(local)
-	if !bytes.Equal(Chain(r.PrevHash, r2), r.Hash) {
+	if !bytes.Equal(testKey.Chain(r.PrevHash, r2), r.Hash) {
 		t.Fatal("Chain depends on the time zone")
 	}
 	if !bytes.Equal(Genesis(), make([]byte, 32)) {
@@ -84,15 +97,20 @@ func TestSeal(t *testing.T) {
 	}
 }
 
-// TestChainVector pins the encoding: changing it breaks every stored log.
+// TestChainVector pins both encodings: changing one breaks every stored log.
 func TestChainVector(t *testing.T) {
 	t.Parallel()
 	r := Record{Seq: 1, Time: time.Unix(1700000000, 123456000).UTC(), TokenID: "tok_000000000001", Action: "secret.get",
 		Target: "app/db", Result: "ok", RequestID: "req-1", Detail: "version 3"}
-	got := hex.EncodeToString(Chain(Genesis(), r))
+	got := hex.EncodeToString(ChainV1(Genesis(), r))
 	const want = "cbcb1793b986a1ad5219c107deaa7c3f44ce41fd05799423762833eb2fe2a5e1"
 	if got != want {
-		t.Fatalf("Chain(vector) = %s, want %s", got, want)
+		t.Fatalf("ChainV1(vector) = %s, want %s", got, want)
+	}
+	got = hex.EncodeToString(testKey.Chain(Genesis(), r))
+	const wantV2 = "e2705e1ec044d7e67599f99c6a1a99fc77c778c89f064aebe693b499e306dadf"
+	if got != wantV2 {
+		t.Fatalf("Key.Chain(vector) = %s, want %s", got, wantV2)
 	}
 }
 
@@ -102,11 +120,11 @@ func TestChainUnambiguous(t *testing.T) {
 	t.Parallel()
 	a := Record{Seq: 1, Time: t0, TokenID: "ab", Action: "c"}
 	b := Record{Seq: 1, Time: t0, TokenID: "a", Action: "bc"}
-	if bytes.Equal(Chain(nil, a), Chain(nil, b)) {
+	if bytes.Equal(testKey.Chain(nil, a), testKey.Chain(nil, b)) {
 		t.Fatal("Chain: shifting a byte between fields keeps the hash")
 	}
 	c := Record{Seq: 1, Time: t0, Detail: "x"}
-	if bytes.Equal(Chain([]byte("x"), Record{Seq: 1, Time: t0}), Chain(nil, c)) {
+	if bytes.Equal(testKey.Chain([]byte("x"), Record{Seq: 1, Time: t0}), testKey.Chain(nil, c)) {
 		t.Fatal("Chain: moving a byte from prev into Detail keeps the hash")
 	}
 }
@@ -132,7 +150,7 @@ func TestVerifyAltered(t *testing.T) {
 		for i := range orig {
 			recs := clone(orig)
 			alter(&recs[i])
-			count, err := Verify(Records(recs))
+			count, err := testKey.Verify(Records(recs))
 			wantBroken(t, fmt.Sprintf("alter %s of record %d", field, i+1), err, int64(i+1), "hash mismatch (record altered)")
 			if count != int64(i) {
 				t.Fatalf("alter %s of record %d: count = %d, want %d", field, i+1, count, i)
@@ -147,8 +165,8 @@ func TestVerifyRehashed(t *testing.T) {
 	t.Parallel()
 	recs := chain(100)
 	recs[16].Detail = "forged"
-	recs[16] = Seal(recs[16].PrevHash, recs[16].Seq, recs[16])
-	_, err := Verify(Records(recs))
+	recs[16] = testKey.Seal(recs[16].PrevHash, recs[16].Seq, recs[16])
+	_, err := testKey.Verify(Records(recs))
 	wantBroken(t, "rehash record 17", err, 18, "prev-hash mismatch")
 }
 
@@ -157,11 +175,11 @@ func TestVerifyRemoved(t *testing.T) {
 	orig := chain(100)
 	for i := 0; i < len(orig)-1; i++ {
 		recs := append(clone(orig[:i]), orig[i+1:]...)
-		_, err := Verify(Records(recs))
+		_, err := testKey.Verify(Records(recs))
 		wantBroken(t, fmt.Sprintf("remove record %d", i+1), err, int64(i+2), fmt.Sprintf("seq gap: record %d missing (removed)", i+1))
 	}
 	recs := append(clone(orig[:10]), orig[15:]...)
-	_, err := Verify(Records(recs))
+	_, err := testKey.Verify(Records(recs))
 	wantBroken(t, "remove records 11 to 15", err, 16, "records 11 to 15 missing")
 }
 
@@ -171,8 +189,8 @@ func TestVerifyRemovedRenumbered(t *testing.T) {
 	t.Parallel()
 	orig := chain(100)
 	recs := append(clone(orig[:16]), orig[17:]...)
-	recs[16] = Seal(recs[16].PrevHash, 17, recs[16])
-	_, err := Verify(Records(recs))
+	recs[16] = testKey.Seal(recs[16].PrevHash, 17, recs[16])
+	_, err := testKey.Verify(Records(recs))
 	wantBroken(t, "remove 17 and renumber 18", err, 17, "prev-hash mismatch")
 }
 
@@ -182,7 +200,7 @@ func TestVerifySwapped(t *testing.T) {
 	for _, p := range [][2]int{{0, 1}, {16, 17}, {16, 40}, {0, 99}, {98, 99}} {
 		recs := clone(orig)
 		recs[p[0]], recs[p[1]] = recs[p[1]], recs[p[0]]
-		_, err := Verify(Records(recs))
+		_, err := testKey.Verify(Records(recs))
 		wantBroken(t, fmt.Sprintf("swap %d and %d", p[0]+1, p[1]+1), err, int64(p[0]+1), "reordered")
 	}
 }
@@ -191,7 +209,7 @@ func TestVerifyDuplicated(t *testing.T) {
 	t.Parallel()
 	orig := chain(100)
 	recs := append(clone(orig[:50]), orig[49:]...)
-	_, err := Verify(Records(recs))
+	_, err := testKey.Verify(Records(recs))
 	wantBroken(t, "duplicate record 50", err, 51, "reordered or duplicated")
 }
 
@@ -201,7 +219,7 @@ func TestVerifyTruncated(t *testing.T) {
 	t.Parallel()
 	recs := chain(100)
 	for _, n := range []int{99, 50, 1, 0} {
-		count, err := Verify(Records(recs[:n]))
+		count, err := testKey.Verify(Records(recs[:n]))
 		if err != nil || count != int64(n) {
 			t.Fatalf("Verify(first %d) = %d, %v; want %d, nil", n, count, err, n)
 		}
@@ -212,18 +230,18 @@ func TestVerifyTruncated(t *testing.T) {
 func TestVerifyHeadTruncated(t *testing.T) {
 	t.Parallel()
 	recs := chain(100)
-	_, err := Verify(Records(recs[5:]))
+	_, err := testKey.Verify(Records(recs[5:]))
 	wantBroken(t, "drop records 1 to 5", err, 6, "records 1 to 5 missing")
 }
 
 func TestVerifyFrom(t *testing.T) {
 	t.Parallel()
 	recs := chain(100)
-	count, err := VerifyFrom(40, recs[39].Hash, Records(recs[40:]))
+	count, err := testKey.VerifyFrom(40, recs[39].Hash, Records(recs[40:]))
 	if err != nil || count != 60 {
 		t.Fatalf("VerifyFrom(40) = %d, %v; want 60, nil", count, err)
 	}
-	_, err = VerifyFrom(40, recs[38].Hash, Records(recs[40:]))
+	_, err = testKey.VerifyFrom(40, recs[38].Hash, Records(recs[40:]))
 	wantBroken(t, "VerifyFrom with a wrong checkpoint", err, 41, "prev-hash mismatch")
 }
 
@@ -233,7 +251,7 @@ func TestVerifyReadError(t *testing.T) {
 	boom := errors.New("store down")
 	next := Records(recs)
 	n := 0
-	count, err := Verify(func() (Record, bool, error) {
+	count, err := testKey.Verify(func() (Record, bool, error) {
 		if n++; n == 6 {
 			return Record{}, false, boom
 		}
@@ -256,7 +274,7 @@ func BenchmarkChain(b *testing.B) {
 	r := chain(1)[0]
 	b.ReportAllocs()
 	for b.Loop() {
-		Chain(r.PrevHash, r)
+		testKey.Chain(r.PrevHash, r)
 	}
 }
 
@@ -264,7 +282,7 @@ func BenchmarkVerify1000(b *testing.B) {
 	recs := chain(1000)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Verify(Records(recs)); err != nil {
+		if _, err := testKey.Verify(Records(recs)); err != nil {
 			b.Fatal(err)
 		}
 	}

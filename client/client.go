@@ -388,6 +388,19 @@ func (c *Client) VerifyAudit(ctx context.Context) (AuditVerify, error) {
 	return out, c.Do(ctx, http.MethodPost, "/v1/audit/verify", nil, nil, &out)
 }
 
+// VerifyAuditCheckpoint checks the audit hash chain and that it still
+// holds the record cp vouches for, unchanged.
+func (c *Client) VerifyAuditCheckpoint(ctx context.Context, cp AuditCheckpoint) (AuditVerify, error) {
+	var out AuditVerify
+	return out, c.Do(ctx, http.MethodPost, "/v1/audit/verify", nil, AuditVerifyRequest{Checkpoint: &cp}, &out)
+}
+
+// AuditCheckpoint returns a signed checkpoint of the audit log's head.
+func (c *Client) AuditCheckpoint(ctx context.Context) (AuditCheckpoint, error) {
+	var out AuditCheckpoint
+	return out, c.Do(ctx, http.MethodGet, "/v1/audit/checkpoint", nil, nil, &out)
+}
+
 // SetRotation configures a secret's rotation.
 func (c *Client) SetRotation(ctx context.Context, name string, s RotationSettings) (RotationShow, error) {
 	var out RotationShow

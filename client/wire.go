@@ -293,6 +293,31 @@ type AuditVerify struct {
 	BadSeq   int64  `json:"bad_seq,omitempty"`
 	Problem  string `json:"problem,omitempty"`
 	HeadHash string `json:"head_hash,omitempty"`
+	// CheckpointSeq is the record a checkpoint given to verify vouched
+	// for; OK then also means the log still holds it unchanged.
+	CheckpointSeq *int64 `json:"checkpoint_seq,omitempty"`
+}
+
+// AuditCheckpoint is GET /v1/audit/checkpoint: the head of the audit log
+// (record Seq has hash Hash, as of Time), signed with the daemon's Ed25519
+// checkpoint key. Keep it outside the daemon; POST /v1/audit/verify with
+// it later proves that the log still holds that record unchanged, which
+// catches records cut from the end. The signature covers
+// "rotary-audit-checkpoint-v1\x00" ‖ seq (8 bytes) ‖ time in Unix
+// microseconds (8 bytes) ‖ hash length (4 bytes) ‖ hash, integers
+// big-endian, so it can be checked offline with the public key.
+type AuditCheckpoint struct {
+	Format    string    `json:"format"` // "rotary-audit-checkpoint-v1"
+	Seq       int64     `json:"seq"`
+	Hash      string    `json:"hash"` // hex
+	Time      time.Time `json:"time"`
+	PublicKey string    `json:"public_key"` // Ed25519, standard base64
+	Signature string    `json:"signature"`  // Ed25519, standard base64
+}
+
+// AuditVerifyRequest is the optional body of POST /v1/audit/verify.
+type AuditVerifyRequest struct {
+	Checkpoint *AuditCheckpoint `json:"checkpoint,omitempty"`
 }
 
 // RotationSettings is PUT /v1/secrets/{name}/rotation.

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/daemon/api"
 	"github.com/rotary-secrets/rotary/kms"
@@ -175,16 +176,29 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d.kms, err = kms.New(ctx, kms.Config{Store: secrets.KeyStore(d.st), Root: root, Logger: d.log})
+	var (
+		auditKey    audit.Key
+		auditSigner audit.Signer
+	)
+	if err == nil {
+		auditKey, auditSigner, err = auditKeys(root)
+	}
 	root.Wipe()
 	if err != nil {
 		return nil, fmt.Errorf("root key: %w", err)
+	}
+	// Before anything appends to the audit log: make it the keyed chain.
+	if n, err := api.MigrateAuditLog(ctx, d.st, auditKey, time.Now()); err != nil {
+		return nil, err
+	} else if n > 0 {
+		d.log.Warn("audit: re-chained the unkeyed (version 1) audit log under the key derived from the root key; export a checkpoint now (rotary audit checkpoint)", "records", n)
 	}
 	for _, r := range cfg.Regions {
 		if err := d.kms.EnsureRegion(ctx, r); err != nil {
 			return nil, fmt.Errorf("config: regions: %q: %w", r, err)
 		}
 	}
-	d.secrets, err = secrets.New(secrets.Config{Store: d.st, Keys: d.kms, Logger: d.log})
+	d.secrets, err = secrets.New(secrets.Config{Store: d.st, Keys: d.kms, Logger: d.log, AuditKey: auditKey})
 	if err != nil {
 		return nil, err
 	}
@@ -215,6 +229,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d.api, err = api.New(api.Config{
 		Store: d.st, Secrets: d.secrets, KMS: d.kms, Engine: d.engine, Logger: d.log,
+		AuditKey: auditKey, AuditSigner: auditSigner,
 		Ready: func(ctx context.Context) error {
 			_, err := d.st.CountKeys(ctx)
 			return err
@@ -240,6 +255,27 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	ok = true
 	return d, nil
+}
+
+// auditKeys derives the audit chain's HMAC key and the checkpoint
+// signer from the root key.
+func auditKeys(root sensitive.Bytes) (audit.Key, audit.Signer, error) {
+	kb, err := kms.DeriveKey(root, kms.LabelAuditChain)
+	if err != nil {
+		return audit.Key{}, audit.Signer{}, err
+	}
+	defer kb.Wipe()
+	key, err := audit.NewKey(kb.Reveal())
+	if err != nil {
+		return audit.Key{}, audit.Signer{}, err
+	}
+	seed, err := kms.DeriveKey(root, kms.LabelAuditCheckpoint)
+	if err != nil {
+		return audit.Key{}, audit.Signer{}, err
+	}
+	defer seed.Wipe()
+	signer, err := audit.NewSigner(seed.Reveal())
+	return key, signer, err
 }
 
 func (d *Daemon) rootKey(ctx context.Context) (sensitive.Bytes, error) {

@@ -126,7 +126,7 @@ func setup(t *testing.T) *bundle {
 	if err := km.EnsureRegion(ctx, "default"); err != nil {
 		t.Fatal(err)
 	}
-	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: km, Now: b.clock.Now, ReadCacheTTL: -1})
+	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: km, Now: b.clock.Now, ReadCacheTTL: -1, AuditKey: auditKey(t, root)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,10 @@ type Config struct {
 	ReadCacheBytes int
 	Now            func() time.Time
 	Logger         *slog.Logger
+	// AuditKey seals the audit records the Service writes (the keyed
+	// chain; see package audit). Required: the daemon derives it from
+	// the root key.
+	AuditKey audit.Key
 }
 
 // Service is the domain entry point every API call and the rotation engine
@@ -80,6 +84,7 @@ type Service struct {
 	now    func() time.Time
 	logger *slog.Logger
 	cache  *readCache
+	audit  audit.Key
 }
 
 // New returns a Service.
@@ -89,6 +94,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Keys == nil {
 		return nil, errors.New("secrets: Config.Keys is required")
+	}
+	if !cfg.AuditKey.Valid() {
+		return nil, errors.New("secrets: Config.AuditKey is required (the audit chain key derived from the root key)")
 	}
 	if cfg.KeepVersions < 0 {
 		return nil, fmt.Errorf("secrets: Config.KeepVersions %d must not be negative", cfg.KeepVersions)
@@ -100,6 +108,7 @@ func New(cfg Config) (*Service, error) {
 		age:    cmp.Or(cfg.PruneAge, DefaultPruneAge),
 		now:    cfg.Now,
 		logger: cfg.Logger,
+		audit:  cfg.AuditKey,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -335,7 +344,7 @@ func (s *Service) Audit(ctx context.Context, tx store.Ops, a Actor, action, targ
 	if err != nil {
 		return fmt.Errorf("audit head: %w", err)
 	}
-	r := audit.Seal(head, seq+1, audit.Record{
+	r := s.audit.Seal(head, seq+1, audit.Record{
 		Time: s.now().UTC(), TokenID: a.TokenID, Action: action, Target: target,
 		Result: result, RequestID: a.RequestID, Detail: detail,
 	})

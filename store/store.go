@@ -183,6 +183,12 @@ type Ops interface {
 	AppendAudit(ctx context.Context, recs ...AuditRecord) error
 	// ListAudit returns records in Seq order matching the filter.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, error)
+	// RehashAudit replaces PrevHash and Hash of the stored records with
+	// the Seqs of recs (their other fields are not written), and the head's
+	// hash when the head is among them: the one rewrite of the log, to move
+	// it to a new chain hash. ErrNotFound if a Seq is not stored. Call it
+	// inside InTx after AuditHead, so that no append runs meanwhile.
+	RehashAudit(ctx context.Context, recs ...AuditRecord) error
 
 	// Plugins and hooks.
 	PutPlugin(ctx context.Context, p Plugin) error // insert or replace

@@ -10,6 +10,18 @@
 // without its read being on record. Writes that go through
 // secrets.Service commit their own audit record in the same transaction as
 // the change, and the request record is then not written twice.
+//
+// Anyone who can reach the port can send requests, so those that carry no
+// valid token must not grow the permanent log without bound: a failed
+// authentication gets its own record only a few times per client address
+// per minute, the rest are summed into one summary record per address
+// (see authfail.go), and a request for an unknown route gets a 404 and no
+// record. Every one of them is counted in rotary_http_rejected_requests_total.
+//
+// The chain is keyed (package audit): the daemon derives the key from the
+// root key, and api.MigrateAuditLog moves a log written before the key
+// existed onto it at start. GET /v1/audit/checkpoint signs the head; POST
+// /v1/audit/verify checks the chain, and a checkpoint when given one.
 package api
 
 import (
@@ -24,9 +36,11 @@ import (
 	"mime"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/rotation"
@@ -51,27 +65,36 @@ type Config struct {
 	TokenCacheTTL time.Duration
 	// Ready reports whether the daemon is ready (for /readyz).
 	Ready func(ctx context.Context) error
+	// AuditKey seals and verifies the audit chain; AuditSigner signs
+	// checkpoints of it. Both are derived from the root key. Required.
+	AuditKey    audit.Key
+	AuditSigner audit.Signer
 }
 
 // Server is the HTTP API.
 type Server struct {
-	cfg     Config
-	st      store.Store
-	svc     *secrets.Service
-	kms     *kms.Manager
-	engine  *rotation.Engine
-	log     *slog.Logger
-	now     func() time.Time
-	authn   *authenticator
-	audit   *auditLog
-	metrics *metrics
-	mux     *http.ServeMux
+	cfg      Config
+	st       store.Store
+	svc      *secrets.Service
+	kms      *kms.Manager
+	engine   *rotation.Engine
+	log      *slog.Logger
+	now      func() time.Time
+	authn    *authenticator
+	audit    *auditLog
+	auditKey audit.Key
+	signer   audit.Signer
+	metrics  *metrics
+	mux      *http.ServeMux
 }
 
 // New builds the API server. Call Start before serving and Stop after.
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil || cfg.Secrets == nil || cfg.KMS == nil || cfg.Engine == nil {
 		return nil, errors.New("api: Store, Secrets, KMS and Engine are required")
+	}
+	if !cfg.AuditKey.Valid() || !cfg.AuditSigner.Valid() {
+		return nil, errors.New("api: AuditKey and AuditSigner are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -84,10 +107,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, st: cfg.Store, svc: cfg.Secrets, kms: cfg.KMS, engine: cfg.Engine, log: cfg.Logger, now: cfg.Now,
-		mux: http.NewServeMux(),
+		mux: http.NewServeMux(), auditKey: cfg.AuditKey, signer: cfg.AuditSigner,
 	}
 	s.authn = newAuthenticator(cfg.Store, cfg.TokenCacheTTL, cfg.Now)
-	s.audit = newAuditLog(cfg.Store, cfg.Now, cfg.Logger)
+	s.audit = newAuditLog(cfg.Store, cfg.AuditKey, cfg.Now, cfg.Logger)
 	s.metrics = newMetrics(cfg.Store)
 	s.routes()
 	return s, nil
@@ -112,6 +135,9 @@ type reqInfo struct {
 	detail  string
 	audited bool // the handler's service call committed its own audit record
 	route   string
+	// authFailed: authentication failed (401); the audit record is
+	// rate-limited per client address.
+	authFailed bool
 }
 
 type reqInfoKey struct{}
@@ -162,6 +188,10 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 					if ri.action == "" {
 						ri.action = route // no handler ran to name the action
 					}
+					if reason, ok := authFailureReason(r.Header.Get("Authorization"), aerr); ok {
+						ri.authFailed = true
+						s.metrics.rejected.WithLabelValues("auth_" + reason).Inc()
+					}
 					return aerr
 				}
 				ri.tokenID = p.tokenID
@@ -181,7 +211,16 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 		if ri.action == "" {
 			ri.action = route
 		}
-		if !(ri.audited && err == nil) {
+		record := !(ri.audited && err == nil)
+		if ri.authFailed {
+			addr := clientAddr(r)
+			ri.detail = truncate(ri.detail, 150) + "; from " + addr
+			if !s.audit.failures.allow(addr) {
+				record = false
+				s.metrics.suppressed.Inc()
+			}
+		}
+		if record {
 			aerr := s.audit.Append(r.Context(), store.AuditRecord{
 				Time: s.now().UTC(), TokenID: ri.tokenID, Action: ri.action, Target: ri.target,
 				Result: ri.result, RequestID: ri.id, Detail: ri.detail,
@@ -196,9 +235,21 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 		lvl := slog.LevelInfo
 		if status >= 500 {
 			lvl = slog.LevelError
+		} else if ri.authFailed && !record {
+			lvl = slog.LevelDebug // a flood of bad tokens must not flood the log either
 		}
 		s.log.Log(r.Context(), lvl, "request", "request_id", ri.id, "method", r.Method, "route", route,
 			"status", status, "token_id", ri.tokenID, "action", ri.action, "target", ri.target)
+	}))
+}
+
+// unmatched answers a request no route matches: 404 JSON, counted in
+// metrics, and no audit record, since anyone can send any number of them.
+func (s *Server) unmatched() http.Handler {
+	return s.metrics.instrument("unmatched", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.metrics.rejected.WithLabelValues("unknown_route").Inc()
+		w.Header().Set("X-Request-Id", newRequestID())
+		writeJSON(w, http.StatusNotFound, client.ErrorBody{Error: truncate(fmt.Sprintf("no such endpoint: %s %s", r.Method, strconv.Quote(r.URL.Path)), 300)})
 	}))
 }
 

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -18,6 +21,7 @@ import (
 // without ever answering a request before its record is durable.
 type auditLog struct {
 	st  store.Store
+	key audit.Key
 	now func() time.Time
 	log *slog.Logger
 
@@ -25,6 +29,13 @@ type auditLog struct {
 	stopOnce sync.Once
 	done     chan struct{}
 	started  bool
+
+	// failures rate-limits the records of failed authentication; the
+	// summary goroutine writes what it suppressed every summaryEvery.
+	failures     *failedAuth
+	summaryEvery time.Duration
+	stopSummary  chan struct{}
+	summaryDone  chan struct{}
 }
 
 type pending struct {
@@ -32,26 +43,63 @@ type pending struct {
 	done chan error
 }
 
-func newAuditLog(st store.Store, now func() time.Time, log *slog.Logger) *auditLog {
-	return &auditLog{st: st, now: now, log: log, queue: make(chan pending, 4096), done: make(chan struct{})}
+func newAuditLog(st store.Store, key audit.Key, now func() time.Time, log *slog.Logger) *auditLog {
+	return &auditLog{
+		st: st, key: key, now: now, log: log, queue: make(chan pending, 4096), done: make(chan struct{}),
+		failures: newFailedAuth(now), summaryEvery: failedAuthSummary,
+		stopSummary: make(chan struct{}), summaryDone: make(chan struct{}),
+	}
 }
 
-// Start runs the writer until Stop.
+// Start runs the writer and the summary of suppressed failures until Stop.
 func (l *auditLog) Start(ctx context.Context) error {
 	l.started = true
-	go l.run(context.WithoutCancel(ctx))
+	ctx = context.WithoutCancel(ctx)
+	go l.run(ctx)
+	go l.summarize(ctx)
 	return nil
 }
 
-// Stop commits what is queued and stops the writer. Idempotent.
+// Stop writes the summary of suppressed failures, commits what is queued
+// and stops the writer. Idempotent.
 func (l *auditLog) Stop() {
 	l.stopOnce.Do(func() {
 		if !l.started {
 			return
 		}
+		close(l.stopSummary)
+		<-l.summaryDone
 		close(l.queue)
 		<-l.done
 	})
+}
+
+// summarize writes, every summaryEvery and once more at Stop, one record
+// per address whose failed authentications were not recorded one by one.
+func (l *auditLog) summarize(ctx context.Context) {
+	defer close(l.summaryDone)
+	t := time.NewTicker(l.summaryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			l.writeSummary(ctx)
+		case <-l.stopSummary:
+			l.writeSummary(ctx)
+			return
+		}
+	}
+}
+
+func (l *auditLog) writeSummary(ctx context.Context) {
+	for _, sc := range l.failures.drain() {
+		err := l.Append(ctx, store.AuditRecord{
+			Time: l.now().UTC(), Action: "auth.failed", Target: sc.addr, Result: "suppressed", Detail: suppressedDetail(sc),
+		})
+		if err != nil {
+			l.log.Error("audit: writing the summary of suppressed failed authentications", "addr", sc.addr, "count", sc.n, "err", err)
+		}
+	}
 }
 
 var errAuditStopped = errors.New("audit log stopped")
@@ -115,7 +163,7 @@ func (l *auditLog) commit(ctx context.Context, batch []pending) error {
 			}
 			recs := make([]store.AuditRecord, len(batch))
 			for i, p := range batch {
-				r := audit.Seal(head, seq+1, audit.Record(p.rec))
+				r := l.key.Seal(head, seq+1, audit.Record(p.rec))
 				recs[i] = store.AuditRecord(r)
 				seq, head = r.Seq, r.Hash
 			}
@@ -126,4 +174,105 @@ func (l *auditLog) commit(ctx context.Context, batch []pending) error {
 		}
 	}
 	return err
+}
+
+// errNoMigration starts every error of a refused migration.
+var errNoMigration = errors.New("audit: the log cannot be moved to the keyed chain (no record was changed)")
+
+// migrateAction is the action of the record MigrateAuditLog appends.
+const migrateAction = "audit.migrate"
+
+// MetaAuditChain is the meta name that marks a store whose audit log is
+// the keyed chain (version 2). MigrateAuditLog writes it.
+const MetaAuditChain = "audit.chain"
+
+// MigrateAuditLog makes st's audit log the keyed chain, once, before
+// anything appends to it: in one transaction holding the audit head's lock
+// it checks whether the store is marked as keyed (MetaAuditChain); if not,
+// it verifies every record against the unkeyed version 1 chain, re-seals
+// each under key, marks the store, and appends an "audit.migrate" record
+// naming how many records were re-chained and the old head hash. A version
+// 1 log that does not verify is refused (the error names the record):
+// the key must never vouch for records that may have been forged; so is a
+// log holding an "audit.migrate" record, which means the marker was
+// removed from a store migrated before. It
+// returns how many records were re-chained (0 for a new or already keyed
+// store). See package audit's documentation for the reasoning.
+func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now time.Time) (int64, error) {
+	var migrated int64
+	err := st.InTx(ctx, func(tx store.Ops) error {
+		migrated = 0
+		headSeq, headHash, err := tx.AuditHead(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.GetMeta(ctx, MetaAuditChain); err == nil {
+			return nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("audit chain marker: %w", err)
+		}
+		// A store migrated before holds its audit.migrate record.
+		prior, err := tx.ListAudit(ctx, store.AuditFilter{Target: "audit"})
+		if err != nil {
+			return err
+		}
+		for _, r := range prior {
+			if r.Action == migrateAction && r.TokenID == "system" {
+				return fmt.Errorf("%w: record %d says it was moved already, yet the store's %q marker is gone: someone with the database removed it; restore the store from a backup", errNoMigration, r.Seq, MetaAuditChain)
+			}
+		}
+		m := key.MigrateV1()
+		var after int64
+		for {
+			recs, err := tx.ListAudit(ctx, store.AuditFilter{AfterSeq: after, Limit: 5000})
+			if err != nil {
+				return err
+			}
+			if len(recs) == 0 {
+				break
+			}
+			for i, r := range recs {
+				if hmac.Equal(key.Chain(r.PrevHash, audit.Record(r)), r.Hash) {
+					return fmt.Errorf("%w: record %d is sealed under the keyed chain already, yet the store's %q marker is gone: someone with the database removed it; restore the store from a backup", errNoMigration, r.Seq, MetaAuditChain)
+				}
+				r2, err := m.Next(audit.Record(r))
+				if err != nil {
+					return fmt.Errorf("%w: %w", errNoMigration, err)
+				}
+				recs[i] = store.AuditRecord(r2)
+			}
+			if err := tx.RehashAudit(ctx, recs...); err != nil {
+				return err
+			}
+			after = recs[len(recs)-1].Seq
+		}
+		switch n := m.Count(); {
+		case n != headSeq:
+			return fmt.Errorf("%w: %w", errNoMigration,
+				&audit.BrokenError{Seq: n + 1, Reason: fmt.Sprintf("version 1 chain: the head says %d records, the chain has %d (records removed)", headSeq, n)})
+		case n > 0 && !bytes.Equal(m.HeadV1(), headHash):
+			return fmt.Errorf("%w: %w", errNoMigration,
+				&audit.BrokenError{Seq: n, Reason: "version 1 chain: it does not match the head hash (the newest records were rewritten)"})
+		}
+		if err := tx.PutMetaIfAbsent(ctx, MetaAuditChain, []byte("v2")); err != nil {
+			return fmt.Errorf("audit chain marker: %w", err)
+		}
+		migrated = m.Count()
+		if migrated == 0 {
+			return nil
+		}
+		seq, head, err := tx.AuditHead(ctx)
+		if err != nil {
+			return err
+		}
+		rec := key.Seal(head, seq+1, audit.Record{
+			Time: now, TokenID: "system", Action: migrateAction, Target: "audit", Result: "ok",
+			Detail: fmt.Sprintf("re-chained records 1 to %d under the keyed hash; their version 1 head was %x", migrated, m.HeadV1()),
+		})
+		return tx.AppendAudit(ctx, store.AuditRecord(rec))
+	})
+	if err != nil {
+		return 0, err
+	}
+	return migrated, nil
 }

@@ -20,7 +20,16 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// rejected counts requests answered without an audit record of their
+	// own: failed authentication (every one, recorded or suppressed) and
+	// unknown routes. suppressed counts the failed authentications that
+	// went only into a summary record.
+	rejected   *prometheus.CounterVec
+	suppressed prometheus.Counter
 }
+
+// Reasons of rotary_http_rejected_requests_total.
+var rejectReasons = []string{"auth_missing", "auth_invalid", "auth_expired", "auth_revoked", "unknown_route"}
 
 func newMetrics(st store.Store) *metrics {
 	m := &metrics{
@@ -33,9 +42,20 @@ func newMetrics(st store.Store) *metrics {
 			Help:    "HTTP request latency by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"route"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rotary_http_rejected_requests_total",
+			Help: "Requests refused before any handler ran, by reason: failed authentication (auth_*) and unknown routes.",
+		}, []string{"reason"}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rotary_audit_failed_auth_suppressed_total",
+			Help: "Failed authentications over the per-address rate that got no audit record of their own (summed into a summary record).",
+		}),
+	}
+	for _, r := range rejectReasons {
+		m.rejected.WithLabelValues(r)
 	}
 	counts := &storeCounts{st: st}
-	m.reg.MustRegister(m.requests, m.latency,
+	m.reg.MustRegister(m.requests, m.latency, m.rejected, m.suppressed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rotary_secrets", Help: "Secrets in the store (including those scheduled for deletion)."},
 			func() float64 { return counts.get().secrets }),

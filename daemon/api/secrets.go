@@ -53,10 +53,9 @@ func (s *Server) routes() {
 	s.handle("GET /v1/audit", s.listAudit)
 	s.rotationRoutes()
 	s.handle("POST /v1/audit/verify", s.verifyAudit)
+	s.handle("GET /v1/audit/checkpoint", s.auditCheckpoint)
 
-	s.mux.Handle("/", s.wrap("unmatched", false, func(w http.ResponseWriter, r *http.Request, _ *principal) error {
-		return notFound("no such endpoint: %s %s", r.Method, r.URL.Path)
-	}))
+	s.mux.Handle("/", s.unmatched())
 }
 
 // authorize records the action and target for the audit record and checks

@@ -936,6 +936,33 @@ func (o *ops) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error 
 	})
 }
 
+func (o *ops) RehashAudit(ctx context.Context, recs ...store.AuditRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	return o.atomic(ctx, func(q querier) error {
+		last := recs[0]
+		for _, a := range recs {
+			res, err := q.ExecContext(ctx, `UPDATE audit SET prev_hash = $1, hash = $2 WHERE seq = $3`,
+				bytesArg(a.PrevHash), bytesArg(a.Hash), a.Seq)
+			if err != nil {
+				return fmt.Errorf("rehash audit seq %d: %w", a.Seq, translate(err))
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return fmt.Errorf("rehash audit seq %d: %w", a.Seq, store.ErrNotFound)
+			}
+			if a.Seq > last.Seq {
+				last = a
+			}
+		}
+		_, err := q.ExecContext(ctx, `UPDATE audit_head SET hash = $1 WHERE id = 1 AND seq = $2`, bytesArg(last.Hash), last.Seq)
+		if err != nil {
+			return fmt.Errorf("rehash audit: head: %w", translate(err))
+		}
+		return nil
+	})
+}
+
 func (o *ops) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error) {
 	var since any
 	if !f.Since.IsZero() {

@@ -956,6 +956,33 @@ func (o *ops) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error 
 	})
 }
 
+func (o *ops) RehashAudit(ctx context.Context, recs ...store.AuditRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	return o.atomic(ctx, func(q querier) error {
+		last := recs[0]
+		for _, a := range recs {
+			res, err := q.ExecContext(ctx, `UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?`,
+				bytesArg(a.PrevHash), bytesArg(a.Hash), a.Seq)
+			if err != nil {
+				return fmt.Errorf("rehash audit seq %d: %w", a.Seq, translate(err))
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return fmt.Errorf("rehash audit seq %d: %w", a.Seq, store.ErrNotFound)
+			}
+			if a.Seq > last.Seq {
+				last = a
+			}
+		}
+		_, err := q.ExecContext(ctx, `UPDATE audit_head SET hash = ? WHERE id = 1 AND seq = ?`, bytesArg(last.Hash), last.Seq)
+		if err != nil {
+			return fmt.Errorf("rehash audit: head: %w", translate(err))
+		}
+		return nil
+	})
+}
+
 func (o *ops) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditRecord, error) {
 	q := `SELECT ` + auditCols + ` FROM audit WHERE seq > ?`
 	args := []any{f.AfterSeq}

@@ -1243,6 +1243,30 @@ func testAudit(t *testing.T, s store.Store) {
 		noErr(t, "ListAudit", err)
 		check(t, fmt.Sprintf("ListAudit(%+v)", tc.f), got, tc.want)
 	}
+
+	// RehashAudit rewrites only the two hashes, and the head's hash.
+	rehashed := make([]store.AuditRecord, len(recs))
+	for i, r := range recs {
+		r.PrevHash = fmt.Appendf(nil, "p2-%d", r.Seq)
+		r.Hash = fmt.Appendf(nil, "h2-%d", r.Seq)
+		rehashed[i] = r
+	}
+	noErr(t, "RehashAudit(1..6)", s.InTx(ctx, func(tx store.Ops) error {
+		if _, _, err := tx.AuditHead(ctx); err != nil {
+			return err
+		}
+		return tx.RehashAudit(ctx, rehashed...)
+	}))
+	got, err := s.ListAudit(ctx, store.AuditFilter{})
+	noErr(t, "ListAudit after RehashAudit", err)
+	check(t, "ListAudit after RehashAudit", got, rehashed)
+	seq, hash, err = s.AuditHead(ctx)
+	if err != nil || seq != 6 || !bytes.Equal(hash, rehashed[5].Hash) {
+		t.Errorf("AuditHead after RehashAudit = %d, %q, %v; want 6, %q, nil", seq, hash, err, rehashed[5].Hash)
+	}
+	noErr(t, "RehashAudit()", s.RehashAudit(ctx))
+	bad := auditRec(99, nil, "x", base)
+	wantErr(t, "RehashAudit(seq 99, not stored)", s.RehashAudit(ctx, rehashed[0], bad), store.ErrNotFound)
 }
 
 // testAuditConcurrent: goroutines append through InTx{head -> append
