@@ -81,7 +81,7 @@ func TestBindingRefusesAnotherPostgresRole(t *testing.T) {
 	root.ok("rotation", "set", name, "--rotator", "postgres", "--schedule", "none", "--config-json", cfg)
 
 	show := okJSON[client.RotationShow](root, "rotation", "show", name)
-	if want := `engine="postgres" host="127.0.0.1" port="5432" dbname="test" username="` + app + `"`; show.BoundTo != want {
+	if want := `engine="postgres" host="127.0.0.1" port="5432" dbname="test" username="` + app + `" sslmode="disable"`; show.BoundTo != want {
 		t.Errorf("rotation show: bound_to = %q, want %q", show.BoundTo, want)
 	}
 	attacker := bindingAttacker(root, name)
