@@ -119,9 +119,11 @@ type Secret struct {
 	PurgeAt     *time.Time        `json:"purge_at,omitempty"`
 }
 
-// SecretList is GET /v1/secrets.
+// SecretList is GET /v1/secrets[?limit=N&after=NAME]. Next, when set, is
+// the after= of the next page.
 type SecretList struct {
 	Secrets []Secret `json:"secrets"`
+	Next    string   `json:"next,omitempty"`
 }
 
 // Key is a master key.

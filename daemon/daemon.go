@@ -235,27 +235,6 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	return d, nil
 }
 
-// openStore opens the configured store. It returns a nil interface on
-// error, never an interface holding a nil pointer: a typed nil would pass
-// the d.st != nil check in closeStore and crash in Close.
-func openStore(ctx context.Context, cfg StoreConfig) (store.Store, error) {
-	if cfg.Postgres != "" {
-		st, err := postgres.Open(ctx, cfg.Postgres)
-		if err != nil {
-			return nil, err
-		}
-		return st, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(cfg.SQLite), 0o700); err != nil {
-		return nil, err
-	}
-	st, err := sqlite.Open(ctx, cfg.SQLite)
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
-}
-
 func (d *Daemon) rootKey(ctx context.Context) (sensitive.Bytes, error) {
 	rk := d.cfg.RootKey
 	switch {
@@ -504,6 +483,27 @@ func (d *Daemon) closeStore() {
 	if d.st != nil {
 		_ = d.st.Close()
 	}
+}
+
+// openStore opens the configured store. It returns a nil interface on
+// error, never an interface holding a nil pointer: a typed nil would pass
+// the d.st != nil check in closeStore and crash in Close.
+func openStore(ctx context.Context, cfg StoreConfig) (store.Store, error) {
+	if cfg.Postgres != "" {
+		st, err := postgres.Open(ctx, cfg.Postgres)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.SQLite), 0o700); err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, cfg.SQLite)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // Run builds, starts and runs the daemon until ctx is done, then stops it.

@@ -613,6 +613,9 @@ type ListParams struct {
 	IncludeDeleted bool
 	Limit          int
 	After          string
+	// Globs, when not empty, keeps only names matching one of them,
+	// filtered in the store query (see store.ListSecretsParams.Globs).
+	Globs []string
 }
 
 // List returns secrets whose names start with the prefix, by name.
@@ -621,7 +624,7 @@ func (s *Service) List(ctx context.Context, p ListParams) ([]Info, error) {
 		return nil, invalidf("prefix longer than 256 characters")
 	}
 	secs, err := s.st.ListSecrets(ctx, store.ListSecretsParams{
-		Prefix: p.Prefix, After: p.After, Limit: p.Limit, IncludeDeleted: p.IncludeDeleted,
+		Prefix: p.Prefix, After: p.After, Limit: p.Limit, IncludeDeleted: p.IncludeDeleted, Globs: p.Globs,
 	})
 	if err != nil {
 		return nil, err

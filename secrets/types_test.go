@@ -27,7 +27,18 @@ func TestValidateName(t *testing.T) {
 		{"a", ""},
 		{"app/db/primary", ""},
 		{"A-z_0+9=.@/x", ""},
-		{"/leading/and/trailing/", ""}, // the contract allows any of the characters anywhere
+		{"a.b/.c/d..", ""},
+		{"...", ""},
+		{"/leading", `starts with "/"`},
+		{"/", `starts with "/"`},
+		{"trailing/", `segment 2 is empty`},
+		{"a//b", `segment 2 is empty`},
+		{".", `segment 1 is "."`},
+		{"..", `segment 1 is ".."`},
+		{"a/./b", `segment 2 is "."`},
+		{"a/../../v1/tokens", `segment 2 is ".."`},
+		{"app/..", `segment 2 is ".."`},
+		{"x?y", `character '?' at position 2`},
 		{strings.Repeat("n", 256), ""},
 		{"", "invalid secret name: the name is empty"},
 		{strings.Repeat("n", 257), "257 characters, the limit is 256"},
@@ -392,6 +403,9 @@ func FuzzValidateName(f *testing.F) {
 		for i := 0; i < len(name); i++ {
 			c := name[i]
 			ok = ok && ('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/_+=.@-", c) >= 0)
+		}
+		for _, seg := range strings.Split(name, "/") {
+			ok = ok && seg != "" && seg != "." && seg != ".."
 		}
 		if ok != (err == nil) {
 			t.Fatalf("ValidateName(%q) = %v, but the name is valid: %v", name, err, ok)

@@ -23,6 +23,9 @@ func (a *app) secretCmd() *cobra.Command {
 		a.secretListCmd(), a.secretDeleteCmd(), a.secretRestoreCmd())
 }
 
+// valueFlagWarning goes to stderr whenever a value is given with --value.
+const valueFlagWarning = "warning: --value puts the secret in the process list (ps) and your shell history; use --value-file or --value-stdin"
+
 // valueFlags are --value, --value-file and --value-stdin.
 type valueFlags struct {
 	value    string
@@ -51,6 +54,7 @@ func (v *valueFlags) read(a *app, cmd *cobra.Command) ([]byte, bool, error) {
 		if len(v.value) > maxValueBytes {
 			return nil, false, usageErrorf("--value: larger than the %s limit", sizeString(maxValueBytes))
 		}
+		fmt.Fprintln(a.stderr, valueFlagWarning)
 		return []byte(v.value), true, nil
 	}
 	if cmd.Flags().Changed("value-file") && v.file == "" {
@@ -329,7 +333,11 @@ func (a *app) printSecret(s client.Secret) error {
 }
 
 func (a *app) secretListCmd() *cobra.Command {
-	var prefix string
+	var (
+		prefix   string
+		deleted  bool
+		pageSize int
+	)
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List secrets (names and metadata, never values)",
@@ -341,7 +349,10 @@ func (a *app) secretListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := c.ListSecrets(cmd.Context(), prefix)
+			if pageSize < 0 || pageSize > 1000 {
+				return usageErrorf("--page-size: %d is outside 1 to 1000", pageSize)
+			}
+			list, err := c.ListAllSecrets(cmd.Context(), client.ListSecretsOptions{Prefix: prefix, Deleted: deleted, Limit: pageSize})
 			if err != nil {
 				return err
 			}
@@ -371,6 +382,8 @@ func (a *app) secretListCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only names starting with this prefix")
+	cmd.Flags().BoolVar(&deleted, "deleted", false, "include secrets scheduled for deletion")
+	cmd.Flags().IntVar(&pageSize, "page-size", 0, "secrets per request (the server's default 100, at most 1000); every page is fetched")
 	return cmd
 }
 

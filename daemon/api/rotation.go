@@ -82,7 +82,10 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 }
 
 func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDescribe); err != nil {
 		return err
 	}
@@ -97,6 +100,7 @@ func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *princip
 		return err
 	}
 	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)}
+	out.LastError = revealError(p, name, out.LastError)
 	if spec, err := s.engine.ParseSchedule(rot.Schedule, rot.Window); err == nil && !spec.Manual() && rot.Enabled && rot.NextDueAt != nil {
 		t := spec.BaseOf(name, *rot.NextDueAt)
 		out.Next = append(out.Next, *rot.NextDueAt)
@@ -126,7 +130,9 @@ func (s *Server) toggleRotation(w http.ResponseWriter, r *http.Request, p *princ
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)})
+	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)}
+	out.LastError = revealError(p, name, out.LastError)
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -146,7 +152,10 @@ func (s *Server) runJSON(ctx context.Context, run store.RotationRun) client.Run 
 }
 
 func (s *Server) rotationHistory(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDescribe); err != nil {
 		return err
 	}
@@ -168,7 +177,7 @@ func (s *Server) rotationHistory(w http.ResponseWriter, r *http.Request, p *prin
 	}
 	out := client.RunList{Runs: []client.Run{}}
 	for _, run := range runs {
-		out.Runs = append(out.Runs, s.runJSON(r.Context(), run))
+		out.Runs = append(out.Runs, redactRun(p, s.runJSON(r.Context(), run)))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -263,7 +272,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 		}
 		row := client.StatusRow{
 			Name: rot.Secret, Type: sec.Type, Rotator: rot.Rotator, Schedule: rot.Schedule, Enabled: rot.Enabled,
-			LastRotatedAt: rot.LastRotatedAt, NextRotation: rot.NextDueAt, LastError: rot.LastError, Failing: s.engine.Failing(rot),
+			LastRotatedAt: rot.LastRotatedAt, NextRotation: rot.NextDueAt, LastError: revealError(p, rot.Secret, rot.LastError),
+			Failing: s.engine.Failing(rot),
 		}
 		if runs, err := s.st.ListRuns(r.Context(), rot.Secret, 1); err == nil && len(runs) == 1 {
 			row.LastResult = runs[0].State
