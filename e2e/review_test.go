@@ -105,7 +105,7 @@ func TestReviewTargetErrorsAndFingerprints(t *testing.T) {
 	root.ok("rotation", "set", name, "--rotator", "redis", "--schedule", "none", "--config-json", `{"strategy":"single-user"}`)
 	root.fail(exitFailure, []string{"rotation failed"}, "rotate", name, "--wait")
 
-	describer := s.as(t, createToken(root, `{"rules":[{"secrets":"`+prefix+`/*","actions":["list","describe","write"]}]}`))
+	describer := s.as(t, createToken(root, `{"rules":[{"secrets":"`+prefix+`/*","actions":["list","describe","write","rotate"]}]}`))
 	reader := s.as(t, createToken(root, `{"rules":[{"secrets":"`+prefix+`/*","actions":["list","describe","read"]}]}`))
 
 	// What the reader sees is the driver's text.
@@ -183,6 +183,11 @@ func TestReviewTargetErrorsAndFingerprints(t *testing.T) {
 	} {
 		leaks("output", out)
 	}
+	// A rotate that fails tells a caller who may not read the category.
+	errOut := describer.fail(exitFailure, []string{"rotation failed: auth failed"}, "rotate", name, "--wait")
+	leaks("rotate --wait", errOut)
+	errOut = reader.fail(exitDenied, []string{"permission denied"}, "rotate", name, "--wait")
+	leaks("rotate without permission", errOut)
 	// A writer that may not read gets no fingerprint back from put.
 	other := prefix + "/plain"
 	root.withStdin([]byte("first")).ok("secret", "create", other, "--value-stdin")

@@ -222,21 +222,24 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p *principal) er
 	ctx := context.WithoutCancel(r.Context())
 	if !wait {
 		if err := s.engine.Start(ctx, params); err != nil {
-			return rotateError(err)
+			return rotateError(p, name, err)
 		}
 		writeJSON(w, http.StatusAccepted, client.RotateResult{Secret: name, State: "started"})
 		return nil
 	}
 	run, err := s.engine.Rotate(ctx, params)
 	if err != nil {
-		return rotateError(err)
+		return rotateError(p, name, err)
 	}
-	cr := s.runJSON(ctx, run)
+	cr := redactRun(p, s.runJSON(ctx, run))
 	writeJSON(w, http.StatusOK, client.RotateResult{Secret: name, State: run.State, Run: &cr})
 	return nil
 }
 
-func rotateError(err error) error {
+// rotateError maps a rotation's error to a status. The target's text of a
+// failed rotation goes only to a caller who may read the secret; others
+// get its category (see ErrorCategory).
+func rotateError(p *principal, name string, err error) error {
 	switch {
 	case errors.Is(err, rotation.ErrBusy):
 		return &httpError{http.StatusConflict, err.Error()}
@@ -246,7 +249,7 @@ func rotateError(err error) error {
 		return err
 	default:
 		// The engine has already removed every value from the message.
-		return &httpError{http.StatusBadGateway, "rotation failed: " + err.Error()}
+		return &httpError{http.StatusBadGateway, "rotation failed: " + revealError(p, name, err.Error())}
 	}
 }
 
