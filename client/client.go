@@ -303,10 +303,36 @@ func (c *Client) CreateKey(ctx context.Context, r CreateKeyRequest) (Key, error)
 	return out, c.Do(ctx, http.MethodPost, "/v1/keys", nil, r, &out)
 }
 
-// ListKeys lists master keys ("" region: all).
-func (c *Client) ListKeys(ctx context.Context, region string) ([]Key, error) {
+// ListKeysPage returns one page of master keys ("" region: all) after
+// the cursor after ("" for the first page), at most limit (0: the
+// server's default).
+func (c *Client) ListKeysPage(ctx context.Context, region, after string, limit int) (KeyList, error) {
+	q := regionQuery(region)
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
 	var out KeyList
-	return out.Keys, c.Do(ctx, http.MethodGet, "/v1/keys", regionQuery(region), nil, &out)
+	return out, c.Do(ctx, http.MethodGet, "/v1/keys", q, nil, &out)
+}
+
+// ListKeys lists master keys ("" region: all), following the pages.
+func (c *Client) ListKeys(ctx context.Context, region string) ([]Key, error) {
+	var all []Key
+	after := ""
+	for {
+		page, err := c.ListKeysPage(ctx, region, after, 0)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, page.Keys...)
+		if page.Next == "" || page.Next == after {
+			return all, nil
+		}
+		after = page.Next
+	}
 }
 
 // DescribeKey describes a key by id or alias/NAME.

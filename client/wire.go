@@ -141,9 +141,11 @@ type Key struct {
 	UpdatedAt      time.Time  `json:"updated_at"`
 }
 
-// KeyList is GET /v1/keys.
+// KeyList is GET /v1/keys[?limit=N&after=CURSOR]. Next, when set, is the
+// after= of the next page.
 type KeyList struct {
-	Keys []Key `json:"keys"`
+	Keys []Key  `json:"keys"`
+	Next string `json:"next,omitempty"`
 }
 
 // CreateKeyRequest is POST /v1/keys.

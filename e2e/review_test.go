@@ -248,6 +248,46 @@ func TestReviewCreateUnderKeyNeedsEncrypt(t *testing.T) {
 		t.Errorf("create with encrypt: key_id %q, want %s", sec.KeyID, k.ID)
 	}
 	enc.withStdin([]byte("v2")).ok("secret", "put", held, "--value-stdin")
+
+	// Keys are listed page by page too, in the same order as all at once.
+	for range 4 {
+		root.ok("key", "create", "--region", "default", "--alias", uniq("rev-page"))
+	}
+	whole := okJSON[client.KeyList](root, "key", "list")
+	var paged []string
+	after, pages := "", 0
+	for {
+		path := "/v1/keys?limit=2"
+		if after != "" {
+			path += "&after=" + url.QueryEscape(after)
+		}
+		code, body := s.httpDo(t, "GET", path, s.rootToken, "", nil)
+		if code != 200 {
+			t.Fatalf("GET %s = %d %s", path, code, body)
+		}
+		var page client.KeyList
+		if err := json.Unmarshal(body, &page); err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, k := range page.Keys {
+			paged = append(paged, k.ID)
+		}
+		if page.Next == "" || pages > 10 {
+			break
+		}
+		after = page.Next
+	}
+	var want []string
+	for _, k := range whole.Keys {
+		want = append(want, k.ID)
+	}
+	if len(want) < 6 || strings.Join(paged, ",") != strings.Join(want, ",") || pages != (len(want)+1)/2 {
+		t.Errorf("keys by pages of 2: %d pages %q, want %q", pages, paged, want)
+	}
+	if code, body := s.httpDo(t, "GET", "/v1/keys?after=not-a-cursor", s.rootToken, "", nil); code != 400 {
+		t.Errorf("GET /v1/keys?after=not-a-cursor = %d %s, want 400", code, body)
+	}
 }
 
 // TestReviewSecretNames: names with ".", ".." or empty segments or a
