@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -326,7 +327,8 @@ func (a *app) printSecret(s client.Secret) error {
 	fmt.Fprintln(a.stdout)
 	vt := newTable(a.stdout, "VERSION", "STAGES", "FINGERPRINT", "CREATED", "REASON")
 	for _, v := range s.Versions {
-		vt.row(strconv.FormatInt(v.Version, 10), strings.Join(v.Stages, ","), v.Fingerprint,
+		// No fingerprint: the token may describe but not read the secret.
+		vt.row(strconv.FormatInt(v.Version, 10), strings.Join(v.Stages, ","), cmp.Or(v.Fingerprint, "-"),
 			relTime(now, v.CreatedAt), v.Reason)
 	}
 	return vt.flush()
