@@ -51,7 +51,8 @@ type Client struct {
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sets the HTTP client (for TLS settings, timeouts).
+// WithHTTPClient sets the HTTP client (for TLS settings, timeouts). If it
+// has no CheckRedirect, the Client uses a copy that refuses redirects.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
 // New returns a client for addr (default DefaultAddr) with token.
@@ -64,6 +65,13 @@ func New(addr, token string, opts ...Option) (*Client, error) {
 	c := &Client{addr: addr, token: token, hc: &http.Client{Timeout: 5 * time.Minute, CheckRedirect: noRedirect}}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.hc.CheckRedirect == nil {
+		// A caller's client without a redirect policy gets ours, on a
+		// copy so that the caller's client is left as it was.
+		hc := *c.hc
+		hc.CheckRedirect = noRedirect
+		c.hc = &hc
 	}
 	return c, nil
 }

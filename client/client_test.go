@@ -47,15 +47,17 @@ func TestNoRedirects(t *testing.T) {
 		http.Redirect(w, r, "/v1/tokens", http.StatusMovedPermanently)
 	}))
 	defer srv.Close()
-	c, err := New(srv.URL, "tok")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = c.DescribeSecret(context.Background(), "app/db")
-	if StatusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "redirect") {
-		t.Errorf("DescribeSecret on a redirecting server err = %v (status %d), want a 400 naming the redirect", err, StatusOf(err))
-	}
-	if followed {
-		t.Errorf("the client followed the redirect to /v1/tokens")
+	for _, opts := range [][]Option{nil, {WithHTTPClient(&http.Client{})}} {
+		c, err := New(srv.URL, "tok", opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.DescribeSecret(context.Background(), "app/db")
+		if StatusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "redirect") {
+			t.Errorf("DescribeSecret on a redirecting server err = %v (status %d), want a 400 naming the redirect", err, StatusOf(err))
+		}
+		if followed {
+			t.Errorf("the client followed the redirect to /v1/tokens")
+		}
 	}
 }
