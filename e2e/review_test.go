@@ -82,8 +82,8 @@ func TestServerStoreOpenFailure(t *testing.T) {
 // --value (cmd/rotary/secret.go).
 const valueWarning = "warning: --value puts the secret in the process list (ps) and your shell history; use --value-file or --value-stdin"
 
-// auditRecords returns the audit records of the last hour (root).
-func auditRecords(c cli) []client.AuditRecord {
+// reviewAuditRecords returns the audit records of the last hour (root).
+func reviewAuditRecords(c cli) []client.AuditRecord {
 	c.t.Helper()
 	return okJSON[client.AuditList](c, "audit", "list", "--since", "1h", "--limit", "10000").Records
 }
@@ -222,7 +222,7 @@ func TestReviewCreateUnderKeyNeedsEncrypt(t *testing.T) {
 		"secret", "create", name, "--key", k.ID, "--value-stdin")
 	root.fail(exitNotFound, []string{"not found"}, "secret", "describe", name)
 	denied := 0
-	for _, rec := range auditRecords(root) {
+	for _, rec := range reviewAuditRecords(root) {
 		if rec.Action == "key.encrypt" && rec.Result == "denied" && rec.Target == k.ID {
 			denied++
 		}
@@ -320,7 +320,7 @@ func TestReviewSecretNames(t *testing.T) {
 	if l := okJSON[client.SecretList](root, "secret", "list", "--deleted"); len(l.Secrets) != 0 {
 		t.Errorf("secret list = %+v, want none", l.Secrets)
 	}
-	for _, rec := range auditRecords(root) {
+	for _, rec := range reviewAuditRecords(root) {
 		if strings.HasPrefix(rec.Action, "token.") {
 			t.Errorf("audit: %s %s %s: a name reached the tokens route", rec.Action, rec.Target, rec.Result)
 		}
