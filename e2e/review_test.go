@@ -321,11 +321,29 @@ func TestReviewSecretNames(t *testing.T) {
 	if l := okJSON[client.SecretList](root, "secret", "list", "--deleted"); len(l.Secrets) != 0 {
 		t.Errorf("secret list = %+v, want none", l.Secrets)
 	}
+	for _, args := range [][]string{{"rotate", ".."}, {"rotation", "enable", ".."}} {
+		root.fail(exitUsage, []string{"invalid secret name"}, args...)
+	}
 	for _, rec := range reviewAuditRecords(root) {
 		if strings.HasPrefix(rec.Action, "token.") {
 			t.Errorf("audit: %s %s %s: a name reached the tokens route", rec.Action, rec.Target, rec.Result)
 		}
 	}
+	// A secret stored before the segment rules keeps its name: it can
+	// still be described, deleted and restored, but no new one is made.
+	legacy := "/legacy//" + randHex(3)
+	root.ok("secret", "create", "legacy-tmp")
+	if _, err := s.sqliteDB(t).Exec(`UPDATE secrets SET name = ? WHERE name = 'legacy-tmp'`, legacy); err != nil {
+		t.Fatalf("rename to a legacy name: %v", err)
+	}
+	if d := okJSON[client.Secret](root, "secret", "describe", legacy); d.Name != legacy {
+		t.Errorf("describe %q = %q", legacy, d.Name)
+	}
+	root.ok("secret", "delete", legacy)
+	root.ok("secret", "restore", legacy)
+	root.withStdin([]byte("v")).fail(exitUsage, []string{"invalid secret name"}, "secret", "create", legacy+"2", "--value-stdin")
+	root.ok("secret", "delete", legacy, "--force")
+	root.fail(exitUsage, []string{"invalid secret name"}, "secret", "describe", legacy)
 	// Names that only look like paths are fine (negative control).
 	root.withStdin([]byte("v")).ok("secret", "create", "a.b/..c/d..", "--value-stdin")
 	if got := root.ok("secret", "get", "a.b/..c/d.."); got != "v" {

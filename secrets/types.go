@@ -62,6 +62,12 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// ValidateLookupName checks a name given to find an existing secret: the
+// characters and length of ValidateName without its segment rules, so that
+// a secret created before those rules (say "/app//db") can still be
+// described, read, rotated and deleted. New names go through ValidateName.
+func ValidateLookupName(name string) error { return tvNameChars(name) }
+
 // tvNameChars checks a name's length and characters.
 func tvNameChars(name string) error {
 	if name == "" {

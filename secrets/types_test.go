@@ -65,6 +65,22 @@ func TestValidateName(t *testing.T) {
 	}
 }
 
+// TestValidateLookupName: names made before the segment rules are still
+// looked up; characters and length are checked as before.
+func TestValidateLookupName(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"/lead", "a//b", "trail/", "..", "a/./b", "app/db"} {
+		if err := ValidateLookupName(name); err != nil {
+			t.Errorf("ValidateLookupName(%q) = %v, want nil", name, err)
+		}
+	}
+	for _, name := range []string{"", "x?y", "a b", strings.Repeat("n", 257), "a\xff"} {
+		if err := ValidateLookupName(name); err == nil {
+			t.Errorf("ValidateLookupName(%q) = nil, want an error", name)
+		}
+	}
+}
+
 func TestValidType(t *testing.T) {
 	t.Parallel()
 	for _, typ := range KnownTypes() {

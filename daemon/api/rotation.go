@@ -82,7 +82,7 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 }
 
 func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, err := pathSecret(r)
+	name, err := s.pathSecret(r)
 	if err != nil {
 		return err
 	}
@@ -114,9 +114,13 @@ func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *princip
 }
 
 func (s *Server) toggleRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, action := r.PathValue("name"), r.PathValue("action")
+	action := r.PathValue("action")
 	if action != "enable" && action != "disable" {
 		return notFound("no such rotation action %q (use enable or disable)", action)
+	}
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
 	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRotate); err != nil {
 		return err
@@ -152,7 +156,7 @@ func (s *Server) runJSON(ctx context.Context, run store.RotationRun) client.Run 
 }
 
 func (s *Server) rotationHistory(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, err := pathSecret(r)
+	name, err := s.pathSecret(r)
 	if err != nil {
 		return err
 	}
@@ -196,7 +200,10 @@ func queryBool(r *http.Request, name string) (bool, error) {
 }
 
 func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRotate); err != nil {
 		return err
 	}

@@ -149,10 +149,16 @@ func (s *Server) authorizeSealKey(r *http.Request, p *principal, region, ref str
 }
 
 // pathSecret returns the {name} of the route, refusing an invalid name
-// with a 400 before anything else looks at it.
-func pathSecret(r *http.Request) (string, error) {
+// with a 400 before anything else looks at it. A secret stored before the
+// segment rules of secrets.ValidateName keeps its name and stays reachable.
+func (s *Server) pathSecret(r *http.Request) (string, error) {
 	name := r.PathValue("name")
 	if err := secrets.ValidateName(name); err != nil {
+		if secrets.ValidateLookupName(name) == nil {
+			if _, gerr := s.st.GetSecret(r.Context(), name); gerr == nil {
+				return name, nil
+			}
+		}
 		info(r).target = truncate(name, 256)
 		return "", badRequest("%s", err)
 	}
@@ -235,7 +241,7 @@ func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request, p *principa
 }
 
 func (s *Server) describeSecret(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, err := pathSecret(r)
+	name, err := s.pathSecret(r)
 	if err != nil {
 		return err
 	}
@@ -251,7 +257,7 @@ func (s *Server) describeSecret(w http.ResponseWriter, r *http.Request, p *princ
 }
 
 func (s *Server) getSecretValue(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, err := pathSecret(r)
+	name, err := s.pathSecret(r)
 	if err != nil {
 		return err
 	}
@@ -284,7 +290,7 @@ func (s *Server) getSecretValue(w http.ResponseWriter, r *http.Request, p *princ
 }
 
 func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, err := pathSecret(r)
+	name, err := s.pathSecret(r)
 	if err != nil {
 		return err
 	}
@@ -327,7 +333,7 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p *principal)
 }
 
 func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, err := pathSecret(r)
+	name, err := s.pathSecret(r)
 	if err != nil {
 		return err
 	}
@@ -361,7 +367,7 @@ func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p *princip
 }
 
 func (s *Server) restoreSecret(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, err := pathSecret(r)
+	name, err := s.pathSecret(r)
 	if err != nil {
 		return err
 	}
