@@ -51,7 +51,8 @@ type Client struct {
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sets the HTTP client (for TLS settings, timeouts).
+// WithHTTPClient sets the HTTP client (for TLS settings, timeouts). If it
+// has no CheckRedirect, the Client uses a copy that refuses redirects.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
 // New returns a client for addr (default DefaultAddr) with token.
@@ -61,9 +62,16 @@ func New(addr, token string, opts ...Option) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("invalid address %q: want http://HOST:PORT or https://HOST:PORT", addr)
 	}
-	c := &Client{addr: addr, token: token, hc: &http.Client{Timeout: 5 * time.Minute}}
+	c := &Client{addr: addr, token: token, hc: &http.Client{Timeout: 5 * time.Minute, CheckRedirect: noRedirect}}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.hc.CheckRedirect == nil {
+		// A caller's client without a redirect policy gets ours, on a
+		// copy so that the caller's client is left as it was.
+		hc := *c.hc
+		hc.CheckRedirect = noRedirect
+		c.hc = &hc
 	}
 	return c, nil
 }
@@ -71,9 +79,21 @@ func New(addr, token string, opts ...Option) (*Client, error) {
 // Addr returns the server address.
 func (c *Client) Addr() string { return c.addr }
 
-// PathEscape escapes a secret name or key reference for a URL path segment
-// ("/" becomes "%2F").
-func PathEscape(s string) string { return url.PathEscape(s) }
+// PathEscape escapes a secret name or key reference for one URL path
+// segment: "/" becomes "%2F", "?" "%3F", and every "." "%2E", so that no
+// name ("..", "a/../../v1/tokens", "x?y") can be read as a dot segment,
+// a query or another route by the server, a proxy or the HTTP library.
+// The server decodes the segment back to the name.
+func PathEscape(s string) string { return strings.ReplaceAll(url.PathEscape(s), ".", "%2E") }
+
+// ErrRedirect is returned when the server answers with a redirect: the API
+// never redirects, so a redirect means the request was not understood as
+// sent, and it is not followed.
+var ErrRedirect = errors.New("the server answered with a redirect, which the rotary API never sends")
+
+func noRedirect(req *http.Request, _ []*http.Request) error {
+	return fmt.Errorf("%w (to %s)", ErrRedirect, req.URL.Path)
+}
 
 func (c *Client) newRequest(ctx context.Context, method, path string, q url.Values, body any) (*http.Request, error) {
 	var rd io.Reader
@@ -104,6 +124,9 @@ func (c *Client) newRequest(ctx context.Context, method, path string, q url.Valu
 
 func (c *Client) send(req *http.Request) (*http.Response, error) {
 	resp, err := c.hc.Do(req)
+	if errors.Is(err, ErrRedirect) {
+		return nil, &APIError{Status: http.StatusBadRequest, Message: rootCause(err).Error()}
+	}
 	if err != nil {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
@@ -193,14 +216,57 @@ func (c *Client) DescribeSecret(ctx context.Context, name string) (Secret, error
 	return out, c.Do(ctx, http.MethodGet, secretPath(name), nil, nil, &out)
 }
 
-// ListSecrets lists secrets by name prefix.
-func (c *Client) ListSecrets(ctx context.Context, prefix string) ([]Secret, error) {
+// ListSecretsOptions selects one page of GET /v1/secrets.
+type ListSecretsOptions struct {
+	Prefix  string
+	Deleted bool   // include secrets scheduled for deletion
+	After   string // the Next of the previous page
+	Limit   int    // page size; 0 is the server's default
+}
+
+// ListSecretsPage returns one page of secrets; its Next, when set, is the
+// After of the next page.
+func (c *Client) ListSecretsPage(ctx context.Context, o ListSecretsOptions) (SecretList, error) {
 	q := url.Values{}
-	if prefix != "" {
-		q.Set("prefix", prefix)
+	if o.Prefix != "" {
+		q.Set("prefix", o.Prefix)
+	}
+	if o.Deleted {
+		q.Set("deleted", "true")
+	}
+	if o.After != "" {
+		q.Set("after", o.After)
+	}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
 	}
 	var out SecretList
-	return out.Secrets, c.Do(ctx, http.MethodGet, "/v1/secrets", q, nil, &out)
+	return out, c.Do(ctx, http.MethodGet, "/v1/secrets", q, nil, &out)
+}
+
+// ListAllSecrets follows the pages of a listing to the end.
+func (c *Client) ListAllSecrets(ctx context.Context, o ListSecretsOptions) ([]Secret, error) {
+	var all []Secret
+	for {
+		page, err := c.ListSecretsPage(ctx, o)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, page.Secrets...)
+		if page.Next == "" {
+			return all, nil
+		}
+		if page.Next <= o.After {
+			return all, fmt.Errorf("list secrets: the server's next cursor %q does not advance", page.Next)
+		}
+		o.After = page.Next
+	}
+}
+
+// ListSecrets lists every secret whose name starts with prefix, following
+// the pages.
+func (c *Client) ListSecrets(ctx context.Context, prefix string) ([]Secret, error) {
+	return c.ListAllSecrets(ctx, ListSecretsOptions{Prefix: prefix})
 }
 
 // DeleteSecret schedules deletion after window ("" for the default), or
@@ -245,10 +311,36 @@ func (c *Client) CreateKey(ctx context.Context, r CreateKeyRequest) (Key, error)
 	return out, c.Do(ctx, http.MethodPost, "/v1/keys", nil, r, &out)
 }
 
-// ListKeys lists master keys ("" region: all).
-func (c *Client) ListKeys(ctx context.Context, region string) ([]Key, error) {
+// ListKeysPage returns one page of master keys ("" region: all) after
+// the cursor after ("" for the first page), at most limit (0: the
+// server's default).
+func (c *Client) ListKeysPage(ctx context.Context, region, after string, limit int) (KeyList, error) {
+	q := regionQuery(region)
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
 	var out KeyList
-	return out.Keys, c.Do(ctx, http.MethodGet, "/v1/keys", regionQuery(region), nil, &out)
+	return out, c.Do(ctx, http.MethodGet, "/v1/keys", q, nil, &out)
+}
+
+// ListKeys lists master keys ("" region: all), following the pages.
+func (c *Client) ListKeys(ctx context.Context, region string) ([]Key, error) {
+	var all []Key
+	after := ""
+	for {
+		page, err := c.ListKeysPage(ctx, region, after, 0)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, page.Keys...)
+		if page.Next == "" || page.Next == after {
+			return all, nil
+		}
+		after = page.Next
+	}
 }
 
 // DescribeKey describes a key by id or alias/NAME.

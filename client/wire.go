@@ -123,9 +123,11 @@ type Secret struct {
 	PurgeAt     *time.Time        `json:"purge_at,omitempty"`
 }
 
-// SecretList is GET /v1/secrets.
+// SecretList is GET /v1/secrets[?limit=N&after=NAME]. Next, when set, is
+// the after= of the next page.
 type SecretList struct {
 	Secrets []Secret `json:"secrets"`
+	Next    string   `json:"next,omitempty"`
 }
 
 // Key is a master key.
@@ -143,9 +145,11 @@ type Key struct {
 	UpdatedAt      time.Time  `json:"updated_at"`
 }
 
-// KeyList is GET /v1/keys.
+// KeyList is GET /v1/keys[?limit=N&after=CURSOR]. Next, when set, is the
+// after= of the next page.
 type KeyList struct {
-	Keys []Key `json:"keys"`
+	Keys []Key  `json:"keys"`
+	Next string `json:"next,omitempty"`
 }
 
 // CreateKeyRequest is POST /v1/keys.

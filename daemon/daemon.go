@@ -158,18 +158,11 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		}
 	}()
 
-	var err error
-	if cfg.Store.Postgres != "" {
-		d.st, err = postgres.Open(ctx, cfg.Store.Postgres)
-	} else {
-		if err := os.MkdirAll(filepath.Dir(cfg.Store.SQLite), 0o700); err != nil {
-			return nil, fmt.Errorf("store: %w", err)
-		}
-		d.st, err = sqlite.Open(ctx, cfg.Store.SQLite)
-	}
+	st, err := openStore(ctx, cfg.Store)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
+	d.st = st
 
 	root, err := d.rootKey(ctx)
 	if err != nil {
@@ -535,6 +528,27 @@ func (d *Daemon) closeStore() {
 	if d.st != nil {
 		_ = d.st.Close()
 	}
+}
+
+// openStore opens the configured store. It returns a nil interface on
+// error, never an interface holding a nil pointer: a typed nil would pass
+// the d.st != nil check in closeStore and crash in Close.
+func openStore(ctx context.Context, cfg StoreConfig) (store.Store, error) {
+	if cfg.Postgres != "" {
+		st, err := postgres.Open(ctx, cfg.Postgres)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.SQLite), 0o700); err != nil {
+		return nil, err
+	}
+	st, err := sqlite.Open(ctx, cfg.SQLite)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // Run builds, starts and runs the daemon until ctx is done, then stops it.

@@ -453,6 +453,8 @@ func (c cli) fail(want int, contains []string, args ...string) string {
 
 func checkErrorLine(t testing.TB, args []string, stderr string, contains ...string) {
 	t.Helper()
+	// The --value warning is not an error line (see TestValueFlagWarns).
+	stderr = strings.ReplaceAll(stderr, valueWarning+"\n", "")
 	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
 	if len(lines) != 1 || !strings.HasPrefix(lines[0], "error: ") {
 		t.Fatalf("rotary %s: stderr %q, want exactly one line \"error: ...\"", strings.Join(args, " "), stderr)

@@ -353,7 +353,7 @@ func (s *Service) Audit(ctx context.Context, tx store.Ops, a Actor, action, targ
 
 // live returns a secret that exists and is not scheduled for deletion.
 func (s *Service) live(ctx context.Context, ops store.Ops, name string) (store.Secret, error) {
-	if err := ValidateName(name); err != nil {
+	if err := ValidateLookupName(name); err != nil {
 		return store.Secret{}, invalid(err)
 	}
 	sec, err := ops.GetSecret(ctx, name)
@@ -530,7 +530,7 @@ func (s *Service) Get(ctx context.Context, p GetParams) (Value, error) {
 	if p.Version < 0 {
 		return Value{}, invalidf("version %d: must be positive", p.Version)
 	}
-	if err := ValidateName(p.Name); err != nil {
+	if err := ValidateLookupName(p.Name); err != nil {
 		return Value{}, invalid(err)
 	}
 	sec, stages, err := s.cache.secret(ctx, s.st, p.Name)
@@ -579,7 +579,7 @@ func validStage(s string) bool {
 // Describe returns a secret's metadata and versions, never a value.
 // Secrets scheduled for deletion are described (with DeletedAt set).
 func (s *Service) Describe(ctx context.Context, name string) (Info, error) {
-	if err := ValidateName(name); err != nil {
+	if err := ValidateLookupName(name); err != nil {
 		return Info{}, invalid(err)
 	}
 	sec, err := s.st.GetSecret(ctx, name)
@@ -622,6 +622,9 @@ type ListParams struct {
 	IncludeDeleted bool
 	Limit          int
 	After          string
+	// Globs, when not empty, keeps only names matching one of them,
+	// filtered in the store query (see store.ListSecretsParams.Globs).
+	Globs []string
 }
 
 // List returns secrets whose names start with the prefix, by name.
@@ -630,7 +633,7 @@ func (s *Service) List(ctx context.Context, p ListParams) ([]Info, error) {
 		return nil, invalidf("prefix longer than 256 characters")
 	}
 	secs, err := s.st.ListSecrets(ctx, store.ListSecretsParams{
-		Prefix: p.Prefix, After: p.After, Limit: p.Limit, IncludeDeleted: p.IncludeDeleted,
+		Prefix: p.Prefix, After: p.After, Limit: p.Limit, IncludeDeleted: p.IncludeDeleted, Globs: p.Globs,
 	})
 	if err != nil {
 		return nil, err
@@ -660,7 +663,7 @@ func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
 	if !p.Force && (window < MinRecoveryWindow || window > MaxRecoveryWindow) {
 		return Info{}, invalidf("recovery window %s: must be between 1d and 30d", window)
 	}
-	if err := ValidateName(p.Name); err != nil {
+	if err := ValidateLookupName(p.Name); err != nil {
 		return Info{}, invalid(err)
 	}
 	actor := ActorFrom(ctx)
@@ -706,7 +709,7 @@ func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
 // Restore cancels a scheduled deletion.
 func (s *Service) Restore(ctx context.Context, name string) (Info, error) {
 	defer s.cache.invalidate(name)
-	if err := ValidateName(name); err != nil {
+	if err := ValidateLookupName(name); err != nil {
 		return Info{}, invalid(err)
 	}
 	actor := ActorFrom(ctx)

@@ -36,19 +36,47 @@ const MaxValueSize = 64 << 10
 
 const (
 	tvMaxNameLength = 256
-	tvNameChars     = "/_+=.@-"
+	tvNameCharset   = "/_+=.@-"
 )
 
 // ValidateName checks a secret name: 1 to 256 characters, each an ASCII
-// letter or digit or one of /_+=.@-.
+// letter or digit or one of /_+=.@-, and as a path of segments separated
+// by "/": no leading "/", no empty segment ("a//b", a trailing "/") and no
+// "." or ".." segment, so that no name reads as a relative path in a URL,
+// a file name or a log.
 func ValidateName(name string) error {
+	if err := tvNameChars(name); err != nil {
+		return err
+	}
+	if strings.HasPrefix(name, "/") {
+		return fmt.Errorf("invalid secret name %s: it starts with \"/\" (write app/db, not /app/db)", tvQuoteName(name))
+	}
+	for i, seg := range strings.Split(name, "/") {
+		switch seg {
+		case "":
+			return fmt.Errorf("invalid secret name %s: segment %d is empty (no \"//\" and no trailing \"/\")", tvQuoteName(name), i+1)
+		case ".", "..":
+			return fmt.Errorf("invalid secret name %s: segment %d is %q (no \".\" or \"..\" segments)", tvQuoteName(name), i+1, seg)
+		}
+	}
+	return nil
+}
+
+// ValidateLookupName checks a name given to find an existing secret: the
+// characters and length of ValidateName without its segment rules, so that
+// a secret created before those rules (say "/app//db") can still be
+// described, read, rotated and deleted. New names go through ValidateName.
+func ValidateLookupName(name string) error { return tvNameChars(name) }
+
+// tvNameChars checks a name's length and characters.
+func tvNameChars(name string) error {
 	if name == "" {
 		return errors.New("invalid secret name: the name is empty")
 	}
 	pos := 0
 	for i, c := range name {
 		pos++
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune(tvNameChars, c) {
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune(tvNameCharset, c) {
 			continue
 		}
 		what := fmt.Sprintf("character %q", c)
@@ -56,7 +84,7 @@ func ValidateName(name string) error {
 			what = fmt.Sprintf("byte 0x%02x", name[i])
 		}
 		return fmt.Errorf("invalid secret name %s: %s at position %d is not allowed (use letters, digits and %s)",
-			tvQuoteName(name), what, pos, tvNameChars)
+			tvQuoteName(name), what, pos, tvNameCharset)
 	}
 	if len(name) > tvMaxNameLength {
 		return fmt.Errorf("invalid secret name %s: %d characters, the limit is %d", tvQuoteName(name), len(name), tvMaxNameLength)

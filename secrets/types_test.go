@@ -27,7 +27,18 @@ func TestValidateName(t *testing.T) {
 		{"a", ""},
 		{"app/db/primary", ""},
 		{"A-z_0+9=.@/x", ""},
-		{"/leading/and/trailing/", ""}, // the contract allows any of the characters anywhere
+		{"a.b/.c/d..", ""},
+		{"...", ""},
+		{"/leading", `starts with "/"`},
+		{"/", `starts with "/"`},
+		{"trailing/", `segment 2 is empty`},
+		{"a//b", `segment 2 is empty`},
+		{".", `segment 1 is "."`},
+		{"..", `segment 1 is ".."`},
+		{"a/./b", `segment 2 is "."`},
+		{"a/../../v1/tokens", `segment 2 is ".."`},
+		{"app/..", `segment 2 is ".."`},
+		{"x?y", `character '?' at position 2`},
 		{strings.Repeat("n", 256), ""},
 		{"", "invalid secret name: the name is empty"},
 		{strings.Repeat("n", 257), "257 characters, the limit is 256"},
@@ -50,6 +61,22 @@ func TestValidateName(t *testing.T) {
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("ValidateName(%q) = %v, want error containing %q", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+// TestValidateLookupName: names made before the segment rules are still
+// looked up; characters and length are checked as before.
+func TestValidateLookupName(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"/lead", "a//b", "trail/", "..", "a/./b", "app/db"} {
+		if err := ValidateLookupName(name); err != nil {
+			t.Errorf("ValidateLookupName(%q) = %v, want nil", name, err)
+		}
+	}
+	for _, name := range []string{"", "x?y", "a b", strings.Repeat("n", 257), "a\xff"} {
+		if err := ValidateLookupName(name); err == nil {
+			t.Errorf("ValidateLookupName(%q) = nil, want an error", name)
 		}
 	}
 }
@@ -392,6 +419,9 @@ func FuzzValidateName(f *testing.F) {
 		for i := 0; i < len(name); i++ {
 			c := name[i]
 			ok = ok && ('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/_+=.@-", c) >= 0)
+		}
+		for _, seg := range strings.Split(name, "/") {
+			ok = ok && seg != "" && seg != "." && seg != ".."
 		}
 		if ok != (err == nil) {
 			t.Fatalf("ValidateName(%q) = %v, but the name is valid: %v", name, err, ok)

@@ -83,8 +83,9 @@ type Ops interface {
 	GetSecret(ctx context.Context, name string) (Secret, error)
 	// UpdateSecret writes every mutable field of s (by Name).
 	UpdateSecret(ctx context.Context, s Secret) error
-	// ListSecrets returns secrets whose name starts with p.Prefix, ordered
-	// by name, after p.After, at most p.Limit (0 = no limit).
+	// ListSecrets returns secrets whose name starts with p.Prefix (and,
+	// when p.Globs is set, matches one of them), ordered by name, after
+	// p.After, at most p.Limit (0 = no limit).
 	ListSecrets(ctx context.Context, p ListSecretsParams) ([]Secret, error)
 	// DeleteSecret removes a secret with all its versions, stages and
 	// rotation records (purge).
@@ -286,6 +287,12 @@ type ListSecretsParams struct {
 	After          string
 	Limit          int
 	IncludeDeleted bool
+	// Globs, when not empty, keeps only names matching at least one of
+	// them, in the query itself: '*' matches any run of characters, '?'
+	// one character, anything else itself (auth.Match on secret names).
+	// The API passes the globs a token's policies allow, so a listing
+	// never loads secrets the caller may not see.
+	Globs []string
 }
 
 // SwapEnvelopeParams is a compare-and-swap of one version's envelope.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -22,6 +23,9 @@ func (a *app) secretCmd() *cobra.Command {
 		a.secretCreateCmd(), a.secretPutCmd(), a.secretGetCmd(), a.secretDescribeCmd(),
 		a.secretListCmd(), a.secretDeleteCmd(), a.secretRestoreCmd())
 }
+
+// valueFlagWarning goes to stderr whenever a value is given with --value.
+const valueFlagWarning = "warning: --value puts the secret in the process list (ps) and your shell history; use --value-file or --value-stdin"
 
 // valueFlags are --value, --value-file and --value-stdin.
 type valueFlags struct {
@@ -51,6 +55,7 @@ func (v *valueFlags) read(a *app, cmd *cobra.Command) ([]byte, bool, error) {
 		if len(v.value) > maxValueBytes {
 			return nil, false, usageErrorf("--value: larger than the %s limit", sizeString(maxValueBytes))
 		}
+		fmt.Fprintln(a.stderr, valueFlagWarning)
 		return []byte(v.value), true, nil
 	}
 	if cmd.Flags().Changed("value-file") && v.file == "" {
@@ -322,14 +327,19 @@ func (a *app) printSecret(s client.Secret) error {
 	fmt.Fprintln(a.stdout)
 	vt := newTable(a.stdout, "VERSION", "STAGES", "FINGERPRINT", "CREATED", "REASON")
 	for _, v := range s.Versions {
-		vt.row(strconv.FormatInt(v.Version, 10), strings.Join(v.Stages, ","), v.Fingerprint,
+		// No fingerprint: the token may describe but not read the secret.
+		vt.row(strconv.FormatInt(v.Version, 10), strings.Join(v.Stages, ","), cmp.Or(v.Fingerprint, "-"),
 			relTime(now, v.CreatedAt), v.Reason)
 	}
 	return vt.flush()
 }
 
 func (a *app) secretListCmd() *cobra.Command {
-	var prefix string
+	var (
+		prefix   string
+		deleted  bool
+		pageSize int
+	)
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List secrets (names and metadata, never values)",
@@ -341,7 +351,10 @@ func (a *app) secretListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			list, err := c.ListSecrets(cmd.Context(), prefix)
+			if pageSize < 0 || pageSize > 1000 {
+				return usageErrorf("--page-size: %d is outside 1 to 1000", pageSize)
+			}
+			list, err := c.ListAllSecrets(cmd.Context(), client.ListSecretsOptions{Prefix: prefix, Deleted: deleted, Limit: pageSize})
 			if err != nil {
 				return err
 			}
@@ -371,6 +384,8 @@ func (a *app) secretListCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only names starting with this prefix")
+	cmd.Flags().BoolVar(&deleted, "deleted", false, "include secrets scheduled for deletion")
+	cmd.Flags().IntVar(&pageSize, "page-size", 0, "secrets per request (the server's default 100, at most 1000); every page is fetched")
 	return cmd
 }
 

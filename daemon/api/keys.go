@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/rotary-secrets/rotary/auth"
@@ -101,18 +102,64 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p *principal) 
 		ri.result = "denied"
 		return forbidden("list", "keys")
 	}
+	limit, after, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	var from keyCursor
+	if after != "" {
+		if from, err = parseKeyCursor(after); err != nil {
+			return err
+		}
+	}
+	// Master keys are few (an admin makes each one), so the page is cut
+	// from the sorted list in memory.
 	keys, err := s.kms.ListKeys(r.Context(), r.URL.Query().Get("region"))
 	if err != nil {
 		return err
 	}
 	out := client.KeyList{Keys: []client.Key{}}
+	var last kms.Key
 	for _, k := range keys {
-		if p.allowed(auth.KindKey, k.ID, auth.ActionList) || (k.Alias != "" && p.allowed(auth.KindKey, "alias/"+k.Alias, auth.ActionList)) {
-			out.Keys = append(out.Keys, keyJSON(k))
+		if after != "" && cursorOf(k).compare(from) <= 0 {
+			continue
 		}
+		if !p.allowed(auth.KindKey, k.ID, auth.ActionList) && (k.Alias == "" || !p.allowed(auth.KindKey, "alias/"+k.Alias, auth.ActionList)) {
+			continue
+		}
+		if len(out.Keys) == limit {
+			out.Next = cursorOf(last).String()
+			break
+		}
+		out.Keys = append(out.Keys, keyJSON(k))
+		last = k
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// keyCursor is a position in the key listing's order: region, alias, id
+// (kms.Manager.ListKeys). On the wire it is base64url of the three joined
+// by NUL.
+type keyCursor struct{ region, alias, id string }
+
+func cursorOf(k kms.Key) keyCursor { return keyCursor{k.Region, k.Alias, k.ID} }
+
+func (c keyCursor) compare(o keyCursor) int {
+	return cmp.Or(cmp.Compare(c.region, o.region), cmp.Compare(c.alias, o.alias), cmp.Compare(c.id, o.id))
+}
+
+func (c keyCursor) String() string {
+	return base64.RawURLEncoding.EncodeToString([]byte(c.region + "\x00" + c.alias + "\x00" + c.id))
+}
+
+func parseKeyCursor(s string) (keyCursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	parts := strings.Split(string(b), "\x00")
+	if err != nil || len(parts) != 3 {
+		return keyCursor{}, badRequest("after: not a cursor from a previous page's \"next\"")
+	}
+	return keyCursor{parts[0], parts[1], parts[2]}, nil
 }
 
 func (s *Server) describeKey(w http.ResponseWriter, r *http.Request, p *principal) error {

@@ -125,7 +125,10 @@ func (s *Server) checkCommandOptions(r *http.Request, p *principal, name string,
 }
 
 func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDescribe); err != nil {
 		return err
 	}
@@ -140,6 +143,7 @@ func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *princip
 		return err
 	}
 	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)}
+	out.LastError = revealError(p, name, out.LastError)
 	if spec, err := s.engine.ParseSchedule(rot.Schedule, rot.Window); err == nil && !spec.Manual() && rot.Enabled && rot.NextDueAt != nil {
 		t := spec.BaseOf(name, *rot.NextDueAt)
 		out.Next = append(out.Next, *rot.NextDueAt)
@@ -153,9 +157,13 @@ func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *princip
 }
 
 func (s *Server) toggleRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name, action := r.PathValue("name"), r.PathValue("action")
+	action := r.PathValue("action")
 	if action != "enable" && action != "disable" {
 		return notFound("no such rotation action %q (use enable or disable)", action)
+	}
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
 	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRotate); err != nil {
 		return err
@@ -169,7 +177,9 @@ func (s *Server) toggleRotation(w http.ResponseWriter, r *http.Request, p *princ
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)})
+	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)}
+	out.LastError = revealError(p, name, out.LastError)
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -189,7 +199,10 @@ func (s *Server) runJSON(ctx context.Context, run store.RotationRun) client.Run 
 }
 
 func (s *Server) rotationHistory(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDescribe); err != nil {
 		return err
 	}
@@ -211,7 +224,7 @@ func (s *Server) rotationHistory(w http.ResponseWriter, r *http.Request, p *prin
 	}
 	out := client.RunList{Runs: []client.Run{}}
 	for _, run := range runs {
-		out.Runs = append(out.Runs, s.runJSON(r.Context(), run))
+		out.Runs = append(out.Runs, redactRun(p, s.runJSON(r.Context(), run)))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -230,7 +243,10 @@ func queryBool(r *http.Request, name string) (bool, error) {
 }
 
 func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRotate); err != nil {
 		return err
 	}
@@ -256,21 +272,24 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p *principal) er
 	ctx := context.WithoutCancel(r.Context())
 	if !wait {
 		if err := s.engine.Start(ctx, params); err != nil {
-			return rotateError(err)
+			return rotateError(p, name, err)
 		}
 		writeJSON(w, http.StatusAccepted, client.RotateResult{Secret: name, State: "started"})
 		return nil
 	}
 	run, err := s.engine.Rotate(ctx, params)
 	if err != nil {
-		return rotateError(err)
+		return rotateError(p, name, err)
 	}
-	cr := s.runJSON(ctx, run)
+	cr := redactRun(p, s.runJSON(ctx, run))
 	writeJSON(w, http.StatusOK, client.RotateResult{Secret: name, State: run.State, Run: &cr})
 	return nil
 }
 
-func rotateError(err error) error {
+// rotateError maps a rotation's error to a status. The target's text of a
+// failed rotation goes only to a caller who may read the secret; others
+// get its category (see ErrorCategory).
+func rotateError(p *principal, name string, err error) error {
 	switch {
 	case errors.Is(err, rotation.ErrBusy):
 		return &httpError{http.StatusConflict, err.Error()}
@@ -284,7 +303,7 @@ func rotateError(err error) error {
 		return err
 	default:
 		// The engine has already removed every value from the message.
-		return &httpError{http.StatusBadGateway, "rotation failed: " + err.Error()}
+		return &httpError{http.StatusBadGateway, "rotation failed: " + revealError(p, name, err.Error())}
 	}
 }
 
@@ -310,7 +329,8 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 		}
 		row := client.StatusRow{
 			Name: rot.Secret, Type: sec.Type, Rotator: rot.Rotator, Schedule: rot.Schedule, Enabled: rot.Enabled,
-			LastRotatedAt: rot.LastRotatedAt, NextRotation: rot.NextDueAt, LastError: rot.LastError, Failing: s.engine.Failing(rot),
+			LastRotatedAt: rot.LastRotatedAt, NextRotation: rot.NextDueAt, LastError: revealError(p, rot.Secret, rot.LastError),
+			Failing: s.engine.Failing(rot),
 		}
 		if runs, err := s.st.ListRuns(r.Context(), rot.Secret, 1); err == nil && len(runs) == 1 {
 			row.LastResult = runs[0].State

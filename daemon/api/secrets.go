@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"net/http"
 	"strconv"
 	"strings"
@@ -96,10 +97,22 @@ func (s *Server) createSecret(w http.ResponseWriter, r *http.Request, p *princip
 		info(r).action = "secret.write"
 		return err
 	}
+	if err := secrets.ValidateName(req.Name); err != nil {
+		info(r).action = "secret.create"
+		return badRequest("field \"name\": %s", err)
+	}
 	if err := authorize(r, p, auth.KindSecret, req.Name, auth.ActionWrite); err != nil {
 		return err
 	}
-	info(r).action = "secret.create"
+	// A secret under a named master key is sealed with that key, so the
+	// caller needs encrypt on it (AWS: kms:GenerateDataKey on the CMK);
+	// the region's alias/default key is everyone's.
+	if req.Key != "" {
+		if err := s.authorizeSealKey(r, p, cmp.Or(req.Region, secrets.DefaultRegion), req.Key); err != nil {
+			return err
+		}
+	}
+	info(r).action, info(r).target = "secret.create", req.Name
 	var value []byte
 	if req.Value != nil {
 		v, err := req.Value.Bytes()
@@ -116,8 +129,63 @@ func (s *Server) createSecret(w http.ResponseWriter, r *http.Request, p *princip
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusCreated, s.withRotation(r, secretJSON(out)))
+	writeJSON(w, http.StatusCreated, redactSecret(p, s.withRotation(r, secretJSON(out))))
 	return nil
+}
+
+// authorizeSealKey checks that p may encrypt with the master key ref of
+// region, unless it is the region's default key. A denial is a 403 naming
+// the key, audited as key.encrypt.
+func (s *Server) authorizeSealKey(r *http.Request, p *principal, region, ref string) error {
+	if ref == "alias/default" {
+		return nil
+	}
+	if k, err := s.kms.DescribeKey(r.Context(), region, ref); err == nil && k.Alias == "default" {
+		return nil
+	}
+	_, err := s.lookupKey(r, p, region, ref, auth.ActionEncrypt)
+	return err
+}
+
+// pathSecret returns the {name} of the route, refusing an invalid name
+// with a 400 before anything else looks at it. A secret stored before the
+// segment rules of secrets.ValidateName keeps its name and stays reachable.
+func (s *Server) pathSecret(r *http.Request) (string, error) {
+	name := r.PathValue("name")
+	if err := secrets.ValidateName(name); err != nil {
+		if secrets.ValidateLookupName(name) == nil {
+			if _, gerr := s.st.GetSecret(r.Context(), name); gerr == nil {
+				return name, nil
+			}
+		}
+		info(r).target = truncate(name, 256)
+		return "", badRequest("%s", err)
+	}
+	return name, nil
+}
+
+// Page sizes of list endpoints.
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+)
+
+// pageParams reads ?limit= and ?after= of a list endpoint.
+func pageParams(r *http.Request) (limit int, after string, err error) {
+	q := r.URL.Query()
+	limit = defaultPageSize
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			return 0, "", badRequest("limit: %q must be a whole number between 1 and %d", truncate(v, 32), maxPageSize)
+		}
+		limit = n
+	}
+	after = q.Get("after")
+	if len(after) > 512 {
+		return 0, "", badRequest("after: longer than 512 characters")
+	}
+	return limit, after, nil
 }
 
 // withRotation fills the rotation part of a description. Rotation arrives
@@ -140,22 +208,42 @@ func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request, p *principa
 		ri.result = "denied"
 		return forbidden("list", "secrets")
 	}
-	list, err := s.svc.List(r.Context(), secrets.ListParams{Prefix: prefix, IncludeDeleted: r.URL.Query().Get("deleted") == "true"})
+	limit, after, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	deleted, err := queryBool(r, "deleted")
+	if err != nil {
+		return err
+	}
+	// The store keeps only names the policies' list globs match, so a
+	// listing never loads what the caller may not see; each row is still
+	// checked with the authorizer.
+	list, err := s.svc.List(r.Context(), secrets.ListParams{
+		Prefix: prefix, IncludeDeleted: deleted, Limit: limit, After: after,
+		Globs: secretGlobs(p, auth.ActionList),
+	})
 	if err != nil {
 		return err
 	}
 	out := client.SecretList{Secrets: []client.Secret{}}
 	for _, in := range list {
 		if p.allowed(auth.KindSecret, in.Name, auth.ActionList) {
-			out.Secrets = append(out.Secrets, secretJSON(in))
+			out.Secrets = append(out.Secrets, redactSecret(p, secretJSON(in)))
 		}
+	}
+	if len(list) == limit {
+		out.Next = list[len(list)-1].Name
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
 func (s *Server) describeSecret(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDescribe); err != nil {
 		return err
 	}
@@ -163,12 +251,15 @@ func (s *Server) describeSecret(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.withRotation(r, secretJSON(out)))
+	writeJSON(w, http.StatusOK, redactSecret(p, s.withRotation(r, secretJSON(out))))
 	return nil
 }
 
 func (s *Server) getSecretValue(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRead); err != nil {
 		return err
 	}
@@ -198,11 +289,21 @@ func (s *Server) getSecretValue(w http.ResponseWriter, r *http.Request, p *princ
 }
 
 func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionWrite); err != nil {
 		return err
 	}
-	info(r).action = "secret.put"
+	// A new version is sealed with the secret's master key: a named key
+	// needs encrypt, as on create.
+	if sec, err := s.svc.Describe(r.Context(), name); err == nil {
+		if err := s.authorizeSealKey(r, p, sec.Region, sec.KeyID); err != nil {
+			return err
+		}
+	}
+	info(r).action, info(r).target = "secret.put", name
 	var req client.PutSecretRequest
 	if err := decode(r, &req); err != nil {
 		return err
@@ -219,15 +320,22 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p *principal)
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusCreated, client.Version{
+	out := client.Version{
 		Version: v.Version, Stages: v.Stages, Fingerprint: v.Fingerprint, CreatedAt: v.CreatedAt,
 		CreatedBy: v.CreatedBy, Reason: v.Reason, KeyVersion: v.KeyVersion,
-	})
+	}
+	if !p.mayRead(name) {
+		out.Fingerprint = ""
+	}
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 
 func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDelete); err != nil {
 		return err
 	}
@@ -253,12 +361,15 @@ func (s *Server) deleteSecret(w http.ResponseWriter, r *http.Request, p *princip
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusOK, secretJSON(out))
+	writeJSON(w, http.StatusOK, redactSecret(p, secretJSON(out)))
 	return nil
 }
 
 func (s *Server) restoreSecret(w http.ResponseWriter, r *http.Request, p *principal) error {
-	name := r.PathValue("name")
+	name, err := s.pathSecret(r)
+	if err != nil {
+		return err
+	}
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionDelete); err != nil {
 		return err
 	}
@@ -268,7 +379,7 @@ func (s *Server) restoreSecret(w http.ResponseWriter, r *http.Request, p *princi
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusOK, s.withRotation(r, secretJSON(out)))
+	writeJSON(w, http.StatusOK, redactSecret(p, s.withRotation(r, secretJSON(out))))
 	return nil
 }
 

@@ -237,14 +237,45 @@ func (o *ops) UpdateSecret(ctx context.Context, s store.Secret) error {
 func (o *ops) ListSecrets(ctx context.Context, p store.ListSecretsParams) ([]store.Secret, error) {
 	// The prefix is escaped so '%', '_' and '\' in names match literally;
 	// with the "C" collation the primary key index serves the LIKE.
+	// Globs become LIKE patterns ('*' → '%', '?' → '_', the rest escaped),
+	// passed as one array parameter.
+	globs := "TRUE"
+	args := []any{likePrefix(p.Prefix), p.After, p.IncludeDeleted, lim(p.Limit)}
+	if len(p.Globs) > 0 {
+		likes := make([]string, len(p.Globs))
+		for i, g := range p.Globs {
+			likes[i] = likeGlob(g)
+		}
+		globs = `name LIKE ANY ($5::text[])`
+		args = append(args, pq.Array(likes))
+	}
 	rows, err := o.r().QueryContext(ctx, `SELECT `+secretCols+` FROM secrets
-		WHERE name LIKE $1 ESCAPE '\' AND name > $2 AND ($3 OR deleted_at IS NULL)
-		ORDER BY name LIMIT $4`,
-		likePrefix(p.Prefix), p.After, p.IncludeDeleted, lim(p.Limit))
+		WHERE name LIKE $1 ESCAPE '\' AND name > $2 AND ($3 OR deleted_at IS NULL) AND `+globs+`
+		ORDER BY name LIMIT $4`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list secrets: %w", translate(err))
 	}
 	return collect(rows, "list secrets", secretDest)
+}
+
+// likeGlob is the LIKE pattern (default escape character '\') of a glob:
+// '*' matches any run, '?' one character, anything else itself.
+func likeGlob(g string) string {
+	var b strings.Builder
+	for _, c := range g {
+		switch c {
+		case '*':
+			b.WriteByte('%')
+		case '?':
+			b.WriteByte('_')
+		case '%', '_', '\\':
+			b.WriteByte('\\')
+			b.WriteRune(c)
+		default:
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
 }
 
 // likePrefix is a LIKE pattern (escape character '\') matching strings

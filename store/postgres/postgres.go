@@ -8,10 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
 
+	"github.com/rotary-secrets/rotary/sensitive"
 	"github.com/rotary-secrets/rotary/store"
 	"github.com/rotary-secrets/rotary/store/internal/sqlcol"
 )
@@ -40,16 +44,19 @@ var _ store.Store = (*Store)(nil)
 // and applies pending migrations to the first schema on the search_path.
 // Unknown DSN parameters such as search_path are passed to the server as
 // run-time parameters.
+//
+// Errors never contain the DSN's password: lib/pq and net/url quote the
+// DSN when it does not parse.
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: open: %w", err)
+		return nil, fmt.Errorf("postgres: open: %w", sensitive.Sanitize(err, dsnSecrets(dsn)...))
 	}
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("postgres: open: %w", err)
+		return nil, fmt.Errorf("postgres: open: %w", sensitive.Sanitize(err, dsnSecrets(dsn)...))
 	}
 	if err := migrate(ctx, db); err != nil {
 		db.Close()
@@ -60,11 +67,38 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	return s, nil
 }
 
+var (
+	urlPassword = regexp.MustCompile(`^[a-zA-Z]+://[^:/@]*:([^@]*)@`)
+	kvPassword  = regexp.MustCompile(`(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
+)
+
+// dsnSecrets returns what an error about dsn must not show: the DSN as a
+// whole and its password, in URL or key=value form.
+func dsnSecrets(dsn string) []sensitive.Bytes {
+	out := []sensitive.Bytes{sensitive.Bytes(dsn)}
+	if m := urlPassword.FindStringSubmatch(dsn); m != nil {
+		out = append(out, sensitive.Bytes(m[1]))
+		if u, err := url.PathUnescape(m[1]); err == nil && u != m[1] {
+			out = append(out, sensitive.Bytes(u))
+		}
+	}
+	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
+		out = append(out, sensitive.Bytes(m[1]), sensitive.Bytes(strings.Trim(m[1], "'")))
+	}
+	return out
+}
+
 // Dialect reports "postgres".
 func (s *Store) Dialect() string { return "postgres" }
 
 // Close closes the connection pool.
-func (s *Store) Close() error { return s.db.Close() }
+// A nil *Store (what a failed Open returns) closes as a no-op.
+func (s *Store) Close() error {
+	if s == nil || s.db == nil {
+		return nil
+	}
+	return s.db.Close()
+}
 
 // InTx runs fn in one READ COMMITTED transaction. It rolls back when fn
 // returns an error or panics (and re-panics). When PostgreSQL aborts the

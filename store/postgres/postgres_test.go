@@ -331,3 +331,33 @@ func BenchmarkPutVersionParallel(b *testing.B) { storetest.BenchmarkPutVersion(b
 func BenchmarkGetVersion(b *testing.B) { storetest.BenchmarkGetVersion(b, benchStore(b), false) }
 
 func BenchmarkGetVersionParallel(b *testing.B) { storetest.BenchmarkGetVersion(b, benchStore(b), true) }
+
+// TestOpenErrorHidesPassword: a DSN that does not parse or does not
+// connect fails with an error that names the problem but never the
+// password, and the failed Open's nil *Store closes as a no-op.
+func TestOpenErrorHidesPassword(t *testing.T) {
+	const canary = "CanaryPw-7f3a9c"
+	for _, dsn := range []string{
+		"postgres://rotary:" + canary + "@127.0.0.1:notaport/test?sslmode=disable",
+		"postgres://rotary:" + canary + "@127.0.0.1:1/test?sslmode=disable&connect_timeout=2",
+		"host=127.0.0.1 port=1 password=" + canary + " sslmode=bogus",
+		"host=127.0.0.1 port=1 password='" + canary + " x' sslmode=disable connect_timeout=2",
+	} {
+		s, err := postgres.Open(t.Context(), dsn)
+		if err == nil {
+			t.Fatalf("Open(%q) err = nil, want an error", strings.ReplaceAll(dsn, canary, "CANARY"))
+		}
+		if strings.Contains(err.Error(), canary) || strings.Contains(err.Error(), "x'") {
+			t.Errorf("Open err = %q, holds the password", err)
+		}
+		if !strings.HasPrefix(err.Error(), "postgres: open: ") {
+			t.Errorf("Open err = %q, want it to start with postgres: open:", err)
+		}
+		if s != nil {
+			t.Errorf("Open returned a non-nil store with its error")
+		}
+		if cerr := s.Close(); cerr != nil {
+			t.Errorf("(*Store)(nil).Close() = %v, want nil", cerr)
+		}
+	}
+}

@@ -254,6 +254,16 @@ func (o *ops) ListSecrets(ctx context.Context, p store.ListSecretsParams) ([]sto
 	if !p.IncludeDeleted {
 		where = append(where, "deleted_at IS NULL")
 	}
+	if len(p.Globs) > 0 {
+		// SQLite's GLOB has the same '*' and '?' and is case-sensitive;
+		// '[' would open a character class, so it is made literal.
+		var or []string
+		for _, g := range p.Globs {
+			or = append(or, "name GLOB ?")
+			args = append(args, strings.ReplaceAll(g, "[", "[[]"))
+		}
+		where = append(where, "("+strings.Join(or, " OR ")+")")
+	}
 	q := `SELECT ` + secretCols + ` FROM secrets`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

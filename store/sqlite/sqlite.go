@@ -158,6 +158,9 @@ func (s *Store) Dialect() string { return "sqlite" }
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
+	if s == nil {
+		return nil // what a failed Open returns
+	}
 	s.closeOnce.Do(func() {
 		close(s.stopCkpt)
 		<-s.ckptDone

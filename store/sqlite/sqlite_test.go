@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -160,3 +161,16 @@ func BenchmarkPutVersionParallel(b *testing.B) { storetest.BenchmarkPutVersion(b
 func BenchmarkGetVersion(b *testing.B) { storetest.BenchmarkGetVersion(b, benchStore(b), false) }
 
 func BenchmarkGetVersionParallel(b *testing.B) { storetest.BenchmarkGetVersion(b, benchStore(b), true) }
+
+// TestOpenDirectory: a path that is a directory fails with an error, and
+// the failed Open's nil *Store closes as a no-op.
+func TestOpenDirectory(t *testing.T) {
+	dir := t.TempDir()
+	s, err := sqlite.Open(t.Context(), dir)
+	if err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("Open(directory) err = %v, want one saying it is a directory", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("(*Store)(nil).Close() = %v, want nil", err)
+	}
+}

@@ -334,6 +334,18 @@ func testListSecrets(t *testing.T, s store.Store) {
 		{store.ListSecretsParams{After: "a\\d", Limit: 3}, []string{"a_", "a__z", "a_b"}},
 		{store.ListSecretsParams{Prefix: "a", After: "a_b"}, []string{"abc", "app/db/x", "app/dbx", "axb"}},
 		{store.ListSecretsParams{After: "f"}, []string{"é1", "éa"}},
+		// Globs filter in the query: '*' any run, '?' one character,
+		// '%', '_' and '\' literal, case-sensitive, OR of several.
+		{store.ListSecretsParams{Globs: []string{"app/*"}}, []string{"app/db/x", "app/dbx"}},
+		{store.ListSecretsParams{Globs: []string{"app/*", "a_?"}}, []string{"a_b", "app/db/x", "app/dbx"}},
+		{store.ListSecretsParams{Globs: []string{"a_*"}}, []string{"a_", "a__z", "a_b"}},
+		{store.ListSecretsParams{Globs: []string{"a%*"}}, []string{"a%c"}},
+		{store.ListSecretsParams{Globs: []string{"a\\?"}}, []string{"a\\d"}},
+		{store.ListSecretsParams{Globs: []string{"a?b"}}, []string{"a_b", "axb"}},
+		{store.ListSecretsParams{Globs: []string{"A*", "*X"}}, nil},
+		{store.ListSecretsParams{Globs: []string{"*b*"}, After: "a_b", Limit: 2}, []string{"abc", "app/db/x"}},
+		{store.ListSecretsParams{Globs: []string{"app/db/*"}, IncludeDeleted: true}, []string{"app/db/x", "app/db/y"}},
+		{store.ListSecretsParams{Globs: []string{"[a]*"}}, nil},
 	} {
 		list, err := s.ListSecrets(ctx, tc.p)
 		noErr(t, "ListSecrets", err)
