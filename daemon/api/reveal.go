@@ -61,6 +61,10 @@ func ErrorCategory(msg string) string {
 	if msg == "" {
 		return ""
 	}
+	switch msg { // already a category: redacting twice changes nothing
+	case ErrCategoryAuth, ErrCategoryUnreach, ErrCategoryTimeout, ErrCategoryRefused, ErrCategoryMismatch, ErrCategoryFailed:
+		return msg
+	}
 	low := strings.ToLower(msg)
 	for _, c := range errorCategories {
 		if strings.Contains(low, c.fragment) {

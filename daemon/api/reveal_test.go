@@ -28,6 +28,9 @@ func TestErrorCategory(t *testing.T) {
 		{`target mismatch: field "username" is "postgres" in the current version, the rotation is bound to "app"`, ErrCategoryMismatch},
 		{`pq: permission denied to alter role`, ErrCategoryFailed},
 		{`ERR unknown command 'ACL'`, ErrCategoryFailed},
+		{ErrCategoryAuth, ErrCategoryAuth},
+		{ErrCategoryRefused, ErrCategoryRefused},
+		{ErrCategoryTimeout, ErrCategoryTimeout},
 	} {
 		if got := ErrorCategory(tt.msg); got != tt.want {
 			t.Errorf("ErrorCategory(%q) = %q, want %q", tt.msg, got, tt.want)

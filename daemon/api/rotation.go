@@ -25,10 +25,13 @@ func (s *Server) rotationRoutes() {
 	s.handle("GET /v1/status", s.status)
 }
 
-func (s *Server) rotationInfo(r store.Rotation) client.RotationInfo {
+// rotationInfo renders a rotation's settings and state for p: the
+// target's error text only if p may read the secret, its category
+// otherwise.
+func (s *Server) rotationInfo(p *principal, r store.Rotation) client.RotationInfo {
 	ri := client.RotationInfo{
 		Rotator: r.Rotator, Schedule: r.Schedule, Enabled: r.Enabled, LastRotatedAt: r.LastRotatedAt,
-		NextRotationAt: r.NextDueAt, LastError: r.LastError, Failing: s.engine.Failing(r),
+		NextRotationAt: r.NextDueAt, LastError: revealError(p, r.Secret, r.LastError), Failing: s.engine.Failing(r),
 	}
 	if r.Window > 0 {
 		ri.Window = r.Window.String()
@@ -89,7 +92,7 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot), Next: next})
+	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(p, rot), Next: next})
 	return nil
 }
 
@@ -142,8 +145,7 @@ func (s *Server) showRotation(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return err
 	}
-	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)}
-	out.LastError = revealError(p, name, out.LastError)
+	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(p, rot)}
 	if spec, err := s.engine.ParseSchedule(rot.Schedule, rot.Window); err == nil && !spec.Manual() && rot.Enabled && rot.NextDueAt != nil {
 		t := spec.BaseOf(name, *rot.NextDueAt)
 		out.Next = append(out.Next, *rot.NextDueAt)
@@ -177,8 +179,7 @@ func (s *Server) toggleRotation(w http.ResponseWriter, r *http.Request, p *princ
 		return err
 	}
 	info(r).audited = true
-	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(rot)}
-	out.LastError = revealError(p, name, out.LastError)
+	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(p, rot)}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

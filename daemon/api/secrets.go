@@ -129,7 +129,7 @@ func (s *Server) createSecret(w http.ResponseWriter, r *http.Request, p *princip
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusCreated, redactSecret(p, s.withRotation(r, secretJSON(out))))
+	writeJSON(w, http.StatusCreated, redactSecret(p, s.withRotation(r, p, secretJSON(out))))
 	return nil
 }
 
@@ -190,12 +190,12 @@ func pageParams(r *http.Request) (limit int, after string, err error) {
 
 // withRotation fills the rotation part of a description. Rotation arrives
 // with the rotation engine; until a secret has settings it is null.
-func (s *Server) withRotation(r *http.Request, sec client.Secret) client.Secret {
+func (s *Server) withRotation(r *http.Request, p *principal, sec client.Secret) client.Secret {
 	rot, err := s.st.GetRotation(r.Context(), sec.Name)
 	if err != nil {
 		return sec
 	}
-	ri := s.rotationInfo(rot)
+	ri := s.rotationInfo(p, rot)
 	sec.Rotation = &ri
 	return sec
 }
@@ -251,7 +251,7 @@ func (s *Server) describeSecret(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, redactSecret(p, s.withRotation(r, secretJSON(out))))
+	writeJSON(w, http.StatusOK, redactSecret(p, s.withRotation(r, p, secretJSON(out))))
 	return nil
 }
 
@@ -379,7 +379,7 @@ func (s *Server) restoreSecret(w http.ResponseWriter, r *http.Request, p *princi
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusOK, redactSecret(p, s.withRotation(r, secretJSON(out))))
+	writeJSON(w, http.StatusOK, redactSecret(p, s.withRotation(r, p, secretJSON(out))))
 	return nil
 }
 
