@@ -397,8 +397,7 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 	if !req.Emergency {
 		return nil
 	}
-	var throwaway sensitive.Bytes
-	defer func() { err = scrub(err, req.Current, req.Previous, req.Admin, throwaway) }()
+	defer func() { err = scrub(err, req.Current, req.Previous, req.Admin) }()
 	cfg, err := parseConfig(req.Config)
 	if err != nil {
 		return err
@@ -442,16 +441,7 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		}
 		defer db.Close()
 		if cfg.Strategy == rotators.StrategyAlternating && prev.Username != cur.Username {
-			iter, err := r.iterations()
-			if err != nil {
-				return err
-			}
-			throwaway, err = rotators.GeneratePassword(rotators.PasswordPolicy{Length: 64})
-			if err != nil {
-				return fmt.Errorf("postgres: finish: %w", err)
-			}
-			verifier, err := ScramVerifier(throwaway, iter)
-			throwaway.Wipe()
+			verifier, err := r.unknownPasswordVerifier()
 			if err != nil {
 				return fmt.Errorf("postgres: finish: %w", err)
 			}
@@ -485,8 +475,7 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 // dropped: the admin replaces it with a random password stored nowhere.
 // A missing role (Set never created it) is fine.
 func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (err error) {
-	var throwaway sensitive.Bytes
-	defer func() { err = scrub(err, req.Current, req.Pending, req.Admin, throwaway) }()
+	defer func() { err = scrub(err, req.Current, req.Pending, req.Admin) }()
 	cfg, err := parseConfig(req.Config)
 	if err != nil {
 		return err
@@ -512,16 +501,7 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 	if err != nil {
 		return err
 	}
-	iter, err := r.iterations()
-	if err != nil {
-		return err
-	}
-	throwaway, err = rotators.GeneratePassword(rotators.PasswordPolicy{Length: 64})
-	if err != nil {
-		return fmt.Errorf("postgres: rollback: %w", err)
-	}
-	verifier, err := ScramVerifier(throwaway, iter)
-	throwaway.Wipe()
+	verifier, err := r.unknownPasswordVerifier()
 	if err != nil {
 		return fmt.Errorf("postgres: rollback: %w", err)
 	}
@@ -673,4 +653,21 @@ func scrub(err error, values ...rotators.Value) error {
 		}
 	}
 	return sensitive.Sanitize(err, secrets...)
+}
+
+// unknownPasswordVerifier returns the SCRAM verifier of a random password
+// that is wiped at once and stored nowhere: setting it locks a user out
+// without dropping it (the previous user of an alternating pair after an
+// emergency, a pending user whose rotation rolled back).
+func (r *Rotator) unknownPasswordVerifier() (string, error) {
+	iter, err := r.iterations()
+	if err != nil {
+		return "", err
+	}
+	pw, err := rotators.GeneratePassword(rotators.PasswordPolicy{Length: 64})
+	if err != nil {
+		return "", err
+	}
+	defer pw.Wipe()
+	return ScramVerifier(pw, iter)
 }
