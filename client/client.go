@@ -423,10 +423,34 @@ func (c *Client) PutPolicy(ctx context.Context, name string, doc json.RawMessage
 	return out, c.Do(ctx, http.MethodPut, "/v1/policies/"+PathEscape(name), nil, doc, &out)
 }
 
-// ListPolicies lists policies.
+// ListPolicies lists every policy in name order, following the pages.
 func (c *Client) ListPolicies(ctx context.Context) ([]Policy, error) {
-	var out PolicyList
-	return out.Policies, c.Do(ctx, http.MethodGet, "/v1/policies", nil, nil, &out)
+	return listAll(ctx, c, "/v1/policies", func(l PolicyList) ([]Policy, string) { return l.Policies, l.Next })
+}
+
+// listAll follows the pages of a listing whose answer is L to the end.
+func listAll[L, T any](ctx context.Context, c *Client, path string, items func(L) ([]T, string)) ([]T, error) {
+	var all []T
+	after := ""
+	for {
+		q := url.Values{}
+		if after != "" {
+			q.Set("after", after)
+		}
+		var page L
+		if err := c.Do(ctx, http.MethodGet, path, q, nil, &page); err != nil {
+			return all, err
+		}
+		got, next := items(page)
+		all = append(all, got...)
+		if next == "" {
+			return all, nil
+		}
+		if next <= after {
+			return all, fmt.Errorf("list %s: the server's next cursor %q does not advance", path, next)
+		}
+		after = next
+	}
 }
 
 // GetPolicy shows one policy.
@@ -446,10 +470,10 @@ func (c *Client) CreateToken(ctx context.Context, r CreateTokenRequest) (Token, 
 	return out, c.Do(ctx, http.MethodPost, "/v1/tokens", nil, r, &out)
 }
 
-// ListTokens lists tokens (never their secrets).
+// ListTokens lists every token (never their secrets) in id order,
+// following the pages.
 func (c *Client) ListTokens(ctx context.Context) ([]Token, error) {
-	var out TokenList
-	return out.Tokens, c.Do(ctx, http.MethodGet, "/v1/tokens", nil, nil, &out)
+	return listAll(ctx, c, "/v1/tokens", func(l TokenList) ([]Token, string) { return l.Tokens, l.Next })
 }
 
 // RevokeToken revokes a token by id.

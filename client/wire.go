@@ -247,6 +247,7 @@ type PolicyRule struct {
 // PolicyList is GET /v1/policies.
 type PolicyList struct {
 	Policies []Policy `json:"policies"`
+	Next     string   `json:"next,omitempty"` // pass as ?after= for the next page
 }
 
 // CreateTokenRequest is POST /v1/tokens.
@@ -270,6 +271,7 @@ type Token struct {
 // TokenList is GET /v1/tokens.
 type TokenList struct {
 	Tokens []Token `json:"tokens"`
+	Next   string  `json:"next,omitempty"` // pass as ?after= for the next page
 }
 
 // AuditRecord is one audit log entry.

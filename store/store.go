@@ -167,13 +167,15 @@ type Ops interface {
 	CreateToken(ctx context.Context, t Token) error
 	GetTokenByHash(ctx context.Context, hash []byte) (Token, error)
 	GetToken(ctx context.Context, id string) (Token, error)
-	ListTokens(ctx context.Context) ([]Token, error)
+	// ListTokens returns tokens in id order, a page at a time.
+	ListTokens(ctx context.Context, p Page) ([]Token, error)
 	RevokeToken(ctx context.Context, id string, at time.Time) error
 
 	// Policies.
 	PutPolicy(ctx context.Context, p Policy) error // insert or replace
 	GetPolicy(ctx context.Context, name string) (Policy, error)
-	ListPolicies(ctx context.Context) ([]Policy, error)
+	// ListPolicies returns policies in name order, a page at a time.
+	ListPolicies(ctx context.Context, p Page) ([]Policy, error)
 	DeletePolicy(ctx context.Context, name string) error
 
 	// Audit. AuditHead returns the newest record's Seq and Hash (0, nil on
@@ -279,6 +281,14 @@ type SecretVersion struct {
 	CreatedBy   string // token id or "rotation"
 	Reason      string // put, manual, scheduled, emergency, create
 	Stages      []string
+}
+
+// Page selects one page of a listing ordered by a unique key: the rows
+// whose key sorts after After ("" for the first page), at most Limit of
+// them (0 for all).
+type Page struct {
+	After string
+	Limit int
 }
 
 // ListSecretsParams filters ListSecrets.

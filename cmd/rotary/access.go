@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -255,6 +256,8 @@ func (a *app) tokenListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Pages come in id order; people read tokens oldest first.
+			slices.SortStableFunc(toks, func(a, b client.Token) int { return a.CreatedAt.Compare(b.CreatedAt) })
 			if a.json() {
 				if toks == nil {
 					toks = []client.Token{}

@@ -85,11 +85,18 @@ func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request, p *princip
 	if err := authorizeSystem(r, p, "policies", "list"); err != nil {
 		return err
 	}
-	pols, err := s.st.ListPolicies(r.Context())
+	limit, after, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	pols, err := s.st.ListPolicies(r.Context(), store.Page{After: after, Limit: limit})
 	if err != nil {
 		return err
 	}
 	out := client.PolicyList{Policies: []client.Policy{}}
+	if len(pols) == limit {
+		out.Next = pols[len(pols)-1].Name
+	}
 	for _, pol := range pols {
 		cp, err := policyJSON(pol)
 		if err != nil {
@@ -229,11 +236,18 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request, p *principal
 	if err := authorizeSystem(r, p, "tokens", "list"); err != nil {
 		return err
 	}
-	toks, err := s.st.ListTokens(r.Context())
+	limit, after, err := pageParams(r)
+	if err != nil {
+		return err
+	}
+	toks, err := s.st.ListTokens(r.Context(), store.Page{After: after, Limit: limit})
 	if err != nil {
 		return err
 	}
 	out := client.TokenList{Tokens: []client.Token{}}
+	if len(toks) == limit {
+		out.Next = toks[len(toks)-1].ID
+	}
 	for _, t := range toks {
 		out.Tokens = append(out.Tokens, tokenJSON(t))
 	}

@@ -855,8 +855,9 @@ func (o *ops) GetToken(ctx context.Context, id string) (store.Token, error) {
 	return t, nil
 }
 
-func (o *ops) ListTokens(ctx context.Context) ([]store.Token, error) {
-	rows, err := o.r().QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens ORDER BY created_at, id`)
+func (o *ops) ListTokens(ctx context.Context, p store.Page) ([]store.Token, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id > $1 ORDER BY id LIMIT $2`,
+		p.After, lim(p.Limit))
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", translate(err))
 	}
@@ -898,8 +899,9 @@ func (o *ops) GetPolicy(ctx context.Context, name string) (store.Policy, error) 
 	return p, nil
 }
 
-func (o *ops) ListPolicies(ctx context.Context) ([]store.Policy, error) {
-	rows, err := o.r().QueryContext(ctx, `SELECT name, document, created_at, updated_at FROM policies ORDER BY name`)
+func (o *ops) ListPolicies(ctx context.Context, p store.Page) ([]store.Policy, error) {
+	rows, err := o.r().QueryContext(ctx, `SELECT name, document, created_at, updated_at FROM policies
+		WHERE name > $1 ORDER BY name LIMIT $2`, p.After, lim(p.Limit))
 	if err != nil {
 		return nil, fmt.Errorf("list policies: %w", translate(err))
 	}

@@ -1139,9 +1139,20 @@ func testTokens(t *testing.T, s store.Store) {
 	noErr(t, "RevokeToken(t1) again", s.RevokeToken(ctx, "t1", at(2*time.Hour)))
 	wantErr(t, "RevokeToken(t9)", s.RevokeToken(ctx, "t9", base), store.ErrNotFound)
 	t1.RevokedAt = ptr(at(time.Hour)) // the first revocation time stays
-	list, err := s.ListTokens(ctx)
+	list, err := s.ListTokens(ctx, store.Page{})
 	noErr(t, "ListTokens", err)
 	check(t, "ListTokens", list, []store.Token{t1, t2})
+	list, err = s.ListTokens(ctx, store.Page{Limit: 1})
+	noErr(t, "ListTokens(limit 1)", err)
+	check(t, "ListTokens(limit 1)", list, []store.Token{t1})
+	list, err = s.ListTokens(ctx, store.Page{After: "t1", Limit: 1})
+	noErr(t, "ListTokens(after t1)", err)
+	check(t, "ListTokens(after t1)", list, []store.Token{t2})
+	list, err = s.ListTokens(ctx, store.Page{After: "t2"})
+	noErr(t, "ListTokens(after t2)", err)
+	if len(list) != 0 {
+		t.Errorf("ListTokens(after t2) = %d tokens, want none", len(list))
+	}
 }
 
 func testPolicies(t *testing.T, s store.Store) {
@@ -1157,12 +1168,18 @@ func testPolicies(t *testing.T, s store.Store) {
 	check(t, "GetPolicy(readers)", got, p1)
 	_, err = s.GetPolicy(ctx, "nope")
 	wantErr(t, "GetPolicy(nope)", err, store.ErrNotFound)
-	list, err := s.ListPolicies(ctx)
+	list, err := s.ListPolicies(ctx, store.Page{})
 	noErr(t, "ListPolicies", err)
 	check(t, "ListPolicies", list, []store.Policy{p2, p1})
+	list, err = s.ListPolicies(ctx, store.Page{Limit: 1})
+	noErr(t, "ListPolicies(limit 1)", err)
+	check(t, "ListPolicies(limit 1)", list, []store.Policy{p2})
+	list, err = s.ListPolicies(ctx, store.Page{After: "admins", Limit: 5})
+	noErr(t, "ListPolicies(after admins)", err)
+	check(t, "ListPolicies(after admins)", list, []store.Policy{p1})
 	noErr(t, "DeletePolicy(admins)", s.DeletePolicy(ctx, "admins"))
 	wantErr(t, "DeletePolicy(admins) again", s.DeletePolicy(ctx, "admins"), store.ErrNotFound)
-	list, _ = s.ListPolicies(ctx)
+	list, _ = s.ListPolicies(ctx, store.Page{})
 	check(t, "ListPolicies after delete", list, []store.Policy{p1})
 }
 
