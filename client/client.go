@@ -572,8 +572,8 @@ func (c *Client) Rotate(ctx context.Context, name string, o RotateOptions) (Rota
 	return out, c.Do(ctx, http.MethodPost, secretPath(name, "rotate"), q, nil, &out)
 }
 
-// Status lists every secret with rotation settings.
+// Status lists every secret with rotation settings that the token may
+// describe, following the pages.
 func (c *Client) Status(ctx context.Context) ([]StatusRow, error) {
-	var out Status
-	return out.Secrets, c.Do(ctx, http.MethodGet, "/v1/status", nil, nil, &out)
+	return listAll(ctx, c, "/v1/status", func(s Status) ([]StatusRow, string) { return s.Secrets, s.Next })
 }

@@ -400,4 +400,5 @@ type StatusRow struct {
 // Status is GET /v1/status.
 type Status struct {
 	Secrets []StatusRow `json:"secrets"`
+	Next    string      `json:"next,omitempty"` // pass as ?after= for the next page
 }

@@ -60,7 +60,7 @@ func (d *Daemon) housekeepingJobs() []schedules.Job {
 // reclaimLeases clears rotation leases that expired (their daemon died)
 // so that status shows them free; the runner would claim them anyway.
 func (d *Daemon) reclaimLeases(ctx context.Context) error {
-	rots, err := d.st.ListRotations(ctx)
+	rots, err := d.st.ListRotations(ctx, store.ListRotationsParams{})
 	if err != nil {
 		return err
 	}

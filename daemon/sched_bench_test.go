@@ -249,7 +249,7 @@ func BenchmarkSchedIdle100k(b *testing.B) {
 			e.wake(b)
 
 			t1 := time.Now()
-			rots, err := e.st.ListRotations(ctx)
+			rots, err := e.st.ListRotations(ctx, store.ListRotationsParams{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -361,7 +361,7 @@ func BenchmarkSchedDue10k(b *testing.B) {
 			cpu0 := cpuTime()
 			deadline := time.Now().Add(20 * time.Minute)
 			for {
-				rots, err := e.st.ListRotations(ctx)
+				rots, err := e.st.ListRotations(ctx, store.ListRotationsParams{})
 				if err != nil {
 					b.Fatal(err)
 				}

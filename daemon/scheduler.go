@@ -93,7 +93,7 @@ func (c *cachedCounts) get() struct{ due, failing float64 } {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	rots, err := c.st.ListRotations(ctx)
+	rots, err := c.st.ListRotations(ctx, store.ListRotationsParams{})
 	if err != nil {
 		return c.last
 	}

@@ -123,7 +123,10 @@ type Ops interface {
 	// Rotation settings and state, one row per secret that has any.
 	PutRotation(ctx context.Context, r Rotation) error // insert or replace
 	GetRotation(ctx context.Context, secret string) (Rotation, error)
-	ListRotations(ctx context.Context) ([]Rotation, error)
+	// ListRotations returns rotations in secret-name order: all of them
+	// for the zero params, or one page of those whose secret matches one
+	// of the globs.
+	ListRotations(ctx context.Context, p ListRotationsParams) ([]Rotation, error)
 	// ClaimDueRotations leases up to p.Limit rotations that are enabled,
 	// due (NextDueAt <= p.Now) and not leased (or whose lease expired),
 	// ordered by due time. Each is returned to exactly one claimer.
@@ -288,6 +291,15 @@ type SecretVersion struct {
 // them (0 for all).
 type Page struct {
 	After string
+	Limit int
+}
+
+// ListRotationsParams selects rotations for ListRotations: secret names
+// after After, matching one of Globs (auth.Match syntax; none: every
+// name), at most Limit (0: all).
+type ListRotationsParams struct {
+	After string
+	Globs []string
 	Limit int
 }
 

@@ -519,8 +519,19 @@ func (o *ops) GetRotation(ctx context.Context, secret string) (store.Rotation, e
 	return r, nil
 }
 
-func (o *ops) ListRotations(ctx context.Context) ([]store.Rotation, error) {
-	rows, err := o.r().QueryContext(ctx, `SELECT `+rotationCols+` FROM rotations ORDER BY secret`)
+func (o *ops) ListRotations(ctx context.Context, p store.ListRotationsParams) ([]store.Rotation, error) {
+	globs := "TRUE"
+	args := []any{p.After, lim(p.Limit)}
+	if len(p.Globs) > 0 {
+		likes := make([]string, len(p.Globs))
+		for i, g := range p.Globs {
+			likes[i] = likeGlob(g)
+		}
+		globs = `secret LIKE ANY ($3::text[])`
+		args = append(args, pq.Array(likes))
+	}
+	rows, err := o.r().QueryContext(ctx, `SELECT `+rotationCols+` FROM rotations
+		WHERE secret > $1 AND `+globs+` ORDER BY secret LIMIT $2`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list rotations: %w", translate(err))
 	}

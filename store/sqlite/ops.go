@@ -260,7 +260,7 @@ func (o *ops) ListSecrets(ctx context.Context, p store.ListSecretsParams) ([]sto
 		var or []string
 		for _, g := range p.Globs {
 			or = append(or, "name GLOB ?")
-			args = append(args, strings.ReplaceAll(g, "[", "[[]"))
+			args = append(args, globArg(g))
 		}
 		where = append(where, "("+strings.Join(or, " OR ")+")")
 	}
@@ -276,6 +276,11 @@ func (o *ops) ListSecrets(ctx context.Context, p store.ListSecretsParams) ([]sto
 	}
 	return collect(rows, "list secrets", secretDest)
 }
+
+// globArg is the GLOB pattern of a policy glob: SQLite's GLOB has the same
+// '*' and '?' and is case-sensitive; '[' would open a character class, so
+// it is made literal.
+func globArg(g string) string { return strings.ReplaceAll(g, "[", "[[]") }
 
 // prefixEnd returns the smallest string greater than every string that
 // starts with p, in byte order; false when there is none.
@@ -524,8 +529,18 @@ func (o *ops) GetRotation(ctx context.Context, secret string) (store.Rotation, e
 	return r, nil
 }
 
-func (o *ops) ListRotations(ctx context.Context) ([]store.Rotation, error) {
-	rows, err := o.r().QueryContext(ctx, `SELECT `+rotationCols+` FROM rotations ORDER BY secret`)
+func (o *ops) ListRotations(ctx context.Context, p store.ListRotationsParams) ([]store.Rotation, error) {
+	where, args := "secret > ?", []any{p.After}
+	if len(p.Globs) > 0 {
+		or := make([]string, len(p.Globs))
+		for i, g := range p.Globs {
+			or[i] = "secret GLOB ?"
+			args = append(args, globArg(g))
+		}
+		where += " AND (" + strings.Join(or, " OR ") + ")"
+	}
+	args = append(args, lim(p.Limit))
+	rows, err := o.r().QueryContext(ctx, `SELECT `+rotationCols+` FROM rotations WHERE `+where+` ORDER BY secret LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list rotations: %w", translate(err))
 	}

@@ -691,9 +691,15 @@ func testRotations(t *testing.T, s store.Store) {
 	ra.LeaseExpiresAt = claimed.LeaseExpiresAt
 	noErr(t, "PutRotation(a) after claim", s.PutRotation(ctx, ra))
 
-	list, err := s.ListRotations(ctx)
+	list, err := s.ListRotations(ctx, store.ListRotationsParams{})
 	noErr(t, "ListRotations", err)
 	check(t, "ListRotations", list, []store.Rotation{ra, rb, rc})
+	list, err = s.ListRotations(ctx, store.ListRotationsParams{After: "a", Limit: 1})
+	noErr(t, "ListRotations(after a, limit 1)", err)
+	check(t, "ListRotations(after a, limit 1)", list, []store.Rotation{rb})
+	list, err = s.ListRotations(ctx, store.ListRotationsParams{Globs: []string{"c", "x*"}})
+	noErr(t, "ListRotations(globs)", err)
+	check(t, "ListRotations(globs)", list, []store.Rotation{rc})
 	due, _ = s.EarliestDue(ctx)
 	check(t, "EarliestDue after replace", due, at(30*time.Minute))
 
