@@ -108,6 +108,13 @@ type Engine struct {
 	now func() time.Time
 
 	wg sync.WaitGroup
+
+	// running holds the secrets whose rotation this engine is driving. A
+	// lease keeps other daemons out; this keeps this daemon's own callers
+	// (API requests, the scheduler, Resume) from driving one run twice,
+	// since a claim by the lease's own owner succeeds.
+	mu      sync.Mutex
+	running map[string]bool
 }
 
 // New returns an Engine.
@@ -135,7 +142,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{cfg: cfg, st: cfg.Store, svc: cfg.Secrets, log: cfg.Logger, now: cfg.Now}, nil
+	return &Engine{cfg: cfg, st: cfg.Store, svc: cfg.Secrets, log: cfg.Logger, now: cfg.Now, running: map[string]bool{}}, nil
 }
 
 // Owner is the lease owner name of this engine.
@@ -156,29 +163,59 @@ type RotateParams struct {
 	Trigger      string // manual (default), scheduled, emergency
 	Emergency    bool
 	KeepSessions bool
+
+	// resumeOnly (Resume) resumes the secret's unfinished run with this
+	// id and starts nothing new: the run may have ended meanwhile.
+	resumeOnly string
 }
 
 // Rotate claims the secret and runs a rotation to its end, or resumes the
 // secret's unfinished one. It returns the run record.
 func (e *Engine) Rotate(ctx context.Context, p RotateParams) (store.RotationRun, error) {
+	if !e.enter(p.Secret) {
+		return store.RotationRun{}, fmt.Errorf("%s: %w", p.Secret, ErrBusy)
+	}
+	defer e.leave(p.Secret)
 	rot, err := e.claim(ctx, p.Secret)
 	if err != nil {
 		return store.RotationRun{}, err
 	}
-	return e.RunClaimed(ctx, rot, p)
+	return e.runClaimed(ctx, rot, p)
+}
+
+// enter marks secret as driven by this engine; false if it already is.
+func (e *Engine) enter(secret string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.running[secret] {
+		return false
+	}
+	e.running[secret] = true
+	return true
+}
+
+func (e *Engine) leave(secret string) {
+	e.mu.Lock()
+	delete(e.running, secret)
+	e.mu.Unlock()
 }
 
 // Start runs Rotate in the background (for callers that do not wait). It
 // claims the secret first, so what Rotate would refuse is refused at once.
 func (e *Engine) Start(ctx context.Context, p RotateParams) error {
+	if !e.enter(p.Secret) {
+		return fmt.Errorf("%s: %w", p.Secret, ErrBusy)
+	}
 	rot, err := e.claim(ctx, p.Secret)
 	if err != nil {
+		e.leave(p.Secret)
 		return err
 	}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		_, _ = e.RunClaimed(context.WithoutCancel(ctx), rot, p)
+		defer e.leave(p.Secret)
+		_, _ = e.runClaimed(context.WithoutCancel(ctx), rot, p)
 	}()
 	return nil
 }
@@ -201,8 +238,18 @@ func (e *Engine) claim(ctx context.Context, secret string) (store.Rotation, erro
 }
 
 // RunClaimed runs (or resumes) a rotation of a secret whose lease this
-// engine holds, and releases the lease at the end.
+// engine holds, and releases the lease at the end. If this engine is
+// already driving the secret's rotation (the lease was claimed again by
+// its own owner) it returns ErrBusy and leaves the lease to that run.
 func (e *Engine) RunClaimed(ctx context.Context, rot store.Rotation, p RotateParams) (store.RotationRun, error) {
+	if !e.enter(rot.Secret) {
+		return store.RotationRun{}, fmt.Errorf("%s: %w", rot.Secret, ErrBusy)
+	}
+	defer e.leave(rot.Secret)
+	return e.runClaimed(ctx, rot, p)
+}
+
+func (e *Engine) runClaimed(ctx context.Context, rot store.Rotation, p RotateParams) (store.RotationRun, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopRenew := e.renewLease(ctx, cancel, rot.Secret)
@@ -226,6 +273,9 @@ func (e *Engine) RunClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 	runs, err := e.st.ListRuns(ctx, rot.Secret, 1)
 	if err != nil {
 		return store.RotationRun{}, err
+	}
+	if p.resumeOnly != "" && (len(runs) == 0 || runs[0].ID != p.resumeOnly || runs[0].State != store.RunRunning) {
+		return store.RotationRun{}, nil // it ended before this engine got to it
 	}
 	if len(runs) == 1 && runs[0].State == store.RunRunning {
 		prev := runs[0]
@@ -1041,8 +1091,12 @@ func (e *Engine) Resume(ctx context.Context) (int, error) {
 		if err != nil {
 			continue // held by another daemon, or gone
 		}
+		run, err := e.RunClaimed(ctx, rot, RotateParams{Secret: r.Secret, Trigger: r.Trigger, resumeOnly: r.ID})
+		if errors.Is(err, ErrBusy) || err == nil && run.ID == "" {
+			continue // driven here already, or ended meanwhile (the scheduler or a request got to it first)
+		}
 		n++
-		if _, err := e.RunClaimed(ctx, rot, RotateParams{Secret: r.Secret, Trigger: r.Trigger}); err != nil {
+		if err != nil {
 			e.log.Warn("resumed rotation failed", "secret", r.Secret, "err", err)
 		}
 	}

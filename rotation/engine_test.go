@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -443,4 +444,70 @@ func TestRotateRefusals(t *testing.T) {
 	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "nope"}); !errors.Is(err, secrets.ErrNotFound) {
 		t.Errorf("Rotate(unknown secret) = %v, want secrets.ErrNotFound", err)
 	}
+}
+
+// TestConcurrentCallersDriveOneRun: while a rotation of a secret runs on
+// this engine, a second Rotate, a Start, a scheduled RunClaimed and Resume
+// (all of which can claim the lease again, since this engine owns it)
+// report it busy or leave it alone; no step runs twice.
+func TestConcurrentCallersDriveOneRun(t *testing.T) {
+	b := setup(t)
+	inSet, release := make(chan struct{}), make(chan struct{})
+	var sets atomic.Int32
+	b.rot.SetFunc = func(r rotators.SetRequest) error {
+		if sets.Add(1) == 1 {
+			close(inSet)
+			<-release
+		}
+		b.target.mu.Lock()
+		b.target.accepted = map[string]bool{string(r.Pending.Reveal()): true}
+		b.target.mu.Unlock()
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+		done <- err
+	}()
+	<-inSet
+	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"}); !errors.Is(err, rotation.ErrBusy) {
+		t.Errorf("second Rotate = %v, want ErrBusy", err)
+	}
+	if err := b.eng.Start(ctx, rotation.RotateParams{Secret: "db"}); !errors.Is(err, rotation.ErrBusy) {
+		t.Errorf("Start = %v, want ErrBusy", err)
+	}
+	rot, err := b.st.ClaimRotation(ctx, "db", store.ClaimParams{Owner: "daemon-a", Now: b.clock.Now(), LeaseFor: time.Minute})
+	if err != nil {
+		t.Fatalf("ClaimRotation by the lease's own owner = %v", err)
+	}
+	if _, err := b.eng.RunClaimed(ctx, rot, rotation.RotateParams{Secret: "db", Trigger: rotation.TriggerScheduled}); !errors.Is(err, rotation.ErrBusy) {
+		t.Errorf("RunClaimed = %v, want ErrBusy", err)
+	}
+	if n, err := b.eng.Resume(ctx); err != nil || n != 0 {
+		t.Errorf("Resume = %d, %v; want 0 resumed", n, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("first Rotate = %v", err)
+	}
+	b.eng.Wait()
+	if n := sets.Load(); n != 1 {
+		t.Errorf("Set ran %d times, want once", n)
+	}
+	runs, err := b.st.ListRuns(ctx, "db", 10)
+	if err != nil || len(runs) != 1 || runs[0].State != store.RunSucceeded {
+		t.Fatalf("runs = %+v, %v; want one succeeded run", runs, err)
+	}
+	steps, err := b.st.ListRunSteps(ctx, runs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range steps {
+		got = append(got, s.Step+":"+s.Result)
+	}
+	if want := "create:ok set:ok test:ok finish:ok cleanup:ok"; strings.Join(got, " ") != want {
+		t.Errorf("history = %s, want %s", strings.Join(got, " "), want)
+	}
+	b.checkInvariant(t)
 }
