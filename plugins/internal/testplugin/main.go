@@ -1,0 +1,73 @@
+// Command testplugin is the template rotator with faults, for the host's
+// tests. Its environment chooses them (the only thing a plugin gets):
+//
+//	TESTPLUGIN_MARKER=FILE  write FILE at start, holding the environment
+//	                        (NUL-separated)
+//	TESTPLUGIN_MODE=crash-set   exit in the middle of Set, once per
+//	                        TESTPLUGIN_ONCE file (then behave)
+//	TESTPLUGIN_MODE=panic-set   panic in Set
+//	TESTPLUGIN_MODE=hang-test   never answer Test, ignoring the deadline
+//	TESTPLUGIN_MODE=echo        return errors quoting the values, and
+//	                        print them to stderr
+//	TESTPLUGIN_MODE=child       start a child process that sleeps
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/rotary-secrets/rotary/plugins/examples/template/rotator"
+	"github.com/rotary-secrets/rotary/plugins/sdk"
+	"github.com/rotary-secrets/rotary/rotators"
+)
+
+type faulty struct {
+	rotator.Rotator
+	mode string
+}
+
+func (f faulty) Set(ctx context.Context, req rotators.SetRequest) error {
+	switch f.mode {
+	case "crash-set":
+		once := os.Getenv("TESTPLUGIN_ONCE")
+		if _, err := os.Stat(once); errors.Is(err, os.ErrNotExist) {
+			_ = os.WriteFile(once, nil, 0o600)
+			os.Exit(3)
+		}
+	case "panic-set":
+		panic("set: " + string(req.Pending.Reveal()))
+	case "echo":
+		fmt.Fprintf(os.Stderr, "setting %s from %s\n", req.Pending.Reveal(), req.Current.Reveal())
+		fmt.Fprintf(os.Stderr, "{\"@level\":\"info\",\"@message\":\"json line\",\"value\":%q}\n", req.Pending.Reveal())
+		return fmt.Errorf("cannot set %s (current %s): %w", req.Pending.Reveal(), req.Current.Reveal(), rotators.ErrUnsupported)
+	}
+	return f.Rotator.Set(ctx, req)
+}
+
+func (f faulty) Test(ctx context.Context, req rotators.TestRequest) error {
+	if f.mode == "hang-test" {
+		select {} // ignores ctx: the host's deadline must cut it
+	}
+	return f.Rotator.Test(ctx, req)
+}
+
+func main() {
+	if m := os.Getenv("TESTPLUGIN_MARKER"); m != "" {
+		if err := os.WriteFile(m, []byte(strings.Join(os.Environ(), "\x00")), 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	mode := os.Getenv("TESTPLUGIN_MODE")
+	if mode == "child" {
+		if err := exec.Command("/bin/sleep", "300").Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	sdk.ServeRotator(faulty{mode: mode})
+}
