@@ -1,7 +1,10 @@
 package plugins_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +13,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +35,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv("PLUGINS_TEST_HOST_PLUGIN"); path != "" {
+		hostMain(path)
+		return
+	}
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -538,4 +547,121 @@ func (builder) build(pkg, out string) error {
 		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return nil
+}
+
+// hostMain is a daemon stand-in run in a child process of the test: it
+// launches the plugin at path, prints its pid and waits to be killed.
+func hostMain(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	sum := sha256.Sum256(b)
+	p, err := plugins.Launch(context.Background(), plugins.Config{Path: path, SHA256: hex.EncodeToString(sum[:]), Env: []string{"TESTPLUGIN_MODE=child"}})
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println(p.Pid())
+	select {}
+}
+
+func TestKilledHostLeavesNoPluginProcess(t *testing.T) {
+	path := binary(t, "testplugin")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := exec.Command(self)
+	host.Env = append(os.Environ(), "PLUGINS_TEST_HOST_PLUGIN="+path)
+	out, err := host.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = host.Process.Kill(); _ = host.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the host printed nothing: %v", err)
+	}
+	pgid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("the host said %q", line)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rotatortest.ProcessGroup(pgid)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin and its child never showed up in group %d", pgid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := host.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = host.Wait()
+	// The plugin dies with its host (parent-death signal, the SDK's
+	// watchdog). Its own child is not the host's child: only the plugin's
+	// end matters here, so look at the plugin's pid.
+	deadline = time.Now().Add(5 * time.Second)
+	for slices.Contains(rotatortest.ProcessGroup(pgid), pgid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin (pid %d) outlived its host killed with SIGKILL", pgid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Clean up the orphaned child of the plugin.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+func TestPluginWithoutTargetIsNoTargeter(t *testing.T) {
+	h, _ := templateHarness(t)
+	l := mustLaunch(t, binary(t, "testplugin"), env("TESTPLUGIN_MODE=no-target"))
+	info := l.p.Info()
+	if info.Name != "plain" || info.Targets || info.ValidatesConfig || len(info.IdentityFields) > 0 {
+		t.Fatalf("Info = %+v; want a plugin without Target and ValidateConfig", info)
+	}
+	r := l.p.Rotator()
+	if _, ok := r.(rotators.Targeter); ok {
+		t.Fatalf("Rotator() of a plugin without Target is a rotators.Targeter: the engine would refuse to bind it")
+	}
+	if _, ok := r.(rotators.ConfigValidator); !ok {
+		t.Errorf("Rotator() is no rotators.ConfigValidator")
+	}
+	a := newAccount(t, h, "plain")
+	if _, err := l.p.Target(context.Background(), rotators.TargetRequest{SecretType: "basic-auth", Config: a.cfg, Value: a.current}); !errors.Is(err, rotators.ErrUnsupported) {
+		t.Errorf("Target = %v; want rotators.ErrUnsupported", err)
+	}
+	// The steps still work.
+	ctx := context.Background()
+	resp, err := r.Create(ctx, rotators.CreateRequest{Secret: a.sec, Config: a.cfg, Current: a.current})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Set(ctx, rotators.SetRequest{Secret: a.sec, Config: a.cfg, Current: a.current, Pending: resp.Value}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Test(ctx, rotators.TestRequest{Secret: a.sec, Config: a.cfg, Value: resp.Value}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProtocolViolations(t *testing.T) {
+	h, _ := templateHarness(t)
+	path := binary(t, "testplugin")
+	marker := filepath.Join(t.TempDir(), "started")
+	_, err := launch(t, path, env("TESTPLUGIN_MODE=bad-info", "TESTPLUGIN_MARKER="+marker))
+	if !errors.Is(err, plugins.ErrProtocol) || !strings.Contains(err.Error(), "identity_fields") {
+		t.Fatalf("Launch of a plugin declaring identity fields without Target = %v; want plugins.ErrProtocol naming identity_fields", err)
+	}
+	if _, serr := os.Stat(marker); serr != nil {
+		t.Fatalf("the plugin never started, so the refusal proves nothing: %v", serr)
+	}
+	l := mustLaunch(t, path, env("TESTPLUGIN_MODE=bad-target"))
+	a := newAccount(t, h, "badtarget")
+	if _, err := l.p.Target(context.Background(), rotators.TargetRequest{SecretType: "basic-auth", Config: a.cfg, Value: a.current}); !errors.Is(err, plugins.ErrProtocol) || !strings.Contains(err.Error(), "undeclared") {
+		t.Errorf("Target returning an undeclared field = %v; want plugins.ErrProtocol naming it", err)
+	}
 }

@@ -10,6 +10,10 @@
 //	TESTPLUGIN_MODE=echo        return errors quoting the values, and
 //	                        print them to stderr
 //	TESTPLUGIN_MODE=child       start a child process that sleeps
+//	TESTPLUGIN_MODE=no-target   serve only the four steps (no Target,
+//	                        no ValidateConfig)
+//	TESTPLUGIN_MODE=bad-info    declare identity fields without a Target
+//	TESTPLUGIN_MODE=bad-target  return an undeclared identity field
 package main
 
 import (
@@ -55,6 +59,17 @@ func (f faulty) Test(ctx context.Context, req rotators.TestRequest) error {
 	return f.Rotator.Test(ctx, req)
 }
 
+func (f faulty) Target(ctx context.Context, req rotators.TargetRequest) (rotators.Target, error) {
+	t, err := f.Rotator.Target(ctx, req)
+	if f.mode == "bad-target" {
+		t = append(t, rotators.TargetField{Name: "undeclared", Value: "x"})
+	}
+	return t, err
+}
+
+// plain has the four steps only.
+type plain struct{ rotators.Rotator }
+
 func main() {
 	if m := os.Getenv("TESTPLUGIN_MARKER"); m != "" {
 		if err := os.WriteFile(m, []byte(strings.Join(os.Environ(), "\x00")), 0o600); err != nil {
@@ -69,5 +84,12 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	sdk.ServeRotator(faulty{mode: mode})
+	switch mode {
+	case "no-target":
+		sdk.Serve(sdk.Config{Rotator: plain{faulty{mode: mode}}, Info: sdk.Info{Name: "plain", SecretTypes: []string{"basic-auth"}}})
+	case "bad-info":
+		sdk.Serve(sdk.Config{Rotator: plain{faulty{mode: mode}}, Info: sdk.Info{Name: "bad", SecretTypes: []string{"basic-auth"}, IdentityFields: []string{"username"}}})
+	default:
+		sdk.ServeRotator(faulty{mode: mode})
+	}
 }
