@@ -150,7 +150,13 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		case sensitive.Bytes:
 			val = sensitive.Redacted
 		case hclog.Format:
-			val = a.scrub.clean(fmt.Sprintf(v[0].(string), v[1:]...))
+			if len(v) == 0 {
+				val = ""
+			} else if f, ok := v[0].(string); ok {
+				val = a.scrub.clean(fmt.Sprintf(f, v[1:]...))
+			} else {
+				val = a.scrub.clean(fmt.Sprint(v...))
+			}
 		default:
 			val = a.scrub.clean(fmt.Sprint(v))
 		}

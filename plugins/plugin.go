@@ -177,6 +177,10 @@ func Launch(ctx context.Context, cfg Config) (*Plugin, error) {
 		return nil, fmt.Errorf("plugin %s: %s has sha256 %x, registered %x (refused, nothing ran): %w", cfg.Name, cfg.Path, got, sum, ErrChecksum)
 	}
 
+	startTimeout := cfg.StartTimeout
+	if d, ok := ctx.Deadline(); ok {
+		startTimeout = max(min(startTimeout, time.Until(d)), time.Millisecond)
+	}
 	p := &Plugin{cfg: cfg, scrub: newScrubber(cfg.Secrets)}
 	cmd := exec.Command(cfg.Path)
 	cmd.Env = append(make([]string, 0, len(cfg.Env)+8), cfg.Env...)
@@ -190,7 +194,7 @@ func Launch(ctx context.Context, cfg Config) (*Plugin, error) {
 		SecureConfig:     &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}, // fresh per start
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
-		StartTimeout:     cfg.StartTimeout,
+		StartTimeout:     startTimeout,
 		Logger:           logger,
 		// What the plugin writes to stdout and stderr once it serves
 		// comes over the connection: log it, scrubbed.
@@ -214,9 +218,11 @@ func Launch(ctx context.Context, cfg Config) (*Plugin, error) {
 	select {
 	case st = <-done:
 	case <-ctx.Done():
-		p.Kill()
-		<-done
-		return nil, fmt.Errorf("plugin %s: start: %w", cfg.Name, ctx.Err())
+		st = <-done // the start ends within StartTimeout
+		if cmd.Process != nil {
+			p.pid = cmd.Process.Pid
+		}
+		return fail(fmt.Errorf("plugin %s: start: %w", cfg.Name, ctx.Err()))
 	}
 	if cmd.Process != nil {
 		p.pid = cmd.Process.Pid

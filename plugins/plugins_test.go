@@ -435,6 +435,14 @@ func TestStartTimeoutBoundsAPluginThatNeverAnswers(t *testing.T) {
 	if took := time.Since(start); took > 8*time.Second {
 		t.Fatalf("Launch gave up after %s; want about the start timeout", took)
 	}
+	// A shorter deadline of the caller's context wins.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = plugins.Launch(ctx, plugins.Config{Path: script, SHA256: rotatortest.FileSHA256(t, script), StartTimeout: time.Minute})
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("Launch with a 500ms context = %v after %s", err, time.Since(start))
+	}
 	// Nothing is left: neither the script nor its background child.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
