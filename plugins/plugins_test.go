@@ -735,3 +735,30 @@ func TestSDKWatchdogEndsAnOrphanedPlugin(t *testing.T) {
 		t.Fatalf("the plugin outlived its parent (no parent-death signal here): the SDK's watchdog did not end it")
 	}
 }
+
+func TestCrashOutputIsScrubbed(t *testing.T) {
+	h, _ := templateHarness(t)
+	l := mustLaunch(t, binary(t, "testplugin"), env("TESTPLUGIN_MODE=crash-panic"))
+	a := newAccount(t, h, "crashpanic")
+	ctx := context.Background()
+	resp, err := l.p.Create(ctx, rotators.CreateRequest{Secret: a.sec, Config: a.cfg, Current: a.current})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.p.Set(ctx, rotators.SetRequest{Secret: a.sec, Config: a.cfg, Current: a.current, Pending: resp.Value})
+	if !errors.Is(err, plugins.ErrExited) {
+		t.Fatalf("Set through a plugin that panics in a goroutine = %v; want plugins.ErrExited", err)
+	}
+	// The runtime prints the panic, with the value, to the plugin's stderr.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(l.logs.String(), "crash with") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the panic never reached the log:\n%s", l.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pw := password(t, resp.Value)
+	if out := l.logs.String(); strings.Contains(out, pw) || strings.Contains(err.Error(), pw) {
+		t.Fatalf("the crash output shows the pending password:\n%s", strings.ReplaceAll(out, pw, "<LEAK>"))
+	}
+}

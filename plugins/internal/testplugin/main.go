@@ -6,6 +6,8 @@
 //	TESTPLUGIN_MODE=crash-set   exit in the middle of Set, once per
 //	                        TESTPLUGIN_ONCE file (then behave)
 //	TESTPLUGIN_MODE=panic-set   panic in Set
+//	TESTPLUGIN_MODE=crash-panic crash in Set with an unrecovered panic
+//	                        quoting the pending value
 //	TESTPLUGIN_MODE=hang-test   never answer Test, ignoring the deadline
 //	TESTPLUGIN_MODE=echo        return errors quoting the values, and
 //	                        print them to stderr
@@ -42,6 +44,10 @@ func (f faulty) Set(ctx context.Context, req rotators.SetRequest) error {
 			_ = os.WriteFile(once, nil, 0o600)
 			os.Exit(3)
 		}
+	case "crash-panic":
+		go func() { panic("crash with " + string(req.Pending.Reveal())) }()
+		<-ctx.Done()
+		return ctx.Err()
 	case "panic-set":
 		panic("set: " + string(req.Pending.Reveal()))
 	case "echo":
