@@ -762,3 +762,35 @@ func TestCrashOutputIsScrubbed(t *testing.T) {
 		t.Fatalf("the crash output shows the pending password:\n%s", strings.ReplaceAll(out, pw, "<LEAK>"))
 	}
 }
+
+func TestRollbackThroughGRPC(t *testing.T) {
+	h, _ := templateHarness(t)
+	ctx := context.Background()
+	for _, mode := range []string{"rollback", ""} {
+		t.Run("mode="+mode, func(t *testing.T) {
+			l := mustLaunch(t, binary(t, "testplugin"), env("TESTPLUGIN_MODE="+mode))
+			if l.p.Info().RollsBack != (mode == "rollback") {
+				t.Fatalf("Info().RollsBack = %v", l.p.Info().RollsBack)
+			}
+			a := newAccount(t, h, "rb"+mode)
+			resp, err := l.p.Create(ctx, rotators.CreateRequest{Secret: a.sec, Config: a.cfg, Current: a.current})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.p.Set(ctx, rotators.SetRequest{Secret: a.sec, Config: a.cfg, Current: a.current, Pending: resp.Value}); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.p.Rollback(ctx, rotators.RollbackRequest{Secret: a.sec, Config: a.cfg, Current: a.current, Pending: resp.Value}); err != nil {
+				t.Fatalf("Rollback: %v", err)
+			}
+			_, curErr := h.Login(ctx, a.current)
+			if mode == "rollback" && curErr != nil {
+				t.Fatalf("after Rollback the current password is refused: %v", curErr)
+			}
+			// Negative control: without a Rollbacker, Rollback does nothing.
+			if mode == "" && curErr == nil {
+				t.Fatalf("Rollback of a plugin that cannot roll back changed the target")
+			}
+		})
+	}
+}

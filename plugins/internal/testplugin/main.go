@@ -16,10 +16,13 @@
 //	                        no ValidateConfig)
 //	TESTPLUGIN_MODE=bad-info    declare identity fields without a Target
 //	TESTPLUGIN_MODE=bad-target  return an undeclared identity field
+//	TESTPLUGIN_MODE=rollback    also a rotators.Rollbacker: Rollback puts
+//	                        the current password back
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -73,6 +76,21 @@ func (f faulty) Target(ctx context.Context, req rotators.TargetRequest) (rotator
 	return t, err
 }
 
+// rollbacker undoes Set: the current password works again.
+type rollbacker struct{ faulty }
+
+func (r rollbacker) Rollback(_ context.Context, req rotators.RollbackRequest) error {
+	var cfg rotator.Config
+	if err := json.Unmarshal(req.Config, &cfg); err != nil {
+		return err
+	}
+	var cur rotator.Credentials
+	if err := json.Unmarshal(req.Current.Reveal(), &cur); err != nil {
+		return err
+	}
+	return rotator.Store{Dir: cfg.AccountsDir}.Put(cur.Username, cur.Password)
+}
+
 // plain has the four steps only.
 type plain struct{ rotators.Rotator }
 
@@ -93,6 +111,8 @@ func main() {
 	switch mode {
 	case "no-target":
 		sdk.Serve(sdk.Config{Rotator: plain{faulty{mode: mode}}, Info: sdk.Info{Name: "plain", SecretTypes: []string{"basic-auth"}}})
+	case "rollback":
+		sdk.ServeRotator(rollbacker{faulty{mode: mode}})
 	case "bad-info":
 		sdk.Serve(sdk.Config{Rotator: plain{faulty{mode: mode}}, Info: sdk.Info{Name: "bad", SecretTypes: []string{"basic-auth"}, IdentityFields: []string{"username"}}})
 	default:
