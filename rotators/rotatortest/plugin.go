@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -65,7 +66,8 @@ func (s *SyncBuffer) String() string {
 // RunPlugin runs the suite against the plugin binary at path through the
 // real gRPC boundary: it launches the plugin with plugins.Launch (sha256
 // pinned, empty environment but env), checks its Info names h.SecretType,
-// runs Run with h.Rotator set to the plugin, and finally checks that the
+// runs Run with h.Rotator set to the plugin (recording the values it
+// creates), and finally checks that the
 // plugin's log lines (go-plugin's and its stderr, at debug level) never
 // showed a password the suite used, and that Close leaves no process of
 // the plugin's group.
@@ -84,8 +86,8 @@ func RunPlugin(t *testing.T, path string, env []string, h Harness) {
 	if !slices.Contains(info.SecretTypes, h.SecretType) {
 		t.Fatalf("plugin Info: secret types %q, want %q among them", info.SecretTypes, h.SecretType)
 	}
-	h.Rotator = p.Rotator()
 	seen := &seenValues{}
+	h.Rotator = recording{Rotator: p.Rotator(), seen: seen}
 	h.NewAccount = seen.wrap(h.NewAccount)
 	Run(t, h)
 
@@ -103,7 +105,29 @@ func RunPlugin(t *testing.T, path string, env []string, h Harness) {
 	}
 }
 
-// seenValues records the passwords of the accounts the suite made.
+// recording is the plugin's rotator, recording the passwords Create
+// returns. It keeps ConfigValidator, the one optional interface Run asks
+// for.
+type recording struct {
+	rotators.Rotator
+	seen *seenValues
+}
+
+func (r recording) Create(ctx context.Context, req rotators.CreateRequest) (rotators.CreateResponse, error) {
+	resp, err := r.Rotator.Create(ctx, req)
+	r.seen.add(resp.Value)
+	return resp, err
+}
+
+func (r recording) ValidateConfig(ctx context.Context, secretType string, config json.RawMessage) error {
+	if v, ok := r.Rotator.(rotators.ConfigValidator); ok {
+		return v.ValidateConfig(ctx, secretType, config)
+	}
+	return nil
+}
+
+// seenValues records the passwords of the accounts the suite made and
+// of the values the plugin created.
 type seenValues struct {
 	mu  sync.Mutex
 	pws []string
@@ -112,12 +136,16 @@ type seenValues struct {
 func (s *seenValues) wrap(f func(t *testing.T, username string, alsoDrop ...string) rotators.Value) func(t *testing.T, username string, alsoDrop ...string) rotators.Value {
 	return func(t *testing.T, username string, alsoDrop ...string) rotators.Value {
 		v := f(t, username, alsoDrop...)
-		if p := password(v); len(p) >= 4 {
-			s.mu.Lock()
-			s.pws = append(s.pws, p)
-			s.mu.Unlock()
-		}
+		s.add(v)
 		return v
+	}
+}
+
+func (s *seenValues) add(v rotators.Value) {
+	if p := password(v); len(p) >= 4 {
+		s.mu.Lock()
+		s.pws = append(s.pws, p)
+		s.mu.Unlock()
 	}
 }
 
