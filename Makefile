@@ -53,6 +53,22 @@ fmt-check:
 vet:
 	$(GO) vet $(PKGS)
 
+.PHONY: proto
+proto: ## regenerate plugins/proto (installs protoc and the pinned protoc-gen-go, protoc-gen-go-grpc)
+	./scripts/proto.sh
+
+.PHONY: proto-check
+proto-check: ## regenerate plugins/proto into a temporary directory and fail if the checked-in code differs
+	./scripts/proto.sh --check
+
+.PHONY: plugins
+plugins: ## build every plugins/examples/NAME into bin/plugins/NAME
+	@mkdir -p bin/plugins
+	@for d in plugins/examples/*/; do \
+	  n=$$(basename $$d); echo "$(GO) build -o bin/plugins/$$n ./$$d"; \
+	  $(GO) build -o bin/plugins/$$n ./$$d || exit 1; \
+	done
+
 .PHONY: clean
 clean: ## remove build output and dev data
 	rm -rf bin .rotary-dev bench.out
