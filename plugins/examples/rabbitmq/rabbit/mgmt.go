@@ -302,8 +302,8 @@ func (m *mgmt) hasPermissions(ctx context.Context, name string) (bool, error) {
 // connection tracking, not from the statistics that lag behind).
 func (m *mgmt) closeConnections(ctx context.Context, name string) error {
 	err := m.do(ctx, http.MethodDelete, fmt.Sprintf("close user %q's connections", name), nil, nil, "connections", "username", name)
-	if errors.Is(err, errNotFound) {
-		return nil
+	if errors.Is(err, errNotFound) { // RabbitMQ answers 204 for a user without connections: 404 is a missing endpoint
+		return fmt.Errorf("%w: the management API has no /api/connections/username/ endpoint (RabbitMQ 3.8 or later needed)", err)
 	}
 	return err
 }

@@ -1,0 +1,33 @@
+package rabbit_test
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/rotary-secrets/rotary/plugins/examples/rabbitmq/rabbit"
+	"github.com/rotary-secrets/rotary/rotators"
+	"github.com/rotary-secrets/rotary/rotators/rotatortest"
+)
+
+// TestConformance runs the rotator conformance suite against the real
+// broker, for both strategies. The suite's plaintext and hostile-host
+// checks run for db-credentials only; TestNoPlaintext and TestParseValue
+// cover them for this key-value shape.
+func TestConformance(t *testing.T) {
+	waitRabbit(t)
+	rotatortest.Run(t, rotatortest.Harness{
+		Rotator:    rabbit.New(),
+		SecretType: rabbit.SecretType,
+		NewAccount: func(t *testing.T, username string, alsoDrop ...string) rotators.Value {
+			return createUser(t, username, "", appPerms, alsoDrop...)
+		},
+		Admin:       func(t *testing.T) rotators.Value { return newAdmin(t) },
+		Login:       login,
+		OpenSession: openSession,
+		Strategies:  []string{rotators.StrategyAdmin, rotators.StrategyAlternating},
+		Config: func(strategy, adminSecret, _ string) json.RawMessage {
+			return config(strategy, adminSecret)
+		},
+		OldKeepsWorking: func(strategy string) bool { return strategy == rotators.StrategyAlternating },
+	})
+}
