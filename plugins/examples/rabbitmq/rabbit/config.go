@@ -255,6 +255,9 @@ func parseManagementURL(s string, allowPlaintext bool) (*url.URL, error) {
 		return nil, fmt.Errorf(`field "management_url": %q: no query or fragment`, s)
 	}
 	host := u.Hostname()
+	if host == "" {
+		return nil, fmt.Errorf(`field "management_url": %q has no host`, s)
+	}
 	if err := rotators.CheckHost(host); err != nil {
 		return nil, fmt.Errorf(`field "management_url": %w`, err)
 	}
