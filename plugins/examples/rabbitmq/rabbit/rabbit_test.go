@@ -137,6 +137,7 @@ func withFields(t *testing.T, v rotators.Value, f map[string]string) rotators.Va
 // refused (the negative control); the user keeps its tags; only a salted
 // hash of the password crosses the management API.
 func TestAdminRotation(t *testing.T) {
+	t.Parallel()
 	b := setup(t, rotators.StrategyAdmin)
 	rec := newRecorder(t)
 	via := map[string]string{"management_url": rec.url}
@@ -180,6 +181,7 @@ func TestAdminRotation(t *testing.T) {
 // after a normal finish; the second rotation comes back to the first
 // user, and the old password of that user is refused.
 func TestAlternatingRotation(t *testing.T) {
+	t.Parallel()
 	b := setup(t, rotators.StrategyAlternating)
 	first := b.current
 	v1 := b.rotate(t, false, false)
@@ -225,6 +227,7 @@ func waitClosed(t *testing.T, what string, c *amqp.Connection) {
 // AMQP connections of the old credential (both users of an alternating
 // pair); with KeepSessions they stay open.
 func TestEmergencyClosesConnections(t *testing.T) {
+	t.Parallel()
 	for _, strategy := range []string{rotators.StrategyAdmin, rotators.StrategyAlternating} {
 		t.Run(strategy, func(t *testing.T) {
 			b := setup(t, strategy)
@@ -348,6 +351,7 @@ func TestTargetIdentity(t *testing.T) {
 // TestSetRefusesAnotherUser: Set with a pending value for another user
 // changes nothing, with either strategy (a live canary keeps its password).
 func TestSetRefusesAnotherUser(t *testing.T) {
+	t.Parallel()
 	for _, strategy := range []string{rotators.StrategyAdmin, rotators.StrategyAlternating} {
 		t.Run(strategy, func(t *testing.T) {
 			b := setup(t, strategy)
@@ -393,6 +397,7 @@ func nonLoopback(t *testing.T) (host string, accepted func() bool) {
 // by every step with rotators.ErrPlaintext before anything is sent;
 // allow_plaintext "true" lifts it (negative control).
 func TestNoPlaintext(t *testing.T) {
+	t.Parallel()
 	b := setup(t, rotators.StrategyAdmin)
 	addr, accepted := nonLoopback(t)
 	host, _, _ := net.SplitHostPort(addr)
@@ -444,6 +449,7 @@ func TestNoPlaintext(t *testing.T) {
 // TestRollback: after Set, Rollback brings back the state before it: the
 // current credential works and the pending one is refused. Idempotent.
 func TestRollback(t *testing.T) {
+	t.Parallel()
 	for _, strategy := range []string{rotators.StrategyAdmin, rotators.StrategyAlternating} {
 		t.Run(strategy, func(t *testing.T) {
 			b := setup(t, strategy)
@@ -474,6 +480,7 @@ func TestRollback(t *testing.T) {
 // an error, whatever fails (wrong admin password, wrong password in Test,
 // a user that does not exist, a broker that is not there).
 func TestErrorsHoldNoSecret(t *testing.T) {
+	t.Parallel()
 	b := setup(t, rotators.StrategyAdmin)
 	canary := "CANARY-" + strings.Repeat("z", 8) + "-" + b.user
 	with := func(v rotators.Value, f map[string]string) rotators.Value {

@@ -13,9 +13,21 @@ import (
 // broker, for both strategies. The suite's plaintext and hostile-host
 // checks run for db-credentials only; TestNoPlaintext and TestParseValue
 // cover them for this key-value shape.
+//
+// The strategies run in parallel: RabbitMQ answers every refused login
+// after about three seconds, and the suite tries many.
 func TestConformance(t *testing.T) {
 	waitRabbit(t)
-	rotatortest.Run(t, rotatortest.Harness{
+	for _, strategy := range []string{rotators.StrategyAdmin, rotators.StrategyAlternating} {
+		t.Run(strategy, func(t *testing.T) {
+			t.Parallel()
+			rotatortest.Run(t, harness(strategy))
+		})
+	}
+}
+
+func harness(strategy string) rotatortest.Harness {
+	return rotatortest.Harness{
 		Rotator:    rabbit.New(),
 		SecretType: rabbit.SecretType,
 		NewAccount: func(t *testing.T, username string, alsoDrop ...string) rotators.Value {
@@ -24,10 +36,10 @@ func TestConformance(t *testing.T) {
 		Admin:       func(t *testing.T) rotators.Value { return newAdmin(t) },
 		Login:       login,
 		OpenSession: openSession,
-		Strategies:  []string{rotators.StrategyAdmin, rotators.StrategyAlternating},
+		Strategies:  []string{strategy},
 		Config: func(strategy, adminSecret, _ string) json.RawMessage {
 			return config(strategy, adminSecret)
 		},
 		OldKeepsWorking: func(strategy string) bool { return strategy == rotators.StrategyAlternating },
-	})
+	}
 }

@@ -17,6 +17,7 @@ import (
 // goes in plaintext, and a certificate of another CA is refused (the
 // negative control).
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	b := setup(t, rotators.StrategyAdmin)
 	target, _ := url.Parse(mgmtURL())
 	amqpProxy := rotatortest.StartTLSProxy(t, amqpHost+":"+amqpPort, nil)

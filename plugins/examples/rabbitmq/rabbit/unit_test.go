@@ -18,6 +18,7 @@ import (
 // read from the broker) matches, a wrong password does not, and a hash
 // made by HashPassword is one RabbitMQ accepts (a real login).
 func TestHashPassword(t *testing.T) {
+	t.Parallel()
 	const guestHash = "HmR2Znp8kXwses4LbK8aTndSsK3ZN33awszk89UeATaBH+uw"
 	if !rabbit.HashMatches(guestHash, "rabbit_password_hashing_sha256", []byte("guest")) {
 		t.Errorf("hashMatches(guest's stored hash, guest) = false")
@@ -55,6 +56,7 @@ func TestHashPassword(t *testing.T) {
 // user and refuses any other name with ErrWrongIdentity; a user that may
 // not publish cannot be checked (ok false, no error).
 func TestCheckIdentity(t *testing.T) {
+	t.Parallel()
 	name := testenv.Unique("rt-who-")
 	v := createUser(t, name, "", appPerms)
 	c, err := rabbit.ParseValue(v, "test")
