@@ -2,6 +2,7 @@ package rabbit_test
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/rotary-secrets/rotary/plugins/examples/rabbitmq/rabbit"
@@ -37,6 +38,9 @@ func harness(strategy string) rotatortest.Harness {
 		Login:       login,
 		OpenSession: openSession,
 		Strategies:  []string{strategy},
+		// Names with URL hazards besides the suite's quoting hazards: every
+		// name travels percent-encoded in a management API path.
+		HostileNames: append(slices.Clone(rotatortest.DefaultHostileNames), `sl/ash`, `..`, `q?x=1&y#f`, `pct%2Fenc`),
 		Config: func(strategy, adminSecret, _ string) json.RawMessage {
 			return config(strategy, adminSecret)
 		},
