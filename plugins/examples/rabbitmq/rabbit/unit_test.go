@@ -190,3 +190,21 @@ func FuzzParseValue(f *testing.F) {
 		}
 	})
 }
+
+// TestInfoMatchesTarget: the identity fields Info declares are the ones
+// Target returns, and the examples parse.
+func TestInfoMatchesTarget(t *testing.T) {
+	if err := rabbit.New().ValidateConfig(t.Context(), rabbit.SecretTypes[0], json.RawMessage(rabbit.ConfigExample)); err != nil {
+		t.Errorf("ConfigExample: %v", err)
+	}
+	v := strings.Replace(rabbit.ValueExample, "…", "an-example-password", 1)
+	tg, err := rabbit.New().Target(t.Context(), rotators.TargetRequest{SecretType: rabbit.SecretType, Config: json.RawMessage(rabbit.ConfigExample), Value: sensitive.Bytes(v)})
+	if err != nil {
+		t.Fatalf("Target(ValueExample): %v", err)
+	}
+	for _, f := range rabbit.IdentityFields {
+		if _, ok := tg.Field(f); !ok {
+			t.Errorf("IdentityFields names %q, Target has no such field: %v", f, tg)
+		}
+	}
+}
