@@ -524,3 +524,31 @@ func TestErrorsHoldNoSecret(t *testing.T) {
 		t.Logf("%s: %v", name, err)
 	}
 }
+
+// TestAlternatingResumesPermissionCopy: a crash after Set created the
+// other user but before it copied the permissions left a user without
+// any; the retried Set finishes the copy and the pending value works.
+func TestAlternatingResumesPermissionCopy(t *testing.T) {
+	t.Parallel()
+	b := setup(t, rotators.StrategyAlternating)
+	resp, err := b.r.Create(ctx(t), rotators.CreateRequest{Secret: b.sec, Config: b.cfg, Current: b.current})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the crashed Set left: the user with the first user's tags, no permissions.
+	guest(t, http.MethodPut, "/users/"+esc(b.alt), map[string]string{"password": "left-by-a-crash-" + b.user, "tags": "monitoring"}, nil)
+	if _, err := dial(resp.Value); err == nil {
+		t.Fatalf("the pending value works before Set")
+	}
+	if err := b.r.Set(ctx(t), rotators.SetRequest{Secret: b.sec, Config: b.cfg, Current: b.current, Pending: resp.Value, Admin: b.admin}); err != nil {
+		t.Fatalf("retried Set: %v", err)
+	}
+	var perms []map[string]string
+	guest(t, http.MethodGet, "/users/"+esc(b.alt)+"/permissions", nil, &perms)
+	if len(perms) != 1 || perms[0]["write"] != appPerms["write"] {
+		t.Errorf("permissions after the retried Set: %v; want the first user's", perms)
+	}
+	if err := b.r.Test(ctx(t), rotators.TestRequest{Secret: b.sec, Config: b.cfg, Value: resp.Value}); err != nil {
+		t.Errorf("Test(pending) after the retried Set: %v", err)
+	}
+}
