@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes PostgreSQL, MariaDB and Redis available for rotary's tests on a
-# Debian machine: installs them if missing, starts them if stopped, waits
+# Makes PostgreSQL, MariaDB, Redis and RabbitMQ (with its management API)
+# available for rotary's tests on a Debian machine: installs them if missing, starts them if stopped, waits
 # until each answers, and prepares what the tests use. Safe to run again.
 #
 # PostgreSQL on the CI machines trusts every local connection, so a test
@@ -29,6 +29,8 @@ need_install=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need_install+=(postgresql)
 [ -x /usr/sbin/mariadbd ] || need_install+=(mariadb-server)
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
+command -v rabbitmq-server >/dev/null 2>&1 || need_install+=(rabbitmq-server)
+command -v curl >/dev/null 2>&1 || need_install+=(curl)
 if [ ${#need_install[@]} -gt 0 ]; then
   log "installing ${need_install[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -106,4 +108,28 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
 fi
 wait_for Redis 60 sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
 
-log "PostgreSQL, MariaDB and Redis are ready"
+# --- RabbitMQ ---------------------------------------------------------------
+# The example rabbitmq plugin's tests log in over AMQP on 127.0.0.1:5672 and
+# administer users through the management HTTP API on 127.0.0.1:15672, both as
+# guest/guest (RabbitMQ lets guest in from loopback only).
+amqp_up() { timeout 2 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5672' 2>/dev/null; }
+mgmt_up() { curl -fs -m 2 -o /dev/null -u guest:guest http://127.0.0.1:15672/api/overview 2>/dev/null; }
+rabbit_conf=/etc/rabbitmq/rabbitmq.conf
+if ! amqp_up; then
+  # Listen on loopback only, for AMQP and the management API, from this
+  # start on (a running node is never restarted for it).
+  $SUDO mkdir -p /etc/rabbitmq
+  $SUDO touch "$rabbit_conf"
+  grep -q '^listeners\.tcp\.' "$rabbit_conf" || echo 'listeners.tcp.local = 127.0.0.1:5672' | $SUDO tee -a "$rabbit_conf" >/dev/null
+  grep -q '^management\.tcp\.ip' "$rabbit_conf" || echo 'management.tcp.ip = 127.0.0.1' | $SUDO tee -a "$rabbit_conf" >/dev/null
+  log "starting RabbitMQ"
+  $SUDO rabbitmq-server -detached
+fi
+wait_for "RabbitMQ (AMQP)" 180 amqp_up
+if ! mgmt_up; then
+  log "enabling rabbitmq_management"
+  $SUDO rabbitmq-plugins enable rabbitmq_management >/dev/null
+fi
+wait_for "RabbitMQ management API" 120 mgmt_up
+
+log "PostgreSQL, MariaDB, Redis and RabbitMQ are ready"

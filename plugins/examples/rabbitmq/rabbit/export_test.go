@@ -1,0 +1,7 @@
+package rabbit
+
+// Internals the external tests reach.
+var (
+	CheckIdentity = checkIdentity
+	HashMatches   = hashMatches
+)

@@ -1,0 +1,21 @@
+package rabbit
+
+// What the plugin's Info answers (plugins/examples/rabbitmq/main.go passes
+// these to the SDK).
+const (
+	// Name is the plugin's name: `--rotator plugin:rabbitmq`.
+	Name = "rabbitmq"
+	// Version of the rotator.
+	Version = "0.1.0"
+	// ConfigExample is a config Info shows to operators.
+	ConfigExample = `{"strategy":"admin","admin_secret":"rabbitmq/admin","password":{"length":32},"connect_timeout":"10s"}`
+	// ValueExample is the shape of the secret it rotates.
+	ValueExample = `{"username":"app","password":"…","host":"127.0.0.1","port":"5672","management_url":"http://127.0.0.1:15672"}`
+)
+
+// SecretTypes are the secret types it rotates.
+var SecretTypes = []string{SecretType}
+
+// IdentityFields are the fields of the secret that identify the target
+// account (Target returns them with the transport fields and engine).
+var IdentityFields = []string{"host", "port", "management_url", "username", "vhost"}
