@@ -16,6 +16,8 @@ const (
 // SecretTypes are the secret types it rotates.
 var SecretTypes = []string{SecretType}
 
-// IdentityFields are the fields of the secret that identify the target
-// account (Target returns them with the transport fields and engine).
-var IdentityFields = []string{"host", "port", "management_url", "username", "vhost"}
+// IdentityFields are the fields Target returns, in its order: what
+// identifies the target account and how the rotator reaches it. The
+// plugin host checks every Target answer against this list.
+var IdentityFields = []string{"engine", "host", "port", "management_url", "username", "vhost",
+	"sslmode", "sslrootcert", "tls_server_name", "allow_plaintext"}

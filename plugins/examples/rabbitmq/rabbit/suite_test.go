@@ -27,6 +27,17 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// TestConformanceThroughPlugin runs the same suite against the built
+// plugin binary (plugins/examples/rabbitmq) through the real gRPC boundary,
+// as the daemon would use it (admin strategy; alternating runs in-process
+// above, the boundary is the same).
+func TestConformanceThroughPlugin(t *testing.T) {
+	t.Parallel()
+	waitRabbit(t)
+	bin := rotatortest.BuildPlugin(t, "github.com/rotary-secrets/rotary/plugins/examples/rabbitmq")
+	rotatortest.RunPlugin(t, bin, nil, harness(rotators.StrategyAdmin))
+}
+
 func harness(strategy string) rotatortest.Harness {
 	return rotatortest.Harness{
 		Rotator:    rabbit.New(),

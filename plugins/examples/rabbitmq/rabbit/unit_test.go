@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -202,9 +203,11 @@ func TestInfoMatchesTarget(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Target(ValueExample): %v", err)
 	}
-	for _, f := range rabbit.IdentityFields {
-		if _, ok := tg.Field(f); !ok {
-			t.Errorf("IdentityFields names %q, Target has no such field: %v", f, tg)
-		}
+	var names []string
+	for _, f := range tg {
+		names = append(names, f.Name)
+	}
+	if !slices.Equal(names, rabbit.IdentityFields) {
+		t.Errorf("Target fields %q, IdentityFields %q: want the same, in order", names, rabbit.IdentityFields)
 	}
 }
