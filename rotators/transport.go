@@ -54,6 +54,9 @@ const maxHostLen = 253
 // only, so that the server checks the password they send (a Unix socket
 // is commonly trusted or peer-authenticated: any password would "work").
 func CheckHost(host string) error {
+	if host == "" {
+		return errors.New(`field "host" is empty`)
+	}
 	if ip := net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); ip != nil {
 		return nil
 	}

@@ -19,7 +19,7 @@ func TestCheckHostHostile(t *testing.T) {
 		}
 	}
 	for _, h := range []string{
-		"/var/run/postgresql", "/tmp", "@abstract", "db,evil", "db evil", "db' options='-c role=postgres", "db=x",
+		"", "/var/run/postgresql", "/tmp", "@abstract", "db,evil", "db evil", "db' options='-c role=postgres", "db=x",
 		"db?sslmode=disable", "db&x=y", "user@evil", "evil/db", "db\x00", "db:5432", "-db", ".db", "db\n", strings.Repeat("a", 254),
 	} {
 		err := CheckHost(h)
