@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotary-secrets/rotary/internal/testenv"
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/rotation"
 	"github.com/rotary-secrets/rotary/rotators"
@@ -127,7 +128,7 @@ func setup(t *testing.T) *bundle {
 	if err := km.EnsureRegion(ctx, "default"); err != nil {
 		t.Fatal(err)
 	}
-	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: km, Now: b.clock.Now, ReadCacheTTL: -1, AuditKey: auditKey(t, root)})
+	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: km, Now: b.clock.Now, ReadCacheTTL: -1, AuditKey: testenv.AuditKey(t, root)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,7 +177,7 @@ func setup(t *testing.T, be backend, cacheTTL time.Duration) *bundle {
 	if err := b.km.EnsureRegion(ctx, "default"); err != nil {
 		t.Fatalf("EnsureRegion: %v", err)
 	}
-	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: b.km, Now: b.clock.Now, Logger: logger, KeepVersions: 5, ReadCacheTTL: cacheTTL, AuditKey: auditKey(t, b.root)})
+	b.svc, err = secrets.New(secrets.Config{Store: st, Keys: b.km, Now: b.clock.Now, Logger: logger, KeepVersions: 5, ReadCacheTTL: cacheTTL, AuditKey: testenv.AuditKey(t, b.root)})
 	if err != nil {
 		t.Fatalf("secrets.New: %v", err)
 	}
@@ -318,7 +318,7 @@ func TestEveryWriteHasOutboxAndAudit(t *testing.T) {
 			t.Errorf("audit record actor = %q/%q, want tok_test/req1", recs[1].TokenID, recs[1].RequestID)
 		}
 		i := 0
-		n, err := auditKey(t, b.root).Verify(func() (audit.Record, bool, error) {
+		n, err := testenv.AuditKey(t, b.root).Verify(func() (audit.Record, bool, error) {
 			if i == len(recs) {
 				return audit.Record{}, false, nil
 			}
@@ -399,7 +399,7 @@ func TestWrongRootKey(t *testing.T) {
 		if err != nil {
 			t.Fatalf("kms.New(right root): %v", err)
 		}
-		svc, _ := secrets.New(secrets.Config{Store: b.st, Keys: km, AuditKey: auditKey(t, b.root)})
+		svc, _ := secrets.New(secrets.Config{Store: b.st, Keys: km, AuditKey: testenv.AuditKey(t, b.root)})
 		v, err := svc.Get(ctx, secrets.GetParams{Name: "s"})
 		if err != nil || string(v.Value.Reveal()) != "value" {
 			t.Fatalf("Get with a second manager = %q, %v", v.Value.Reveal(), err)
@@ -721,7 +721,7 @@ func TestCanary(t *testing.T) {
 // a write within the cache TTL, and the writing service sees it at once.
 func TestReadCache(t *testing.T) {
 	forEach(t, func(t *testing.T, b *bundle) {
-		other, err := secrets.New(secrets.Config{Store: b.st, Keys: b.km, Now: b.clock.Now, ReadCacheTTL: time.Minute, AuditKey: auditKey(t, b.root)})
+		other, err := secrets.New(secrets.Config{Store: b.st, Keys: b.km, Now: b.clock.Now, ReadCacheTTL: time.Minute, AuditKey: testenv.AuditKey(t, b.root)})
 		if err != nil {
 			t.Fatal(err)
 		}

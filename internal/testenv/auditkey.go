@@ -1,4 +1,4 @@
-package rotation_test
+package testenv
 
 import (
 	"testing"
@@ -8,8 +8,9 @@ import (
 	"github.com/rotary-secrets/rotary/sensitive"
 )
 
-// auditKey derives the audit chain key from root as the daemon does.
-func auditKey(t testing.TB, root []byte) audit.Key {
+// AuditKey derives the audit chain key from a root key as the daemon does
+// (daemon.auditKeys), for tests that build a secrets.Service themselves.
+func AuditKey(t testing.TB, root []byte) audit.Key {
 	t.Helper()
 	b, err := kms.DeriveKey(sensitive.Bytes(root), kms.LabelAuditChain)
 	if err != nil {
