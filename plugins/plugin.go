@@ -385,7 +385,10 @@ func (p *Plugin) callError(ctx context.Context, method string, err error, scrub 
 	st, _ := status.FromError(err)
 	prefix := fmt.Sprintf("plugin %s: %s", p.cfg.Name, method)
 	switch {
-	case ctx.Err() != nil && (st.Code() == codes.DeadlineExceeded || st.Code() == codes.Canceled):
+	case ctx.Err() != nil:
+		// The call's context ended: whatever gRPC made of it (a status
+		// DeadlineExceeded or Canceled, or the stream reset with CANCEL
+		// while the answer was in flight), the cause is the deadline.
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("%s: no answer before the deadline (call timeout %s): %w", prefix, p.cfg.CallTimeout, context.DeadlineExceeded)
 		}
