@@ -385,11 +385,12 @@ func (p *Plugin) callError(ctx context.Context, method string, err error, scrub 
 	st, _ := status.FromError(err)
 	prefix := fmt.Sprintf("plugin %s: %s", p.cfg.Name, method)
 	switch {
-	case ctx.Err() != nil:
-		// The call's context ended: whatever gRPC made of it (a status
-		// DeadlineExceeded or Canceled, or the stream reset with CANCEL
-		// while the answer was in flight), the cause is the deadline.
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	case ctx.Err() != nil || deadlineNear(ctx) && (st.Code() == codes.DeadlineExceeded || st.Code() == codes.Canceled):
+		// The call's context ended, or is about to and the plugin's side
+		// (which got the deadline with the call and counts it from a
+		// little later) gave up first and reset the stream: whatever gRPC
+		// made of it, the cause is the deadline.
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("%s: no answer before the deadline (call timeout %s): %w", prefix, p.cfg.CallTimeout, context.DeadlineExceeded)
 		}
 		return fmt.Errorf("%s: %w", prefix, ctx.Err())
@@ -405,6 +406,13 @@ func (p *Plugin) callError(ctx context.Context, method string, err error, scrub 
 	msg := sensitive.SanitizeString(st.Message(), scrub...)
 	msg = p.scrub.clean(msg)
 	return &remoteError{msg: prefix + ": " + msg, kind: kind}
+}
+
+// deadlineNear reports whether ctx's deadline is less than the slack a
+// plugin's own copy of the deadline may run ahead of the host's.
+func deadlineNear(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && time.Until(d) < 250*time.Millisecond
 }
 
 func secretPB(s rotators.Secret) *proto.Secret {
