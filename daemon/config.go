@@ -54,6 +54,12 @@ type Config struct {
 	// builds set it (cmd/rotary with the failpoints build tag).
 	Failpoint func(name string)
 
+	// EventsPoll is how often GET /v1/events looks for events written by
+	// other daemons (default 1s); EventsHeartbeat the keepalive of the
+	// stream, when the token is checked again (default 15s).
+	EventsPoll      time.Duration
+	EventsHeartbeat time.Duration
+
 	Logger *slog.Logger
 	Stdout io.Writer // where dev mode prints the root token (default os.Stdout)
 }

@@ -207,6 +207,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
 		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint,
 		OnResult: func(rotator, result string) {
+			if d.api != nil {
+				d.api.EventsWritten()
+			}
 			if d.schedMetrics != nil {
 				d.schedMetrics.results.WithLabelValues(rotator, result).Inc()
 			}
@@ -223,6 +226,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d.api, err = api.New(api.Config{
 		Store: d.st, Secrets: d.secrets, KMS: d.kms, Engine: d.engine, Logger: d.log,
 		AuditKey: auditKey, AuditSigner: auditSigner,
+		EventsPoll: cfg.EventsPoll, EventsHeartbeat: cfg.EventsHeartbeat,
 		Ready: func(ctx context.Context) error {
 			_, err := d.st.CountKeys(ctx)
 			return err
@@ -400,6 +404,8 @@ func (d *Daemon) Start(ctx context.Context) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 	}
+	// Event streams never end on their own: Shutdown would wait for them.
+	d.srv.RegisterOnShutdown(d.api.CloseStreams)
 	if d.cfg.TLS.CertFile != "" {
 		tc, err := d.tlsConfig()
 		if err != nil {

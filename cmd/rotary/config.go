@@ -46,6 +46,13 @@ type fileConfig struct {
 	ShutdownTimeout     configDuration `yaml:"shutdown_timeout"`
 	RotationLease       configDuration `yaml:"rotation_lease"`
 	RetryBackoff        configDuration `yaml:"retry_backoff"`
+	Events              eventsFile     `yaml:"events"`
+}
+
+// eventsFile configures GET /v1/events.
+type eventsFile struct {
+	Poll      configDuration `yaml:"poll"`
+	Heartbeat configDuration `yaml:"heartbeat"`
 }
 
 type tlsFile struct {
@@ -318,6 +325,14 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 		ShutdownTimeout:     time.Duration(fc.ShutdownTimeout),
 		RotationLease:       time.Duration(fc.RotationLease),
 		RetryBackoffBase:    time.Duration(fc.RetryBackoff),
+		EventsPoll:          time.Duration(fc.Events.Poll),
+		EventsHeartbeat:     time.Duration(fc.Events.Heartbeat),
+	}
+	if cfg.EventsPoll < 0 || (cfg.EventsPoll > 0 && cfg.EventsPoll < 10*time.Millisecond) {
+		return cfg, errors.New("config: events.poll: at least 10ms")
+	}
+	if cfg.EventsHeartbeat < 0 || (cfg.EventsHeartbeat > 0 && cfg.EventsHeartbeat < time.Second) {
+		return cfg, errors.New("config: events.heartbeat: at least 1s")
 	}
 	if cfg.RotationLease < 0 || (cfg.RotationLease > 0 && cfg.RotationLease < time.Second) {
 		return cfg, errors.New("config: rotation_lease: at least 1s")

@@ -25,6 +25,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -39,6 +40,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/client"
@@ -69,6 +72,12 @@ type Config struct {
 	// checkpoints of it. Both are derived from the root key. Required.
 	AuditKey    audit.Key
 	AuditSigner audit.Signer
+	// EventsPoll is how often GET /v1/events looks for events other
+	// daemons wrote (DefaultEventsPoll); EventsWritten wakes it for this
+	// daemon's own. EventsHeartbeat is the keepalive interval of the
+	// stream, at which the token is checked again (DefaultEventsHeartbeat).
+	EventsPoll      time.Duration
+	EventsHeartbeat time.Duration
 }
 
 // Server is the HTTP API.
@@ -86,6 +95,8 @@ type Server struct {
 	signer   audit.Signer
 	metrics  *metrics
 	mux      *http.ServeMux
+	hub      *eventHub
+	stopHub  context.CancelFunc
 }
 
 // New builds the API server. Call Start before serving and Stop after.
@@ -102,6 +113,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.EventsPoll = cmp.Or(cfg.EventsPoll, DefaultEventsPoll)
+	cfg.EventsHeartbeat = cmp.Or(cfg.EventsHeartbeat, DefaultEventsHeartbeat)
 	if cfg.TokenCacheTTL == 0 {
 		cfg.TokenCacheTTL = 2 * time.Second
 	}
@@ -112,15 +125,36 @@ func New(cfg Config) (*Server, error) {
 	s.authn = newAuthenticator(cfg.Store, cfg.TokenCacheTTL, cfg.Now)
 	s.audit = newAuditLog(cfg.Store, cfg.AuditKey, cfg.Now, cfg.Logger)
 	s.metrics = newMetrics(cfg.Store)
+	s.hub = newEventHub(cfg.Store, cfg.EventsPoll, cfg.Now, cfg.Logger)
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rotary_event_stream_subscribers", Help: "Open GET /v1/events streams on this daemon.",
+	}, func() float64 { return float64(s.hub.count()) }))
 	s.routes()
 	return s, nil
 }
 
 // Start starts the background parts (the audit group committer).
-func (s *Server) Start(ctx context.Context) error { return s.audit.Start(ctx) }
+func (s *Server) Start(ctx context.Context) error {
+	if err := s.audit.Start(ctx); err != nil {
+		return err
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopHub = cancel
+	go s.hub.run(hctx)
+	return nil
+}
+
+// CloseStreams ends every GET /v1/events stream (their clients resume
+// elsewhere or after the restart); http.Server.Shutdown would otherwise
+// wait for them. Idempotent.
+func (s *Server) CloseStreams() {
+	if s.stopHub != nil {
+		s.stopHub()
+	}
+}
 
 // Stop flushes the audit log and stops. Idempotent.
-func (s *Server) Stop() { s.audit.Stop() }
+func (s *Server) Stop() { s.CloseStreams(); s.audit.Stop() }
 
 // Handler returns the root handler.
 func (s *Server) Handler() http.Handler { return s.mux }
@@ -200,6 +234,9 @@ func (s *Server) wrap(route string, authenticate bool, h handlerFunc) http.Handl
 			return h(bw, r.WithContext(ctx), p)
 		}()
 		status := http.StatusOK
+		if err == nil && r.Method != http.MethodGet {
+			s.hub.wakeUp() // a write may have added an event
+		}
 		if err != nil {
 			status = s.renderError(bw, r, err)
 			if ri.result == "ok" {

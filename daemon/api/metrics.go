@@ -142,3 +142,7 @@ func (c *storeCounts) get() struct{ secrets, keys, audit float64 } {
 	c.at = time.Now()
 	return c.last
 }
+
+// Unwrap lets http.ResponseController reach the connection (a stream
+// lifts the server's write deadline).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

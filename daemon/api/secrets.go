@@ -26,6 +26,7 @@ func (s *Server) routes() {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	s.mux.Handle("GET /metrics", s.metrics.handler())
+	s.eventRoutes()
 
 	s.handle("POST /v1/secrets", s.createSecret)
 	s.handle("GET /v1/secrets", s.listSecrets)
