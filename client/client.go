@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -46,6 +47,12 @@ type Client struct {
 	addr  string
 	token string
 	hc    *http.Client
+
+	// The value cache behind Get, Field and Watch (cache.go), made on
+	// first use.
+	cacheOpts cacheOptions
+	cacheOnce sync.Once
+	cache     *cache
 }
 
 // Option configures a Client.
