@@ -1,8 +1,11 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -26,8 +29,8 @@ type Config struct {
 	RootTokenFile string
 	RootToken     string
 
-	Redis     string   // optional redis:// URL
-	Regions   []string // regions to prepare at start (default: default)
+	Redis     RedisConfig // optional: where events are published
+	Regions   []string    // regions to prepare at start (default: default)
 	PluginDir string
 
 	MinRotationInterval time.Duration // default 1h; 1s in dev mode
@@ -62,6 +65,50 @@ type Config struct {
 
 	Logger *slog.Logger
 	Stdout io.Writer // where dev mode prints the root token (default os.Stdout)
+}
+
+// RedisConfig is the Redis that events are published to (events/redis):
+// a URL (redis://, rediss:// for TLS), or Sentinel addresses with a master
+// name, or Cluster nodes. Empty: no Redis (clients use GET /v1/events).
+type RedisConfig struct {
+	URL        string
+	Addrs      []string
+	MasterName string
+	Username   string
+	Password   string
+	DB         int
+	// TLS: a CA to verify the server with, a client certificate, the name
+	// to verify. Any of them turns TLS on.
+	CAFile, CertFile, KeyFile, ServerName string
+	Prefix                                string // default "rotary:"
+	MaxLen                                int64  // stream length, about (default 100000)
+}
+
+// Enabled reports whether a Redis is configured.
+func (r RedisConfig) Enabled() bool { return r.URL != "" || len(r.Addrs) > 0 }
+
+// Check validates r without connecting, naming the field that is wrong.
+func (r RedisConfig) Check() error {
+	if !r.Enabled() {
+		if r.MasterName != "" || r.Username != "" || r.Password != "" || r.CAFile != "" || r.CertFile != "" || r.Prefix != "" {
+			return errors.New("redis: settings given but neither redis.url nor redis.addrs")
+		}
+		return nil
+	}
+	if r.URL != "" && !strings.HasPrefix(r.URL, "redis://") && !strings.HasPrefix(r.URL, "rediss://") {
+		return errors.New("redis.url: want a redis:// or rediss:// URL")
+	}
+	if (r.CertFile == "") != (r.KeyFile == "") {
+		return errors.New("redis.tls: cert_file and key_file go together")
+	}
+	if r.Prefix != "" && (strings.ContainsAny(r.Prefix, " \t\r\n") || len(r.Prefix) > 64) {
+		return fmt.Errorf("redis.prefix: %q: no spaces, at most 64 characters", r.Prefix)
+	}
+	if r.MaxLen < 0 {
+		return errors.New("redis.max_len: must not be negative")
+	}
+	_, err := r.sinkConfig()
+	return err
 }
 
 // TLSConfig enables HTTPS; ClientCAFile also requires client certificates

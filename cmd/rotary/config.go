@@ -38,7 +38,7 @@ type fileConfig struct {
 	Store               storeFile      `yaml:"store"`
 	RootKey             rootKeyFile    `yaml:"root_key"`
 	RootTokenFile       string         `yaml:"root_token_file"`
-	Redis               string         `yaml:"redis"`
+	Redis               redisFile      `yaml:"redis"`
 	Regions             []string       `yaml:"regions"`
 	PluginDir           string         `yaml:"plugin_dir"`
 	MinRotationInterval configDuration `yaml:"min_rotation_interval"`
@@ -48,6 +48,28 @@ type fileConfig struct {
 	RetryBackoff        configDuration `yaml:"retry_backoff"`
 	Events              eventsFile     `yaml:"events"`
 }
+
+// redisFile is the redis: block; a plain string is its url.
+type redisFile struct {
+	URL        string       `yaml:"url"`
+	Addrs      []string     `yaml:"addrs"`
+	MasterName string       `yaml:"master_name"`
+	Username   string       `yaml:"username"`
+	Password   string       `yaml:"password"`
+	DB         int          `yaml:"db"`
+	TLS        redisTLSFile `yaml:"tls"`
+	Prefix     string       `yaml:"prefix"`
+	MaxLen     int          `yaml:"max_len"`
+}
+
+type redisTLSFile struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+}
+
+var redisFileType = reflect.TypeOf(redisFile{})
 
 // eventsFile configures GET /v1/events.
 type eventsFile struct {
@@ -159,6 +181,8 @@ func (d *configDecoder) decode(n *yaml.Node, v reflect.Value, path string) error
 		}
 		v.SetInt(int64(dur))
 		return nil
+	case v.Type() == redisFileType && n.Kind == yaml.ScalarNode:
+		return d.decode(n, v.FieldByName("URL"), path)
 	case v.Kind() == reflect.Struct:
 		return d.decodeStruct(n, v, path)
 	case v.Kind() == reflect.String:
@@ -311,13 +335,18 @@ func (d *configDecoder) scalar(n *yaml.Node, path string) (string, bool, error) 
 // depend on other fields. Errors name the field.
 func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 	cfg := daemon.Config{
-		Listen:              fc.Listen,
-		TLS:                 daemon.TLSConfig{CertFile: fc.TLS.CertFile, KeyFile: fc.TLS.KeyFile, ClientCAFile: fc.TLS.ClientCAFile},
-		AllowInsecureHTTP:   fc.AllowInsecureHTTP,
-		Store:               daemon.StoreConfig{SQLite: fc.Store.SQLite, Postgres: fc.Store.Postgres},
-		RootKey:             daemon.RootKeyConfig{File: fc.RootKey.File, Env: fc.RootKey.Env, PassphraseFile: fc.RootKey.PassphraseFile, Keep: fc.RootKey.Keep},
-		RootTokenFile:       fc.RootTokenFile,
-		Redis:               fc.Redis,
+		Listen:            fc.Listen,
+		TLS:               daemon.TLSConfig{CertFile: fc.TLS.CertFile, KeyFile: fc.TLS.KeyFile, ClientCAFile: fc.TLS.ClientCAFile},
+		AllowInsecureHTTP: fc.AllowInsecureHTTP,
+		Store:             daemon.StoreConfig{SQLite: fc.Store.SQLite, Postgres: fc.Store.Postgres},
+		RootKey:           daemon.RootKeyConfig{File: fc.RootKey.File, Env: fc.RootKey.Env, PassphraseFile: fc.RootKey.PassphraseFile, Keep: fc.RootKey.Keep},
+		RootTokenFile:     fc.RootTokenFile,
+		Redis: daemon.RedisConfig{
+			URL: fc.Redis.URL, Addrs: fc.Redis.Addrs, MasterName: fc.Redis.MasterName,
+			Username: fc.Redis.Username, Password: fc.Redis.Password, DB: fc.Redis.DB,
+			CAFile: fc.Redis.TLS.CAFile, CertFile: fc.Redis.TLS.CertFile, KeyFile: fc.Redis.TLS.KeyFile,
+			ServerName: fc.Redis.TLS.ServerName, Prefix: fc.Redis.Prefix, MaxLen: int64(fc.Redis.MaxLen),
+		},
 		Regions:             fc.Regions,
 		PluginDir:           fc.PluginDir,
 		MinRotationInterval: time.Duration(fc.MinRotationInterval),
@@ -387,9 +416,8 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 	case cfg.RootKey.Keep && cfg.RootKey.PassphraseFile == "":
 		return cfg, errors.New("config: root_key.keep: only applies to root_key.passphrase_file")
 	}
-	if cfg.Redis != "" && !strings.HasPrefix(cfg.Redis, "redis://") && !strings.HasPrefix(cfg.Redis, "rediss://") &&
-		!strings.HasPrefix(cfg.Redis, "unix://") {
-		return cfg, errors.New("config: redis: want a redis:// or rediss:// URL")
+	if err := cfg.Redis.Check(); err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
 	}
 	for i, r := range cfg.Regions {
 		if r == "" {

@@ -52,7 +52,7 @@ shutdown_timeout: 30s
 		Store:               daemon.StoreConfig{Postgres: "postgres://rotary:s3cret@db/rotary?sslmode=disable"},
 		RootKey:             daemon.RootKeyConfig{PassphraseFile: "/run/secrets/pass", Keep: true},
 		RootTokenFile:       "/var/lib/rotary/token",
-		Redis:               "redis://127.0.0.1:6379/0",
+		Redis:               daemon.RedisConfig{URL: "redis://127.0.0.1:6379/0"},
 		Regions:             []string{"default", "eu-west-1"},
 		PluginDir:           "/usr/lib/rotary/plugins",
 		MinRotationInterval: 24 * time.Hour,
@@ -60,7 +60,7 @@ shutdown_timeout: 30s
 		ShutdownTimeout:     30 * time.Second,
 	}
 	if cfg.Listen != want.Listen || cfg.TLS != want.TLS || cfg.Store != want.Store || cfg.RootKey != want.RootKey ||
-		cfg.RootTokenFile != want.RootTokenFile || cfg.Redis != want.Redis || strings.Join(cfg.Regions, ",") != "default,eu-west-1" ||
+		cfg.RootTokenFile != want.RootTokenFile || cfg.Redis.URL != want.Redis.URL || strings.Join(cfg.Regions, ",") != "default,eu-west-1" ||
 		cfg.PluginDir != want.PluginDir || cfg.MinRotationInterval != want.MinRotationInterval ||
 		cfg.RotationConcurrency != want.RotationConcurrency || cfg.ShutdownTimeout != want.ShutdownTimeout {
 		t.Errorf("parseConfig =\n%+v\nwant\n%+v", cfg, want)
@@ -85,6 +85,21 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	if cfg.RootKey.Env != "ROTARY_ROOT_KEY" {
 		t.Errorf("root_key.env = %q, want the variable's name", cfg.RootKey.Env)
+	}
+}
+
+func TestParseRedisMapping(t *testing.T) {
+	t.Parallel()
+	doc := "root_key: {file: /k}\nredis:\n  addrs: [\"s1:26379\", \"s2:26379\"]\n  master_name: mymaster\n  username: relay\n  password: $env{REDIS_PW}\n  prefix: \"app:\"\n  max_len: 5000\n"
+	env := configEnv{lookupEnv: func(k string) (string, bool) { return "pw-from-env", k == "REDIS_PW" }}
+	cfg, err := parseConfig([]byte(doc), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Redis
+	if strings.Join(r.Addrs, ",") != "s1:26379,s2:26379" || r.MasterName != "mymaster" || r.Username != "relay" ||
+		r.Password != "pw-from-env" || r.Prefix != "app:" || r.MaxLen != 5000 || !r.Enabled() {
+		t.Fatalf("redis = %+v", r)
 	}
 }
 
@@ -118,6 +133,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad postgres", "root_key: {file: /k}\nstore:\n  postgres: $file{/ok}\n", []string{"store.postgres"}},
 		{"duplicate region", "root_key: {file: /k}\nregions: [a, a]\n", []string{"regions[1]"}},
 		{"bad yaml", "root_key: [\n", []string{"config:"}},
+		{"redis not a url", "root_key: {file: /k}\nredis: localhost:6379\n", []string{"redis.url", "redis://"}},
+		{"redis url and addrs", "root_key: {file: /k}\nredis: {url: \"redis://a:1\", addrs: [\"b:2\"]}\n", []string{"redis", "exactly one"}},
+		{"redis settings without a server", "root_key: {file: /k}\nredis: {prefix: \"x:\"}\n", []string{"redis", "neither"}},
+		{"redis half a client cert", "root_key: {file: /k}\nredis: {url: \"redis://a:1\", tls: {cert_file: /c}}\n", []string{"redis.tls", "key_file"}},
+		{"redis missing CA", "root_key: {file: /k}\nredis: {url: \"redis://a:1\", tls: {ca_file: /nonexistent/ca.pem}}\n", []string{"redis.tls.ca_file"}},
+		{"redis unknown key", "root_key: {file: /k}\nredis: {url: \"redis://a:1\", channel: x}\n", []string{`unknown key "redis.channel"`}},
 		{"not a mapping", "- a\n- b\n", []string{"mapping"}},
 	}
 	for _, tt := range tests {

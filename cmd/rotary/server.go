@@ -119,7 +119,7 @@ func (a *app) serverConfig(cmd *cobra.Command, sf serverFlags) (daemon.Config, e
 			cfg.Listen = sf.listen
 		}
 		if sf.redis != "" {
-			cfg.Redis = sf.redis
+			cfg.Redis = daemon.RedisConfig{URL: sf.redis, Prefix: cfg.Redis.Prefix, MaxLen: cfg.Redis.MaxLen}
 		}
 		cfg.RootToken = envToken
 	}
@@ -153,7 +153,7 @@ func devConfig(sf serverFlags, getenv func(string) string) (daemon.Config, error
 		RootKey:             daemon.RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
 		RootTokenFile:       filepath.Join(dir, "root-token"),
 		RootToken:           cmp.Or(sf.devRootToken, getenv("ROTARY_ROOT_TOKEN")),
-		Redis:               sf.redis,
+		Redis:               daemon.RedisConfig{URL: sf.redis},
 		MinRotationInterval: time.Second,
 		Dev:                 true,
 	}, nil
