@@ -36,7 +36,9 @@ func ctx(t *testing.T) context.Context {
 }
 
 // shared connects to the machine's Redis, waiting until it answers.
-func shared(t *testing.T) *goredis.Client {
+func shared(t *testing.T) *goredis.Client { return sharedB(t) }
+
+func sharedB(t testing.TB) *goredis.Client {
 	t.Helper()
 	rdb := goredis.NewClient(&goredis.Options{Addr: sharedAddr(), Protocol: 2, DisableIdentity: true})
 	t.Cleanup(func() { rdb.Close() })
@@ -44,7 +46,7 @@ func shared(t *testing.T) *goredis.Client {
 	return rdb
 }
 
-func waitPing(t *testing.T, rdb *goredis.Client) {
+func waitPing(t testing.TB, rdb *goredis.Client) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for rdb.Ping(context.Background()).Err() != nil {
