@@ -522,3 +522,8 @@ func (p *Plugin) Rollback(ctx context.Context, req rotators.RollbackRequest) err
 		return err
 	})
 }
+
+// OnEvent delivers the event JSON to the plugin's hook.
+func (p *Plugin) OnEvent(ctx context.Context, event []byte) error {
+	return fmt.Errorf("plugin %s serves no hook", p.cfg.Name)
+}

@@ -40,6 +40,10 @@ func TestMain(m *testing.M) {
 		hostMain(path)
 		return
 	}
+	if path := os.Getenv("PLUGINS_TEST_SUP_HOST"); path != "" {
+		supHostMain(path, os.Getenv("PLUGINS_TEST_SUP_STATE"))
+		return
+	}
 	if path := os.Getenv("PLUGINS_TEST_BARE_PARENT"); path != "" {
 		bareParentMain(path)
 		return
