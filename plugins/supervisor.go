@@ -426,6 +426,9 @@ func (s *Supervisor) Rotator(ctx context.Context, name string) (rotators.Rotator
 	if err != nil {
 		return nil, err
 	}
+	if !p.Info().Serves(KindRotator) {
+		return nil, &notServedError{name: name, kind: KindRotator}
+	}
 	r := &supRotator{s: s, name: name}
 	if p.Info().Targets {
 		return supTargeter{r}, nil
@@ -433,14 +436,16 @@ func (s *Supervisor) Rotator(ctx context.Context, name string) (rotators.Rotator
 	return r, nil
 }
 
-// OnEvent delivers the event JSON to hook plugin name.
+// OnEvent delivers the event JSON to hook plugin name (same process
+// sharing and restarts as Rotator). A plugin that serves no hook answers
+// an error wrapping ErrNotServed.
 func (s *Supervisor) OnEvent(ctx context.Context, name string, event []byte) error {
 	p, err := s.get(ctx, name)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	return s.done(ctx, name, p, "on event", start, p.OnEvent(ctx, event))
+	return s.done(ctx, name, p, "on_event", start, p.OnEvent(ctx, event))
 }
 
 // Info launches name if needed and returns its Info.
@@ -596,7 +601,7 @@ func (r *supRotator) Rollback(ctx context.Context, req rotators.RollbackRequest)
 }
 
 func (r *supRotator) ValidateConfig(ctx context.Context, secretType string, config json.RawMessage) error {
-	return r.do(ctx, "validate config", func(p *Plugin) error { return p.ValidateConfig(ctx, secretType, config) })
+	return r.do(ctx, "validate_config", func(p *Plugin) error { return p.ValidateConfig(ctx, secretType, config) })
 }
 
 // ---- metrics ----
