@@ -280,13 +280,15 @@ func (s *Supervisor) get(ctx context.Context, name string) (*Plugin, error) {
 		s.launches.Add(1)
 		s.mu.Unlock()
 
-		p, info, err := s.launch(name)
+		p, info, started, err := s.launch(name)
 
 		s.mu.Lock()
 		pr.launching = nil
+		report := started
 		switch {
 		case s.closed || pr.gen != gen:
 			// Closed or stopped while it started: it must not run.
+			report = false
 			if p != nil {
 				s.mu.Unlock()
 				p.Kill()
@@ -297,6 +299,15 @@ func (s *Supervisor) get(ctx context.Context, name string) (*Plugin, error) {
 				err = fmt.Errorf("plugin %s: %w", name, ErrClosed)
 			}
 			op.p, op.err = nil, err
+		case err != nil && !started:
+			// Lookup failed (not registered...): nothing ran, so no
+			// backoff; a plugin never started is not kept in Status.
+			if pr.startedAt.IsZero() && pr.restarts == 0 {
+				delete(s.procs, name)
+			} else {
+				pr.lastErr = s.scrub(err.Error())
+			}
+			op.err = err
 		case err != nil:
 			pr.failures++
 			pr.retryAt = time.Now().Add(s.backoff(pr.failures))
@@ -312,7 +323,7 @@ func (s *Supervisor) get(ctx context.Context, name string) (*Plugin, error) {
 		close(op.done)
 		s.mu.Unlock()
 		s.launches.Done()
-		if s.cfg.OnStart != nil {
+		if report && s.cfg.OnStart != nil {
 			s.cfg.OnStart(name, info, err)
 		}
 		if op.p != nil {
@@ -324,6 +335,16 @@ func (s *Supervisor) get(ctx context.Context, name string) (*Plugin, error) {
 	}
 }
 
+// scrubbedError is err with the daemon's secrets removed from its message;
+// errors.Is still sees err.
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
 func roundUp(d time.Duration) time.Duration {
 	if d < time.Second {
 		return d.Round(time.Millisecond)
@@ -332,11 +353,11 @@ func roundUp(d time.Duration) time.Duration {
 }
 
 // launch starts name with its catalog entry. It runs outside the lock.
-func (s *Supervisor) launch(name string) (*Plugin, Info, error) {
+// started is false when Lookup failed (nothing was attempted).
+func (s *Supervisor) launch(name string) (_ *Plugin, _ Info, started bool, _ error) {
 	cfg, err := s.cfg.Lookup(s.ctx, name)
 	if err != nil {
-		s.metrics.start(name, "error")
-		return nil, Info{}, err
+		return nil, Info{}, false, err
 	}
 	cfg.Name = name
 	cfg.Logger = s.log
@@ -350,13 +371,14 @@ func (s *Supervisor) launch(name string) (*Plugin, Info, error) {
 			result = "checksum"
 		}
 		s.metrics.start(name, result)
-		s.log.Warn("plugin did not start", "plugin", name, "error", s.scrub(err.Error()))
-		return nil, Info{}, err
+		err = &scrubbedError{msg: s.scrub(err.Error()), err: err}
+		s.log.Warn("plugin did not start", "plugin", name, "error", err.Error())
+		return nil, Info{}, true, err
 	}
 	s.metrics.start(name, "ok")
 	s.record(name, p)
 	s.log.Info("plugin started", "plugin", name, "pid", p.Pid(), "version", p.Info().Version)
-	return p, p.Info(), nil
+	return p, p.Info(), true, nil
 }
 
 // exitedLocked forgets p, the process of pr that exited or hung: it is

@@ -457,20 +457,35 @@ func TestSupervisorLookupErrorsAndScrubbedStatus(t *testing.T) {
 		c.Secrets = func() []sensitive.Bytes { return []sensitive.Bytes{sensitive.Bytes(canary)} }
 		c.Lookup = func(ctx context.Context, name string) (plugins.Config, error) {
 			if name == "leaky" {
-				return plugins.Config{}, fmt.Errorf("catalog says %s", canary)
+				return plugins.Config{Path: "/nonexistent/" + canary, SHA256: strings.Repeat("ab", 32)}, nil
 			}
 			return cat.lookup(ctx, name)
 		}
 	})
-	if _, err := sv.s.Info(context.Background(), "ghost"); !errors.Is(err, errNotRegistered) {
-		t.Errorf("Info of an unregistered plugin = %v; want Lookup's error as is", err)
+	ctx := context.Background()
+	// Lookup's error is returned as is; nothing started, so no backoff
+	// and no entry in Status.
+	for range 2 {
+		if _, err := sv.s.Info(ctx, "ghost"); !errors.Is(err, errNotRegistered) {
+			t.Fatalf("Info of an unregistered plugin = %v; want Lookup's error as is", err)
+		}
 	}
-	if _, err := sv.s.Rotator(context.Background(), "leaky"); err == nil {
-		t.Fatal("Rotator with a failing Lookup succeeded")
+	if st := sv.s.Status(); len(st) != 0 {
+		t.Errorf("Status after lookups of an unregistered plugin = %+v; want nothing", st)
+	}
+	// Once registered, it starts at once.
+	cat.set(t, "ghost", binary(t, "template"))
+	if _, err := sv.s.Info(ctx, "ghost"); err != nil {
+		t.Fatalf("Info right after registration: %v", err)
+	}
+	// A failed start: its error and Status never show the daemon's secret.
+	_, err := sv.s.Rotator(ctx, "leaky")
+	if err == nil || !errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), canary) || !strings.Contains(err.Error(), "[redacted]") {
+		t.Fatalf("Rotator of a plugin whose file is missing = %v; want os.ErrNotExist, the daemon's secret redacted", err)
 	}
 	st := sv.status(t, "leaky")
-	if strings.Contains(st.LastError, canary) || !strings.Contains(st.LastError, "catalog says") {
-		t.Errorf("Status.LastError = %q; want the reason with the daemon's secret redacted", st.LastError)
+	if st.State != plugins.StateBackoff || strings.Contains(st.LastError, canary) || !strings.Contains(st.LastError, "/nonexistent/") {
+		t.Errorf("Status = %+v; want backoff, the reason with the daemon's secret redacted", st)
 	}
 	if strings.Contains(sv.logs.String(), canary) {
 		t.Errorf("the log shows the daemon's secret")
