@@ -615,10 +615,17 @@ func TestNewSupervisorChecksTheRecordedExecutable(t *testing.T) {
 	// A recorded pid that now runs another executable: the pid was
 	// reused, and it must not be killed.
 	reused := startGroup(sleep)
-	if err := plugins.WriteStateRecord(stateDir, "left", left.Process.Pid, fake); err != nil {
+	// A plugin of another daemon that shares the directory and runs.
+	live := startGroup(fake)
+	otherDaemon := startGroup(sleep)
+	const gone = 0 // the daemon that wrote the record is gone
+	if err := plugins.WriteStateRecord(stateDir, "left", left.Process.Pid, fake, gone); err != nil {
 		t.Fatal(err)
 	}
-	if err := plugins.WriteStateRecord(stateDir, "reused", reused.Process.Pid, binary(t, "testplugin")); err != nil {
+	if err := plugins.WriteStateRecord(stateDir, "reused", reused.Process.Pid, binary(t, "testplugin"), gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := plugins.WriteStateRecord(stateDir, "live", live.Process.Pid, fake, otherDaemon.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
 	logs := &rotatortest.SyncBuffer{}
@@ -635,6 +642,9 @@ func TestNewSupervisorChecksTheRecordedExecutable(t *testing.T) {
 	}
 	if !slices.Contains(rotatortest.ProcessGroup(reused.Process.Pid), reused.Process.Pid) {
 		t.Fatalf("NewSupervisor killed pid %d, which runs another executable than the recorded one", reused.Process.Pid)
+	}
+	if !slices.Contains(rotatortest.ProcessGroup(live.Process.Pid), live.Process.Pid) {
+		t.Fatalf("NewSupervisor killed the plugin of a daemon that still runs")
 	}
 	if !strings.Contains(logs.String(), "not the plugin; not killed") {
 		t.Errorf("the log does not say why the reused pid was spared:\n%s", logs.String())
