@@ -655,3 +655,53 @@ func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+func TestSupervisorCloseDuringAStartLeavesNothing(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "slow")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n/bin/sleep 300 &\n/bin/sleep 300\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cat := &catalog{}
+	cat.set(t, "slow", script)
+	sv := newSupervised(t, cat, func(c *plugins.SupervisorConfig) { c.StartTimeout = 2 * time.Second })
+	errc := make(chan error, 2)
+	for range 2 { // a start, and a caller waiting for it
+		go func() {
+			_, err := sv.s.Info(context.Background(), "slow")
+			errc <- err
+		}()
+	}
+	running := func() []int {
+		var out []int
+		for _, pid := range allPids() {
+			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(cmd), script) {
+				out = append(out, pid)
+			}
+		}
+		return out
+	}
+	until(t, 10*time.Second, "the start under way", func() error {
+		if len(running()) == 0 {
+			return errors.New("not started")
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := sv.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("Close took %s; want at most about the start timeout", took)
+	}
+	for range 2 {
+		if err := <-errc; !errors.Is(err, plugins.ErrClosed) {
+			t.Errorf("Info during Close = %v; want plugins.ErrClosed", err)
+		}
+	}
+	until(t, 5*time.Second, "nothing of the start left", func() error {
+		if pids := running(); len(pids) > 0 {
+			return fmt.Errorf("processes %v", pids)
+		}
+		return nil
+	})
+}
