@@ -46,6 +46,10 @@ type fileConfig struct {
 	ShutdownTimeout     configDuration `yaml:"shutdown_timeout"`
 	RotationLease       configDuration `yaml:"rotation_lease"`
 	RetryBackoff        configDuration `yaml:"retry_backoff"`
+	OutboxRetention     configDuration `yaml:"outbox_retention"`
+	HookMaxAttempts     int            `yaml:"hook_max_attempts"`
+	HookMaxAge          configDuration `yaml:"hook_max_age"`
+	HookMaxBacklog      int            `yaml:"hook_max_backlog"`
 }
 
 type tlsFile struct {
@@ -318,6 +322,10 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 		ShutdownTimeout:     time.Duration(fc.ShutdownTimeout),
 		RotationLease:       time.Duration(fc.RotationLease),
 		RetryBackoffBase:    time.Duration(fc.RetryBackoff),
+		OutboxRetention:     time.Duration(fc.OutboxRetention),
+		HookMaxAttempts:     fc.HookMaxAttempts,
+		HookMaxAge:          time.Duration(fc.HookMaxAge),
+		HookMaxBacklog:      fc.HookMaxBacklog,
 	}
 	if cfg.RotationLease < 0 || (cfg.RotationLease > 0 && cfg.RotationLease < time.Second) {
 		return cfg, errors.New("config: rotation_lease: at least 1s")

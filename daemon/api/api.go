@@ -42,6 +42,7 @@ import (
 
 	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/client"
+	"github.com/rotary-secrets/rotary/hooks"
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/rotation"
 	"github.com/rotary-secrets/rotary/secrets"
@@ -69,6 +70,9 @@ type Config struct {
 	// checkpoints of it. Both are derived from the root key. Required.
 	AuditKey    audit.Key
 	AuditSigner audit.Signer
+	// Hooks stores and lists function hooks; nil answers their routes
+	// with 503.
+	Hooks *hooks.Manager
 }
 
 // Server is the HTTP API.
