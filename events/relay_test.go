@@ -231,4 +231,3 @@ func counter(t *testing.T, reg *prometheus.Registry) func() float64 {
 		return 0
 	}
 }
-

@@ -143,11 +143,23 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Now = time.Now
 	}
 	mg := &Manager{cfg: cfg, log: cfg.Logger, aead: aead, wake: make(chan struct{}, 1)}
-	mg.m, err = newMetrics(cfg.Registerer, cfg.Store)
-	if err != nil {
-		return nil, err
+	mg.m = newMetrics(cfg.Store)
+	if cfg.Registerer != nil {
+		if err := mg.Register(cfg.Registerer); err != nil {
+			return nil, err
+		}
 	}
 	return mg, nil
+}
+
+// Register registers the hook metrics with reg.
+func (m *Manager) Register(reg prometheus.Registerer) error {
+	for _, c := range m.m.collectors() {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("hooks: metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Owner is the name this manager's delivery leases carry.

@@ -2,7 +2,6 @@ package hooks
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,10 +13,12 @@ type metrics struct {
 	deliveries *prometheus.CounterVec
 	latency    prometheus.Histogram
 	dropped    *prometheus.CounterVec
+	st         store.Store
 }
 
-func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
-	m := &metrics{
+func newMetrics(st store.Store) *metrics {
+	return &metrics{
+		st: st,
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rotary_hook_deliveries_total",
 			Help: "Hook delivery attempts by hook and result (ok, retry, given_up).",
@@ -32,15 +33,10 @@ func newMetrics(reg prometheus.Registerer, st store.Store) (*metrics, error) {
 			Help: "Pending hook deliveries dropped because the hook's backlog was over its cap.",
 		}, []string{"hook"}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.latency, m.dropped, stateCollector{st}} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("hooks: metrics: %w", err)
-		}
-	}
-	return m, nil
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.deliveries, m.latency, m.dropped, stateCollector{m.st}}
 }
 
 // stateCollector reports each hook's backlog and failing state from the
