@@ -9,8 +9,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -132,7 +132,9 @@ func TestValidate(t *testing.T) {
 		{func(p *hooks.AddParams) { p.Target = `echo "open` }, "--exec"},
 		{func(p *hooks.AddParams) { p.Kind, p.Target = hooks.KindWebhook, "file:///etc/passwd" }, "--webhook"},
 		{func(p *hooks.AddParams) { p.Kind, p.Target = hooks.KindWebhook, "https://u:p@x/" }, "credentials"},
-		{func(p *hooks.AddParams) { p.Kind, p.Target, p.Secret = hooks.KindWebhook, "https://x/", []byte("short") }, "--secret-file"},
+		{func(p *hooks.AddParams) {
+			p.Kind, p.Target, p.Secret = hooks.KindWebhook, "https://x/", []byte("short")
+		}, "--secret-file"},
 		{func(p *hooks.AddParams) { p.Kind, p.Target = hooks.KindPlugin, "../x" }, "--plugin"},
 		{func(p *hooks.AddParams) { p.Kind = "email" }, "kind"},
 		{func(p *hooks.AddParams) { p.Kind, p.Target, p.Shell = hooks.KindWebhook, "https://x/", true }, "--shell"},
