@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,7 +37,8 @@ type webhookRecv struct {
 	srv    *httptest.Server
 	mu     sync.Mutex
 	reqs   []webhookReq
-	status func(n int) int // n: 1-based request count
+	status  func(n int) int // n: 1-based request count
+	started atomic.Int32    // requests received, answered or not
 }
 
 type webhookReq struct {
@@ -50,8 +52,9 @@ func newWebhookRecv(t *testing.T, status func(n int) int) *webhookRecv {
 	w := &webhookRecv{status: status}
 	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		n := int(w.started.Add(1))
+		code := w.status(n)
 		w.mu.Lock()
-		code := w.status(len(w.reqs) + 1)
 		var ev hookEvent
 		_ = json.Unmarshal(body, &ev)
 		w.reqs = append(w.reqs, webhookReq{header: r.Header.Clone(), body: body, status: code, ev: ev})
@@ -163,6 +166,15 @@ func TestHooksExecAndWebhook(t *testing.T) {
 		if ev.Event != "rotated" || ev.Secret != name || ev.Version != int64(i+2) || ev.ID == 0 {
 			t.Errorf("exec event %d = %+v, want rotated %s version %d with an id", i, ev, name, i+2)
 		}
+	}
+	// The hooks never see a value: neither the rotated one nor the first.
+	cur := c.ok("secret", "get", name)
+	raw, _ := os.ReadFile(out)
+	for _, r := range recv.all() {
+		raw = append(raw, r.body...)
+	}
+	if strings.Contains(string(raw), cur) || strings.Contains(string(raw), `"value"`) {
+		t.Fatalf("a hook was given a secret value")
 	}
 	env, err := os.ReadFile(envOut)
 	if err != nil {
@@ -392,6 +404,12 @@ func TestHookAuthorizationAndBadInput(t *testing.T) {
 	s.as(t, hookAdmin).ok("hook", "add", "x", "--on", "all", "--exec", "/bin/true")
 	s.as(t, noHooks).fail(exitDenied, []string{"hooks"}, "hook", "remove", "x")
 	s.as(t, hookAdmin).ok("hook", "remove", "x")
+	audit := c.ok("audit", "list", "-o", "json")
+	for _, want := range []string{`"hooks.add"`, `"hook/x"`, `"hooks.remove"`, `"denied"`} {
+		if !strings.Contains(audit, want) {
+			t.Errorf("audit log lacks %s", want)
+		}
+	}
 
 	for _, tc := range []struct {
 		args []string
@@ -464,5 +482,46 @@ func TestHooksTwoDaemonsPostgres(t *testing.T) {
 	}
 	if len(seen) != total {
 		t.Errorf("%d distinct events delivered, want %d", len(seen), total)
+	}
+}
+
+// TestHookDaemonKilledMidDelivery: the daemon is killed with SIGKILL while
+// a webhook request is in flight; restarted, it takes the delivery back at
+// once (not after the lease) and the event is delivered successfully
+// exactly once.
+func TestHookDaemonKilledMidDelivery(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	name := uniq("kill/app")
+	c.withStdin([]byte("v1")).ok("secret", "create", name, "--value-stdin")
+	c.ok("rotation", "set", name, "--rotator", "random")
+	release := make(chan struct{})
+	recv := newWebhookRecv(t, func(n int) int {
+		if n == 1 {
+			select { // the daemon dies while this request waits
+			case <-release:
+			case <-time.After(30 * time.Second):
+			}
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	// A 30s timeout makes a 60s lease: a prompt delivery after the restart
+	// shows the lease was released, not waited out.
+	c.ok("hook", "add", "wh", "--on", "finished", "--webhook", recv.srv.URL, "--timeout", "30s")
+	c.ok("rotate", name, "--wait")
+	waitFor(t, 30*time.Second, "the first request in flight", func() bool { return recv.started.Load() >= 1 })
+	s.kill9()
+	close(release)
+	restarted := time.Now()
+	s.start()
+	waitFor(t, 30*time.Second, "delivery after the restart", func() bool { return len(recv.ok()) >= 1 })
+	if d := time.Since(restarted); d > 25*time.Second {
+		t.Errorf("delivery came %v after the restart, want well before the 60s lease", d)
+	}
+	waitFor(t, 30*time.Second, "backlog 0", func() bool { return okJSON[client.HookList](c, "hook", "list").Hooks[0].Backlog == 0 })
+	if ok := recv.ok(); len(ok) != 1 || ok[0].ev.Version != 2 {
+		t.Fatalf("successful deliveries = %+v, want version 2 once", ok)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -164,7 +165,7 @@ func (m *Manager) postWebhook(ctx context.Context, h store.Hook, d store.HookDel
 	ts := strconv.FormatInt(m.cfg.Now().Unix(), 10)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.Target, bytes.NewReader(d.Payload))
 	if err != nil {
-		return fmt.Errorf("webhook request: %s", scrub(err.Error()))
+		return errors.New("webhook request: the URL cannot be used")
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "rotary-hooks/1")
@@ -180,6 +181,12 @@ func (m *Manager) postWebhook(ctx context.Context, h store.Hook, d store.HookDel
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("POST timed out after %s", cmp.Or(h.Timeout, DefaultTimeout))
+		}
+		// Not the url.Error itself: it quotes the URL, whose query may
+		// carry a credential of the receiver's.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
 		}
 		return fmt.Errorf("POST: %s", scrub(err.Error()))
 	}

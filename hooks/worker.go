@@ -20,6 +20,14 @@ const leaseMargin = 30 * time.Second
 // Run claims and delivers due deliveries until ctx ends; deliveries still
 // running then are cut off and released for a retry.
 func (m *Manager) Run(ctx context.Context) {
+	// Deliveries leased under this owner name are a dead predecessor's
+	// (a daemon killed mid-delivery and restarted): take them back now
+	// rather than after their lease.
+	if n, err := m.cfg.Store.ReleaseHookDeliveries(ctx, m.cfg.Owner); err != nil {
+		m.log.Warn("hooks: releasing deliveries left leased by a previous run", "err", err)
+	} else if n > 0 {
+		m.log.Info("hooks: retrying deliveries a previous run left unfinished", "count", n)
+	}
 	sem := make(chan struct{}, m.cfg.Concurrency)
 	freed := make(chan struct{}, 1)
 	var wg sync.WaitGroup

@@ -230,6 +230,10 @@ type Ops interface {
 	// FinishHookDelivery records the outcome of a claimed delivery and
 	// updates its hook's counters; ErrLeaseLost if r.Owner does not hold it.
 	FinishHookDelivery(ctx context.Context, r HookDeliveryResult) error
+	// ReleaseHookDeliveries clears the leases owner holds (a daemon
+	// restarted under the same owner name takes its dead predecessor's
+	// deliveries back at once); returns how many.
+	ReleaseHookDeliveries(ctx context.Context, owner string) (int, error)
 	// CapHookBacklog marks the oldest pending deliveries of hook dropped
 	// (never the ones leased now) until at most max remain; returns how
 	// many it dropped.

@@ -1285,6 +1285,19 @@ func (o *ops) CapHookBacklog(ctx context.Context, hook string, max int, now time
 	return dropped, err
 }
 
+func (o *ops) ReleaseHookDeliveries(ctx context.Context, owner string) (int, error) {
+	res, err := o.w().ExecContext(ctx, `UPDATE hook_deliveries SET lease_owner = '', lease_expires_at = NULL
+		WHERE state = 'pending' AND lease_owner = ?`, owner)
+	if err != nil {
+		return 0, fmt.Errorf("release hook deliveries of %q: %w", owner, translate(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("release hook deliveries of %q: %w", owner, err)
+	}
+	return int(n), nil
+}
+
 func (o *ops) TrimHookDeliveries(ctx context.Context, before time.Time) (int, error) {
 	res, err := o.w().ExecContext(ctx, `DELETE FROM hook_deliveries WHERE state <> 'pending' AND updated_at < ?`, ta(before))
 	if err != nil {

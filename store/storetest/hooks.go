@@ -187,6 +187,20 @@ func testHookDeliveries(t *testing.T, s store.Store) {
 	}
 	wantErr(t, "Finish(h1/3) by A after takeover", finish("A", key{"h1", 3}, store.DeliveryDone, base, ""), store.ErrLeaseLost)
 
+	// A restarted owner releases what its predecessor held: C's three
+	// are claimable again at once; nothing of another owner's is touched.
+	n, err := s.ReleaseHookDeliveries(ctx, "C")
+	if err != nil || n != 3 {
+		t.Fatalf("ReleaseHookDeliveries(C) = %d, %v, want 3, nil", n, err)
+	}
+	if n, err := s.ReleaseHookDeliveries(ctx, "nobody"); err != nil || n != 0 {
+		t.Errorf("ReleaseHookDeliveries(nobody) = %d, %v, want 0, nil", n, err)
+	}
+	ds, err = s.ClaimHookDeliveries(ctx, store.ClaimParams{Owner: "C", Now: at(time.Minute), LeaseFor: time.Minute, Limit: 10})
+	if err != nil || len(ds) != 3 {
+		t.Fatalf("Claim(C) after release = %d deliveries, %v, want 3", len(ds), err)
+	}
+
 	// Given up: the hook is failing until the next success.
 	noErr(t, "Finish(h2/1, failed)", finish("C", key{"h2", 1}, store.DeliveryFailed, base, "gave up"))
 	h, err := s.GetHook(ctx, "h2")
@@ -214,7 +228,7 @@ func testHookDeliveries(t *testing.T, s store.Store) {
 	if len(hooks) != 2 || hooks[0].Name != "h1" || hooks[0].Backlog != 12 { // h1/2, h1/3 leased + 10
 		t.Fatalf("ListHooks backlog = %+v, want h1 with 12 pending", hooks)
 	}
-	n, err := s.CapHookBacklog(ctx, "h1", 5, at(90*time.Second))
+	n, err = s.CapHookBacklog(ctx, "h1", 5, at(90*time.Second))
 	noErr(t, "CapHookBacklog(h1, 5)", err)
 	if n != 7 {
 		t.Errorf("CapHookBacklog(h1, 5) dropped %d, want 7", n)
