@@ -34,9 +34,9 @@ type hookEvent struct {
 // webhookRecv is an httptest server recording every POST; status decides
 // each answer.
 type webhookRecv struct {
-	srv    *httptest.Server
-	mu     sync.Mutex
-	reqs   []webhookReq
+	srv     *httptest.Server
+	mu      sync.Mutex
+	reqs    []webhookReq
 	status  func(n int) int // n: 1-based request count
 	started atomic.Int32    // requests received, answered or not
 }
