@@ -53,6 +53,15 @@ type Config struct {
 	RetryBackoffBase time.Duration
 	RetryBackoffMax  time.Duration
 
+	// OutboxRetention is how long delivered outbox events (and ended hook
+	// deliveries) are kept (default 24h).
+	OutboxRetention time.Duration
+	// Hook delivery bounds: attempts and age before a delivery is given
+	// up (defaults 20, 24h), and pending deliveries kept per hook (10000).
+	HookMaxAttempts int
+	HookMaxAge      time.Duration
+	HookMaxBacklog  int
+
 	// Failpoint is called at named points inside rotation steps; only test
 	// builds set it (cmd/rotary with the failpoints build tag).
 	Failpoint func(name string)

@@ -63,6 +63,7 @@ type Daemon struct {
 	runner  *schedules.Runner
 	house   *schedules.Housekeeper
 	api     *api.Server
+	ev      eventParts
 
 	schedMetrics *schedulerMetrics
 	srv          *http.Server
@@ -88,6 +89,9 @@ func (c *Config) fill() error {
 	c.RotationConcurrency = cmp.Or(c.RotationConcurrency, DefaultRotationConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.RotationLease = cmp.Or(c.RotationLease, time.Minute)
+	if err := c.fillEvents(); err != nil {
+		return err
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -172,9 +176,13 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	var (
 		auditKey    audit.Key
 		auditSigner audit.Signer
+		hooksKey    []byte
 	)
 	if err == nil {
 		auditKey, auditSigner, err = auditKeys(root)
+	}
+	if err == nil {
+		hooksKey, err = hookKey(root)
 	}
 	root.Wipe()
 	if err != nil {
@@ -191,7 +199,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("config: regions: %q: %w", r, err)
 		}
 	}
-	d.secrets, err = secrets.New(secrets.Config{Store: d.st, Keys: d.kms, Logger: d.log, AuditKey: auditKey})
+	d.secrets, err = secrets.New(secrets.Config{Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Keys: d.kms, Logger: d.log, AuditKey: auditKey})
 	if err != nil {
 		return nil, err
 	}
@@ -223,9 +231,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.newHooks(hooksKey); err != nil {
+		return nil, err
+	}
 	d.api, err = api.New(api.Config{
 		Store: d.st, Secrets: d.secrets, KMS: d.kms, Engine: d.engine, Logger: d.log,
-		AuditKey: auditKey, AuditSigner: auditSigner,
+		AuditKey: auditKey, AuditSigner: auditSigner, Hooks: d.ev.hooks,
 		EventsPoll: cfg.EventsPoll, EventsHeartbeat: cfg.EventsHeartbeat,
 		Ready: func(ctx context.Context) error {
 			_, err := d.st.CountKeys(ctx)
@@ -240,6 +251,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			return 0
 		}
 		return d.runner.Running()
+	}
+	if err := d.newRelay(d.api.Registry()); err != nil {
+		return nil, err
 	}
 	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, running, d.engine.Failing)
 	d.runner = schedules.NewRunner(schedules.RunnerConfig{
@@ -386,6 +400,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if err := d.house.Start(d.bg); err != nil {
 		return err
 	}
+	d.startEvents(ctx)
 	go func() {
 		defer d.bgWG.Done()
 		// Rotations left unfinished by a crash or a stop resume now.
@@ -522,6 +537,7 @@ func (d *Daemon) Stop() error {
 			case <-time.After(2 * time.Second):
 			}
 		}
+		d.stopEvents()
 		if d.api != nil {
 			d.api.Stop()
 		}

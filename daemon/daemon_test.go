@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/daemon"
@@ -54,6 +55,10 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"half tls", func(c *daemon.Config) { c.TLS.CertFile = "/x" }, "tls"},
 		{"tiny interval", func(c *daemon.Config) { c.MinRotationInterval = 1 }, "min_rotation_interval"},
 		{"bad region", func(c *daemon.Config) { c.Regions = []string{"Bad Region"} }, "regions"},
+		{"tiny outbox retention", func(c *daemon.Config) { c.OutboxRetention = time.Second }, "outbox_retention"},
+		{"negative hook attempts", func(c *daemon.Config) { c.HookMaxAttempts = -1 }, "hook_max_attempts"},
+		{"tiny hook age", func(c *daemon.Config) { c.HookMaxAge = time.Second }, "hook_max_age"},
+		{"negative hook backlog", func(c *daemon.Config) { c.HookMaxBacklog = -5 }, "hook_max_backlog"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

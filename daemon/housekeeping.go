@@ -51,7 +51,11 @@ func (d *Daemon) housekeepingJobs() []schedules.Job {
 		}},
 		{Name: "reclaim-leases", Spec: "@every 10m", Run: d.reclaimLeases},
 		{Name: "trim-outbox", Spec: "@every 10m", Run: func(ctx context.Context) error {
-			_, err := d.st.TrimOutbox(ctx, time.Now().Add(-24*time.Hour))
+			before := time.Now().Add(-d.cfg.OutboxRetention)
+			if _, err := d.st.TrimOutbox(ctx, before); err != nil {
+				return err
+			}
+			_, err := d.st.TrimHookDeliveries(ctx, before)
 			return err
 		}},
 	}

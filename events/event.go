@@ -1,7 +1,3 @@
-// Package events defines the facts rotary tells clients about ("secret X
-// has version 7 current"). Writers put events into the store's outbox in
-// the same transaction as the change they describe; a relay delivers them
-// at least once. An event never carries a secret value.
 package events
 
 import (

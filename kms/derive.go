@@ -17,6 +17,9 @@ const (
 	// LabelAuditCheckpoint derives the Ed25519 seed that signs audit
 	// checkpoints.
 	LabelAuditCheckpoint = "rotary audit checkpoint v1"
+	// LabelHookSecrets derives the AES-256-GCM key that seals webhook
+	// hooks' signing secrets in the store.
+	LabelHookSecrets = "rotary hook signing secrets v1"
 )
 
 // DeriveKey returns a 32-byte key for one purpose, named by label, derived

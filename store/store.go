@@ -156,8 +156,13 @@ type Ops interface {
 	// Outbox.
 	// AppendOutbox inserts an event and returns its ID (monotonic).
 	AppendOutbox(ctx context.Context, e OutboxEvent) (int64, error)
-	// ClaimOutbox leases up to p.Limit undelivered events (unleased or with
-	// expired leases), ordered by ID.
+	// ClaimOutbox leases up to p.Limit undelivered events (unleased, with
+	// expired leases, or already leased by p.Owner), ordered by ID. Per
+	// secret order holds across claimers: an event is never claimed while
+	// an earlier undelivered event of the same secret is leased by another
+	// owner, and never without every earlier undelivered event of its
+	// secret in the same batch. Claims serialize (PostgreSQL: an advisory
+	// transaction lock), so two claimers never split one secret's events.
 	ClaimOutbox(ctx context.Context, p ClaimParams) ([]OutboxEvent, error)
 	// MarkDelivered sets DeliveredAt on the events.
 	MarkDelivered(ctx context.Context, ids []int64, at time.Time) error
@@ -201,9 +206,44 @@ type Ops interface {
 	GetPlugin(ctx context.Context, name string) (Plugin, error)
 	ListPlugins(ctx context.Context) ([]Plugin, error)
 	DeletePlugin(ctx context.Context, name string) error
-	PutHook(ctx context.Context, h Hook) error // insert or replace
+	// PutHook inserts or replaces a hook's settings (name, on, secrets,
+	// kind, target, shell, timeout, sealed secret, created at); its
+	// delivery counters are kept on replace.
+	PutHook(ctx context.Context, h Hook) error
+	GetHook(ctx context.Context, name string) (Hook, error)
+	// ListHooks returns every hook in name order, delivery state and
+	// Backlog (pending deliveries) filled in.
 	ListHooks(ctx context.Context) ([]Hook, error)
+	// DeleteHook removes a hook and its deliveries.
 	DeleteHook(ctx context.Context, name string) error
+
+	// Hook deliveries: one row per (hook, outbox event).
+	// AddHookDeliveries inserts pending deliveries; one whose (hook,
+	// event) exists is left as it is (the relay may offer an event again).
+	AddHookDeliveries(ctx context.Context, ds []HookDelivery) error
+	// ClaimHookDeliveries leases up to p.Limit pending deliveries due at
+	// p.Now (unleased or lease expired), oldest event first, and adds one
+	// to their Attempts. Per (hook, secret) order: a delivery is claimed
+	// only when no pending delivery of an earlier event of the same hook
+	// and secret exists, leased or not. Claims serialize like ClaimOutbox.
+	ClaimHookDeliveries(ctx context.Context, p ClaimParams) ([]HookDelivery, error)
+	// FinishHookDelivery records the outcome of a claimed delivery and
+	// updates its hook's counters; ErrLeaseLost if r.Owner does not hold it.
+	FinishHookDelivery(ctx context.Context, r HookDeliveryResult) error
+	// ReleaseHookDeliveries clears the leases owner holds (a daemon
+	// restarted under the same owner name takes its dead predecessor's
+	// deliveries back at once); returns how many.
+	ReleaseHookDeliveries(ctx context.Context, owner string) (int, error)
+	// CapHookBacklog marks the oldest pending deliveries of hook dropped
+	// (never the ones leased now) until at most max remain; returns how
+	// many it dropped.
+	CapHookBacklog(ctx context.Context, hook string, max int, now time.Time) (int, error)
+	// TrimHookDeliveries deletes ended (done, failed, dropped) deliveries
+	// last updated before before; returns count.
+	TrimHookDeliveries(ctx context.Context, before time.Time) (int, error)
+	// OutboxBacklog counts undelivered events and returns the creation
+	// time of the oldest (zero when none).
+	OutboxBacklog(ctx context.Context) (int, time.Time, error)
 
 	// Named locks for singleton jobs (housekeeping on several daemons).
 	// TryLock takes or renews lock name for owner until the given time; it
@@ -463,10 +503,59 @@ type Plugin struct {
 
 // Hook runs after a rotation finishes or fails.
 type Hook struct {
-	Name      string
-	On        string // finished, failed
-	Secrets   string // glob
-	Kind      string // exec, webhook, plugin
-	Target    string
-	CreatedAt time.Time
+	Name         string
+	On           string // finished, failed, all
+	Secrets      string // glob ("" or "*": every secret)
+	Kind         string // exec, webhook, plugin
+	Target       string // command, URL or plugin name
+	Shell        bool   // exec: run Target with /bin/sh -c
+	Timeout      time.Duration
+	SealedSecret []byte // webhook: signing secret sealed by package hooks
+	CreatedAt    time.Time
+
+	// Delivery state, written by FinishHookDelivery and CapHookBacklog.
+	Delivered      int64
+	Failures       int64 // failed attempts
+	Dropped        int64 // deliveries dropped by the backlog cap
+	LastDeliveryAt *time.Time
+	LastError      string // sanitized
+	Failing        bool   // a delivery was given up; cleared by the next success
+	Backlog        int    // pending deliveries (ListHooks only)
+}
+
+// Hook delivery states.
+const (
+	DeliveryPending = "pending"
+	DeliveryDone    = "done"
+	DeliveryFailed  = "failed"  // given up after max attempts or age
+	DeliveryDropped = "dropped" // dropped by the backlog cap
+)
+
+// HookDelivery is one outbox event to deliver to one hook.
+type HookDelivery struct {
+	Hook           string
+	EventID        int64
+	Secret         string
+	Payload        []byte // the event JSON
+	EventAt        time.Time
+	State          string
+	Attempts       int
+	NextAttemptAt  time.Time
+	LastError      string
+	LeaseOwner     string
+	LeaseExpiresAt *time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// HookDeliveryResult is the outcome of one delivery attempt.
+type HookDeliveryResult struct {
+	Hook    string
+	EventID int64
+	Owner   string
+	State   string // DeliveryDone, DeliveryPending (retry at NextAttemptAt) or DeliveryFailed
+	// NextAttemptAt is when a retried delivery is due.
+	NextAttemptAt time.Time
+	Error         string // sanitized; "" when done
+	At            time.Time
 }

@@ -47,6 +47,10 @@ type fileConfig struct {
 	RotationLease       configDuration `yaml:"rotation_lease"`
 	RetryBackoff        configDuration `yaml:"retry_backoff"`
 	Events              eventsFile     `yaml:"events"`
+	OutboxRetention     configDuration `yaml:"outbox_retention"`
+	HookMaxAttempts     int            `yaml:"hook_max_attempts"`
+	HookMaxAge          configDuration `yaml:"hook_max_age"`
+	HookMaxBacklog      int            `yaml:"hook_max_backlog"`
 }
 
 // redisFile is the redis: block; a plain string is its url.
@@ -356,6 +360,10 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 		RetryBackoffBase:    time.Duration(fc.RetryBackoff),
 		EventsPoll:          time.Duration(fc.Events.Poll),
 		EventsHeartbeat:     time.Duration(fc.Events.Heartbeat),
+		OutboxRetention:     time.Duration(fc.OutboxRetention),
+		HookMaxAttempts:     fc.HookMaxAttempts,
+		HookMaxAge:          time.Duration(fc.HookMaxAge),
+		HookMaxBacklog:      fc.HookMaxBacklog,
 	}
 	if cfg.EventsPoll < 0 || (cfg.EventsPoll > 0 && cfg.EventsPoll < 10*time.Millisecond) {
 		return cfg, errors.New("config: events.poll: at least 10ms")

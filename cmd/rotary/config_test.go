@@ -40,6 +40,10 @@ plugin_dir: /usr/lib/rotary/plugins
 min_rotation_interval: 1d
 rotation_concurrency: 4
 shutdown_timeout: 30s
+outbox_retention: 2d
+hook_max_attempts: 5
+hook_max_age: 6h
+hook_max_backlog: 100
 `
 	cfg, err := parseConfig([]byte(doc), testEnv(map[string]string{"PGPASS": "s3cret"},
 		map[string]string{"/run/secrets/redis-url": "redis://127.0.0.1:6379/0\n"}))
@@ -62,7 +66,8 @@ shutdown_timeout: 30s
 	if cfg.Listen != want.Listen || cfg.TLS != want.TLS || cfg.Store != want.Store || cfg.RootKey != want.RootKey ||
 		cfg.RootTokenFile != want.RootTokenFile || cfg.Redis.URL != want.Redis.URL || strings.Join(cfg.Regions, ",") != "default,eu-west-1" ||
 		cfg.PluginDir != want.PluginDir || cfg.MinRotationInterval != want.MinRotationInterval ||
-		cfg.RotationConcurrency != want.RotationConcurrency || cfg.ShutdownTimeout != want.ShutdownTimeout {
+		cfg.RotationConcurrency != want.RotationConcurrency || cfg.ShutdownTimeout != want.ShutdownTimeout ||
+		cfg.OutboxRetention != 48*time.Hour || cfg.HookMaxAttempts != 5 || cfg.HookMaxAge != 6*time.Hour || cfg.HookMaxBacklog != 100 {
 		t.Errorf("parseConfig =\n%+v\nwant\n%+v", cfg, want)
 	}
 }

@@ -45,6 +45,7 @@ import (
 
 	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/client"
+	"github.com/rotary-secrets/rotary/hooks"
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/rotation"
 	"github.com/rotary-secrets/rotary/secrets"
@@ -78,6 +79,9 @@ type Config struct {
 	// stream, at which the token is checked again (DefaultEventsHeartbeat).
 	EventsPoll      time.Duration
 	EventsHeartbeat time.Duration
+	// Hooks stores and lists function hooks; nil answers their routes
+	// with 503.
+	Hooks *hooks.Manager
 }
 
 // Server is the HTTP API.

@@ -54,6 +54,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/tokens/{id}", s.revokeToken)
 	s.handle("GET /v1/audit", s.listAudit)
 	s.rotationRoutes()
+	s.hookRoutes()
 	s.handle("POST /v1/audit/verify", s.verifyAudit)
 	s.handle("GET /v1/audit/checkpoint", s.auditCheckpoint)
 

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -770,27 +771,63 @@ func (o *ops) AppendOutbox(ctx context.Context, e store.OutboxEvent) (int64, err
 	return id, nil
 }
 
+// claimLockOutbox and claimLockDeliveries key the advisory transaction
+// locks that serialize claims: with READ COMMITTED, two claimers running
+// at once would each see the other's earlier events as free and split a
+// secret's events between them.
+const (
+	claimLockOutbox     = `SELECT pg_advisory_xact_lock(hashtextextended('rotary.claim.outbox.' || current_schema(), 0))`
+	claimLockDeliveries = `SELECT pg_advisory_xact_lock(hashtextextended('rotary.claim.hook_deliveries.' || current_schema(), 0))`
+)
+
 func (o *ops) ClaimOutbox(ctx context.Context, p store.ClaimParams) ([]store.OutboxEvent, error) {
-	rows, err := o.w().QueryContext(ctx, `WITH free AS (
-			SELECT id FROM outbox
-			WHERE delivered_at IS NULL
-				AND (lease_owner = '' OR lease_expires_at IS NULL OR lease_expires_at <= $3)
-			ORDER BY id
-			LIMIT $4
-			FOR UPDATE SKIP LOCKED)
-		UPDATE outbox o SET lease_owner = $1, lease_expires_at = $2
-		FROM free WHERE o.id = free.id
-		RETURNING `+prefixed("o", outboxCols),
-		p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), claimLimit(p.Limit))
-	if err != nil {
-		return nil, fmt.Errorf("claim outbox: %w", translate(err))
-	}
-	es, err := collect(rows, "claim outbox", outboxDest)
+	// An event is claimable when free (or already this owner's) and no
+	// earlier undelivered event of its secret is leased by another owner;
+	// an earlier claimable one sorts first, so it is in the same batch.
+	var es []store.OutboxEvent
+	err := o.atomic(ctx, func(q querier) error {
+		if _, err := q.ExecContext(ctx, claimLockOutbox); err != nil {
+			return fmt.Errorf("claim outbox: lock: %w", translate(err))
+		}
+		rows, err := q.QueryContext(ctx, `WITH free AS (
+				SELECT o.id FROM outbox o
+				WHERE o.delivered_at IS NULL
+					AND (o.lease_owner = '' OR o.lease_owner = $1 OR o.lease_expires_at IS NULL OR o.lease_expires_at <= $3)
+					AND NOT EXISTS (SELECT 1 FROM outbox e
+						WHERE e.secret = o.secret AND e.id < o.id AND e.delivered_at IS NULL
+							AND e.lease_owner <> '' AND e.lease_owner <> $1 AND e.lease_expires_at > $3)
+				ORDER BY o.id
+				LIMIT $4
+				FOR UPDATE OF o)
+			UPDATE outbox o SET lease_owner = $1, lease_expires_at = $2
+			FROM free WHERE o.id = free.id
+			RETURNING `+prefixed("o", outboxCols),
+			p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), claimLimit(p.Limit))
+		if err != nil {
+			return fmt.Errorf("claim outbox: %w", translate(err))
+		}
+		es, err = collect(rows, "claim outbox", outboxDest)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	sort.Slice(es, func(i, j int) bool { return es[i].ID < es[j].ID })
 	return es, nil
+}
+
+func (o *ops) OutboxBacklog(ctx context.Context) (int, time.Time, error) {
+	var n int
+	var oldest *time.Time
+	err := o.r().QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM outbox WHERE delivered_at IS NULL`).
+		Scan(&n, ntcol{&oldest})
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("outbox backlog: %w", translate(err))
+	}
+	if oldest == nil {
+		return n, time.Time{}, nil
+	}
+	return n, *oldest, nil
 }
 
 func (o *ops) MarkDelivered(ctx context.Context, ids []int64, at time.Time) error {
@@ -1063,35 +1100,229 @@ func (o *ops) DeletePlugin(ctx context.Context, name string) error {
 	return mustAffect(res, "delete plugin %q", name)
 }
 
+const hookCols = `name, on_event, secrets_glob, kind, target, shell, timeout, sealed_secret, created_at,
+	delivered, failures, dropped, last_delivery_at, last_error, failing`
+
+func hookDest(h *store.Hook) []any {
+	return []any{&h.Name, &h.On, &h.Secrets, &h.Kind, &h.Target, &h.Shell, (*int64)(&h.Timeout),
+		bcol{P: &h.SealedSecret}, tcol{&h.CreatedAt}, &h.Delivered, &h.Failures, &h.Dropped,
+		ntcol{&h.LastDeliveryAt}, &h.LastError, &h.Failing}
+}
+
 func (o *ops) PutHook(ctx context.Context, h store.Hook) error {
-	_, err := o.w().ExecContext(ctx, `INSERT INTO hooks (name, on_event, secrets_glob, kind, target, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6)
+	_, err := o.w().ExecContext(ctx, `INSERT INTO hooks (name, on_event, secrets_glob, kind, target, shell, timeout,
+			sealed_secret, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (name) DO UPDATE SET on_event = excluded.on_event, secrets_glob = excluded.secrets_glob,
-			kind = excluded.kind, target = excluded.target, created_at = excluded.created_at`,
-		h.Name, h.On, h.Secrets, h.Kind, h.Target, ta(h.CreatedAt))
+			kind = excluded.kind, target = excluded.target, shell = excluded.shell, timeout = excluded.timeout,
+			sealed_secret = excluded.sealed_secret, created_at = excluded.created_at`,
+		h.Name, h.On, h.Secrets, h.Kind, h.Target, h.Shell, int64(h.Timeout), bytesArg(h.SealedSecret), ta(h.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("put hook %q: %w", h.Name, translate(err))
 	}
 	return nil
 }
 
+func (o *ops) GetHook(ctx context.Context, name string) (store.Hook, error) {
+	var h store.Hook
+	err := o.r().QueryRowContext(ctx, `SELECT `+hookCols+`,
+		(SELECT COUNT(*) FROM hook_deliveries d WHERE d.hook = hooks.name AND d.state = 'pending')
+		FROM hooks WHERE name = $1`, name).Scan(append(hookDest(&h), &h.Backlog)...)
+	if err != nil {
+		return store.Hook{}, fmt.Errorf("get hook %q: %w", name, translate(err))
+	}
+	return h, nil
+}
+
 func (o *ops) ListHooks(ctx context.Context) ([]store.Hook, error) {
-	rows, err := o.r().QueryContext(ctx, `SELECT name, on_event, secrets_glob, kind, target, created_at
+	rows, err := o.r().QueryContext(ctx, `SELECT `+hookCols+`,
+		(SELECT COUNT(*) FROM hook_deliveries d WHERE d.hook = hooks.name AND d.state = 'pending')
 		FROM hooks ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list hooks: %w", translate(err))
 	}
-	return collect(rows, "list hooks", func(h *store.Hook) []any {
-		return []any{&h.Name, &h.On, &h.Secrets, &h.Kind, &h.Target, tcol{&h.CreatedAt}}
-	})
+	return collect(rows, "list hooks", func(h *store.Hook) []any { return append(hookDest(h), &h.Backlog) })
 }
 
 func (o *ops) DeleteHook(ctx context.Context, name string) error {
-	res, err := o.w().ExecContext(ctx, `DELETE FROM hooks WHERE name = $1`, name)
-	if err != nil {
-		return fmt.Errorf("delete hook %q: %w", name, translate(err))
+	return o.atomic(ctx, func(q querier) error {
+		res, err := q.ExecContext(ctx, `DELETE FROM hooks WHERE name = $1`, name)
+		if err != nil {
+			return fmt.Errorf("delete hook %q: %w", name, translate(err))
+		}
+		if err := mustAffect(res, "delete hook %q", name); err != nil {
+			return err
+		}
+		if _, err := q.ExecContext(ctx, `DELETE FROM hook_deliveries WHERE hook = $1`, name); err != nil {
+			return fmt.Errorf("delete hook %q: deliveries: %w", name, translate(err))
+		}
+		return nil
+	})
+}
+
+// --- hook deliveries ---
+
+const deliveryCols = `hook, event_id, secret, payload, event_at, state, attempts, next_attempt_at, last_error,
+	lease_owner, lease_expires_at, created_at, updated_at`
+
+func deliveryDest(d *store.HookDelivery) []any {
+	return []any{&d.Hook, &d.EventID, &d.Secret, bcol{P: &d.Payload}, tcol{&d.EventAt}, &d.State, &d.Attempts,
+		tcol{&d.NextAttemptAt}, &d.LastError, &d.LeaseOwner, ntcol{&d.LeaseExpiresAt}, tcol{&d.CreatedAt},
+		tcol{&d.UpdatedAt}}
+}
+
+func (o *ops) AddHookDeliveries(ctx context.Context, ds []store.HookDelivery) error {
+	if len(ds) == 0 {
+		return nil
 	}
-	return mustAffect(res, "delete hook %q", name)
+	return o.atomic(ctx, func(q querier) error {
+		for _, d := range ds {
+			state := cmp.Or(d.State, store.DeliveryPending)
+			_, err := q.ExecContext(ctx, `INSERT INTO hook_deliveries (`+deliveryCols+`)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (hook, event_id) DO NOTHING`,
+				d.Hook, d.EventID, d.Secret, bytesArg(d.Payload), ta(d.EventAt), state, d.Attempts,
+				ta(d.NextAttemptAt), d.LastError, d.LeaseOwner, tpa(d.LeaseExpiresAt), ta(d.CreatedAt), ta(d.UpdatedAt))
+			if err != nil {
+				return fmt.Errorf("add hook delivery %q/%d: %w", d.Hook, d.EventID, translate(err))
+			}
+		}
+		return nil
+	})
+}
+
+func (o *ops) ClaimHookDeliveries(ctx context.Context, p store.ClaimParams) ([]store.HookDelivery, error) {
+	var ds []store.HookDelivery
+	err := o.atomic(ctx, func(q querier) error {
+		if _, err := q.ExecContext(ctx, claimLockDeliveries); err != nil {
+			return fmt.Errorf("claim hook deliveries: lock: %w", translate(err))
+		}
+		rows, err := q.QueryContext(ctx, `WITH free AS (
+				SELECT d.hook, d.event_id FROM hook_deliveries d
+				WHERE d.state = 'pending' AND d.next_attempt_at <= $3
+					AND (d.lease_owner = '' OR d.lease_expires_at IS NULL OR d.lease_expires_at <= $3)
+					AND NOT EXISTS (SELECT 1 FROM hook_deliveries e
+						WHERE e.hook = d.hook AND e.secret = d.secret AND e.state = 'pending' AND e.event_id < d.event_id)
+				ORDER BY d.event_id, d.hook
+				LIMIT $4
+				FOR UPDATE OF d)
+			UPDATE hook_deliveries d SET lease_owner = $1, lease_expires_at = $2, attempts = d.attempts + 1, updated_at = $3
+			FROM free WHERE d.hook = free.hook AND d.event_id = free.event_id
+			RETURNING `+prefixed("d", deliveryCols),
+			p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), claimLimit(p.Limit))
+		if err != nil {
+			return fmt.Errorf("claim hook deliveries: %w", translate(err))
+		}
+		ds, err = collect(rows, "claim hook deliveries", deliveryDest)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(ds, func(i, j int) bool {
+		if ds[i].EventID != ds[j].EventID {
+			return ds[i].EventID < ds[j].EventID
+		}
+		return ds[i].Hook < ds[j].Hook
+	})
+	return ds, nil
+}
+
+func (o *ops) FinishHookDelivery(ctx context.Context, r store.HookDeliveryResult) error {
+	var hookSQL string
+	var args []any
+	switch r.State {
+	case store.DeliveryDone:
+		hookSQL = `UPDATE hooks SET delivered = delivered + 1, last_delivery_at = $1, failing = false, last_error = '' WHERE name = $2`
+		args = []any{ta(r.At), r.Hook}
+	case store.DeliveryPending:
+		hookSQL = `UPDATE hooks SET failures = failures + 1, last_error = $1 WHERE name = $2`
+		args = []any{r.Error, r.Hook}
+	case store.DeliveryFailed:
+		hookSQL = `UPDATE hooks SET failures = failures + 1, last_error = $1, failing = true WHERE name = $2`
+		args = []any{r.Error, r.Hook}
+	default:
+		return fmt.Errorf("finish hook delivery %q/%d: unknown state %q", r.Hook, r.EventID, r.State)
+	}
+	return o.atomic(ctx, func(q querier) error {
+		res, err := q.ExecContext(ctx, `UPDATE hook_deliveries SET state = $1, next_attempt_at = $2, last_error = $3,
+				lease_owner = '', lease_expires_at = NULL, updated_at = $4
+			WHERE hook = $5 AND event_id = $6 AND state = 'pending' AND lease_owner = $7`,
+			r.State, ta(r.NextAttemptAt), r.Error, ta(r.At), r.Hook, r.EventID, r.Owner)
+		if err != nil {
+			return fmt.Errorf("finish hook delivery %q/%d: %w", r.Hook, r.EventID, translate(err))
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("finish hook delivery %q/%d: %w", r.Hook, r.EventID, err)
+		} else if n == 0 {
+			return fmt.Errorf("finish hook delivery %q/%d: %w", r.Hook, r.EventID, store.ErrLeaseLost)
+		}
+		if _, err := q.ExecContext(ctx, hookSQL, args...); err != nil {
+			return fmt.Errorf("finish hook delivery %q/%d: hook: %w", r.Hook, r.EventID, translate(err))
+		}
+		return nil
+	})
+}
+
+func (o *ops) CapHookBacklog(ctx context.Context, hook string, max int, now time.Time) (int, error) {
+	var dropped int
+	err := o.atomic(ctx, func(q querier) error {
+		if _, err := q.ExecContext(ctx, claimLockDeliveries); err != nil {
+			return fmt.Errorf("cap hook backlog %q: lock: %w", hook, translate(err))
+		}
+		var n int
+		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM hook_deliveries WHERE hook = $1 AND state = 'pending'`,
+			hook).Scan(&n); err != nil {
+			return fmt.Errorf("cap hook backlog %q: %w", hook, translate(err))
+		}
+		if n <= max {
+			return nil
+		}
+		res, err := q.ExecContext(ctx, `UPDATE hook_deliveries SET state = 'dropped', updated_at = $1,
+				last_error = 'dropped: backlog over its cap'
+			WHERE hook = $2 AND event_id IN (
+				SELECT event_id FROM hook_deliveries
+				WHERE hook = $2 AND state = 'pending'
+					AND (lease_owner = '' OR lease_expires_at IS NULL OR lease_expires_at <= $1)
+				ORDER BY event_id LIMIT $3)`, ta(now), hook, n-max)
+		if err != nil {
+			return fmt.Errorf("cap hook backlog %q: %w", hook, translate(err))
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("cap hook backlog %q: %w", hook, err)
+		}
+		dropped = int(k)
+		if _, err := q.ExecContext(ctx, `UPDATE hooks SET dropped = dropped + $1 WHERE name = $2`, dropped, hook); err != nil {
+			return fmt.Errorf("cap hook backlog %q: %w", hook, translate(err))
+		}
+		return nil
+	})
+	return dropped, err
+}
+
+func (o *ops) ReleaseHookDeliveries(ctx context.Context, owner string) (int, error) {
+	res, err := o.w().ExecContext(ctx, `UPDATE hook_deliveries SET lease_owner = '', lease_expires_at = NULL
+		WHERE state = 'pending' AND lease_owner = $1`, owner)
+	if err != nil {
+		return 0, fmt.Errorf("release hook deliveries of %q: %w", owner, translate(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("release hook deliveries of %q: %w", owner, err)
+	}
+	return int(n), nil
+}
+
+func (o *ops) TrimHookDeliveries(ctx context.Context, before time.Time) (int, error) {
+	res, err := o.w().ExecContext(ctx, `DELETE FROM hook_deliveries WHERE state <> 'pending' AND updated_at < $1`, ta(before))
+	if err != nil {
+		return 0, fmt.Errorf("trim hook deliveries: %w", translate(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("trim hook deliveries: %w", err)
+	}
+	return int(n), nil
 }
 
 // --- named locks ---

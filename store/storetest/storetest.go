@@ -48,6 +48,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Tokens", testTokens},
 		{"Policies", testPolicies},
 		{"PluginsAndHooks", testPluginsAndHooks},
+		{"OutboxSecretOrder", testOutboxSecretOrder},
+		{"OutboxSecretOrderConcurrent", func(t *testing.T, s store.Store) { testOutboxSecretOrderConcurrent(t, s, s) }},
+		{"HookDeliveries", testHookDeliveries},
+		{"HookDeliveriesConcurrent", func(t *testing.T, s store.Store) { testHookDeliveriesConcurrent(t, s, s) }},
 		{"Audit", testAudit},
 		{"AuditConcurrentAppends", func(t *testing.T, s store.Store) { testAuditConcurrent(t, s, s) }},
 		{"InTx", testInTx},
@@ -75,6 +79,14 @@ func RunConcurrentStores(t *testing.T, newPair func(t *testing.T) (store.Store, 
 	t.Run("ClaimOutbox", func(t *testing.T) {
 		a, b := newPair(t)
 		testOutboxConcurrent(t, a, b)
+	})
+	t.Run("ClaimOutboxSecretOrder", func(t *testing.T) {
+		a, b := newPair(t)
+		testOutboxSecretOrderConcurrent(t, a, b)
+	})
+	t.Run("ClaimHookDeliveries", func(t *testing.T) {
+		a, b := newPair(t)
+		testHookDeliveriesConcurrent(t, a, b)
 	})
 	t.Run("AuditAppends", func(t *testing.T) {
 		a, b := newPair(t)
