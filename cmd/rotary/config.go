@@ -41,6 +41,8 @@ type fileConfig struct {
 	Redis               string         `yaml:"redis"`
 	Regions             []string       `yaml:"regions"`
 	PluginDir           string         `yaml:"plugin_dir"`
+	PluginStartTimeout  configDuration `yaml:"plugin_start_timeout"`
+	PluginCallTimeout   configDuration `yaml:"plugin_call_timeout"`
 	MinRotationInterval configDuration `yaml:"min_rotation_interval"`
 	RotationConcurrency int            `yaml:"rotation_concurrency"`
 	ShutdownTimeout     configDuration `yaml:"shutdown_timeout"`
@@ -313,6 +315,8 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 		Redis:               fc.Redis,
 		Regions:             fc.Regions,
 		PluginDir:           fc.PluginDir,
+		PluginStartTimeout:  time.Duration(fc.PluginStartTimeout),
+		PluginCallTimeout:   time.Duration(fc.PluginCallTimeout),
 		MinRotationInterval: time.Duration(fc.MinRotationInterval),
 		RotationConcurrency: fc.RotationConcurrency,
 		ShutdownTimeout:     time.Duration(fc.ShutdownTimeout),

@@ -69,6 +69,10 @@ type Config struct {
 	// checkpoints of it. Both are derived from the root key. Required.
 	AuditKey    audit.Key
 	AuditSigner audit.Signer
+	// Plugins runs plugins; PluginDir, when set, is the one folder
+	// registered plugins may live in.
+	Plugins   PluginHost
+	PluginDir string
 }
 
 // Server is the HTTP API.

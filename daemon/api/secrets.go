@@ -53,6 +53,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/tokens/{id}", s.revokeToken)
 	s.handle("GET /v1/audit", s.listAudit)
 	s.rotationRoutes()
+	s.pluginRoutes()
 	s.handle("POST /v1/audit/verify", s.verifyAudit)
 	s.handle("GET /v1/audit/checkpoint", s.auditCheckpoint)
 

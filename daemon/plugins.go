@@ -1,0 +1,189 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rotary-secrets/rotary/plugins"
+	"github.com/rotary-secrets/rotary/rotation"
+	"github.com/rotary-secrets/rotary/rotators"
+	"github.com/rotary-secrets/rotary/secrets"
+	"github.com/rotary-secrets/rotary/store"
+)
+
+// pluginHost runs the plugins of the catalog (store.Plugin) through one
+// plugins.Supervisor: the engine resolves "plugin:NAME" through it, and
+// the API registers, lists and removes plugins through it (api.PluginHost).
+//
+// Registration probes the candidate before it is stored: while it is
+// probed, the supervisor's Lookup of NAME answers the candidate instead of
+// the catalog, and the registration is stored only when the candidate
+// started and answered Info; the old process is stopped on either side of
+// it, so that the next use starts whatever the catalog then holds.
+type pluginHost struct {
+	st           store.Store
+	log          *slog.Logger
+	startTimeout time.Duration
+	callTimeout  time.Duration
+	sup          *plugins.Supervisor
+	now          func() time.Time
+
+	register sync.Mutex // one registration at a time
+	mu       sync.Mutex
+	probing  map[string]store.Plugin
+}
+
+func newPluginHost(st store.Store, log *slog.Logger, startTimeout, callTimeout time.Duration) *pluginHost {
+	return &pluginHost{
+		st: st, log: log, startTimeout: startTimeout, callTimeout: callTimeout,
+		now: time.Now, probing: map[string]store.Plugin{},
+	}
+}
+
+// notRegistered is the error of a rotation naming an unknown plugin.
+func notRegistered(name string) error {
+	return fmt.Errorf("%w: plugin %q is not registered; rotary plugin register %s --path ...", secrets.ErrInvalid, name, name)
+}
+
+// lookup is the supervisor's view of the catalog.
+func (h *pluginHost) lookup(ctx context.Context, name string) (plugins.Config, error) {
+	h.mu.Lock()
+	p, ok := h.probing[name]
+	h.mu.Unlock()
+	if !ok {
+		var err error
+		p, err = h.st.GetPlugin(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return plugins.Config{}, notRegistered(name)
+		}
+		if err != nil {
+			return plugins.Config{}, fmt.Errorf("plugin %s: catalog: %w", name, err)
+		}
+	}
+	return plugins.Config{
+		Name: name, Path: p.Path, SHA256: p.SHA256, Env: p.Env,
+		StartTimeout: h.startTimeout, CallTimeout: h.callTimeout, Logger: h.log,
+	}, nil
+}
+
+// onStart records every start of a registered plugin in the catalog.
+func (h *pluginHost) onStart(name string, info plugins.Info, startErr error) {
+	h.mu.Lock()
+	_, probing := h.probing[name]
+	h.mu.Unlock()
+	if probing {
+		return // the registration records it
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := h.st.GetPlugin(ctx, name)
+	if err != nil {
+		return // removed meanwhile
+	}
+	now := h.now().UTC()
+	p.LastStartAt = &now
+	if startErr != nil {
+		p.Status, p.LastError = store.PluginFailed, truncateError(startErr.Error())
+	} else {
+		p = withInfo(p, info)
+		p.Status, p.LastError = store.PluginOK, ""
+	}
+	if err := h.st.RecordPluginStart(ctx, p); err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.log.Warn("plugin catalog: record the start", "plugin", name, "err", err)
+	}
+}
+
+func truncateError(s string) string {
+	if len(s) > 1000 {
+		return s[:1000] + "…"
+	}
+	return s
+}
+
+// withInfo fills the fields of p that come from the plugin's Info.
+func withInfo(p store.Plugin, info plugins.Info) store.Plugin {
+	p.Version, p.SecretTypes, p.IdentityFields = info.Version, info.SecretTypes, info.IdentityFields
+	p.Kinds = []string{"rotator"}
+	return p
+}
+
+// Probe implements api.PluginHost.
+func (h *pluginHost) Probe(ctx context.Context, p store.Plugin) (store.Plugin, error) {
+	h.register.Lock()
+	defer h.register.Unlock()
+	h.mu.Lock()
+	h.probing[p.Name] = p
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.probing, p.Name)
+		h.mu.Unlock()
+	}()
+	h.sup.Stop(p.Name)
+	info, err := h.sup.Info(ctx, p.Name)
+	h.sup.Stop(p.Name) // the next use starts what the catalog holds then
+	if err != nil {
+		return p, err
+	}
+	now := h.now().UTC()
+	p = withInfo(p, info)
+	p.LastStartAt, p.Status, p.LastError = &now, store.PluginOK, ""
+	return p, nil
+}
+
+// Stop implements api.PluginHost.
+func (h *pluginHost) Stop(name string) { h.sup.Stop(name) }
+
+// Process implements api.PluginHost.
+func (h *pluginHost) Process(name string) (pid, restarts int, state string) {
+	for _, s := range h.sup.Status() {
+		if s.Name == name {
+			return s.PID, s.Restarts, s.State
+		}
+	}
+	return 0, 0, ""
+}
+
+// rotator resolves plugin NAME for the engine.
+func (h *pluginHost) rotator(ctx context.Context, name string) (rotators.Rotator, error) {
+	if _, err := h.st.GetPlugin(ctx, name); errors.Is(err, store.ErrNotFound) {
+		return nil, notRegistered(name)
+	} else if err != nil {
+		return nil, err
+	}
+	rot, err := h.sup.Rotator(ctx, name)
+	if err != nil {
+		if errors.Is(err, secrets.ErrInvalid) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", secrets.ErrInvalid, err)
+	}
+	return rot, nil
+}
+
+func (h *pluginHost) close() {
+	if h.sup != nil {
+		if err := h.sup.Close(); err != nil {
+			h.log.Warn("plugins: close", "err", err)
+		}
+	}
+}
+
+// resolver is the engine's rotation.Resolver: the built-in rotators by
+// name, and plugin:NAME through the plugin host.
+type resolver struct {
+	builtin rotation.Registry
+	host    *pluginHost
+}
+
+func (r resolver) Rotator(ctx context.Context, name string) (rotators.Rotator, error) {
+	if n, ok := strings.CutPrefix(name, "plugin:"); ok {
+		return r.host.rotator(ctx, n)
+	}
+	return r.builtin.Rotator(ctx, name)
+}
