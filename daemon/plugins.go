@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,21 +150,112 @@ func (h *pluginHost) Process(name string) (pid, restarts int, state string) {
 	return 0, 0, ""
 }
 
-// rotator resolves plugin NAME for the engine.
+// rotator resolves plugin NAME for the engine: the registration is
+// checked now (an unknown NAME is a clear error), the process is started
+// or reused at each call, so that a plugin that cannot start fails the
+// step that needed it (retried by the engine's rules) or, when settings
+// are saved, their validation.
 func (h *pluginHost) rotator(ctx context.Context, name string) (rotators.Rotator, error) {
-	if _, err := h.st.GetPlugin(ctx, name); errors.Is(err, store.ErrNotFound) {
+	p, err := h.st.GetPlugin(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, notRegistered(name)
-	} else if err != nil {
+	}
+	if err != nil {
 		return nil, err
 	}
-	rot, err := h.sup.Rotator(ctx, name)
-	if err != nil {
-		if errors.Is(err, secrets.ErrInvalid) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %w", secrets.ErrInvalid, err)
+	lp := lazyPlugin{h: h, name: name}
+	if len(p.IdentityFields) > 0 {
+		// The plugin said at its registration that it touches an account:
+		// the engine binds its rotations to one.
+		return targetedPlugin{lp}, nil
 	}
-	return rot, nil
+	return lp, nil
+}
+
+// lazyPlugin is plugin NAME as a rotator: every call goes to the
+// supervisor's running process of NAME, started when needed.
+type lazyPlugin struct {
+	h    *pluginHost
+	name string
+}
+
+var (
+	_ rotators.ConfigValidator = lazyPlugin{}
+	_ rotators.Rollbacker      = lazyPlugin{}
+	_ rotators.Targeter        = targetedPlugin{}
+)
+
+func (l lazyPlugin) get(ctx context.Context) (rotators.Rotator, error) {
+	return l.h.sup.Rotator(ctx, l.name)
+}
+
+func (l lazyPlugin) Create(ctx context.Context, req rotators.CreateRequest) (rotators.CreateResponse, error) {
+	r, err := l.get(ctx)
+	if err != nil {
+		return rotators.CreateResponse{}, err
+	}
+	return r.Create(ctx, req)
+}
+
+func (l lazyPlugin) Set(ctx context.Context, req rotators.SetRequest) error {
+	r, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return r.Set(ctx, req)
+}
+
+func (l lazyPlugin) Test(ctx context.Context, req rotators.TestRequest) error {
+	r, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return r.Test(ctx, req)
+}
+
+func (l lazyPlugin) Finish(ctx context.Context, req rotators.FinishRequest) error {
+	r, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	return r.Finish(ctx, req)
+}
+
+func (l lazyPlugin) ValidateConfig(ctx context.Context, secretType string, config json.RawMessage) error {
+	r, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	if v, ok := r.(rotators.ConfigValidator); ok {
+		return v.ValidateConfig(ctx, secretType, config)
+	}
+	return nil
+}
+
+func (l lazyPlugin) Rollback(ctx context.Context, req rotators.RollbackRequest) error {
+	r, err := l.get(ctx)
+	if err != nil {
+		return err
+	}
+	if rb, ok := r.(rotators.Rollbacker); ok {
+		return rb.Rollback(ctx, req)
+	}
+	return nil
+}
+
+// targetedPlugin is a plugin that declared identity fields.
+type targetedPlugin struct{ lazyPlugin }
+
+func (t targetedPlugin) Target(ctx context.Context, req rotators.TargetRequest) (rotators.Target, error) {
+	r, err := t.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tg, ok := r.(rotators.Targeter)
+	if !ok {
+		return nil, fmt.Errorf("plugin %s: it declared identity fields when it was registered and no longer does; register it again", t.name)
+	}
+	return tg.Target(ctx, req)
 }
 
 func (h *pluginHost) close() {
