@@ -39,6 +39,15 @@ var (
 	// ErrProtocol: the plugin answered something the protocol does not
 	// allow (no name, identity fields other than it declared).
 	ErrProtocol = errors.New("plugin protocol violation")
+	// ErrNotServed: the plugin does not serve the kind called (a rotator
+	// step of a hook plugin, an event for a rotator plugin).
+	ErrNotServed = errors.New("the plugin does not serve this kind")
+)
+
+// Kinds of plugin (Info.Kinds).
+const (
+	KindRotator = proto.RotatorPluginName
+	KindHook    = proto.HookPluginName
 )
 
 // Defaults of Config.
@@ -90,7 +99,13 @@ type Info struct {
 	ValidatesConfig bool `json:"validates_config"`
 	Targets         bool `json:"targets"`
 	RollsBack       bool `json:"rolls_back"`
+	// Kinds are the kinds the plugin serves: KindRotator, KindHook or
+	// both.
+	Kinds []string `json:"kinds"`
 }
+
+// Serves reports whether the plugin serves kind (KindRotator, KindHook).
+func (i Info) Serves(kind string) bool { return slices.Contains(i.Kinds, kind) }
 
 // Plugin is one running plugin process. It implements rotators.Rotator,
 // rotators.ConfigValidator, rotators.Rollbacker and rotators.Targeter;
@@ -101,6 +116,7 @@ type Plugin struct {
 	cfg    Config
 	client *plugin.Client
 	rpc    proto.RotatorClient
+	hook   proto.HookClient
 	info   Info
 	pid    int
 	scrub  *scrubber
@@ -188,7 +204,7 @@ func Launch(ctx context.Context, cfg Config) (*Plugin, error) {
 	logger := newHCLogAdapter(cfg.Logger, cfg.Name, p.scrub)
 	p.client = plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  proto.Handshake,
-		VersionedPlugins: proto.PluginSets(&proto.RotatorPlugin{}),
+		VersionedPlugins: proto.PluginSets(&proto.RotatorPlugin{}, &proto.HookPlugin{}),
 		Cmd:              cmd,
 		SkipHostEnv:      true,
 		SecureConfig:     &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}, // fresh per start
@@ -239,12 +255,27 @@ func Launch(ctx context.Context, cfg Config) (*Plugin, error) {
 	}
 	rpc, ok := raw.(proto.RotatorClient)
 	if !ok {
-		return fail(fmt.Errorf("plugin %s: %w: it does not serve the rotator service", cfg.Name, ErrProtocol))
+		return fail(fmt.Errorf("plugin %s: %w: no rotator client", cfg.Name, ErrProtocol))
 	}
-	p.rpc = rpc
+	raw, err = st.rpc.Dispense(proto.HookPluginName)
+	if err != nil {
+		return fail(fmt.Errorf("plugin %s: %w: %v", cfg.Name, ErrProtocol, err))
+	}
+	hook, ok := raw.(proto.HookClient)
+	if !ok {
+		return fail(fmt.Errorf("plugin %s: %w: no hook client", cfg.Name, ErrProtocol))
+	}
 	ictx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	resp, err := p.rpc.Info(ictx, &proto.InfoRequest{})
+	// A plugin that serves a rotator answers Info there; one that serves
+	// only a hook has no Rotator service, and answers on Hook.
+	resp, err := rpc.Info(ictx, &proto.InfoRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		resp, err = hook.Info(ictx, &proto.InfoRequest{})
+		if status.Code(err) == codes.Unimplemented {
+			return fail(fmt.Errorf("plugin %s: %w: it serves neither a rotator nor a hook", cfg.Name, ErrProtocol))
+		}
+	}
 	if err != nil {
 		return fail(p.callError(ictx, "info", err, nil))
 	}
@@ -252,6 +283,10 @@ func Launch(ctx context.Context, cfg Config) (*Plugin, error) {
 		Name: resp.GetName(), Version: resp.GetVersion(), SecretTypes: resp.GetSecretTypes(),
 		IdentityFields:  resp.GetIdentityFields(),
 		ValidatesConfig: resp.GetValidatesConfig(), Targets: resp.GetTargets(), RollsBack: resp.GetRollsBack(),
+		Kinds: resp.GetKinds(),
+	}
+	if len(p.info.Kinds) == 0 {
+		p.info.Kinds = []string{KindRotator} // built before hooks
 	}
 	if s := resp.GetConfigSchema(); s != "" {
 		p.info.ConfigSchema = json.RawMessage(s)
@@ -262,12 +297,29 @@ func Launch(ctx context.Context, cfg Config) (*Plugin, error) {
 	if err := p.info.check(); err != nil {
 		return fail(fmt.Errorf("plugin %s: %w: %v", cfg.Name, ErrProtocol, err))
 	}
+	if p.info.Serves(KindRotator) {
+		p.rpc = rpc
+	}
+	if p.info.Serves(KindHook) {
+		p.hook = hook
+	}
 	return p, nil
 }
 
 func (i Info) check() error {
 	if i.Name == "" {
 		return errors.New("Info: field name is empty")
+	}
+	for _, k := range i.Kinds {
+		if k != KindRotator && k != KindHook {
+			return fmt.Errorf("Info: field kinds: unknown kind %q (rotator, hook)", k)
+		}
+	}
+	if !i.Serves(KindRotator) {
+		if len(i.SecretTypes) > 0 || i.Targets || len(i.IdentityFields) > 0 {
+			return errors.New("Info: secret_types, targets or identity_fields declared by a plugin that serves no rotator")
+		}
+		return nil
 	}
 	if len(i.SecretTypes) == 0 {
 		return errors.New("Info: field secret_types is empty")
@@ -363,7 +415,10 @@ func (e *remoteError) Is(target error) bool {
 
 // call runs one call with the call deadline, holding values in the
 // scrubber for the plugin's log lines.
-func (p *Plugin) call(ctx context.Context, method string, values []sensitive.Bytes, f func(context.Context) error) error {
+func (p *Plugin) call(ctx context.Context, kind, method string, values []sensitive.Bytes, f func(context.Context) error) error {
+	if !p.info.Serves(kind) {
+		return &notServedError{name: p.cfg.Name, kind: kind}
+	}
 	scrub := expand(values...)
 	release := p.scrub.hold(scrub)
 	defer release()
@@ -421,7 +476,7 @@ func secretPB(s rotators.Secret) *proto.Secret {
 
 // ValidateConfig implements rotators.ConfigValidator.
 func (p *Plugin) ValidateConfig(ctx context.Context, secretType string, config json.RawMessage) error {
-	return p.call(ctx, "validate config", nil, func(ctx context.Context) error {
+	return p.call(ctx, KindRotator, "validate config", nil, func(ctx context.Context) error {
 		_, err := p.rpc.ValidateConfig(ctx, &proto.ValidateConfigRequest{SecretType: secretType, Config: config})
 		return err
 	})
@@ -434,7 +489,7 @@ func (p *Plugin) Target(ctx context.Context, req rotators.TargetRequest) (rotato
 		return nil, fmt.Errorf("plugin %s: target: %w: the plugin touches no target account", p.cfg.Name, rotators.ErrUnsupported)
 	}
 	var t rotators.Target
-	err := p.call(ctx, "target", []sensitive.Bytes{req.Value, req.Previous}, func(ctx context.Context) error {
+	err := p.call(ctx, KindRotator, "target", []sensitive.Bytes{req.Value, req.Previous}, func(ctx context.Context) error {
 		resp, err := p.rpc.Target(ctx, &proto.TargetRequest{SecretType: req.SecretType, Config: req.Config, Value: req.Value.Reveal(), Previous: req.Previous.Reveal()})
 		if err != nil {
 			return err
@@ -460,7 +515,7 @@ func (p *Plugin) Target(ctx context.Context, req rotators.TargetRequest) (rotato
 // Create implements rotators.Rotator.
 func (p *Plugin) Create(ctx context.Context, req rotators.CreateRequest) (rotators.CreateResponse, error) {
 	var out rotators.CreateResponse
-	err := p.call(ctx, "create", []sensitive.Bytes{req.Current, req.Previous}, func(ctx context.Context) error {
+	err := p.call(ctx, KindRotator, "create", []sensitive.Bytes{req.Current, req.Previous}, func(ctx context.Context) error {
 		resp, err := p.rpc.Create(ctx, &proto.CreateRequest{
 			Secret: secretPB(req.Secret), Config: req.Config,
 			Current: req.Current.Reveal(), Previous: req.Previous.Reveal(), Emergency: req.Emergency,
@@ -479,7 +534,7 @@ func (p *Plugin) Create(ctx context.Context, req rotators.CreateRequest) (rotato
 
 // Set implements rotators.Rotator.
 func (p *Plugin) Set(ctx context.Context, req rotators.SetRequest) error {
-	return p.call(ctx, "set", []sensitive.Bytes{req.Current, req.Pending, req.Admin}, func(ctx context.Context) error {
+	return p.call(ctx, KindRotator, "set", []sensitive.Bytes{req.Current, req.Pending, req.Admin}, func(ctx context.Context) error {
 		_, err := p.rpc.Set(ctx, &proto.SetRequest{
 			Secret: secretPB(req.Secret), Config: req.Config,
 			Current: req.Current.Reveal(), Pending: req.Pending.Reveal(), Admin: req.Admin.Reveal(), Emergency: req.Emergency,
@@ -490,7 +545,7 @@ func (p *Plugin) Set(ctx context.Context, req rotators.SetRequest) error {
 
 // Test implements rotators.Rotator.
 func (p *Plugin) Test(ctx context.Context, req rotators.TestRequest) error {
-	return p.call(ctx, "test", []sensitive.Bytes{req.Value}, func(ctx context.Context) error {
+	return p.call(ctx, KindRotator, "test", []sensitive.Bytes{req.Value}, func(ctx context.Context) error {
 		_, err := p.rpc.Test(ctx, &proto.TestRequest{Secret: secretPB(req.Secret), Config: req.Config, Value: req.Value.Reveal()})
 		return err
 	})
@@ -498,7 +553,7 @@ func (p *Plugin) Test(ctx context.Context, req rotators.TestRequest) error {
 
 // Finish implements rotators.Rotator.
 func (p *Plugin) Finish(ctx context.Context, req rotators.FinishRequest) error {
-	return p.call(ctx, "finish", []sensitive.Bytes{req.Current, req.Previous, req.Admin}, func(ctx context.Context) error {
+	return p.call(ctx, KindRotator, "finish", []sensitive.Bytes{req.Current, req.Previous, req.Admin}, func(ctx context.Context) error {
 		_, err := p.rpc.Finish(ctx, &proto.FinishRequest{
 			Secret: secretPB(req.Secret), Config: req.Config,
 			Current: req.Current.Reveal(), Previous: req.Previous.Reveal(), Admin: req.Admin.Reveal(),
@@ -514,7 +569,7 @@ func (p *Plugin) Rollback(ctx context.Context, req rotators.RollbackRequest) err
 	if !p.info.RollsBack {
 		return nil
 	}
-	return p.call(ctx, "rollback", []sensitive.Bytes{req.Current, req.Pending, req.Admin}, func(ctx context.Context) error {
+	return p.call(ctx, KindRotator, "rollback", []sensitive.Bytes{req.Current, req.Pending, req.Admin}, func(ctx context.Context) error {
 		_, err := p.rpc.Rollback(ctx, &proto.RollbackRequest{
 			Secret: secretPB(req.Secret), Config: req.Config,
 			Current: req.Current.Reveal(), Pending: req.Pending.Reveal(), Admin: req.Admin.Reveal(),
@@ -522,3 +577,22 @@ func (p *Plugin) Rollback(ctx context.Context, req rotators.RollbackRequest) err
 		return err
 	})
 }
+
+// OnEvent delivers the event JSON to the plugin's hook, with the call
+// deadline, the scrubbing and the errors of the rotator's calls. A plugin
+// that serves no hook answers an error wrapping ErrNotServed.
+func (p *Plugin) OnEvent(ctx context.Context, event []byte) error {
+	if !json.Valid(event) {
+		return fmt.Errorf("plugin %s: on event: the event is not JSON", p.cfg.Name)
+	}
+	return p.call(ctx, KindHook, "on event", nil, func(ctx context.Context) error {
+		_, err := p.hook.OnEvent(ctx, &proto.Event{Json: event})
+		return err
+	})
+}
+
+// notServedError: "plugin x serves no hook".
+type notServedError struct{ name, kind string }
+
+func (e *notServedError) Error() string        { return fmt.Sprintf("plugin %s serves no %s", e.name, e.kind) }
+func (e *notServedError) Is(target error) bool { return target == ErrNotServed }

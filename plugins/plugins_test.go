@@ -40,6 +40,10 @@ func TestMain(m *testing.M) {
 		hostMain(path)
 		return
 	}
+	if path := os.Getenv("PLUGINS_TEST_SUP_HOST"); path != "" {
+		supHostMain(path, os.Getenv("PLUGINS_TEST_SUP_STATE"))
+		return
+	}
 	if path := os.Getenv("PLUGINS_TEST_BARE_PARENT"); path != "" {
 		bareParentMain(path)
 		return
@@ -58,7 +62,7 @@ func binary(t *testing.T, name string) string {
 		if buildErr != nil {
 			return
 		}
-		for n, pkg := range map[string]string{"template": "./examples/template", "testplugin": "./internal/testplugin"} {
+		for n, pkg := range map[string]string{"template": "./examples/template", "testplugin": "./internal/testplugin", "filehook": "./examples/filehook"} {
 			tb := &builder{}
 			out := filepath.Join(binDir, n)
 			if err := tb.build(pkg, out); err != nil {

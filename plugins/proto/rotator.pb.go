@@ -1,5 +1,6 @@
-// The wire protocol between rotary (the host) and a rotator plugin.
-// Protocol version 1 of the go-plugin handshake (see handshake.go). A new
+// The wire protocol between rotary (the host) and its plugins: a rotator
+// plugin serves Rotator, a hook plugin serves Hook, a plugin may serve both.
+// Protocol version 1 of the go-plugin handshake (see wire.go). A new
 // field is added with a new number; a breaking change is a new protocol
 // version served beside this one, never an edit of it.
 
@@ -26,6 +27,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Event is one event of rotary as its JSON document (shared/CONTRACT.md,
+// "Events and clients"). Never a value.
+type Event struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Json          []byte                 `protobuf:"bytes,1,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_rotator_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_rotator_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_rotator_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Event) GetJson() []byte {
+	if x != nil {
+		return x.Json
+	}
+	return nil
+}
+
 type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -34,7 +81,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_rotator_proto_msgTypes[0]
+	mi := &file_rotator_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +93,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[0]
+	mi := &file_rotator_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +106,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{0}
+	return file_rotator_proto_rawDescGZIP(), []int{1}
 }
 
 type InfoRequest struct {
@@ -70,7 +117,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_rotator_proto_msgTypes[1]
+	mi := &file_rotator_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -82,7 +129,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[1]
+	mi := &file_rotator_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -95,7 +142,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{1}
+	return file_rotator_proto_rawDescGZIP(), []int{2}
 }
 
 // InfoResponse describes the plugin: what it rotates and what it offers.
@@ -112,13 +159,16 @@ type InfoResponse struct {
 	ValidatesConfig bool     `protobuf:"varint,7,opt,name=validates_config,json=validatesConfig,proto3" json:"validates_config,omitempty"`
 	Targets         bool     `protobuf:"varint,8,opt,name=targets,proto3" json:"targets,omitempty"`
 	RollsBack       bool     `protobuf:"varint,9,opt,name=rolls_back,json=rollsBack,proto3" json:"rolls_back,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The kinds of plugin served: "rotator", "hook". Empty means
+	// "rotator" (a plugin built before hooks).
+	Kinds         []string `protobuf:"bytes,10,rep,name=kinds,proto3" json:"kinds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_rotator_proto_msgTypes[2]
+	mi := &file_rotator_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -130,7 +180,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[2]
+	mi := &file_rotator_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -143,7 +193,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{2}
+	return file_rotator_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *InfoResponse) GetName() string {
@@ -209,6 +259,13 @@ func (x *InfoResponse) GetRollsBack() bool {
 	return false
 }
 
+func (x *InfoResponse) GetKinds() []string {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
 // Secret describes the secret being rotated. Never a value.
 type Secret struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -222,7 +279,7 @@ type Secret struct {
 
 func (x *Secret) Reset() {
 	*x = Secret{}
-	mi := &file_rotator_proto_msgTypes[3]
+	mi := &file_rotator_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -234,7 +291,7 @@ func (x *Secret) String() string {
 func (*Secret) ProtoMessage() {}
 
 func (x *Secret) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[3]
+	mi := &file_rotator_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -247,7 +304,7 @@ func (x *Secret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Secret.ProtoReflect.Descriptor instead.
 func (*Secret) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{3}
+	return file_rotator_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Secret) GetName() string {
@@ -288,7 +345,7 @@ type ValidateConfigRequest struct {
 
 func (x *ValidateConfigRequest) Reset() {
 	*x = ValidateConfigRequest{}
-	mi := &file_rotator_proto_msgTypes[4]
+	mi := &file_rotator_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +357,7 @@ func (x *ValidateConfigRequest) String() string {
 func (*ValidateConfigRequest) ProtoMessage() {}
 
 func (x *ValidateConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[4]
+	mi := &file_rotator_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +370,7 @@ func (x *ValidateConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateConfigRequest.ProtoReflect.Descriptor instead.
 func (*ValidateConfigRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{4}
+	return file_rotator_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ValidateConfigRequest) GetSecretType() string {
@@ -342,7 +399,7 @@ type TargetRequest struct {
 
 func (x *TargetRequest) Reset() {
 	*x = TargetRequest{}
-	mi := &file_rotator_proto_msgTypes[5]
+	mi := &file_rotator_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +411,7 @@ func (x *TargetRequest) String() string {
 func (*TargetRequest) ProtoMessage() {}
 
 func (x *TargetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[5]
+	mi := &file_rotator_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +424,7 @@ func (x *TargetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetRequest.ProtoReflect.Descriptor instead.
 func (*TargetRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{5}
+	return file_rotator_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TargetRequest) GetSecretType() string {
@@ -410,7 +467,7 @@ type TargetField struct {
 
 func (x *TargetField) Reset() {
 	*x = TargetField{}
-	mi := &file_rotator_proto_msgTypes[6]
+	mi := &file_rotator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +479,7 @@ func (x *TargetField) String() string {
 func (*TargetField) ProtoMessage() {}
 
 func (x *TargetField) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[6]
+	mi := &file_rotator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +492,7 @@ func (x *TargetField) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetField.ProtoReflect.Descriptor instead.
 func (*TargetField) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{6}
+	return file_rotator_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TargetField) GetName() string {
@@ -475,7 +532,7 @@ type TargetResponse struct {
 
 func (x *TargetResponse) Reset() {
 	*x = TargetResponse{}
-	mi := &file_rotator_proto_msgTypes[7]
+	mi := &file_rotator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +544,7 @@ func (x *TargetResponse) String() string {
 func (*TargetResponse) ProtoMessage() {}
 
 func (x *TargetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[7]
+	mi := &file_rotator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +557,7 @@ func (x *TargetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetResponse.ProtoReflect.Descriptor instead.
 func (*TargetResponse) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{7}
+	return file_rotator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TargetResponse) GetFields() []*TargetField {
@@ -523,7 +580,7 @@ type CreateRequest struct {
 
 func (x *CreateRequest) Reset() {
 	*x = CreateRequest{}
-	mi := &file_rotator_proto_msgTypes[8]
+	mi := &file_rotator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +592,7 @@ func (x *CreateRequest) String() string {
 func (*CreateRequest) ProtoMessage() {}
 
 func (x *CreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[8]
+	mi := &file_rotator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +605,7 @@ func (x *CreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateRequest.ProtoReflect.Descriptor instead.
 func (*CreateRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{8}
+	return file_rotator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateRequest) GetSecret() *Secret {
@@ -595,7 +652,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_rotator_proto_msgTypes[9]
+	mi := &file_rotator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +664,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[9]
+	mi := &file_rotator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +677,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{9}
+	return file_rotator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateResponse) GetValue() []byte {
@@ -644,7 +701,7 @@ type SetRequest struct {
 
 func (x *SetRequest) Reset() {
 	*x = SetRequest{}
-	mi := &file_rotator_proto_msgTypes[10]
+	mi := &file_rotator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +713,7 @@ func (x *SetRequest) String() string {
 func (*SetRequest) ProtoMessage() {}
 
 func (x *SetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[10]
+	mi := &file_rotator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +726,7 @@ func (x *SetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRequest.ProtoReflect.Descriptor instead.
 func (*SetRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{10}
+	return file_rotator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetRequest) GetSecret() *Secret {
@@ -725,7 +782,7 @@ type TestRequest struct {
 
 func (x *TestRequest) Reset() {
 	*x = TestRequest{}
-	mi := &file_rotator_proto_msgTypes[11]
+	mi := &file_rotator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +794,7 @@ func (x *TestRequest) String() string {
 func (*TestRequest) ProtoMessage() {}
 
 func (x *TestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[11]
+	mi := &file_rotator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +807,7 @@ func (x *TestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestRequest.ProtoReflect.Descriptor instead.
 func (*TestRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{11}
+	return file_rotator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TestRequest) GetSecret() *Secret {
@@ -789,7 +846,7 @@ type FinishRequest struct {
 
 func (x *FinishRequest) Reset() {
 	*x = FinishRequest{}
-	mi := &file_rotator_proto_msgTypes[12]
+	mi := &file_rotator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +858,7 @@ func (x *FinishRequest) String() string {
 func (*FinishRequest) ProtoMessage() {}
 
 func (x *FinishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[12]
+	mi := &file_rotator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +871,7 @@ func (x *FinishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishRequest.ProtoReflect.Descriptor instead.
 func (*FinishRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{12}
+	return file_rotator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FinishRequest) GetSecret() *Secret {
@@ -879,7 +936,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_rotator_proto_msgTypes[13]
+	mi := &file_rotator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +948,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[13]
+	mi := &file_rotator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +961,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{13}
+	return file_rotator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RollbackRequest) GetSecret() *Secret {
@@ -955,7 +1012,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_rotator_proto_msgTypes[14]
+	mi := &file_rotator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1024,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[14]
+	mi := &file_rotator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,7 +1037,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{14}
+	return file_rotator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ErrorDetail) GetKind() string {
@@ -994,9 +1051,11 @@ var File_rotator_proto protoreflect.FileDescriptor
 
 const file_rotator_proto_rawDesc = "" +
 	"\n" +
-	"\rrotator.proto\x12\x10rotary.plugin.v1\"\a\n" +
+	"\rrotator.proto\x12\x10rotary.plugin.v1\"\x1b\n" +
+	"\x05Event\x12\x12\n" +
+	"\x04json\x18\x01 \x01(\fR\x04json\"\a\n" +
 	"\x05Empty\"\r\n" +
-	"\vInfoRequest\"\xb8\x02\n" +
+	"\vInfoRequest\"\xce\x02\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12!\n" +
@@ -1007,7 +1066,9 @@ const file_rotator_proto_rawDesc = "" +
 	"\x10validates_config\x18\a \x01(\bR\x0fvalidatesConfig\x12\x18\n" +
 	"\atargets\x18\b \x01(\bR\atargets\x12\x1d\n" +
 	"\n" +
-	"rolls_back\x18\t \x01(\bR\trollsBack\"b\n" +
+	"rolls_back\x18\t \x01(\bR\trollsBack\x12\x14\n" +
+	"\x05kinds\x18\n" +
+	" \x03(\tR\x05kinds\"b\n" +
 	"\x06Secret\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
@@ -1074,7 +1135,10 @@ const file_rotator_proto_rawDesc = "" +
 	"\x03Set\x12\x1c.rotary.plugin.v1.SetRequest\x1a\x17.rotary.plugin.v1.Empty\x12>\n" +
 	"\x04Test\x12\x1d.rotary.plugin.v1.TestRequest\x1a\x17.rotary.plugin.v1.Empty\x12B\n" +
 	"\x06Finish\x12\x1f.rotary.plugin.v1.FinishRequest\x1a\x17.rotary.plugin.v1.Empty\x12F\n" +
-	"\bRollback\x12!.rotary.plugin.v1.RollbackRequest\x1a\x17.rotary.plugin.v1.EmptyB0Z.github.com/rotary-secrets/rotary/plugins/protob\x06proto3"
+	"\bRollback\x12!.rotary.plugin.v1.RollbackRequest\x1a\x17.rotary.plugin.v1.Empty2\x8a\x01\n" +
+	"\x04Hook\x12E\n" +
+	"\x04Info\x12\x1d.rotary.plugin.v1.InfoRequest\x1a\x1e.rotary.plugin.v1.InfoResponse\x12;\n" +
+	"\aOnEvent\x12\x17.rotary.plugin.v1.Event\x1a\x17.rotary.plugin.v1.EmptyB0Z.github.com/rotary-secrets/rotary/plugins/protob\x06proto3"
 
 var (
 	file_rotator_proto_rawDescOnce sync.Once
@@ -1088,49 +1152,54 @@ func file_rotator_proto_rawDescGZIP() []byte {
 	return file_rotator_proto_rawDescData
 }
 
-var file_rotator_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_rotator_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_rotator_proto_goTypes = []any{
-	(*Empty)(nil),                 // 0: rotary.plugin.v1.Empty
-	(*InfoRequest)(nil),           // 1: rotary.plugin.v1.InfoRequest
-	(*InfoResponse)(nil),          // 2: rotary.plugin.v1.InfoResponse
-	(*Secret)(nil),                // 3: rotary.plugin.v1.Secret
-	(*ValidateConfigRequest)(nil), // 4: rotary.plugin.v1.ValidateConfigRequest
-	(*TargetRequest)(nil),         // 5: rotary.plugin.v1.TargetRequest
-	(*TargetField)(nil),           // 6: rotary.plugin.v1.TargetField
-	(*TargetResponse)(nil),        // 7: rotary.plugin.v1.TargetResponse
-	(*CreateRequest)(nil),         // 8: rotary.plugin.v1.CreateRequest
-	(*CreateResponse)(nil),        // 9: rotary.plugin.v1.CreateResponse
-	(*SetRequest)(nil),            // 10: rotary.plugin.v1.SetRequest
-	(*TestRequest)(nil),           // 11: rotary.plugin.v1.TestRequest
-	(*FinishRequest)(nil),         // 12: rotary.plugin.v1.FinishRequest
-	(*RollbackRequest)(nil),       // 13: rotary.plugin.v1.RollbackRequest
-	(*ErrorDetail)(nil),           // 14: rotary.plugin.v1.ErrorDetail
+	(*Event)(nil),                 // 0: rotary.plugin.v1.Event
+	(*Empty)(nil),                 // 1: rotary.plugin.v1.Empty
+	(*InfoRequest)(nil),           // 2: rotary.plugin.v1.InfoRequest
+	(*InfoResponse)(nil),          // 3: rotary.plugin.v1.InfoResponse
+	(*Secret)(nil),                // 4: rotary.plugin.v1.Secret
+	(*ValidateConfigRequest)(nil), // 5: rotary.plugin.v1.ValidateConfigRequest
+	(*TargetRequest)(nil),         // 6: rotary.plugin.v1.TargetRequest
+	(*TargetField)(nil),           // 7: rotary.plugin.v1.TargetField
+	(*TargetResponse)(nil),        // 8: rotary.plugin.v1.TargetResponse
+	(*CreateRequest)(nil),         // 9: rotary.plugin.v1.CreateRequest
+	(*CreateResponse)(nil),        // 10: rotary.plugin.v1.CreateResponse
+	(*SetRequest)(nil),            // 11: rotary.plugin.v1.SetRequest
+	(*TestRequest)(nil),           // 12: rotary.plugin.v1.TestRequest
+	(*FinishRequest)(nil),         // 13: rotary.plugin.v1.FinishRequest
+	(*RollbackRequest)(nil),       // 14: rotary.plugin.v1.RollbackRequest
+	(*ErrorDetail)(nil),           // 15: rotary.plugin.v1.ErrorDetail
 }
 var file_rotator_proto_depIdxs = []int32{
-	6,  // 0: rotary.plugin.v1.TargetResponse.fields:type_name -> rotary.plugin.v1.TargetField
-	3,  // 1: rotary.plugin.v1.CreateRequest.secret:type_name -> rotary.plugin.v1.Secret
-	3,  // 2: rotary.plugin.v1.SetRequest.secret:type_name -> rotary.plugin.v1.Secret
-	3,  // 3: rotary.plugin.v1.TestRequest.secret:type_name -> rotary.plugin.v1.Secret
-	3,  // 4: rotary.plugin.v1.FinishRequest.secret:type_name -> rotary.plugin.v1.Secret
-	3,  // 5: rotary.plugin.v1.RollbackRequest.secret:type_name -> rotary.plugin.v1.Secret
-	1,  // 6: rotary.plugin.v1.Rotator.Info:input_type -> rotary.plugin.v1.InfoRequest
-	4,  // 7: rotary.plugin.v1.Rotator.ValidateConfig:input_type -> rotary.plugin.v1.ValidateConfigRequest
-	5,  // 8: rotary.plugin.v1.Rotator.Target:input_type -> rotary.plugin.v1.TargetRequest
-	8,  // 9: rotary.plugin.v1.Rotator.Create:input_type -> rotary.plugin.v1.CreateRequest
-	10, // 10: rotary.plugin.v1.Rotator.Set:input_type -> rotary.plugin.v1.SetRequest
-	11, // 11: rotary.plugin.v1.Rotator.Test:input_type -> rotary.plugin.v1.TestRequest
-	12, // 12: rotary.plugin.v1.Rotator.Finish:input_type -> rotary.plugin.v1.FinishRequest
-	13, // 13: rotary.plugin.v1.Rotator.Rollback:input_type -> rotary.plugin.v1.RollbackRequest
-	2,  // 14: rotary.plugin.v1.Rotator.Info:output_type -> rotary.plugin.v1.InfoResponse
-	0,  // 15: rotary.plugin.v1.Rotator.ValidateConfig:output_type -> rotary.plugin.v1.Empty
-	7,  // 16: rotary.plugin.v1.Rotator.Target:output_type -> rotary.plugin.v1.TargetResponse
-	9,  // 17: rotary.plugin.v1.Rotator.Create:output_type -> rotary.plugin.v1.CreateResponse
-	0,  // 18: rotary.plugin.v1.Rotator.Set:output_type -> rotary.plugin.v1.Empty
-	0,  // 19: rotary.plugin.v1.Rotator.Test:output_type -> rotary.plugin.v1.Empty
-	0,  // 20: rotary.plugin.v1.Rotator.Finish:output_type -> rotary.plugin.v1.Empty
-	0,  // 21: rotary.plugin.v1.Rotator.Rollback:output_type -> rotary.plugin.v1.Empty
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
+	7,  // 0: rotary.plugin.v1.TargetResponse.fields:type_name -> rotary.plugin.v1.TargetField
+	4,  // 1: rotary.plugin.v1.CreateRequest.secret:type_name -> rotary.plugin.v1.Secret
+	4,  // 2: rotary.plugin.v1.SetRequest.secret:type_name -> rotary.plugin.v1.Secret
+	4,  // 3: rotary.plugin.v1.TestRequest.secret:type_name -> rotary.plugin.v1.Secret
+	4,  // 4: rotary.plugin.v1.FinishRequest.secret:type_name -> rotary.plugin.v1.Secret
+	4,  // 5: rotary.plugin.v1.RollbackRequest.secret:type_name -> rotary.plugin.v1.Secret
+	2,  // 6: rotary.plugin.v1.Rotator.Info:input_type -> rotary.plugin.v1.InfoRequest
+	5,  // 7: rotary.plugin.v1.Rotator.ValidateConfig:input_type -> rotary.plugin.v1.ValidateConfigRequest
+	6,  // 8: rotary.plugin.v1.Rotator.Target:input_type -> rotary.plugin.v1.TargetRequest
+	9,  // 9: rotary.plugin.v1.Rotator.Create:input_type -> rotary.plugin.v1.CreateRequest
+	11, // 10: rotary.plugin.v1.Rotator.Set:input_type -> rotary.plugin.v1.SetRequest
+	12, // 11: rotary.plugin.v1.Rotator.Test:input_type -> rotary.plugin.v1.TestRequest
+	13, // 12: rotary.plugin.v1.Rotator.Finish:input_type -> rotary.plugin.v1.FinishRequest
+	14, // 13: rotary.plugin.v1.Rotator.Rollback:input_type -> rotary.plugin.v1.RollbackRequest
+	2,  // 14: rotary.plugin.v1.Hook.Info:input_type -> rotary.plugin.v1.InfoRequest
+	0,  // 15: rotary.plugin.v1.Hook.OnEvent:input_type -> rotary.plugin.v1.Event
+	3,  // 16: rotary.plugin.v1.Rotator.Info:output_type -> rotary.plugin.v1.InfoResponse
+	1,  // 17: rotary.plugin.v1.Rotator.ValidateConfig:output_type -> rotary.plugin.v1.Empty
+	8,  // 18: rotary.plugin.v1.Rotator.Target:output_type -> rotary.plugin.v1.TargetResponse
+	10, // 19: rotary.plugin.v1.Rotator.Create:output_type -> rotary.plugin.v1.CreateResponse
+	1,  // 20: rotary.plugin.v1.Rotator.Set:output_type -> rotary.plugin.v1.Empty
+	1,  // 21: rotary.plugin.v1.Rotator.Test:output_type -> rotary.plugin.v1.Empty
+	1,  // 22: rotary.plugin.v1.Rotator.Finish:output_type -> rotary.plugin.v1.Empty
+	1,  // 23: rotary.plugin.v1.Rotator.Rollback:output_type -> rotary.plugin.v1.Empty
+	3,  // 24: rotary.plugin.v1.Hook.Info:output_type -> rotary.plugin.v1.InfoResponse
+	1,  // 25: rotary.plugin.v1.Hook.OnEvent:output_type -> rotary.plugin.v1.Empty
+	16, // [16:26] is the sub-list for method output_type
+	6,  // [6:16] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1147,9 +1216,9 @@ func file_rotator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rotator_proto_rawDesc), len(file_rotator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_rotator_proto_goTypes,
 		DependencyIndexes: file_rotator_proto_depIdxs,

@@ -1,5 +1,6 @@
-// The wire protocol between rotary (the host) and a rotator plugin.
-// Protocol version 1 of the go-plugin handshake (see handshake.go). A new
+// The wire protocol between rotary (the host) and its plugins: a rotator
+// plugin serves Rotator, a hook plugin serves Hook, a plugin may serve both.
+// Protocol version 1 of the go-plugin handshake (see wire.go). A new
 // field is added with a new number; a breaking change is a new protocol
 // version served beside this one, never an edit of it.
 
@@ -389,6 +390,152 @@ var Rotator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rollback",
 			Handler:    _Rotator_Rollback_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "rotator.proto",
+}
+
+const (
+	Hook_Info_FullMethodName    = "/rotary.plugin.v1.Hook/Info"
+	Hook_OnEvent_FullMethodName = "/rotary.plugin.v1.Hook/OnEvent"
+)
+
+// HookClient is the client API for Hook service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Hook receives rotary's events (a hook plugin). Info is the same answer
+// as Rotator's, so a plugin that serves only a hook still describes itself.
+type HookClient interface {
+	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
+	OnEvent(ctx context.Context, in *Event, opts ...grpc.CallOption) (*Empty, error)
+}
+
+type hookClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewHookClient(cc grpc.ClientConnInterface) HookClient {
+	return &hookClient{cc}
+}
+
+func (c *hookClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InfoResponse)
+	err := c.cc.Invoke(ctx, Hook_Info_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hookClient) OnEvent(ctx context.Context, in *Event, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Hook_OnEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// HookServer is the server API for Hook service.
+// All implementations must embed UnimplementedHookServer
+// for forward compatibility.
+//
+// Hook receives rotary's events (a hook plugin). Info is the same answer
+// as Rotator's, so a plugin that serves only a hook still describes itself.
+type HookServer interface {
+	Info(context.Context, *InfoRequest) (*InfoResponse, error)
+	OnEvent(context.Context, *Event) (*Empty, error)
+	mustEmbedUnimplementedHookServer()
+}
+
+// UnimplementedHookServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedHookServer struct{}
+
+func (UnimplementedHookServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Info not implemented")
+}
+func (UnimplementedHookServer) OnEvent(context.Context, *Event) (*Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method OnEvent not implemented")
+}
+func (UnimplementedHookServer) mustEmbedUnimplementedHookServer() {}
+func (UnimplementedHookServer) testEmbeddedByValue()              {}
+
+// UnsafeHookServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to HookServer will
+// result in compilation errors.
+type UnsafeHookServer interface {
+	mustEmbedUnimplementedHookServer()
+}
+
+func RegisterHookServer(s grpc.ServiceRegistrar, srv HookServer) {
+	// If the following call panics, it indicates UnimplementedHookServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Hook_ServiceDesc, srv)
+}
+
+func _Hook_Info_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InfoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HookServer).Info(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Hook_Info_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HookServer).Info(ctx, req.(*InfoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Hook_OnEvent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Event)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HookServer).OnEvent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Hook_OnEvent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HookServer).OnEvent(ctx, req.(*Event))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Hook_ServiceDesc is the grpc.ServiceDesc for Hook service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Hook_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "rotary.plugin.v1.Hook",
+	HandlerType: (*HookServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Info",
+			Handler:    _Hook_Info_Handler,
+		},
+		{
+			MethodName: "OnEvent",
+			Handler:    _Hook_OnEvent_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

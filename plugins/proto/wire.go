@@ -1,5 +1,5 @@
-// Package proto is the wire protocol between rotary and its rotator
-// plugins: the gRPC service generated from rotator.proto (checked in;
+// Package proto is the wire protocol between rotary and its plugins: the
+// gRPC services Rotator and Hook generated from rotator.proto (checked in;
 // `make proto` regenerates it and records generated.sha256, which the
 // tests check), the go-plugin handshake, and the mapping of the rotators
 // contract's sentinel errors to the ErrorDetail kinds that cross the wire.
@@ -23,8 +23,11 @@ import (
 // in VersionedPlugins, so old plugins keep working.
 const ProtocolVersion = 1
 
-// RotatorPluginName is the name the rotator is dispensed under.
-const RotatorPluginName = "rotator"
+// The kinds of plugin, and the names they are dispensed under.
+const (
+	RotatorPluginName = "rotator"
+	HookPluginName    = "hook"
+)
 
 // Handshake is the fixed go-plugin handshake of rotary's plugins. The
 // cookie is not a secret: it only stops a plugin binary from being run by
@@ -54,17 +57,46 @@ func (p *RotatorPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
 	return nil
 }
 
+// HookPlugin is the go-plugin glue of the Hook service: the plugin side
+// sets Impl, the host side gets a HookClient from Dispense.
+type HookPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl HookServer
+}
+
+var _ plugin.GRPCPlugin = (*HookPlugin)(nil)
+
+// GRPCServer registers the hook on the plugin's gRPC server.
+func (p *HookPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.Impl == nil {
+		return errors.New("hook plugin: no server")
+	}
+	RegisterHookServer(s, p.Impl)
+	return nil
+}
+
+// GRPCClient returns the host's client of the hook.
+func (p *HookPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return NewHookClient(c), nil
+}
+
 // GRPCClient returns the host's client of the rotator.
 func (p *RotatorPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
 	return NewRotatorClient(c), nil
 }
 
-// PluginSets returns the VersionedPlugins of a host or plugin whose
-// rotator side is p.
-func PluginSets(p *RotatorPlugin) map[int]plugin.PluginSet {
-	return map[int]plugin.PluginSet{
-		ProtocolVersion: {RotatorPluginName: p},
+// PluginSets returns the VersionedPlugins of a host or plugin: the kinds
+// it serves (a plugin) or may dispense (the host, which passes both); a
+// nil kind is left out.
+func PluginSets(r *RotatorPlugin, h *HookPlugin) map[int]plugin.PluginSet {
+	set := plugin.PluginSet{}
+	if r != nil {
+		set[RotatorPluginName] = r
 	}
+	if h != nil {
+		set[HookPluginName] = h
+	}
+	return map[int]plugin.PluginSet{ProtocolVersion: set}
 }
 
 // Error kinds: the sentinel errors of the rotators contract that keep

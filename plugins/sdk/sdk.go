@@ -1,20 +1,28 @@
-// Package sdk is what a rotator plugin imports: ServeRotator turns any
-// rotators.Rotator into a rotary plugin, so a plugin's main is a few
-// lines:
+// Package sdk is what a plugin imports: ServeRotator turns any
+// rotators.Rotator into a rotary rotator plugin, ServeHook any Hook into a
+// hook plugin, so a plugin's main is a few lines:
 //
 //	func main() { sdk.ServeRotator(myrotator.New()) }
+//	func main() { sdk.ServeHook(myhook.New()) }
+//
+// Serve(Config{Rotator: r, Hook: h}) serves both from one process.
 //
 // The plugin speaks protocol version 1 of plugins/proto over gRPC, with
 // the mutual TLS the host sets up (go-plugin AutoMTLS). Values arrive as
 // bytes and are sensitive.Bytes before the rotator sees them; the optional
 // interfaces rotators.ConfigValidator, rotators.Targeter and
 // rotators.Rollbacker are served when the rotator implements them, and
-// Info says so to the host. Errors cross as gRPC status messages, with the
-// contract's sentinel errors (rotators.ErrUnsupported and the others) kept
-// for errors.Is on the host; the host scrubs the values it sent out of
-// them, so an error that quotes a value never reaches the daemon's logs.
-// A panic in a call fails that call (without its value, which may quote a
-// secret) and leaves the plugin running.
+// Info says so to the host, with the kinds served ("rotator", "hook").
+// Errors cross as gRPC status messages, with the contract's sentinel
+// errors (rotators.ErrUnsupported and the others) kept for errors.Is on
+// the host; the host scrubs the values it sent out of them, so an error
+// that quotes a value never reaches the daemon's logs. A panic in a call
+// fails that call (without its value, which may quote a secret) and
+// leaves the plugin running.
+//
+// A hook gets each event as an events.Event decoded from the contract's
+// JSON (fields it does not know are ignored); its error fails the
+// delivery, which the host retries by its rules.
 //
 // A plugin never outlives its host: besides the parent-death signal the
 // host asks Linux for, a watchdog exits the plugin when its parent
@@ -36,6 +44,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rotary-secrets/rotary/events"
 	"github.com/rotary-secrets/rotary/plugins/proto"
 	"github.com/rotary-secrets/rotary/rotators"
 	"github.com/rotary-secrets/rotary/sensitive"
@@ -57,16 +66,31 @@ type Info struct {
 	IdentityFields []string
 }
 
-// Informer is implemented by a rotator that describes itself.
+// Informer is implemented by a rotator (or hook) that describes itself.
 type Informer interface {
 	PluginInfo() Info
 }
 
-// Config is what Serve serves.
+// Hook receives rotary's events: a rotation finished or failed, a version
+// was created... (events.Event). An error fails the delivery; the host
+// retries it.
+type Hook interface {
+	OnEvent(ctx context.Context, e events.Event) error
+}
+
+// HookFunc is a Hook of one function.
+type HookFunc func(ctx context.Context, e events.Event) error
+
+// OnEvent implements Hook.
+func (f HookFunc) OnEvent(ctx context.Context, e events.Event) error { return f(ctx, e) }
+
+// Config is what Serve serves: a rotator, a hook, or both.
 type Config struct {
 	Rotator rotators.Rotator
+	Hook    Hook
 	// Info describes the plugin; when its Name is empty, the rotator's
-	// PluginInfo (Informer) is used, and failing that the binary's name.
+	// (or else the hook's) PluginInfo (Informer) is used, and failing
+	// that the binary's name.
 	Info Info
 	// Logger receives the plugin's own log lines (go-plugin's and the
 	// SDK's); the default writes JSON lines to stderr, which the host reads
@@ -78,15 +102,19 @@ type Config struct {
 // never returns normally.
 func ServeRotator(r rotators.Rotator) { Serve(Config{Rotator: r}) }
 
-// Serve serves c.Rotator as a rotator plugin.
+// ServeHook serves h as a hook plugin until the host stops it. It never
+// returns normally.
+func ServeHook(h Hook) { Serve(Config{Hook: h}) }
+
+// Serve serves c.Rotator and c.Hook (at least one).
 func Serve(c Config) {
-	if c.Rotator == nil {
-		fmt.Fprintln(os.Stderr, "sdk.Serve: no rotator")
+	if c.Rotator == nil && c.Hook == nil {
+		fmt.Fprintln(os.Stderr, "sdk.Serve: no rotator and no hook")
 		os.Exit(1)
 	}
 	info := c.Info
-	if info.Name == "" {
-		if i, ok := c.Rotator.(Informer); ok {
+	for _, x := range []any{c.Rotator, c.Hook} {
+		if i, ok := x.(Informer); ok && info.Name == "" {
 			info = i.PluginInfo()
 		}
 	}
@@ -98,9 +126,17 @@ func Serve(c Config) {
 		log = hclog.New(&hclog.LoggerOptions{Name: info.Name, Output: os.Stderr, JSONFormat: true, Level: hclog.Info})
 	}
 	watchParent(log)
+	var rp *proto.RotatorPlugin
+	var hp *proto.HookPlugin
+	if c.Rotator != nil {
+		rp = &proto.RotatorPlugin{Impl: newServer(c.Rotator, c.Hook, info, log)}
+	}
+	if c.Hook != nil {
+		hp = &proto.HookPlugin{Impl: NewHookServer(c.Hook, c.Rotator, info, log)}
+	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig:  proto.Handshake,
-		VersionedPlugins: proto.PluginSets(&proto.RotatorPlugin{Impl: NewServer(c.Rotator, info, log)}),
+		VersionedPlugins: proto.PluginSets(rp, hp),
 		GRPCServer:       plugin.DefaultGRPCServer,
 		Logger:           log,
 	})
@@ -124,17 +160,51 @@ func watchParent(log hclog.Logger) {
 // NewServer returns the gRPC service of r. Serve uses it; it is exported
 // for tests that serve a rotator without a process boundary.
 func NewServer(r rotators.Rotator, info Info, log hclog.Logger) proto.RotatorServer {
+	return newServer(r, nil, info, log)
+}
+
+func newServer(r rotators.Rotator, h Hook, info Info, log hclog.Logger) *server {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &server{r: r, info: info, log: log}
+	return &server{r: r, h: h, info: info, log: log}
+}
+
+// NewHookServer returns the gRPC service of hook h (r is the rotator the
+// same plugin serves, or nil: Info says both). Serve uses it; it is
+// exported for tests that serve a hook without a process boundary.
+func NewHookServer(h Hook, r rotators.Rotator, info Info, log hclog.Logger) proto.HookServer {
+	return &hookServer{s: newServer(r, h, info, log)}
 }
 
 type server struct {
 	proto.UnimplementedRotatorServer
-	r    rotators.Rotator
+	r    rotators.Rotator // nil: the plugin serves only a hook
+	h    Hook             // nil: the plugin serves only a rotator
 	info Info
 	log  hclog.Logger
+}
+
+type hookServer struct {
+	proto.UnimplementedHookServer
+	s *server
+}
+
+func (h *hookServer) Info(ctx context.Context, req *proto.InfoRequest) (*proto.InfoResponse, error) {
+	return h.s.Info(ctx, req)
+}
+
+// OnEvent decodes the event and hands it to the hook.
+func (h *hookServer) OnEvent(ctx context.Context, req *proto.Event) (_ *proto.Empty, err error) {
+	defer h.s.guard("on event", &err)
+	var e events.Event
+	if err := json.Unmarshal(req.GetJson(), &e); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "on event: the event is not an event JSON document: %v", err)
+	}
+	if err := h.s.h.OnEvent(ctx, e); err != nil {
+		return nil, wireError(err)
+	}
+	return &proto.Empty{}, nil
 }
 
 // value makes wire bytes a sensitive value at once; empty is nil.
@@ -197,11 +267,19 @@ func (s *server) Info(context.Context, *proto.InfoRequest) (*proto.InfoResponse,
 	_, validates := s.r.(rotators.ConfigValidator)
 	_, targets := s.r.(rotators.Targeter)
 	_, rollsBack := s.r.(rotators.Rollbacker)
+	var kinds []string
+	if s.r != nil {
+		kinds = append(kinds, proto.RotatorPluginName)
+	}
+	if s.h != nil {
+		kinds = append(kinds, proto.HookPluginName)
+	}
 	return &proto.InfoResponse{
 		Name: s.info.Name, Version: s.info.Version, SecretTypes: s.info.SecretTypes,
 		ConfigSchema: string(s.info.ConfigSchema), ConfigExample: string(s.info.ConfigExample),
 		IdentityFields:  s.info.IdentityFields,
 		ValidatesConfig: validates, Targets: targets, RollsBack: rollsBack,
+		Kinds: kinds,
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/rotary-secrets/rotary/events"
 	"github.com/rotary-secrets/rotary/plugins/examples/template/rotator"
 	"github.com/rotary-secrets/rotary/plugins/proto"
 	"github.com/rotary-secrets/rotary/plugins/sdk"
@@ -175,5 +176,44 @@ func TestServerConvertsEveryMethod(t *testing.T) {
 	info, _ := s.Info(ctx, &proto.InfoRequest{})
 	if !info.GetRollsBack() || !info.GetTargets() || info.GetValidatesConfig() {
 		t.Errorf("Info = %v", info)
+	}
+}
+
+func TestHookServerDecodesTheEvent(t *testing.T) {
+	var got events.Event
+	h := sdk.NewHookServer(sdk.HookFunc(func(_ context.Context, e events.Event) error {
+		got = e
+		if e.Secret == "fail" {
+			return fmt.Errorf("no: %w", rotators.ErrUnsupported)
+		}
+		if e.Secret == "panic" {
+			panic("hook")
+		}
+		return nil
+	}), nil, sdk.Info{Name: "h"}, nil)
+	ctx := context.Background()
+	if _, err := h.OnEvent(ctx, &proto.Event{Json: []byte(`{"event":"rotated","secret":"a","version":4,"at":"2026-12-02T20:00:00Z","new_field":[1]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if got.Event != events.Rotated || got.Secret != "a" || got.Version != 4 || got.At.IsZero() {
+		t.Errorf("the hook got %+v", got)
+	}
+	if _, err := h.OnEvent(ctx, &proto.Event{Json: []byte(`[1]`)}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "event JSON") {
+		t.Errorf("OnEvent(not an event) = %v; want InvalidArgument naming the event JSON", err)
+	}
+	_, err := h.OnEvent(ctx, &proto.Event{Json: []byte(`{"secret":"fail"}`)})
+	if st, _ := status.FromError(err); len(st.Details()) != 1 || proto.KindError(st.Details()[0].(*proto.ErrorDetail).GetKind()) != rotators.ErrUnsupported {
+		t.Errorf("OnEvent of a failing hook = %v; want the unsupported kind in the status", err)
+	}
+	if _, err := h.OnEvent(ctx, &proto.Event{Json: []byte(`{"secret":"panic"}`)}); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Errorf("OnEvent of a panicking hook = %v", err)
+	}
+	resp, err := h.Info(ctx, &proto.InfoRequest{})
+	if err != nil || resp.GetName() != "h" || strings.Join(resp.GetKinds(), ",") != "hook" {
+		t.Errorf("Info of a hook-only plugin = %v, %v; want kinds [hook]", resp, err)
+	}
+	resp, _ = sdk.NewServer(rotator.Rotator{}, sdk.Info{Name: "r"}, nil).Info(ctx, &proto.InfoRequest{})
+	if strings.Join(resp.GetKinds(), ",") != "rotator" {
+		t.Errorf("Info of a rotator plugin: kinds %v; want [rotator]", resp.GetKinds())
 	}
 }

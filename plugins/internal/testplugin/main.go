@@ -18,6 +18,13 @@
 //	TESTPLUGIN_MODE=bad-target  return an undeclared identity field
 //	TESTPLUGIN_MODE=rollback    also a rotators.Rollbacker: Rollback puts
 //	                        the current password back
+//	TESTPLUGIN_MODE=hook        serve a hook beside the rotator; the
+//	                        event's secret chooses what OnEvent does:
+//	                        "fail" an error wrapping ErrUnsupported that
+//	                        quotes $TESTPLUGIN_CANARY, "hang" never
+//	                        answer, "panic" panic, "crash" exit; any
+//	                        other succeeds
+//	TESTPLUGIN_MODE=hook-only   the same hook, and no rotator
 package main
 
 import (
@@ -29,6 +36,7 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/rotary-secrets/rotary/events"
 	"github.com/rotary-secrets/rotary/plugins/examples/template/rotator"
 	"github.com/rotary-secrets/rotary/plugins/sdk"
 	"github.com/rotary-secrets/rotary/rotators"
@@ -91,6 +99,21 @@ func (r rollbacker) Rollback(_ context.Context, req rotators.RollbackRequest) er
 	return rotator.Store{Dir: cfg.AccountsDir}.Put(cur.Username, cur.Password)
 }
 
+// hook fails, hangs, panics or crashes on demand.
+func hook(ctx context.Context, e events.Event) error {
+	switch e.Secret {
+	case "fail":
+		return fmt.Errorf("cannot deliver %s (token %s): %w", e.Event, os.Getenv("TESTPLUGIN_CANARY"), rotators.ErrUnsupported)
+	case "hang":
+		select {} // ignores ctx: the host's deadline must cut it
+	case "panic":
+		panic("hook panics")
+	case "crash":
+		os.Exit(4)
+	}
+	return nil
+}
+
 // plain has the four steps only.
 type plain struct{ rotators.Rotator }
 
@@ -113,6 +136,10 @@ func main() {
 		sdk.Serve(sdk.Config{Rotator: plain{faulty{mode: mode}}, Info: sdk.Info{Name: "plain", SecretTypes: []string{"basic-auth"}}})
 	case "rollback":
 		sdk.ServeRotator(rollbacker{faulty{mode: mode}})
+	case "hook":
+		sdk.Serve(sdk.Config{Rotator: faulty{mode: mode}, Hook: sdk.HookFunc(hook)})
+	case "hook-only":
+		sdk.Serve(sdk.Config{Hook: sdk.HookFunc(hook), Info: sdk.Info{Name: "hooky", Version: "0.1"}})
 	case "bad-info":
 		sdk.Serve(sdk.Config{Rotator: plain{faulty{mode: mode}}, Info: sdk.Info{Name: "bad", SecretTypes: []string{"basic-auth"}, IdentityFields: []string{"username"}}})
 	default:
