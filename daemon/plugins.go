@@ -109,7 +109,7 @@ func truncateError(s string) string {
 // withInfo fills the fields of p that come from the plugin's Info.
 func withInfo(p store.Plugin, info plugins.Info) store.Plugin {
 	p.Version, p.SecretTypes, p.IdentityFields = info.Version, info.SecretTypes, info.IdentityFields
-	p.Kinds = []string{"rotator"}
+	p.Kinds = info.Kinds
 	return p
 }
 
@@ -144,7 +144,7 @@ func (h *pluginHost) Stop(name string) { h.sup.Stop(name) }
 func (h *pluginHost) Process(name string) (pid, restarts int, state string) {
 	for _, s := range h.sup.Status() {
 		if s.Name == name {
-			return s.PID, s.Restarts, s.State
+			return s.Pid, s.Restarts, s.State
 		}
 	}
 	return 0, 0, ""

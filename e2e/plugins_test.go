@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -330,13 +331,34 @@ func TestPluginCrashMidSet(t *testing.T) {
 // store, through the config file.)
 func TestPluginHangsInTest(t *testing.T) {
 	t.Parallel()
-	s := startPGServer(t, newPGFixture(t), "plugin_call_timeout: 2s\nplugin_start_timeout: 20s\n")
+	bin := pluginBinary(t, "testplugin")
+	s := startPGServer(t, newPGFixture(t), fmt.Sprintf("plugin_call_timeout: 2s\nplugin_start_timeout: 4s\nplugin_dir: %s\n", filepath.Dir(bin)))
 	c := s.root(t)
-	c.ok("plugin", "register", "hangs", "--path", pluginBinary(t, "testplugin"), "--env", "TESTPLUGIN_MODE=hang-test")
+	c.ok("plugin", "register", "hangs", "--path", bin, "--env", "TESTPLUGIN_MODE=hang-test")
+
+	// plugin_dir: a file elsewhere is refused.
+	elsewhere := pluginCopy(t, "testplugin")
+	c.fail(exitUsage, []string{"outside the plugin folder"}, "plugin", "register", "elsewhere", "--path", elsewhere)
+	// plugin_start_timeout: a program that never answers the handshake
+	// is refused after it, and killed.
+	sleeper := filepath.Join(filepath.Dir(bin), uniq("sleeper"))
+	if err := os.WriteFile(sleeper, []byte("#!/bin/sh\nwhile :; do sleep 1; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(sleeper) })
+	start := time.Now()
+	c.fail(exitUsage, []string{"not a working rotary plugin"}, "plugin", "register", "sleeper", "--path", sleeper)
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("register of a plugin that never starts took %v; plugin_start_timeout is 4s", took)
+	}
+	if procs := processesOfScript(sleeper); len(procs) > 0 {
+		t.Fatalf("the plugin that never started is still running: %v", procs)
+	}
+
 	acc := t.TempDir()
 	basicAuthSecret(t, c, "hangs", acc, "app/hang", "first-pw-1")
 	c.ok("rotation", "disable", "app/hang") // no automatic retry while we look
-	start := time.Now()
+	start = time.Now()
 	c.fail(exitFailure, nil, "rotate", "app/hang", "--wait")
 	took := time.Since(start)
 	if took > 90*time.Second {
@@ -466,8 +488,11 @@ func TestPluginChangedAfterRegister(t *testing.T) {
 	}
 }
 
-// TestPluginKill9Daemon: kill -9 of the daemon leaves no process of the
-// plugin's group behind, the child the plugin started included.
+// TestPluginKill9Daemon: kill -9 of the daemon ends the plugin at once
+// (parent-death signal, and the SDK's watchdog); the child the plugin
+// started in its process group is ended by the next daemon on the same
+// data dir, which finds the group its predecessor recorded. Then no
+// process of the group is left.
 func TestPluginKill9Daemon(t *testing.T) {
 	t.Parallel()
 	s := startDev(t)
@@ -481,9 +506,14 @@ func TestPluginKill9Daemon(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the plugin's child", func() bool { return len(rotatortest.ProcessGroup(pid)) >= 2 })
 	s.kill9()
+	waitFor(t, 15*time.Second, "the plugin process to end with the daemon", func() bool {
+		return !slices.Contains(rotatortest.ProcessGroup(pid), pid)
+	})
+	s.start()
 	if left := rotatortest.WaitNoProcessGroup(pid, 15*time.Second); len(left) > 0 {
-		t.Fatalf("after kill -9 of the daemon, processes %v of the plugin's group %d are still running", left, pid)
+		t.Fatalf("after kill -9 and a new start of the daemon, processes %v of the plugin's group %d are still running", left, pid)
 	}
+	healthy(t, s)
 }
 
 // TestPluginParallelRotations: 50 rotations at once through one plugin:
@@ -538,6 +568,24 @@ func TestPluginParallelRotations(t *testing.T) {
 	if p := pluginInfo(t, c, "tpl"); p.PID != pid || p.Restarts != 0 {
 		t.Errorf("plugin after 50 rotations: pid %d restarts %d; want the same process %d, no restart", p.PID, p.Restarts, pid)
 	}
+}
+
+// processesOfScript lists the live processes whose command line names
+// path (a script runs as its interpreter).
+func processesOfScript(path string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), path) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // processesOf lists the live processes running the executable path.
