@@ -246,6 +246,13 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Lookup: d.plugins.lookup, Logger: d.log, Registerer: d.api.Registry(),
 		StartTimeout: cfg.PluginStartTimeout, CallTimeout: cfg.PluginCallTimeout,
 		StateDir: pluginStateDir(cfg), OnStart: d.plugins.onStart,
+		// The configured root token never shows in a plugin's log lines.
+		Secrets: func() []sensitive.Bytes {
+			if cfg.RootToken == "" {
+				return nil
+			}
+			return []sensitive.Bytes{sensitive.Bytes(cfg.RootToken)}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("plugins: %w", err)
