@@ -109,8 +109,10 @@
 //   - Leftovers of a daemon killed with -9: the parent-death signal ends
 //     the plugin, but not the children it started in its group. With a
 //     StateDir the supervisor records each running plugin's process group
-//     (pgid, executable path, start time of the leader) in a file, and
-//     NewSupervisor kills the groups a previous daemon recorded: when the
+//     (pgid, executable path, start time of the leader, and the daemon's
+//     own pid and start time) in a file, and NewSupervisor kills the
+//     groups a daemon that no longer runs recorded (a record of a daemon
+//     that runs, sharing the directory, is left alone): when the
 //     leader still runs, only if it runs the recorded executable and
 //     started when recorded (pids are reused: otherwise nothing is
 //     killed); when the leader is gone but members remain, they are the

@@ -150,23 +150,41 @@ func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
 // ---- state records ----
 
 // stateRecord is the file StateDir holds for a running plugin.
+// The owner is the daemon that started the plugin: a record whose owner
+// still runs belongs to a live daemon sharing the directory, and is left
+// alone.
 type stateRecord struct {
-	Name  string `json:"name"`
-	Pgid  int    `json:"pgid"`
-	Path  string `json:"path"`
-	Start uint64 `json:"start,omitempty"` // /proc start time of the leader
+	Name       string `json:"name"`
+	Pgid       int    `json:"pgid"`
+	Path       string `json:"path"`
+	Start      uint64 `json:"start,omitempty"` // /proc start time of the leader
+	Owner      int    `json:"owner,omitempty"` // the daemon's pid
+	OwnerStart uint64 `json:"owner_start,omitempty"`
 }
 
+// recordPath names the record of plugin name started by this process.
 func (s *Supervisor) recordPath(name string) string {
 	h := sha256.Sum256([]byte(name))
-	return filepath.Join(s.cfg.StateDir, "plugin-"+hex.EncodeToString(h[:8])+".json")
+	return filepath.Join(s.cfg.StateDir, fmt.Sprintf("plugin-%s-%d.json", hex.EncodeToString(h[:8]), os.Getpid()))
+}
+
+// ownerAlive reports whether the daemon that wrote r still runs.
+func ownerAlive(r stateRecord) bool {
+	if r.Owner <= 0 {
+		return false
+	}
+	start := processStart(r.Owner)
+	return start != 0 && start == r.OwnerStart
 }
 
 func (s *Supervisor) record(name string, p *Plugin) {
 	if s.cfg.StateDir == "" || p.Pid() <= 0 {
 		return
 	}
-	b, _ := json.Marshal(stateRecord{Name: name, Pgid: p.Pid(), Path: p.cfg.Path, Start: processStart(p.Pid())})
+	b, _ := json.Marshal(stateRecord{
+		Name: name, Pgid: p.Pid(), Path: p.cfg.Path, Start: processStart(p.Pid()),
+		Owner: os.Getpid(), OwnerStart: processStart(os.Getpid()),
+	})
 	path := s.recordPath(name)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
@@ -203,6 +221,9 @@ func (s *Supervisor) killLeftovers() {
 			s.log.Warn("plugin supervisor: unreadable process record removed", "file", f)
 			_ = os.Remove(f)
 			continue
+		}
+		if ownerAlive(r) {
+			continue // another daemon's, alive
 		}
 		killed, why := killLeftover(r)
 		lvl := slog.LevelInfo

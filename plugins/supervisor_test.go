@@ -615,10 +615,17 @@ func TestNewSupervisorChecksTheRecordedExecutable(t *testing.T) {
 	// A recorded pid that now runs another executable: the pid was
 	// reused, and it must not be killed.
 	reused := startGroup(sleep)
-	if err := plugins.WriteStateRecord(stateDir, "left", left.Process.Pid, fake); err != nil {
+	// A plugin of another daemon that shares the directory and runs.
+	live := startGroup(fake)
+	otherDaemon := startGroup(sleep)
+	const gone = 0 // the daemon that wrote the record is gone
+	if err := plugins.WriteStateRecord(stateDir, "left", left.Process.Pid, fake, gone); err != nil {
 		t.Fatal(err)
 	}
-	if err := plugins.WriteStateRecord(stateDir, "reused", reused.Process.Pid, binary(t, "testplugin")); err != nil {
+	if err := plugins.WriteStateRecord(stateDir, "reused", reused.Process.Pid, binary(t, "testplugin"), gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := plugins.WriteStateRecord(stateDir, "live", live.Process.Pid, fake, otherDaemon.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
 	logs := &rotatortest.SyncBuffer{}
@@ -636,6 +643,9 @@ func TestNewSupervisorChecksTheRecordedExecutable(t *testing.T) {
 	if !slices.Contains(rotatortest.ProcessGroup(reused.Process.Pid), reused.Process.Pid) {
 		t.Fatalf("NewSupervisor killed pid %d, which runs another executable than the recorded one", reused.Process.Pid)
 	}
+	if !slices.Contains(rotatortest.ProcessGroup(live.Process.Pid), live.Process.Pid) {
+		t.Fatalf("NewSupervisor killed the plugin of a daemon that still runs")
+	}
 	if !strings.Contains(logs.String(), "not the plugin; not killed") {
 		t.Errorf("the log does not say why the reused pid was spared:\n%s", logs.String())
 	}
@@ -644,4 +654,54 @@ func TestNewSupervisorChecksTheRecordedExecutable(t *testing.T) {
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+func TestSupervisorCloseDuringAStartLeavesNothing(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "slow")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n/bin/sleep 300 &\n/bin/sleep 300\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cat := &catalog{}
+	cat.set(t, "slow", script)
+	sv := newSupervised(t, cat, func(c *plugins.SupervisorConfig) { c.StartTimeout = 2 * time.Second })
+	errc := make(chan error, 2)
+	for range 2 { // a start, and a caller waiting for it
+		go func() {
+			_, err := sv.s.Info(context.Background(), "slow")
+			errc <- err
+		}()
+	}
+	running := func() []int {
+		var out []int
+		for _, pid := range allPids() {
+			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(cmd), script) {
+				out = append(out, pid)
+			}
+		}
+		return out
+	}
+	until(t, 10*time.Second, "the start under way", func() error {
+		if len(running()) == 0 {
+			return errors.New("not started")
+		}
+		return nil
+	})
+	start := time.Now()
+	if err := sv.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("Close took %s; want at most about the start timeout", took)
+	}
+	for range 2 {
+		if err := <-errc; !errors.Is(err, plugins.ErrClosed) {
+			t.Errorf("Info during Close = %v; want plugins.ErrClosed", err)
+		}
+	}
+	until(t, 5*time.Second, "nothing of the start left", func() error {
+		if pids := running(); len(pids) > 0 {
+			return fmt.Errorf("processes %v", pids)
+		}
+		return nil
+	})
 }
