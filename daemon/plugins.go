@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -162,6 +163,9 @@ func (h *pluginHost) rotator(ctx context.Context, name string) (rotators.Rotator
 	}
 	if err != nil {
 		return nil, err
+	}
+	if len(p.Kinds) > 0 && !slices.Contains(p.Kinds, plugins.KindRotator) {
+		return nil, fmt.Errorf("%w: plugin %q serves %s, not a rotator; it cannot rotate secrets", secrets.ErrInvalid, name, strings.Join(p.Kinds, ", "))
 	}
 	lp := lazyPlugin{h: h, name: name}
 	if len(p.IdentityFields) > 0 {

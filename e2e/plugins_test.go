@@ -40,6 +40,7 @@ func pluginBinary(t testing.TB, name string) string {
 			"testplugin": "./plugins/internal/testplugin",
 			"template":   "./plugins/examples/template",
 			"rabbitmq":   "./plugins/examples/rabbitmq",
+			"filehook":   "./plugins/examples/filehook",
 		} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(pluginsDir, n), pkg)
 			cmd.Dir = ".."
@@ -201,6 +202,14 @@ func TestPluginCatalog(t *testing.T) {
 	c.withStdin([]byte(newAccount(t, t.TempDir(), "u", "pw-1"))).ok("secret", "create", "app/u", "--type", "basic-auth", "--value-stdin")
 	c.fail(exitUsage, []string{`plugin "ghost" is not registered`, "rotary plugin register ghost --path"},
 		"rotation", "set", "app/u", "--rotator", "plugin:ghost")
+
+	// A hook plugin registers (its kinds are shown) but rotates nothing.
+	c.ok("plugin", "register", "filehook", "--path", pluginBinary(t, "filehook"), "--env", "FILEHOOK_PATH="+filepath.Join(t.TempDir(), "events"))
+	if p := pluginInfo(t, c, "filehook"); strings.Join(p.Kinds, ",") != "hook" {
+		t.Fatalf("plugin show filehook: kinds %q, want hook", p.Kinds)
+	}
+	c.fail(exitUsage, []string{`plugin "filehook" serves hook, not a rotator`}, "rotation", "set", "app/u", "--rotator", "plugin:filehook")
+	c.ok("plugin", "remove", "filehook")
 
 	// In use: remove is refused, naming the secret; free again, it goes.
 	acc := t.TempDir()

@@ -292,9 +292,9 @@ func (s *Server) removePlugin(w http.ResponseWriter, r *http.Request, p *princip
 	if err := authorizeSystem(r, p, auth.SystemPlugins, "remove"); err != nil {
 		return err
 	}
-	var users []string
+	var users, hookUsers []string
 	err := s.st.InTx(r.Context(), func(tx store.Ops) error {
-		users = nil
+		users, hookUsers = nil, nil
 		if _, err := tx.GetPlugin(r.Context(), name); err != nil {
 			return err
 		}
@@ -314,7 +314,16 @@ func (s *Server) removePlugin(w http.ResponseWriter, r *http.Request, p *princip
 			}
 			after = rots[len(rots)-1].Secret
 		}
-		if len(users) > 0 {
+		hooks, err := tx.ListHooks(r.Context())
+		if err != nil {
+			return err
+		}
+		for _, h := range hooks {
+			if h.Kind == "plugin" && h.Target == name {
+				hookUsers = append(hookUsers, h.Name)
+			}
+		}
+		if len(users) > 0 || len(hookUsers) > 0 {
 			return nil
 		}
 		return tx.DeletePlugin(r.Context(), name)
@@ -332,6 +341,10 @@ func (s *Server) removePlugin(w http.ResponseWriter, r *http.Request, p *princip
 			msg += ", …"
 		}
 		return &httpError{http.StatusConflict, msg + "; set another rotator on them first (rotary rotation set NAME --rotator ...)"}
+	}
+	if len(hookUsers) > 0 {
+		return &httpError{http.StatusConflict, fmt.Sprintf("plugin %s is used by the hook(s) %s; remove them first (rotary hook remove NAME)",
+			name, strings.Join(quoteAll(hookUsers), ", "))}
 	}
 	if s.cfg.Plugins != nil {
 		s.cfg.Plugins.Stop(name)
