@@ -212,7 +212,13 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.Dev {
 		base, maxB = cmp.Or(base, time.Second), cmp.Or(maxB, 10*time.Second)
 	}
-	d.plugins = newPluginHost(d.st, d.log, cfg.PluginStartTimeout, cfg.PluginCallTimeout)
+	// The configured root token never shows in a plugin's log lines.
+	d.plugins = newPluginHost(d.st, d.log, cfg.PluginStartTimeout, cfg.PluginCallTimeout, func() []sensitive.Bytes {
+		if cfg.RootToken == "" {
+			return nil
+		}
+		return []sensitive.Bytes{sensitive.Bytes(cfg.RootToken)}
+	})
 	d.engine, err = rotation.New(rotation.Config{
 		Store: d.st, Secrets: d.secrets, Rotators: resolver{builtin: d.rotators(), host: d.plugins}, Logger: d.log, Owner: leaseOwner(cfg.Listen),
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
@@ -246,13 +252,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Lookup: d.plugins.lookup, Logger: d.log, Registerer: d.api.Registry(),
 		StartTimeout: cfg.PluginStartTimeout, CallTimeout: cfg.PluginCallTimeout,
 		StateDir: pluginStateDir(cfg), OnStart: d.plugins.onStart,
-		// The configured root token never shows in a plugin's log lines.
-		Secrets: func() []sensitive.Bytes {
-			if cfg.RootToken == "" {
-				return nil
-			}
-			return []sensitive.Bytes{sensitive.Bytes(cfg.RootToken)}
-		},
+		Secrets: d.plugins.secrets,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("plugins: %w", err)

@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rotary-secrets/rotary/plugins"
 	"github.com/rotary-secrets/rotary/rotation"
 	"github.com/rotary-secrets/rotary/rotators"
 	"github.com/rotary-secrets/rotary/secrets"
+	"github.com/rotary-secrets/rotary/sensitive"
 	"github.com/rotary-secrets/rotary/store"
 )
 
@@ -22,11 +22,9 @@ import (
 // plugins.Supervisor: the engine resolves "plugin:NAME" through it, and
 // the API registers, lists and removes plugins through it (api.PluginHost).
 //
-// Registration probes the candidate before it is stored: while it is
-// probed, the supervisor's Lookup of NAME answers the candidate instead of
-// the catalog, and the registration is stored only when the candidate
-// started and answered Info; the old process is stopped on either side of
-// it, so that the next use starts whatever the catalog then holds.
+// Registration probes the candidate before it is stored (Probe launches it
+// once, outside the supervisor); once stored, the API stops the process of
+// the old registration, so that the next use starts the new file.
 type pluginHost struct {
 	st           store.Store
 	log          *slog.Logger
@@ -35,15 +33,12 @@ type pluginHost struct {
 	sup          *plugins.Supervisor
 	now          func() time.Time
 
-	register sync.Mutex // one registration at a time
-	mu       sync.Mutex
-	probing  map[string]store.Plugin
+	secrets func() []sensitive.Bytes
 }
 
-func newPluginHost(st store.Store, log *slog.Logger, startTimeout, callTimeout time.Duration) *pluginHost {
+func newPluginHost(st store.Store, log *slog.Logger, startTimeout, callTimeout time.Duration, secrets func() []sensitive.Bytes) *pluginHost {
 	return &pluginHost{
-		st: st, log: log, startTimeout: startTimeout, callTimeout: callTimeout,
-		now: time.Now, probing: map[string]store.Plugin{},
+		st: st, log: log, startTimeout: startTimeout, callTimeout: callTimeout, now: time.Now, secrets: secrets,
 	}
 }
 
@@ -54,18 +49,12 @@ func notRegistered(name string) error {
 
 // lookup is the supervisor's view of the catalog.
 func (h *pluginHost) lookup(ctx context.Context, name string) (plugins.Config, error) {
-	h.mu.Lock()
-	p, ok := h.probing[name]
-	h.mu.Unlock()
-	if !ok {
-		var err error
-		p, err = h.st.GetPlugin(ctx, name)
-		if errors.Is(err, store.ErrNotFound) {
-			return plugins.Config{}, notRegistered(name)
-		}
-		if err != nil {
-			return plugins.Config{}, fmt.Errorf("plugin %s: catalog: %w", name, err)
-		}
+	p, err := h.st.GetPlugin(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return plugins.Config{}, notRegistered(name)
+	}
+	if err != nil {
+		return plugins.Config{}, fmt.Errorf("plugin %s: catalog: %w", name, err)
 	}
 	return plugins.Config{
 		Name: name, Path: p.Path, SHA256: p.SHA256, Env: p.Env,
@@ -75,12 +64,6 @@ func (h *pluginHost) lookup(ctx context.Context, name string) (plugins.Config, e
 
 // onStart records every start of a registered plugin in the catalog.
 func (h *pluginHost) onStart(name string, info plugins.Info, startErr error) {
-	h.mu.Lock()
-	_, probing := h.probing[name]
-	h.mu.Unlock()
-	if probing {
-		return // the registration records it
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	p, err := h.st.GetPlugin(ctx, name)
@@ -114,24 +97,20 @@ func withInfo(p store.Plugin, info plugins.Info) store.Plugin {
 	return p
 }
 
-// Probe implements api.PluginHost.
+// Probe implements api.PluginHost: it launches the candidate on its own,
+// beside the supervisor (a running process of an older registration keeps
+// serving until the registration is stored and the API stops it), asks
+// its Info and closes it with its process group.
 func (h *pluginHost) Probe(ctx context.Context, p store.Plugin) (store.Plugin, error) {
-	h.register.Lock()
-	defer h.register.Unlock()
-	h.mu.Lock()
-	h.probing[p.Name] = p
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.probing, p.Name)
-		h.mu.Unlock()
-	}()
-	h.sup.Stop(p.Name)
-	info, err := h.sup.Info(ctx, p.Name)
-	h.sup.Stop(p.Name) // the next use starts what the catalog holds then
+	pl, err := plugins.Launch(ctx, plugins.Config{
+		Name: p.Name, Path: p.Path, SHA256: p.SHA256, Env: p.Env,
+		StartTimeout: h.startTimeout, CallTimeout: h.callTimeout, Logger: h.log, Secrets: h.secrets,
+	})
 	if err != nil {
 		return p, err
 	}
+	info := pl.Info()
+	_ = pl.Close()
 	now := h.now().UTC()
 	p = withInfo(p, info)
 	p.LastStartAt, p.Status, p.LastError = &now, store.PluginOK, ""

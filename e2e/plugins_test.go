@@ -495,6 +495,14 @@ func TestPluginChangedAfterRegister(t *testing.T) {
 	if _, err := os.Stat(marker); err != nil {
 		t.Fatalf("re-registered, the plugin did not run: %v", err)
 	}
+	// and the next rotation uses it.
+	c.ok("rotate", "app/changed", "--wait")
+	if v := currentVersion(t, c, "app/changed"); v < 2 {
+		t.Fatalf("after the re-registration: current version %d, want a new one", v)
+	}
+	if err := (rotator.Store{Dir: acc}).Check("app-changed", currentPassword(t, c, "app/changed")); err != nil {
+		t.Fatalf("the rotated password does not log in: %v", err)
+	}
 }
 
 // TestPluginKill9Daemon: kill -9 of the daemon ends the plugin at once
