@@ -384,6 +384,11 @@ func TestPluginHangsInTest(t *testing.T) {
 	if currentPassword(t, c, "app/hang") != "first-pw-1" {
 		t.Fatal("the current value changed after a failed rotation")
 	}
+	// The catalog on PostgreSQL: in use, the plugin stays.
+	c.fail(exitFailure, []string{"plugin hangs is used", `"app/hang"`}, "plugin", "remove", "hangs")
+	if p := pluginInfo(t, c, "hangs"); p.Status != "ok" || p.LastStartAt == nil {
+		t.Fatalf("plugin show hangs = %+v; want its last start recorded", p)
+	}
 }
 
 // TestPluginEchoesValues: a plugin that prints the values it gets and
