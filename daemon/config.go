@@ -33,6 +33,12 @@ type Config struct {
 	Regions   []string    // regions to prepare at start (default: default)
 	PluginDir string
 
+	// PluginStartTimeout bounds a plugin's start, handshake and Info
+	// (default 10s); PluginCallTimeout is the deadline of every call to a
+	// plugin (default 30s).
+	PluginStartTimeout time.Duration
+	PluginCallTimeout  time.Duration
+
 	MinRotationInterval time.Duration // default 1h; 1s in dev mode
 	RotationConcurrency int           // default 8
 

@@ -27,6 +27,7 @@ import (
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/daemon/api"
 	"github.com/rotary-secrets/rotary/kms"
+	"github.com/rotary-secrets/rotary/plugins"
 	"github.com/rotary-secrets/rotary/rotation"
 	mysqlrot "github.com/rotary-secrets/rotary/rotators/mysql"
 	pgrot "github.com/rotary-secrets/rotary/rotators/postgres"
@@ -64,6 +65,7 @@ type Daemon struct {
 	house   *schedules.Housekeeper
 	api     *api.Server
 	ev      eventParts
+	plugins *pluginHost
 
 	schedMetrics *schedulerMetrics
 	srv          *http.Server
@@ -118,6 +120,14 @@ func (c *Config) fill() error {
 	}
 	if c.MinRotationInterval < time.Second {
 		return fmt.Errorf("config: min_rotation_interval %s: must be at least 1s", c.MinRotationInterval)
+	}
+	if c.PluginStartTimeout < 0 || c.PluginCallTimeout < 0 {
+		return errors.New("config: plugin_start_timeout and plugin_call_timeout must not be negative")
+	}
+	c.PluginStartTimeout = cmp.Or(c.PluginStartTimeout, plugins.DefaultStartTimeout)
+	c.PluginCallTimeout = cmp.Or(c.PluginCallTimeout, plugins.DefaultCallTimeout)
+	if c.PluginDir != "" && !filepath.IsAbs(c.PluginDir) {
+		return fmt.Errorf("config: plugin_dir %q: not an absolute path", c.PluginDir)
 	}
 	if c.RotationConcurrency < 1 || c.RotationConcurrency > 1024 {
 		return fmt.Errorf("config: rotation_concurrency %d: must be between 1 and 1024", c.RotationConcurrency)
@@ -210,8 +220,15 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.Dev {
 		base, maxB = cmp.Or(base, time.Second), cmp.Or(maxB, 10*time.Second)
 	}
+	// The configured root token never shows in a plugin's log lines.
+	d.plugins = newPluginHost(d.st, d.log, cfg.PluginStartTimeout, cfg.PluginCallTimeout, func() []sensitive.Bytes {
+		if cfg.RootToken == "" {
+			return nil
+		}
+		return []sensitive.Bytes{sensitive.Bytes(cfg.RootToken)}
+	})
 	d.engine, err = rotation.New(rotation.Config{
-		Store: d.st, Secrets: d.secrets, Rotators: d.rotators(), Logger: d.log, Owner: leaseOwner(cfg.Listen),
+		Store: d.st, Secrets: d.secrets, Rotators: resolver{builtin: d.rotators(), host: d.plugins}, Logger: d.log, Owner: leaseOwner(cfg.Listen),
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
 		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint,
 		OnResult: func(rotator, result string) {
@@ -231,6 +248,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.ev.hookPlugins = d.plugins
 	if err := d.newHooks(hooksKey); err != nil {
 		return nil, err
 	}
@@ -238,6 +256,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Store: d.st, Secrets: d.secrets, KMS: d.kms, Engine: d.engine, Logger: d.log,
 		AuditKey: auditKey, AuditSigner: auditSigner, Hooks: d.ev.hooks,
 		EventsPoll: cfg.EventsPoll, EventsHeartbeat: cfg.EventsHeartbeat,
+		Plugins: d.plugins, PluginDir: cfg.PluginDir,
 		Ready: func(ctx context.Context) error {
 			_, err := d.st.CountKeys(ctx)
 			return err
@@ -245,6 +264,15 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	d.plugins.sup, err = plugins.NewSupervisor(plugins.SupervisorConfig{
+		Lookup: d.plugins.lookup, Logger: d.log, Registerer: d.api.Registry(),
+		StartTimeout: cfg.PluginStartTimeout, CallTimeout: cfg.PluginCallTimeout,
+		StateDir: pluginStateDir(cfg), OnStart: d.plugins.onStart,
+		Secrets: d.plugins.secrets,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("plugins: %w", err)
 	}
 	running := func() int {
 		if d.runner == nil {
@@ -538,12 +566,28 @@ func (d *Daemon) Stop() error {
 			}
 		}
 		d.stopEvents()
+		if d.plugins != nil {
+			d.plugins.close()
+		}
 		if d.api != nil {
 			d.api.Stop()
 		}
 		d.closeStore()
 	})
 	return err
+}
+
+// pluginStateDir is where the plugin supervisor records the process
+// groups it runs, so that a restart after a crash ends what is left:
+// beside the SQLite store, or beside the root token file.
+func pluginStateDir(cfg Config) string {
+	switch {
+	case cfg.Store.SQLite != "":
+		return filepath.Join(filepath.Dir(cfg.Store.SQLite), "plugins.state")
+	case cfg.RootTokenFile != "":
+		return filepath.Join(filepath.Dir(cfg.RootTokenFile), "plugins.state")
+	}
+	return ""
 }
 
 func (d *Daemon) closeStore() {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rotary-secrets/rotary/events"
+	rsink "github.com/rotary-secrets/rotary/events/redis"
 	"github.com/rotary-secrets/rotary/hooks"
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/sensitive"
@@ -26,6 +27,8 @@ type eventParts struct {
 	// hookPlugins calls hook plugins; nil until the plugin supervisor is
 	// wired in (plugin hooks then fail and are retried).
 	hookPlugins hooks.PluginCaller
+	// redis publishes events when the config names a Redis.
+	redis *rsink.Sink
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -74,9 +77,20 @@ func (d *Daemon) newRelay(reg prometheus.Registerer) error {
 	if err := d.ev.hooks.Register(reg); err != nil {
 		return err
 	}
+	sinks := []events.Sink{d.ev.hooks.Sink()}
+	if d.cfg.Redis.Enabled() {
+		rc, err := d.cfg.Redis.sinkConfig()
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		if d.ev.redis, err = rsink.New(rc); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		sinks = append(sinks, d.ev.redis)
+	}
 	var err error
 	d.ev.relay, err = events.NewRelay(events.RelayConfig{
-		Store: d.st, Owner: d.engine.Owner() + "/relay", Sinks: []events.Sink{d.ev.hooks.Sink()},
+		Store: d.st, Owner: d.engine.Owner() + "/relay", Sinks: sinks,
 		Logger: d.log.With("component", "relay"), Registerer: reg,
 	})
 	return err
@@ -94,6 +108,9 @@ func (d *Daemon) stopEvents() {
 	if d.ev.cancel != nil {
 		d.ev.cancel()
 		d.ev.wg.Wait()
+	}
+	if d.ev.redis != nil {
+		_ = d.ev.redis.Close()
 	}
 }
 

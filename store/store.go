@@ -213,6 +213,11 @@ type Ops interface {
 	GetHook(ctx context.Context, name string) (Hook, error)
 	// ListHooks returns every hook in name order, delivery state and
 	// Backlog (pending deliveries) filled in.
+	// RecordPluginStart writes what the plugin said at its last start
+	// (Version, SecretTypes, Kinds, IdentityFields, LastStartAt, Status,
+	// LastError) and leaves its registration alone; ErrNotFound if the
+	// plugin is not registered.
+	RecordPluginStart(ctx context.Context, p Plugin) error
 	ListHooks(ctx context.Context) ([]Hook, error)
 	// DeleteHook removes a hook and its deliveries.
 	DeleteHook(ctx context.Context, name string) error
@@ -493,12 +498,32 @@ type AuditFilter struct {
 	Limit    int
 }
 
-// Plugin is a registered rotator plugin.
+// Plugin states, from its last start.
+const (
+	PluginOK     = "ok"
+	PluginFailed = "failed"
+)
+
+// Plugin is a registered plugin (the catalog): what was registered, and
+// what the plugin said about itself when it last started.
 type Plugin struct {
-	Name      string
-	Path      string
-	SHA256    string
+	Name   string
+	Path   string // absolute path of the executable
+	SHA256 string // hex; checked before every start
+	// Env is the plugin's whole environment (KEY=VALUE). It is stored in
+	// plain text: it is configuration, never a place for secrets.
+	Env       []string
 	CreatedAt time.Time
+	UpdatedAt time.Time
+
+	// From the last start (RecordPluginStart).
+	Version        string
+	SecretTypes    []string
+	Kinds          []string // rotator, hook
+	IdentityFields []string
+	LastStartAt    *time.Time
+	Status         string // "" (never started), PluginOK, PluginFailed
+	LastError      string // sanitized
 }
 
 // Hook runs after a rotation finishes or fails.

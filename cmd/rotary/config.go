@@ -41,6 +41,8 @@ type fileConfig struct {
 	Redis               redisFile      `yaml:"redis"`
 	Regions             []string       `yaml:"regions"`
 	PluginDir           string         `yaml:"plugin_dir"`
+	PluginStartTimeout  configDuration `yaml:"plugin_start_timeout"`
+	PluginCallTimeout   configDuration `yaml:"plugin_call_timeout"`
 	MinRotationInterval configDuration `yaml:"min_rotation_interval"`
 	RotationConcurrency int            `yaml:"rotation_concurrency"`
 	ShutdownTimeout     configDuration `yaml:"shutdown_timeout"`
@@ -353,6 +355,8 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 		},
 		Regions:             fc.Regions,
 		PluginDir:           fc.PluginDir,
+		PluginStartTimeout:  time.Duration(fc.PluginStartTimeout),
+		PluginCallTimeout:   time.Duration(fc.PluginCallTimeout),
 		MinRotationInterval: time.Duration(fc.MinRotationInterval),
 		RotationConcurrency: fc.RotationConcurrency,
 		ShutdownTimeout:     time.Duration(fc.ShutdownTimeout),

@@ -37,6 +37,8 @@ root_token_file: /var/lib/rotary/token
 redis: $file{/run/secrets/redis-url}
 regions: [default, eu-west-1]
 plugin_dir: /usr/lib/rotary/plugins
+plugin_start_timeout: 5s
+plugin_call_timeout: 1m
 min_rotation_interval: 1d
 rotation_concurrency: 4
 shutdown_timeout: 30s
@@ -59,13 +61,16 @@ hook_max_backlog: 100
 		Redis:               daemon.RedisConfig{URL: "redis://127.0.0.1:6379/0"},
 		Regions:             []string{"default", "eu-west-1"},
 		PluginDir:           "/usr/lib/rotary/plugins",
+		PluginStartTimeout:  5 * time.Second,
+		PluginCallTimeout:   time.Minute,
 		MinRotationInterval: 24 * time.Hour,
 		RotationConcurrency: 4,
 		ShutdownTimeout:     30 * time.Second,
 	}
 	if cfg.Listen != want.Listen || cfg.TLS != want.TLS || cfg.Store != want.Store || cfg.RootKey != want.RootKey ||
 		cfg.RootTokenFile != want.RootTokenFile || cfg.Redis.URL != want.Redis.URL || strings.Join(cfg.Regions, ",") != "default,eu-west-1" ||
-		cfg.PluginDir != want.PluginDir || cfg.MinRotationInterval != want.MinRotationInterval ||
+		cfg.PluginDir != want.PluginDir || cfg.PluginStartTimeout != want.PluginStartTimeout ||
+		cfg.PluginCallTimeout != want.PluginCallTimeout || cfg.MinRotationInterval != want.MinRotationInterval ||
 		cfg.RotationConcurrency != want.RotationConcurrency || cfg.ShutdownTimeout != want.ShutdownTimeout ||
 		cfg.OutboxRetention != 48*time.Hour || cfg.HookMaxAttempts != 5 || cfg.HookMaxAge != 6*time.Hour || cfg.HookMaxBacklog != 100 {
 		t.Errorf("parseConfig =\n%+v\nwant\n%+v", cfg, want)

@@ -82,6 +82,10 @@ type Config struct {
 	// Hooks stores and lists function hooks; nil answers their routes
 	// with 503.
 	Hooks *hooks.Manager
+	// Plugins runs plugins; PluginDir, when set, is the one folder
+	// registered plugins may live in.
+	Plugins   PluginHost
+	PluginDir string
 }
 
 // Server is the HTTP API.

@@ -55,6 +55,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/audit", s.listAudit)
 	s.rotationRoutes()
 	s.hookRoutes()
+	s.pluginRoutes()
 	s.handle("POST /v1/audit/verify", s.verifyAudit)
 	s.handle("GET /v1/audit/checkpoint", s.auditCheckpoint)
 

@@ -1061,22 +1061,47 @@ func (o *ops) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Audit
 // --- plugins and hooks ---
 
 func (o *ops) PutPlugin(ctx context.Context, p store.Plugin) error {
-	_, err := o.w().ExecContext(ctx, `INSERT INTO plugins (name, path, sha256, created_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (name) DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, created_at = excluded.created_at`,
-		p.Name, p.Path, p.SHA256, ta(p.CreatedAt))
+	args, err := pluginArgs(p)
+	if err != nil {
+		return fmt.Errorf("put plugin %q: %w", p.Name, err)
+	}
+	_, err = o.w().ExecContext(ctx, `INSERT INTO plugins (`+pluginCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT (name) DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, env = excluded.env,
+			created_at = excluded.created_at, updated_at = excluded.updated_at, version = excluded.version,
+			secret_types = excluded.secret_types, kinds = excluded.kinds, identity_fields = excluded.identity_fields,
+			last_start_at = excluded.last_start_at, status = excluded.status, last_error = excluded.last_error`,
+		args...)
 	if err != nil {
 		return fmt.Errorf("put plugin %q: %w", p.Name, translate(err))
 	}
 	return nil
 }
 
+const pluginCols = `name, path, sha256, env, created_at, updated_at, version, secret_types, kinds,
+	identity_fields, last_start_at, status, last_error`
+
+func pluginArgs(p store.Plugin) ([]any, error) {
+	lists := make([]any, 4)
+	for i, l := range [][]string{p.Env, p.SecretTypes, p.Kinds, p.IdentityFields} {
+		v, err := jsonArg(l, len(l) == 0)
+		if err != nil {
+			return nil, err
+		}
+		lists[i] = v
+	}
+	return []any{p.Name, p.Path, p.SHA256, lists[0], ta(p.CreatedAt), ta(p.UpdatedAt), p.Version,
+		lists[1], lists[2], lists[3], tpa(p.LastStartAt), p.Status, p.LastError}, nil
+}
+
 func pluginDest(p *store.Plugin) []any {
-	return []any{&p.Name, &p.Path, &p.SHA256, tcol{&p.CreatedAt}}
+	return []any{&p.Name, &p.Path, &p.SHA256, jsonCol[[]string]{P: &p.Env}, tcol{&p.CreatedAt}, tcol{&p.UpdatedAt},
+		&p.Version, jsonCol[[]string]{P: &p.SecretTypes}, jsonCol[[]string]{P: &p.Kinds},
+		jsonCol[[]string]{P: &p.IdentityFields}, ntcol{&p.LastStartAt}, &p.Status, &p.LastError}
 }
 
 func (o *ops) GetPlugin(ctx context.Context, name string) (store.Plugin, error) {
 	var p store.Plugin
-	err := o.r().QueryRowContext(ctx, `SELECT name, path, sha256, created_at FROM plugins WHERE name = $1`, name).
+	err := o.r().QueryRowContext(ctx, `SELECT `+pluginCols+` FROM plugins WHERE name = $1`, name).
 		Scan(pluginDest(&p)...)
 	if err != nil {
 		return store.Plugin{}, fmt.Errorf("get plugin %q: %w", name, translate(err))
@@ -1085,7 +1110,7 @@ func (o *ops) GetPlugin(ctx context.Context, name string) (store.Plugin, error) 
 }
 
 func (o *ops) ListPlugins(ctx context.Context) ([]store.Plugin, error) {
-	rows, err := o.r().QueryContext(ctx, `SELECT name, path, sha256, created_at FROM plugins ORDER BY name`)
+	rows, err := o.r().QueryContext(ctx, `SELECT `+pluginCols+` FROM plugins ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list plugins: %w", translate(err))
 	}
@@ -1107,6 +1132,22 @@ func hookDest(h *store.Hook) []any {
 	return []any{&h.Name, &h.On, &h.Secrets, &h.Kind, &h.Target, &h.Shell, (*int64)(&h.Timeout),
 		bcol{P: &h.SealedSecret}, tcol{&h.CreatedAt}, &h.Delivered, &h.Failures, &h.Dropped,
 		ntcol{&h.LastDeliveryAt}, &h.LastError, &h.Failing}
+}
+
+func (o *ops) RecordPluginStart(ctx context.Context, p store.Plugin) error {
+	args, err := pluginArgs(p)
+	if err != nil {
+		return fmt.Errorf("record plugin start %q: %w", p.Name, err)
+	}
+	// args: name 0, ..., version 6, secret_types 7, kinds 8, identity_fields 9,
+	// last_start_at 10, status 11, last_error 12.
+	res, err := o.w().ExecContext(ctx, `UPDATE plugins SET version = $1, secret_types = $2, kinds = $3,
+		identity_fields = $4, last_start_at = $5, status = $6, last_error = $7 WHERE name = $8`,
+		args[6], args[7], args[8], args[9], args[10], args[11], args[12], p.Name)
+	if err != nil {
+		return fmt.Errorf("record plugin start %q: %w", p.Name, translate(err))
+	}
+	return mustAffect(res, "record plugin start %q", p.Name)
 }
 
 func (o *ops) PutHook(ctx context.Context, h store.Hook) error {

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"OutboxSecretOrderConcurrent", func(t *testing.T, s store.Store) { testOutboxSecretOrderConcurrent(t, s, s) }},
 		{"HookDeliveries", testHookDeliveries},
 		{"HookDeliveriesConcurrent", func(t *testing.T, s store.Store) { testHookDeliveriesConcurrent(t, s, s) }},
+		{"PluginCatalog", testPluginCatalog},
 		{"Audit", testAudit},
 		{"AuditConcurrentAppends", func(t *testing.T, s store.Store) { testAuditConcurrent(t, s, s) }},
 		{"InTx", testInTx},
@@ -1233,6 +1234,58 @@ func testPluginsAndHooks(t *testing.T, s store.Store) {
 	wantErr(t, "DeleteHook(alert) again", s.DeleteHook(ctx, "alert"), store.ErrNotFound)
 	hlist, _ = s.ListHooks(ctx)
 	check(t, "ListHooks after delete", hlist, []store.Hook{ha})
+}
+
+func testPluginCatalog(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	later := base.Add(time.Hour)
+	p := store.Plugin{
+		Name: "rabbit", Path: "/usr/lib/rotary/rabbitmq", SHA256: strings.Repeat("01", 32),
+		Env: []string{"HTTP_PROXY=http://proxy:3128", "LOG_LEVEL=debug"}, CreatedAt: base, UpdatedAt: base,
+	}
+	noErr(t, "PutPlugin(rabbit)", s.PutPlugin(ctx, p))
+	got, err := s.GetPlugin(ctx, "rabbit")
+	noErr(t, "GetPlugin(rabbit)", err)
+	check(t, "GetPlugin(rabbit) never started", got, p)
+
+	// The last start is recorded without touching the registration.
+	start := p
+	start.Path, start.SHA256, start.Env = "/elsewhere", strings.Repeat("ff", 32), nil
+	start.Version, start.SecretTypes, start.Kinds = "1.2.0", []string{"key-value"}, []string{"rotator"}
+	start.IdentityFields, start.LastStartAt, start.Status = []string{"host", "port", "username"}, &later, store.PluginOK
+	noErr(t, "RecordPluginStart(rabbit)", s.RecordPluginStart(ctx, start))
+	want := p
+	want.Version, want.SecretTypes, want.Kinds = start.Version, start.SecretTypes, start.Kinds
+	want.IdentityFields, want.LastStartAt, want.Status = start.IdentityFields, &later, store.PluginOK
+	got, err = s.GetPlugin(ctx, "rabbit")
+	noErr(t, "GetPlugin(rabbit) after start", err)
+	check(t, "GetPlugin(rabbit) after RecordPluginStart", got, want)
+
+	failed := want
+	failed.Status, failed.LastError = store.PluginFailed, "plugin rabbit: start: timeout"
+	noErr(t, "RecordPluginStart(rabbit) failed", s.RecordPluginStart(ctx, failed))
+	list, err := s.ListPlugins(ctx)
+	noErr(t, "ListPlugins", err)
+	check(t, "ListPlugins", list, []store.Plugin{failed})
+	wantErr(t, "RecordPluginStart(nope)", s.RecordPluginStart(ctx, store.Plugin{Name: "nope", Status: store.PluginOK}), store.ErrNotFound)
+
+	// Re-register replaces everything.
+	re := store.Plugin{Name: "rabbit", Path: "/usr/lib/rotary/rabbitmq2", SHA256: strings.Repeat("02", 32), CreatedAt: base, UpdatedAt: later}
+	noErr(t, "PutPlugin(rabbit) replace", s.PutPlugin(ctx, re))
+	got, err = s.GetPlugin(ctx, "rabbit")
+	noErr(t, "GetPlugin(rabbit) replaced", err)
+	check(t, "GetPlugin(rabbit) replaced", got, re)
+
+	// Inside a transaction too.
+	err = s.InTx(ctx, func(tx store.Ops) error {
+		if err := tx.RecordPluginStart(ctx, failed); err != nil {
+			return err
+		}
+		return tx.DeletePlugin(ctx, "rabbit")
+	})
+	noErr(t, "InTx(RecordPluginStart, DeletePlugin)", err)
+	_, err = s.GetPlugin(ctx, "rabbit")
+	wantErr(t, "GetPlugin(rabbit) after delete", err, store.ErrNotFound)
 }
 
 // --- audit ---
