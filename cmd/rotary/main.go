@@ -54,6 +54,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return exitOK
 	}
+	var ee exitError
+	if errors.As(err, &ee) && ee.msg == "" {
+		return ee.code // rotary exec: the child's exit code, nothing printed
+	}
 	code, msg := describeError(err, a.addr)
 	fmt.Fprintf(stderr, "error: %s\n", oneLine(msg))
 	return code
@@ -205,6 +209,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or invalid input, 3 not found,
 
 	root.AddCommand(a.secretCmd(), a.keyCmd(), a.kmsCmd(), a.policyCmd(), a.tokenCmd(),
 		a.auditCmd(), a.rotationCmd(), a.rotateCmd(), a.statusCmd(), a.serverCmd(), a.hookCmd(), a.pluginCmd())
+	root.AddCommand(a.refreshCmds()...)
 	return root
 }
 
