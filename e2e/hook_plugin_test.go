@@ -19,6 +19,9 @@ func TestHookPluginReceivesRotations(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "events.jsonl")
 	c.ok("plugin", "register", "filehook", "--path", pluginBinary(t, "filehook"), "--env", "FILEHOOK_PATH="+out)
 	c.ok("hook", "add", "tofile", "--on", "finished", "--secrets", "hp/*", "--plugin", "filehook")
+	c.fail(exitUsage, []string{`plugin "nosuch" is not registered`}, "hook", "add", "h2", "--on", "all", "--plugin", "nosuch")
+	c.ok("plugin", "register", "tmpl", "--path", pluginBinary(t, "template"))
+	c.fail(exitUsage, []string{`plugin "tmpl" serves rotator, not a hook`}, "hook", "add", "h3", "--on", "all", "--plugin", "tmpl")
 
 	name := uniq("hp/pw")
 	other := uniq("nothp/pw")

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/client"
@@ -67,6 +69,17 @@ func (s *Server) addHook(w http.ResponseWriter, r *http.Request, p *principal) e
 		params.Timeout = d
 	}
 	info(r).detail = fmt.Sprintf("kind=%s on=%s", truncate(req.Kind, 20), truncate(req.On, 20))
+	if req.Kind == "plugin" {
+		pl, err := s.st.GetPlugin(r.Context(), req.Target)
+		if errors.Is(err, store.ErrNotFound) {
+			return badRequest("plugin %q is not registered; rotary plugin register %s --path ... first", truncate(req.Target, 80), truncate(req.Target, 80))
+		} else if err != nil {
+			return err
+		}
+		if len(pl.Kinds) > 0 && !slices.Contains(pl.Kinds, "hook") {
+			return badRequest("plugin %q serves %s, not a hook", req.Target, strings.Join(pl.Kinds, ", "))
+		}
+	}
 	generated, err := m.Add(r.Context(), params)
 	switch {
 	case errors.Is(err, hooks.ErrInvalid):
