@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/rotary
 PKGS := ./...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-TEST_TIMEOUT ?= 18m
+TEST_TIMEOUT ?= 19m
 
 .DEFAULT_GOAL := help
 

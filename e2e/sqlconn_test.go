@@ -182,7 +182,9 @@ func TestSQLConnPostgresPoolAcrossRotations(t *testing.T) {
 					good++
 					perVersion[l.Version]++
 				}
-				if l.Err != nil && !l.AuthFailure {
+				// The load's own end cancels logins in flight: not a failure.
+				canceled := l.Err != nil && (errors.Is(l.Err, context.Canceled) || strings.Contains(l.Err.Error(), "operation was canceled"))
+				if l.Err != nil && !l.AuthFailure && !canceled {
 					t.Errorf("a login failed for another reason than the credential: %v", l.Err)
 				}
 				// No login starts with a version older than one the
