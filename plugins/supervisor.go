@@ -439,7 +439,14 @@ func (s *Supervisor) done(ctx context.Context, name string, p *Plugin, method st
 		kind, reason = "exited", err.Error()
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 		kind = "deadline"
-		if ctx.Err() == nil {
+		// The caller's deadline cut the call when it ended, or would end,
+		// before the call timeout: the plugin's side may reset the stream
+		// a moment before the caller's context reports itself done.
+		callerCut := ctx.Err() != nil
+		if dl, ok := ctx.Deadline(); ok && dl.Before(start.Add(cmp.Or(s.cfg.CallTimeout, DefaultCallTimeout))) {
+			callerCut = true
+		}
+		if !callerCut {
 			// The plugin's call timeout, not the caller's deadline, cut
 			// the call: the plugin hangs.
 			reason = err.Error() + " (the plugin hangs; killed)"
