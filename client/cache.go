@@ -104,6 +104,8 @@ type entry struct {
 	// wanted is the newest current version events announced; above
 	// version means a refresh is due.
 	wanted int64
+	// fetched is when the request that read the value started.
+	fetched time.Time
 }
 
 type watcher struct {
@@ -224,6 +226,7 @@ func (k *cache) fetch(ctx context.Context, name string) error {
 		// the others waiting for the same fetch.
 		fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		asked := time.Now()
 		sv, err := k.c.GetSecret(fctx, name, 0, "")
 		if err != nil {
 			return nil, err
@@ -246,6 +249,7 @@ func (k *cache) fetch(ctx context.Context, name string) error {
 		if sv.Version >= e.version {
 			e.value.Wipe()
 			e.version, e.value = sv.Version, sensitive.Bytes(b)
+			e.fetched = asked
 		} else {
 			sensitive.Bytes(b).Wipe()
 		}
@@ -300,11 +304,18 @@ func (c *Client) RefreshNow(ctx context.Context) error {
 	return c.cacheState().refreshAll(ctx)
 }
 
-func (k *cache) refreshAll(ctx context.Context) error {
+func (k *cache) refreshAll(ctx context.Context) error { return k.refreshBefore(ctx, time.Time{}) }
+
+// refreshBefore reads again every cached secret last read before t (all
+// of them when t is zero): a value read after the event source went live
+// cannot have missed an event.
+func (k *cache) refreshBefore(ctx context.Context, t time.Time) error {
 	k.mu.Lock()
 	names := make([]string, 0, len(k.entries))
-	for n := range k.entries {
-		names = append(names, n)
+	for n, e := range k.entries {
+		if t.IsZero() || e.fetched.Before(t) {
+			names = append(names, n)
+		}
 	}
 	k.mu.Unlock()
 	var errs []error
@@ -417,11 +428,12 @@ func (k *cache) runSSE(ctx context.Context) {
 			continue
 		}
 		backoff = reconnectMin
+		live := time.Now() // the daemon subscribed this stream before answering
 		// From now on nothing is missed; what changed before is read again
 		// (a first connect, or a reconnect that may have come too late).
 		k.markConnected()
 		if after == 0 {
-			_ = k.refreshAll(ctx)
+			_ = k.refreshBefore(ctx, live)
 		}
 		stop := context.AfterFunc(ctx, func() { st.Close() })
 		for {

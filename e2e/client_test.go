@@ -49,6 +49,11 @@ func TestClientCacheFollowsRotations(t *testing.T) {
 	c.ok("rotation", "set", name, "--rotator", "random", "--schedule", "@every 24h")
 
 	cc := newCacheClient(t, s)
+	// Once the event stream is live, a read cannot miss an event, so the
+	// cache need not read again what the Gets below fetch.
+	if err := cc.WaitConnected(bg(t)); err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	for range 40 {
 		wg.Go(func() {
