@@ -80,7 +80,9 @@ type Login struct {
 	Username string
 	// Attempt is 1 for the first login of a Connect, 2 after a refresh,
 	// 3 after waiting for a rotation to finish.
-	Attempt    int
+	Attempt int
+	// Start is when the credential was taken from the cache, End when
+	// the login ended.
 	Start, End time.Time
 	// Err is nil when the login worked.
 	Err error
@@ -187,11 +189,11 @@ func (k *connector) Close() error {
 // Connect opens one connection with the current credential (see the
 // package comment for the retries).
 func (k *connector) Connect(ctx context.Context) (driver.Conn, error) {
-	cur, err := k.c.Get(ctx, k.secret)
+	cur, read, err := k.current(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("sqlconn: read secret %q: %w", k.secret, err)
+		return nil, err
 	}
-	conn, err := k.login(ctx, cur, 1)
+	conn, err := k.login(ctx, cur, read, 1)
 	if err == nil || !isAuthFailure(err) {
 		return conn, err
 	}
@@ -199,11 +201,11 @@ func (k *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	if _ = k.c.RefreshNow(ctx); ctx.Err() != nil {
 		return nil, err
 	}
-	if cur, err = k.current(ctx); err != nil {
+	if cur, read, err = k.current(ctx); err != nil {
 		return nil, err
 	}
 	first := cur.Version
-	conn, err = k.login(ctx, cur, 2)
+	conn, err = k.login(ctx, cur, read, 2)
 	if err == nil || !isAuthFailure(err) || k.opts.wait <= 0 {
 		return conn, err
 	}
@@ -216,11 +218,11 @@ func (k *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		k.mu.Lock()
 		ch := k.changed
 		k.mu.Unlock()
-		if cur, err = k.current(ctx); err != nil {
+		if cur, read, err = k.current(ctx); err != nil {
 			return nil, err
 		}
 		if cur.Version > first {
-			return k.login(ctx, cur, 3)
+			return k.login(ctx, cur, read, 3)
 		}
 		sensitive.Bytes(cur.Value).Wipe()
 		select {
@@ -233,19 +235,20 @@ func (k *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	}
 }
 
-// current reads the secret from the cache.
-func (k *connector) current(ctx context.Context) (client.Current, error) {
+// current reads the secret from the cache, and says when it asked.
+func (k *connector) current(ctx context.Context) (client.Current, time.Time, error) {
+	read := time.Now()
 	cur, err := k.c.Get(ctx, k.secret)
 	if err != nil {
-		return cur, fmt.Errorf("sqlconn: read secret %q: %w", k.secret, err)
+		return cur, read, fmt.Errorf("sqlconn: read secret %q: %w", k.secret, err)
 	}
-	return cur, nil
+	return cur, read, nil
 }
 
 // login logs in once with cur (and wipes cur's value).
-func (k *connector) login(ctx context.Context, cur client.Current, attempt int) (driver.Conn, error) {
+func (k *connector) login(ctx context.Context, cur client.Current, read time.Time, attempt int) (driver.Conn, error) {
 	defer sensitive.Bytes(cur.Value).Wipe()
-	start := time.Now()
+	start := read
 	cred, err := rotators.ParseDBCredentials(sensitive.Bytes(cur.Value))
 	if err != nil {
 		return nil, fmt.Errorf("sqlconn: secret %q version %d: %w", k.secret, cur.Version, err)
