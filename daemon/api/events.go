@@ -167,6 +167,7 @@ func (h *eventHub) step(ctx context.Context) error {
 				}
 				h.cursor = e.ID
 			}
+			e.Payload = withID(e) // once, not once per subscriber
 			h.publish(e)
 		}
 		h.mu.Unlock()
@@ -322,12 +323,12 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, p *princip
 	flush()
 
 	sent := map[int64]bool{} // ids sent while catching up, which the live feed may repeat
+	// emit sends e, whose Payload is already the wire JSON (withID).
 	emit := func(e store.OutboxEvent) error {
 		if sent[e.ID] || !f.match(e.Secret) || !p.allowed(auth.KindSecret, e.Secret, auth.ActionDescribe) {
 			return nil
 		}
-		data := withID(e)
-		if _, err := fmt.Fprintf(out, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.Type, data); err != nil {
+		if _, err := fmt.Fprintf(out, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.Type, e.Payload); err != nil {
 			return err
 		}
 		return nil
@@ -396,6 +397,7 @@ func (s *Server) catchUp(ctx context.Context, after int64, out http.ResponseWrit
 			return err
 		}
 		for _, e := range evs {
+			e.Payload = withID(e)
 			if err := emit(e); err != nil {
 				return err
 			}
