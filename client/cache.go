@@ -416,9 +416,10 @@ func (k *cache) markConnected() {
 // runSSE follows GET /v1/events, reconnecting with backoff.
 func (k *cache) runSSE(ctx context.Context) {
 	var after int64
+	resume := false
 	backoff := reconnectMin
 	for ctx.Err() == nil {
-		st, err := k.c.Events(ctx, EventsOptions{After: after})
+		st, err := k.c.Events(ctx, EventsOptions{After: after, Resume: resume})
 		if err != nil {
 			k.opts.log.Warn("rotary client: event stream unavailable; retrying", "in", backoff, "err", err)
 			if !sleepCtx(ctx, jitter(backoff)) {
@@ -432,7 +433,7 @@ func (k *cache) runSSE(ctx context.Context) {
 		// From now on nothing is missed; what changed before is read again
 		// (a first connect, or a reconnect that may have come too late).
 		k.markConnected()
-		if after == 0 {
+		if !resume {
 			_ = k.refreshBefore(ctx, live)
 		}
 		stop := context.AfterFunc(ctx, func() { st.Close() })
@@ -449,7 +450,9 @@ func (k *cache) runSSE(ctx context.Context) {
 		}
 		stop()
 		st.Close()
-		after = st.LastID()
+		if st.Positioned() {
+			after, resume = st.LastID(), true
+		}
 		if !sleepCtx(ctx, jitter(reconnectMin)) {
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,14 +63,31 @@ type Option func(*Client)
 // has no CheckRedirect, the Client uses a copy that refuses redirects.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
 
-// New returns a client for addr (default DefaultAddr) with token.
-func New(addr, token string, opts ...Option) (*Client, error) {
+// WithToken sets the API token the client sends.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// WithTLSConfig sets the TLS settings of the client's connections (a
+// private CA in RootCAs, a client certificate). It replaces the transport
+// of the HTTP client, so give it after WithHTTPClient when both are used.
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *Client) {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = cfg
+		hc := *c.hc
+		hc.Transport = tr
+		c.hc = &hc
+	}
+}
+
+// New returns a client for addr (default DefaultAddr); WithToken gives
+// it the token to send.
+func New(addr string, opts ...Option) (*Client, error) {
 	addr = strings.TrimRight(cmp.Or(addr, DefaultAddr), "/")
 	u, err := url.Parse(addr)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("invalid address %q: want http://HOST:PORT or https://HOST:PORT", addr)
 	}
-	c := &Client{addr: addr, token: token, hc: &http.Client{Timeout: 5 * time.Minute, CheckRedirect: noRedirect}}
+	c := &Client{addr: addr, hc: &http.Client{Timeout: 5 * time.Minute, CheckRedirect: noRedirect}}
 	for _, o := range opts {
 		o(c)
 	}

@@ -48,7 +48,7 @@ func TestNoRedirects(t *testing.T) {
 	}))
 	defer srv.Close()
 	for _, opts := range [][]Option{nil, {WithHTTPClient(&http.Client{})}} {
-		c, err := New(srv.URL, "tok", opts...)
+		c, err := New(srv.URL, append([]Option{WithToken("tok")}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,8 +34,10 @@ type EventsOptions struct {
 	// Secrets are globs of secret names; none means every secret the
 	// token may describe.
 	Secrets []string
-	// After resumes after this event id (0: from now on).
+	// After resumes after this event id (0: from now on, unless Resume).
 	After int64
+	// Resume resumes after After even when it is 0 (every event kept).
+	Resume bool
 }
 
 // StreamItem is what EventStream.Next returns: an Event, or a control
@@ -51,6 +54,10 @@ type EventStream struct {
 	next func() (sse.Event, error, bool) // from iter.Pull2; used by Next only
 	stop func()
 	last int64
+	// positioned: last is a position to resume from.
+	positioned bool
+	// pending is an event read ahead by Events, for Next.
+	pending *sse.Event
 }
 
 // Events opens the daemon's event stream. The stream ends when ctx ends,
@@ -66,8 +73,9 @@ func (c *Client) Events(ctx context.Context, o EventsOptions) (*EventStream, err
 		return nil, err
 	}
 	req.Header.Set("Accept", "text/event-stream")
-	if o.After > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatInt(o.After, 10))
+	resume := o.After > 0 || o.Resume
+	if resume {
+		req.Header.Set("Last-Event-ID", strconv.FormatInt(max(o.After, 0), 10))
 	}
 	// The stream lives as long as the caller wants: no overall timeout.
 	hc := *c.hc
@@ -81,14 +89,48 @@ func (c *Client) Events(ctx context.Context, o EventsOptions) (*EventStream, err
 		return nil, fmt.Errorf("GET /v1/events: the server answered %q, not an event stream", ct)
 	}
 	next, stop := iter.Pull2(iter.Seq2[sse.Event, error](sse.Read(resp.Body, &sse.ReadConfig{MaxEventSize: 1 << 20})))
-	return &EventStream{body: resp.Body, next: next, stop: stop, last: o.After}, nil
+	st := &EventStream{body: resp.Body, next: next, stop: stop, last: max(o.After, 0), positioned: resume}
+	if !resume {
+		// The daemon opens a fresh stream with its position (an "open"
+		// event), at once: take it now, so that LastID is a place to
+		// resume from even if the stream drops before its first event.
+		ev, err, ok := next()
+		switch {
+		case !ok || err != nil:
+			st.Close()
+			stop()
+			return nil, fmt.Errorf("GET /v1/events: the stream ended before it began: %w", cmp.Or(err, io.ErrUnexpectedEOF))
+		case ev.Type == "open":
+			st.open(ev.Data)
+		default:
+			st.pending = &ev
+		}
+	}
+	return st, nil
+}
+
+// open takes the position of an "open" event.
+func (s *EventStream) open(data string) {
+	var body struct {
+		After *int64 `json:"after"`
+	}
+	if json.Unmarshal([]byte(data), &body) == nil && body.After != nil && !s.positioned {
+		s.last, s.positioned = *body.After, true
+	}
 }
 
 // Next blocks until the next item. An error ends the stream (io.EOF when
 // the daemon closed it, for example at shutdown).
 func (s *EventStream) Next() (StreamItem, error) {
 	for {
-		ev, err, ok := s.next()
+		var ev sse.Event
+		var err error
+		ok := true
+		if s.pending != nil {
+			ev, s.pending = *s.pending, nil
+		} else {
+			ev, err, ok = s.next()
+		}
 		if !ok {
 			s.stop()
 			return StreamItem{}, io.EOF
@@ -98,6 +140,9 @@ func (s *EventStream) Next() (StreamItem, error) {
 			return StreamItem{}, err
 		}
 		switch ev.Type {
+		case "open":
+			s.open(ev.Data)
+			continue
 		case EventReset:
 			return StreamItem{Type: EventReset}, nil
 		case "error":
@@ -111,15 +156,20 @@ func (s *EventStream) Next() (StreamItem, error) {
 		if err := json.Unmarshal([]byte(ev.Data), &e); err != nil {
 			return StreamItem{}, fmt.Errorf("event stream: event %s: %w", ev.LastEventID, err)
 		}
-		if e.ID > s.last {
-			s.last = e.ID
+		if e.ID > s.last || !s.positioned {
+			s.last, s.positioned = e.ID, true
 		}
 		return StreamItem{Type: e.Event, Event: e}, nil
 	}
 }
 
-// LastID is the highest event id seen: resume after it.
+// LastID is the highest event id seen, or where the stream started: resume
+// after it (with Resume set, as it may be 0) when Positioned.
 func (s *EventStream) LastID() int64 { return s.last }
+
+// Positioned reports whether LastID is a position to resume from: the
+// stream resumed, or the daemon said where it started, or an event came.
+func (s *EventStream) Positioned() bool { return s.positioned }
 
 // Close ends the stream; a Next blocked meanwhile returns an error.
 func (s *EventStream) Close() error { return s.body.Close() }

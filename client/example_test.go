@@ -20,7 +20,7 @@ import (
 // Get answers from memory, kept fresh by the daemon's events: call it
 // whenever the value is needed instead of keeping a copy.
 func ExampleClient_Get() {
-	c, err := client.New(os.Getenv("ROTARY_ADDR"), os.Getenv("ROTARY_TOKEN"))
+	c, err := client.New(os.Getenv("ROTARY_ADDR"), client.WithToken(os.Getenv("ROTARY_TOKEN")))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func ExampleClient_Get() {
 // Watch calls a function after each event of matching secrets, once the
 // cache holds the version the event made current.
 func ExampleClient_Watch() {
-	c, err := client.New(os.Getenv("ROTARY_ADDR"), os.Getenv("ROTARY_TOKEN"))
+	c, err := client.New(os.Getenv("ROTARY_ADDR"), client.WithToken(os.Getenv("ROTARY_TOKEN")))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func ExampleClient_Watch() {
 // credential of a db-credentials secret; a rotation reaches the pool
 // without a restart and without failing queries.
 func Example_sqlconn() {
-	c, err := client.New(os.Getenv("ROTARY_ADDR"), os.Getenv("ROTARY_TOKEN"))
+	c, err := client.New(os.Getenv("ROTARY_ADDR"), client.WithToken(os.Getenv("ROTARY_TOKEN")))
 	if err != nil {
 		log.Fatal(err)
 	}

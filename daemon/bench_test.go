@@ -57,7 +57,7 @@ func BenchmarkSecretReadHTTP(b *testing.B) {
 			b.Run(fmt.Sprintf("store=%s/clients=%d", st, conc), func(b *testing.B) {
 				d, token := startDaemon(b, st)
 				addr := "http://" + d.Addr()
-				c, _ := client.New(addr, token)
+				c, _ := client.New(addr, client.WithToken(token))
 				value := bytes.Repeat([]byte("k"), 1024)
 				if _, err := c.CreateSecret(context.Background(), client.CreateSecretRequest{Name: "bench/secret", Value: client.NewValue(value)}); err != nil {
 					b.Fatal(err)

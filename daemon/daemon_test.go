@@ -125,11 +125,11 @@ func TestRootTokenBootstrap(t *testing.T) {
 	}
 	raw, _ := os.ReadFile(filepath.Join(dir, "root-token"))
 	tok := strings.TrimSpace(string(raw))
-	c, _ := client.New("http://"+d.Addr(), tok)
+	c, _ := client.New("http://"+d.Addr(), client.WithToken(tok))
 	if _, err := c.ListSecrets(context.Background(), ""); err != nil {
 		t.Fatalf("root token refused: %v", err)
 	}
-	bad, _ := client.New("http://"+d.Addr(), tok+"x")
+	bad, _ := client.New("http://"+d.Addr(), client.WithToken(tok+"x"))
 	if _, err := bad.ListSecrets(context.Background(), ""); client.StatusOf(err) != 401 {
 		t.Fatalf("wrong token: err = %v, want 401", err)
 	}
@@ -150,7 +150,7 @@ func TestRootTokenBootstrap(t *testing.T) {
 	if string(raw2) != string(raw) {
 		t.Errorf("second start rewrote the root token")
 	}
-	c2, _ := client.New("http://"+d2.Addr(), tok)
+	c2, _ := client.New("http://"+d2.Addr(), client.WithToken(tok))
 	if _, err := c2.ListSecrets(context.Background(), ""); err != nil {
 		t.Fatalf("root token refused after restart: %v", err)
 	}

@@ -75,7 +75,7 @@ func schedStart(b *testing.B, kind string) *schedEnv {
 		b.Fatalf("Start: %v", err)
 	}
 	b.Cleanup(func() { _ = d.Stop() })
-	c, err := client.New("http://"+d.Addr(), token)
+	c, err := client.New("http://"+d.Addr(), client.WithToken(token))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -110,7 +110,7 @@ func TestTLSWithClientCertificates(t *testing.T) {
 	pool.AddCert(ca.cert)
 	mk := func(certs ...tls.Certificate) *client.Client {
 		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs}}}
-		c, err := client.New("https://"+d.Addr(), token, client.WithHTTPClient(hc))
+		c, err := client.New("https://"+d.Addr(), client.WithToken(token), client.WithHTTPClient(hc))
 		if err != nil {
 			t.Fatal(err)
 		}

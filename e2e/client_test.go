@@ -12,7 +12,7 @@ import (
 
 func newCacheClient(t *testing.T, s *server, opts ...client.Option) *client.Client {
 	t.Helper()
-	c, err := client.New(s.addr, s.rootToken, opts...)
+	c, err := client.New(s.addr, append([]client.Option{client.WithToken(s.rootToken)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,10 @@ type stream struct {
 	t       testing.TB
 	events  chan sseEvent
 	comment chan string
-	done    chan struct{}
+	// opened gets the id of the "open" event a stream that does not
+	// resume starts with (where to resume from before any event).
+	opened chan string
+	done   chan struct{}
 	cancel  context.CancelFunc
 }
 
@@ -83,7 +86,7 @@ func tryStream(t testing.TB, s *server, token, query, lastID string) (*stream, i
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	st := &stream{t: t, events: make(chan sseEvent, 1000), comment: make(chan string, 1000), done: make(chan struct{}), cancel: cancel}
+	st := &stream{t: t, events: make(chan sseEvent, 1000), comment: make(chan string, 1000), opened: make(chan string, 1), done: make(chan struct{}), cancel: cancel}
 	go func() {
 		defer close(st.done)
 		defer resp.Body.Close()
@@ -93,7 +96,9 @@ func tryStream(t testing.TB, s *server, token, query, lastID string) (*stream, i
 			line := sc.Text()
 			switch {
 			case line == "":
-				if cur.Data != "" || cur.Event != "" {
+				if cur.Event == "open" {
+					st.opened <- cur.ID
+				} else if cur.Data != "" || cur.Event != "" {
 					st.events <- cur
 				}
 				cur = sseEvent{}
@@ -259,6 +264,26 @@ func TestEventStreamResumesFromLastEventID(t *testing.T) {
 		}
 		if _, status, _ := tryStream(t, s, "not-a-token", "", ""); status != http.StatusUnauthorized {
 			t.Fatalf("a bad token: %d", status)
+		}
+		if len(resumed.opened) != 0 {
+			t.Fatal("a resumed stream got an open event")
+		}
+
+		// A stream that drops before its first event resumes from the
+		// position its open event gave, and misses nothing made meanwhile.
+		quiet := openStream(t, s, s.rootToken, "", "")
+		var pos string
+		select {
+		case pos = <-quiet.opened:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a new stream did not start with an open event")
+		}
+		quiet.cancel()
+		<-quiet.done
+		f := uniq("r/f")
+		c.ok("secret", "create", f, "--value", "v1")
+		if g := secretsOf(t, openStream(t, s, s.rootToken, "", pos).until(f, 30*time.Second)); strings.Join(g, " ") != "version_created:"+f {
+			t.Fatalf("resumed from the open position %s: %v, want only the create of %s", pos, g, f)
 		}
 	})
 }

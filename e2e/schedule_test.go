@@ -375,7 +375,7 @@ func TestScheduleThreeDaemonsSharePostgres(t *testing.T) {
 	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	clients := make([]*client.Client, len(daemons))
 	for i, d := range daemons {
-		cl, err := client.New(d.addr, d.rootToken, client.WithHTTPClient(hc))
+		cl, err := client.New(d.addr, client.WithToken(d.rootToken), client.WithHTTPClient(hc))
 		if err != nil {
 			t.Fatal(err)
 		}

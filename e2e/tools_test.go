@@ -205,6 +205,30 @@ func TestWatchPrintsEventsAndResumes(t *testing.T) {
 	c.fail(exitUsage, []string{"--after"}, "watch", "--after", "-1")
 }
 
+// A watch whose daemon goes away before it printed anything resumes from
+// where its stream opened: an event made meanwhile on another daemon is
+// printed, not skipped by starting "from now" again.
+func TestWatchResumesBeforeItsFirstEvent(t *testing.T) {
+	t.Parallel()
+	fx := newPGFixture(t)
+	extra := "events:\n  poll: 100ms\n"
+	a := startPGServer(t, fx, extra)
+	b := startPGServer(t, fx, extra)
+	w := startCLI(t, a, a.rootToken, nil, "watch", "early/*")
+	waitFor(t, 30*time.Second, "rotary watch to open its stream", func() bool {
+		_, body := a.httpDo(t, "GET", "/metrics", "", "", nil)
+		return metricValue(t, string(body), "rotary_event_stream_subscribers") >= 1
+	})
+	a.stop()
+	name := uniq("early/pw")
+	b.root(t).ok("secret", "create", name, "--value", "v1")
+	a.start()
+	evs := w.eventsUntil(func(e watchLine) bool { return e.Secret == name })
+	if len(evs) != 1 || evs[0].Event != "version_created" || evs[0].Version != 1 {
+		t.Fatalf("watch printed %+v, want the create of %s made while its daemon was away", evs, name)
+	}
+}
+
 // childScript writes the child's view of its environment to $OUT_FILE
 // (atomically), then waits; TERM ends it with 7.
 const childScript = `printf '%s|%s|%s|%s\n' "$$" "$APP_PW" "$APP_USER" "${ROTARY_TOKEN-unset}" > "$OUT_FILE.tmp" && mv "$OUT_FILE.tmp" "$OUT_FILE"

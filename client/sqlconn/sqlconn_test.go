@@ -14,7 +14,7 @@ import (
 
 func TestNewChecksItsArguments(t *testing.T) {
 	t.Parallel()
-	c, err := client.New("http://127.0.0.1:1", "t", client.WithoutEvents(), client.WithPollInterval(0))
+	c, err := client.New("http://127.0.0.1:1", client.WithToken("t"), client.WithoutEvents(), client.WithPollInterval(0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -156,7 +156,7 @@ func (a *app) client() (*client.Client, error) {
 	if a.c != nil {
 		return a.c, nil
 	}
-	c, err := client.New(a.addr, a.token)
+	c, err := client.New(a.addr, client.WithToken(a.token))
 	if err != nil {
 		return nil, usageErrorf("--addr: %v", err)
 	}

@@ -25,11 +25,11 @@ func (a *app) refreshCmds() []*cobra.Command {
 // cacheClient returns a client whose cache follows the daemon's events
 // (events) or reads once and never refreshes.
 func (a *app) cacheClient(events bool) (*client.Client, error) {
-	opts := []client.Option{}
+	opts := []client.Option{client.WithToken(a.token)}
 	if !events {
 		opts = append(opts, client.WithoutEvents(), client.WithPollInterval(0))
 	}
-	c, err := client.New(a.addr, a.token, opts...)
+	c, err := client.New(a.addr, opts...)
 	if err != nil {
 		return nil, usageErrorf("--addr: %v", err)
 	}
@@ -95,10 +95,10 @@ after an event id instead of from now on.`,
 func (a *app) watch(ctx context.Context, c *client.Client, pats []string, after int64) error {
 	enc := json.NewEncoder(a.stdout)
 	enc.SetEscapeHTML(false)
-	connected := false
+	connected, resume := false, after > 0
 	backoff := 250 * time.Millisecond
 	for {
-		st, err := c.Events(ctx, client.EventsOptions{Secrets: pats, After: after})
+		st, err := c.Events(ctx, client.EventsOptions{Secrets: pats, After: after, Resume: resume})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -139,8 +139,8 @@ func (a *app) watch(ctx context.Context, c *client.Client, pats []string, after 
 		}
 		stopClose()
 		st.Close()
-		if st.LastID() > after {
-			after = st.LastID()
+		if st.Positioned() && (st.LastID() > after || !resume) {
+			after, resume = st.LastID(), true
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -21,6 +21,9 @@ import (
 // contract's event JSON with the id added. A client resumes with the
 // Last-Event-ID header (or ?after=ID); when events after that id have been
 // trimmed it gets a "reset" event first and should re-read what it caches.
+// A stream that does not resume starts with an "open" event whose id (and
+// data {"after":ID}) is the position to resume from if it drops before
+// its first event.
 // ?secrets=GLOB[,GLOB] filters by secret name. A token sees only events of
 // secrets it may describe, and the stream ends when the token stops being
 // valid (checked at every heartbeat).
@@ -198,17 +201,25 @@ func (h *eventHub) drop(sub *subscriber) {
 	}
 }
 
-func (h *eventHub) subscribe(ctx context.Context) (*subscriber, error) {
+// subscribe adds a subscriber. It also returns the position it starts
+// at: every event up to that id was handed out before it subscribed (an
+// id still awaited in a gap lowers it), so a client that resumes from it
+// misses nothing.
+func (h *eventHub) subscribe(ctx context.Context) (*subscriber, int64, error) {
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 	sub := &subscriber{ch: make(chan store.OutboxEvent, subscriberBuffer)}
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.subs[sub] = struct{}{}
-	h.mu.Unlock()
-	return sub, nil
+	pos := h.cursor
+	for id := range h.gaps {
+		pos = min(pos, id-1)
+	}
+	return sub, pos, nil
 }
 
 func (h *eventHub) unsubscribe(sub *subscriber) {
@@ -289,7 +300,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, p *princip
 		ri.target = strings.Join(f.globs, ",")
 	}
 	ctx := r.Context()
-	sub, err := s.hub.subscribe(ctx)
+	sub, pos, err := s.hub.subscribe(ctx)
 	if err != nil {
 		return err
 	}
@@ -319,6 +330,14 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, p *princip
 	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.EventsHeartbeat + time.Minute))
 	if _, err := fmt.Fprintf(out, "retry: 2000\n: rotary events\n\n"); err != nil {
 		return nil
+	}
+	if !resume {
+		// Where this stream starts, so that a client whose connection
+		// drops before its first event resumes from here, not from "now"
+		// again (which would skip what happened in between).
+		if _, err := fmt.Fprintf(out, "id: %d\nevent: open\ndata: {\"after\":%d}\n\n", pos, pos); err != nil {
+			return nil
+		}
 	}
 	flush()
 

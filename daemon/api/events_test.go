@@ -54,9 +54,9 @@ func TestHubHandsOutAnIDThatBecomesVisibleLate(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(h.ready)
-	sub, err := h.subscribe(ctx)
-	if err != nil {
-		t.Fatal(err)
+	sub, pos, err := h.subscribe(ctx)
+	if err != nil || pos != 2 {
+		t.Fatalf("subscribe at %d, %v; want position 2 (the newest id)", pos, err)
 	}
 	got := func() []int64 {
 		var ids []int64
@@ -76,6 +76,13 @@ func TestHubHandsOutAnIDThatBecomesVisibleLate(t *testing.T) {
 	if ids := got(); len(ids) != 3 || ids[0] != 3 || ids[1] != 5 || ids[2] != 7 {
 		t.Fatalf("first step handed out %v, want [3 5 7]", ids)
 	}
+	// A subscriber that comes while 4 and 6 are awaited starts below
+	// them: resuming from its position cannot skip them.
+	late, pos, err := h.subscribe(ctx)
+	if err != nil || pos != 3 {
+		t.Fatalf("subscribe with ids 4 and 6 awaited at %d, %v; want position 3", pos, err)
+	}
+	h.unsubscribe(late)
 	st.show(6)
 	step()
 	if ids := got(); len(ids) != 1 || ids[0] != 6 {
@@ -105,7 +112,7 @@ func TestHubDropsASubscriberThatFallsBehind(t *testing.T) {
 	st := &outboxOnly{visible: map[int64]store.OutboxEvent{}}
 	h := newEventHub(st, time.Hour, time.Now, slog.New(slog.DiscardHandler))
 	close(h.ready)
-	sub, _ := h.subscribe(context.Background())
+	sub, _, _ := h.subscribe(context.Background())
 	for i := int64(1); i <= subscriberBuffer+1; i++ {
 		st.show(i)
 	}
