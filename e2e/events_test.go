@@ -46,7 +46,7 @@ type stream struct {
 	// resume starts with (where to resume from before any event).
 	opened chan string
 	done   chan struct{}
-	cancel  context.CancelFunc
+	cancel context.CancelFunc
 }
 
 // openStream opens GET /v1/events?query with token (and Last-Event-ID
