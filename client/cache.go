@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/rotary-secrets/rotary/auth"
+	"github.com/rotary-secrets/rotary/events"
 	"github.com/rotary-secrets/rotary/sensitive"
 )
 
@@ -79,8 +80,11 @@ type cache struct {
 	opts cacheOptions
 	sf   singleflight.Group
 
-	mu       sync.Mutex
-	entries  map[string]*entry
+	mu      sync.Mutex
+	entries map[string]*entry
+	// deleted holds when a secret's deleted event came, until a read
+	// made after it: a read that started before is not kept.
+	deleted  map[string]time.Time
 	watchers map[int]watcher
 	nextW    int
 	started  bool
@@ -122,7 +126,7 @@ func (c *Client) cacheState() *cache {
 		if o.log == nil {
 			o.log = slog.New(slog.DiscardHandler)
 		}
-		c.cache = &cache{c: c, opts: o, entries: map[string]*entry{}, watchers: map[int]watcher{}, connected: make(chan struct{}), seen: map[string]struct{}{}}
+		c.cache = &cache{c: c, opts: o, entries: map[string]*entry{}, deleted: map[string]time.Time{}, watchers: map[int]watcher{}, connected: make(chan struct{}), seen: map[string]struct{}{}}
 	})
 	return c.cache
 }
@@ -240,6 +244,14 @@ func (k *cache) fetch(ctx context.Context, name string) error {
 		if k.closed {
 			sensitive.Bytes(b).Wipe()
 			return nil, ErrClosed
+		}
+		if at, ok := k.deleted[name]; ok {
+			if !asked.After(at) {
+				// Read before the secret was deleted: not to be kept.
+				sensitive.Bytes(b).Wipe()
+				return nil, nil
+			}
+			delete(k.deleted, name)
 		}
 		e := k.entries[name]
 		if e == nil {
@@ -371,6 +383,14 @@ func (k *cache) handle(ctx context.Context, e Event) {
 	k.seen[key] = struct{}{}
 	ent := k.entries[e.Secret]
 	stale := false
+	if ent != nil && e.Event == events.Deleted {
+		// Deleted (or purged, and maybe created again from version 1):
+		// the value is no longer to be used; the next Get asks the daemon.
+		ent.value.Wipe()
+		delete(k.entries, e.Secret)
+		ent = nil
+		k.deleted[e.Secret] = time.Now()
+	}
 	if ent != nil && e.Version > ent.version && makesCurrent(e) {
 		if e.Version > ent.wanted {
 			ent.wanted = e.Version

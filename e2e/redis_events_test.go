@@ -147,6 +147,27 @@ func TestRedisPublishesRotations(t *testing.T) {
 		cur, err := cc.Get(bg(t), name)
 		return err == nil && cur.Version == 2
 	})
+
+	// Deleted for good and created again: the version key follows the new
+	// secret from version 1 (a raise-only key would stay at 2).
+	c.ok("secret", "delete", name, "--force")
+	waitFor(t, 30*time.Second, "the purge to clear the version key", func() bool {
+		out, err := exec.Command("redis-cli", "-p", strconv.Itoa(r.port), "EXISTS", "rotary:version:"+name).Output()
+		return err == nil && strings.TrimSpace(string(out)) == "0"
+	})
+	// The client dropped the value of the deleted secret.
+	waitFor(t, 30*time.Second, "the client to stop answering the deleted secret", func() bool {
+		_, err := cc.Get(bg(t), name)
+		return err != nil
+	})
+	c.ok("secret", "create", name, "--value", "again")
+	waitFor(t, 30*time.Second, "the version key of the secret created again to read 1", func() bool {
+		out, err := exec.Command("redis-cli", "-p", strconv.Itoa(r.port), "GET", "rotary:version:"+name).Output()
+		return err == nil && strings.TrimSpace(string(out)) == "1"
+	})
+	if cur, err := cc.Get(bg(t), name); err != nil || cur.Version != 1 || string(cur.Value) != "again" {
+		t.Fatalf("the client's Get of the secret created again = version %d, %v", cur.Version, err)
+	}
 }
 
 // A burst of 200 rotations while the test's redis-server is killed (-9)

@@ -14,6 +14,15 @@ const (
 	Restored       = "restored"
 )
 
+// Reasons of a deleted event: the secret is scheduled for deletion (it
+// can be restored), or it is gone for good (purged after its recovery
+// window, or deleted with force); a secret of the same name created later
+// starts again at version 1.
+const (
+	ReasonDelete = "delete"
+	ReasonPurge  = "purge"
+)
+
 // Event is the JSON document published for every change. Its shape is part
 // of the user-facing contract.
 type Event struct {

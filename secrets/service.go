@@ -694,7 +694,11 @@ func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
 			}
 		}
 		info = infoOf(sec)
-		if err := s.outbox(ctx, tx, sec, ev, events.Deleted, "delete", nil); err != nil {
+		reason := events.ReasonDelete
+		if p.Force {
+			reason = events.ReasonPurge
+		}
+		if err := s.outbox(ctx, tx, sec, ev, events.Deleted, reason, nil); err != nil {
 			return err
 		}
 		detail := "recovery_window=" + window.String()
@@ -760,6 +764,9 @@ func (s *Service) PurgeDue(ctx context.Context) (int, error) {
 				return err
 			}
 			n++
+			if err := s.outbox(ctx, tx, sec, store.SecretVersion{}, events.Deleted, events.ReasonPurge, nil); err != nil {
+				return err
+			}
 			return s.Audit(ctx, tx, Actor{TokenID: "system"}, "secret.purge", name, "ok", "")
 		})
 		s.cache.invalidate(name)

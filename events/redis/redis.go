@@ -7,7 +7,9 @@
 //   - publishes the same JSON on the channel PREFIX+"secret:"+NAME;
 //   - raises the key PREFIX+"version:"+NAME to the event's version when the
 //     event makes a version current and the stored number is lower (a Lua
-//     script: a late redelivery never moves it back).
+//     script: a late redelivery never moves it back), and deletes it when
+//     the secret is purged (a "deleted" event with reason "purge"), so that
+//     a secret created again under the name starts from version 1.
 //
 // Redis never holds a secret value: events carry none. Delivery is at
 // least once; a redelivered event may appear twice in the stream, with the
@@ -26,6 +28,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/rotary-secrets/rotary/events"
 	"github.com/rotary-secrets/rotary/store"
 )
 
@@ -187,8 +190,13 @@ func (s *Sink) Deliver(ctx context.Context, evs []store.OutboxEvent) error {
 			Values: []any{"id", e.ID, "type", e.Type, "secret", e.Secret, "version", e.Version, "event", e.Payload},
 		})
 		pipe.Publish(ctx, s.Channel(e.Secret), e.Payload)
-		if makesCurrent(e) {
+		switch current, purged := versionEffect(e); {
+		case current:
 			raise.Eval(ctx, pipe, []string{s.VersionKey(e.Secret)}, strconv.FormatInt(e.Version, 10))
+		case purged:
+			// Gone for good: a secret of the same name created later
+			// starts again at 1, which a raise-only key would ignore.
+			pipe.Del(ctx, s.VersionKey(e.Secret))
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -197,16 +205,21 @@ func (s *Sink) Deliver(ctx context.Context, evs []store.OutboxEvent) error {
 	return nil
 }
 
-// makesCurrent reports whether e makes its version the current one.
-func makesCurrent(e store.OutboxEvent) bool {
-	if e.Version <= 0 || e.Secret == "" {
-		return false
+// versionEffect reports whether e makes its version the current one, or
+// says that its secret is gone for good (purged).
+func versionEffect(e store.OutboxEvent) (current, purged bool) {
+	if e.Secret == "" {
+		return false, false
 	}
 	var p struct {
 		Stages []string `json:"stages"`
+		Reason string   `json:"reason"`
 	}
 	if json.Unmarshal(e.Payload, &p) != nil {
-		return false
+		return false, false
 	}
-	return slices.Contains(p.Stages, store.StageCurrent)
+	if e.Type == events.Deleted {
+		return false, p.Reason == events.ReasonPurge
+	}
+	return e.Version > 0 && slices.Contains(p.Stages, store.StageCurrent), false
 }

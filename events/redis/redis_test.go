@@ -155,6 +155,22 @@ func TestVersionNeverMovesBack(t *testing.T) {
 	if v := get(); v != "8" {
 		t.Fatalf("version = %q, want 8", v)
 	}
+	// Purged, then created again under the same name: the key follows the
+	// new secret from version 1.
+	purged := event(6, events.Deleted, name, 0)
+	purged.Payload = events.Event{Event: events.Deleted, Secret: name, Reason: events.ReasonPurge}.Marshal()
+	if err := s.Deliver(ctx(t), []store.OutboxEvent{purged}); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(); v != "" {
+		t.Fatalf("the version key of a purged secret holds %q", v)
+	}
+	if err := s.Deliver(ctx(t), []store.OutboxEvent{event(7, events.VersionCreated, name, 1, "current")}); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(); v != "1" {
+		t.Fatalf("the version key of the secret created again = %q, want 1", v)
+	}
 }
 
 func TestStreamIsBounded(t *testing.T) {
