@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,6 +229,81 @@ func TestWatchResumesBeforeItsFirstEvent(t *testing.T) {
 		t.Fatalf("watch printed %+v, want the create of %s made while its daemon was away", evs, name)
 	}
 }
+
+// Ctrl-C in the terminal rotary exec runs in reaches the child once: the
+// terminal sends it to the foreground group, which holds both, and rotary
+// exec does not pass it on a second time. Signals sent to rotary exec
+// alone (USR1 here) are still passed on. The terminal is a pty that
+// script(1) makes; ^C written to it becomes SIGINT.
+func TestExecCtrlCReachesChildOnce(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Fatalf("script(1) (util-linux, in bsdutils) is needed: %v", err)
+	}
+	s := startDev(t)
+	name := uniq("tty/pw")
+	s.root(t).ok("secret", "create", name, "--value", "v1")
+	dir := t.TempDir()
+	log := filepath.Join(dir, "signals")
+	child := `trap 'echo int >> "$LOG"' INT; trap 'echo usr1 >> "$LOG"' USR1; trap 'exit 7' TERM; echo ready >> "$LOG"; while :; do sleep 0.05; done`
+	inner := strconvQuote(rotaryBin) + " exec --env PW=" + name + " -- sh -c " + shellQuote(child)
+	cmd := exec.Command("script", "-qfec", inner, "/dev/null")
+	cmd.Env = cleanEnv("ROTARY_ADDR="+s.addr, "ROTARY_TOKEN="+s.rootToken, "LOG="+log)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	keys, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
+	lines := func() []string {
+		b, _ := os.ReadFile(log)
+		return strings.Fields(string(b))
+	}
+	count := func(what string) (n int) {
+		for _, l := range lines() {
+			if l == what {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 30*time.Second, "the child to start", func() bool { return count("ready") == 1 })
+	if _, err := keys.Write([]byte{3}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the child to get the Ctrl-C", func() bool { return count("int") >= 1 })
+	// USR1 to rotary exec alone, after the Ctrl-C: passed on in order, so
+	// once it has arrived a second INT would have too.
+	pids, err := exec.Command("pgrep", "-f", "-x", regexp.QuoteMeta(rotaryBin)+" exec --env PW="+regexp.QuoteMeta(name)+" .*").Output()
+	if err != nil {
+		t.Fatalf("pgrep rotary exec: %v (output %q)", err, out.String())
+	}
+	pid, _ := strconv.Atoi(strings.Fields(string(pids))[0])
+	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the child to get the USR1 passed on", func() bool { return count("usr1") == 1 })
+	if n := count("int"); n != 1 {
+		t.Fatalf("one Ctrl-C reached the child %d times (log %v)", n, lines())
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("rotary exec did not end after SIGTERM; output %q", out.String())
+	}
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // childScript writes the child's view of its environment to $OUT_FILE
 // (atomically), then waits; TERM ends it with 7.

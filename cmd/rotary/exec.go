@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/sensitive"
@@ -128,7 +129,9 @@ secret gets a new current version (a rotation, a put):
   none         nothing
 
 Signals rotary exec receives (INT, TERM, HUP, QUIT, USR1, USR2, WINCH) are passed
-on to the child; rotary exec exits with the child's exit code (128+N when a
+on to the child, except Ctrl-C, Ctrl-\ and resizes of the terminal it runs in
+the foreground of, which reach the child from the terminal itself (once, not
+twice); rotary exec exits with the child's exit code (128+N when a
 signal N ended it), printing nothing of its own. Values never appear in its
 messages.`,
 		Example: `  rotary exec --env DB_PASSWORD=app/db#password --env API_KEY=app/api-key -- ./server
@@ -243,6 +246,9 @@ func (a *app) runExec(ctx context.Context, c *client.Client, refs []envRef, onRo
 		case <-done:
 			return childExit(child)
 		case s := <-sigs:
+			if fromTerminal(s) {
+				continue // the child, in the same group, has it already
+			}
 			_ = child.Process.Signal(s)
 		case <-changed:
 			next, err := a.execValues(ctx, c, refs)
@@ -321,4 +327,21 @@ func childExit(cmd *exec.Cmd) error {
 		return nil
 	}
 	return exitError{code: code}
+}
+
+// fromTerminal reports whether s is a signal the terminal sends to its
+// whole foreground process group (Ctrl-C, Ctrl-\, a resize) while rotary
+// exec is in that group: the child, which shares the group, got it from
+// the terminal too, so passing it on would deliver it twice.
+func fromTerminal(s os.Signal) bool {
+	if s != syscall.SIGINT && s != syscall.SIGQUIT && s != syscall.SIGWINCH {
+		return false
+	}
+	tty, err := os.Open("/dev/tty") // the controlling terminal, if any
+	if err != nil {
+		return false
+	}
+	defer tty.Close()
+	fg, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP)
+	return err == nil && fg == syscall.Getpgrp()
 }
