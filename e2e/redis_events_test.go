@@ -22,8 +22,8 @@ import (
 // ownRedis is a redis-server of the test's own, which it may stop and
 // start again on the same port.
 type ownRedis struct {
-	t    *testing.T
-	port int
+	t     *testing.T
+	port  int
 	dir   string
 	extra []string
 	cmd   *exec.Cmd
