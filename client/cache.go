@@ -311,6 +311,26 @@ func (c *Client) WaitConnected(ctx context.Context) error {
 	}
 }
 
+// Refresh reads secret name from the daemon now, whether cached or not,
+// and returns what the cache then holds (a newer version another read
+// stored meanwhile wins). Use it when a credential from Get was refused.
+func (c *Client) Refresh(ctx context.Context, name string) (Current, error) {
+	k := c.cacheState()
+	if err := k.start(); err != nil {
+		return Current{}, err
+	}
+	if err := k.fetch(ctx, name); err != nil {
+		return Current{}, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	e := k.entries[name]
+	if e == nil { // deleted while it was read
+		return Current{}, fmt.Errorf("secret %q: deleted", name)
+	}
+	return Current{Name: name, Version: e.version, Value: append([]byte(nil), e.value...)}, nil
+}
+
 // RefreshNow reads every cached secret again.
 func (c *Client) RefreshNow(ctx context.Context) error {
 	return c.cacheState().refreshAll(ctx)

@@ -159,3 +159,38 @@ func TestClientCatchesUpAfterReconnect(t *testing.T) {
 		return err == nil && cur.Version == 2
 	})
 }
+
+// Refresh reads one secret now, even with no event source: the cache then
+// answers the new version, and no other cached secret is read again.
+func TestClientRefreshOne(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	a, b := uniq("ref/a"), uniq("ref/b")
+	c.ok("secret", "create", a, "--value", "a1")
+	c.ok("secret", "create", b, "--value", "b1")
+	cc := newCacheClient(t, s, client.WithoutEvents(), client.WithPollInterval(0))
+	for _, n := range []string{a, b} {
+		if _, err := cc.Get(bg(t), n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.ok("secret", "put", a, "--value", "a2")
+	if cur, _ := cc.Get(bg(t), a); cur.Version != 1 {
+		t.Fatalf("without events the cache answered version %d (control: want the cached 1)", cur.Version)
+	}
+	readsB := readsOf(t, c, b)
+	cur, err := cc.Refresh(bg(t), a)
+	if err != nil || cur.Version != 2 || string(cur.Value) != "a2" {
+		t.Fatalf("Refresh = version %d, %v; want 2", cur.Version, err)
+	}
+	if cur, _ := cc.Get(bg(t), a); cur.Version != 2 {
+		t.Fatalf("Get after Refresh = version %d, want 2", cur.Version)
+	}
+	if n := readsOf(t, c, b); n != readsB {
+		t.Fatalf("Refresh of %s read %s too (%d reads, was %d)", a, b, n, readsB)
+	}
+	if _, err := cc.Refresh(bg(t), uniq("ref/missing")); client.StatusOf(err) != 404 {
+		t.Fatalf("Refresh of a missing secret: %v, want a 404", err)
+	}
+}

@@ -11,7 +11,7 @@
 // fresh by the daemon's events) and logs in with it. When the database
 // refuses the login as an authentication failure (PostgreSQL SQLSTATE
 // 28P01 or 28000, MySQL error 1045), the cache may be behind: the
-// connector reads the secret again (RefreshNow) and retries once. When
+// connector reads the secret again (Refresh) and retries once. When
 // that is refused too, a rotation is usually between its set step (the
 // single-user strategy changes the password first) and its finish step
 // (the new version becomes current): the connector waits for the event
@@ -198,7 +198,7 @@ func (k *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		return conn, err
 	}
 	// The cache may be behind the database: read the secret again.
-	if _ = k.c.RefreshNow(ctx); ctx.Err() != nil {
+	if _, _ = k.c.Refresh(ctx, k.secret); ctx.Err() != nil {
 		return nil, err
 	}
 	if cur, read, err = k.current(ctx); err != nil {
