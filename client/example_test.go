@@ -1,9 +1,7 @@
 package client_test
 
-// These examples need a running daemon (rotary server --dev) and a token,
-// so they have no Output line: go test compiles them but does not run
-// them. e2e/client_test.go, e2e/sqlconn_test.go and e2e/tools_test.go run
-// the same calls against real daemons.
+// These examples run against a real daemon that TestMain
+// (example_main_test.go) starts, as ROTARY_ADDR and ROTARY_TOKEN say.
 
 import (
 	"context"
@@ -32,14 +30,17 @@ func ExampleClient_Get() {
 	if err != nil {
 		log.Fatal(err) // names the secret, never a value
 	}
-	fmt.Println("using version", cur.Version, "of", cur.Name)
+	fmt.Println("using", cur.Name, "version", cur.Version)
 
 	// One field of a JSON value (db-credentials, key-value).
-	user, err := c.Field(ctx, "app/db", "username")
+	engine, err := c.Field(ctx, "app/db", "engine")
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("database user", user)
+	fmt.Println("the database is", engine)
+	// Output:
+	// using app/api-key version 1
+	// the database is postgres
 }
 
 // Watch calls a function after each event of matching secrets, once the
@@ -68,8 +69,26 @@ func ExampleClient_Watch() {
 	if err := c.WaitConnected(context.Background()); err != nil {
 		log.Fatal(err)
 	}
+	before, err := c.Get(context.Background(), "app/api-key")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Here the example rotates the key itself; usually a schedule or
+	// another team does.
+	if _, err := c.Rotate(context.Background(), "app/api-key", client.RotateOptions{}); err != nil {
+		log.Fatal(err)
+	}
 	e := <-rotated
-	fmt.Printf("%s rotated to version %d at %s\n", e.Secret, e.Version, e.At.Format(time.RFC3339))
+	after, err := c.Get(context.Background(), "app/api-key") // already the new value
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(e.Secret, "rotated: version", e.Version, "is current")
+	fmt.Println("the cache moved on:", after.Version == e.Version && after.Version > before.Version)
+	// Output:
+	// app/api-key rotated: version 2 is current
+	// the cache moved on: true
 }
 
 // sqlconn opens every new connection of a pool with the current
@@ -97,5 +116,11 @@ func Example_sqlconn() {
 	if err := db.QueryRow("SELECT current_user").Scan(&who); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("connected as", who)
+	user, err := c.Field(context.Background(), "app/db", "username")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("connected as the secret's user:", who == user)
+	// Output:
+	// connected as the secret's user: true
 }
