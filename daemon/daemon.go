@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,7 +78,6 @@ type Daemon struct {
 	// under it. bgDone is closed when it has all returned.
 	bg     context.Context
 	cancel context.CancelFunc
-	bgWG   sync.WaitGroup
 }
 
 func (c *Config) fill() error {
@@ -421,7 +421,6 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 	d.bg, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	d.bgWG.Add(1)
 	if err := d.runner.Start(d.bg); err != nil {
 		return err
 	}
@@ -429,15 +428,10 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 	d.startEvents(ctx)
-	go func() {
-		defer d.bgWG.Done()
-		// Rotations left unfinished by a crash or a stop resume now.
-		if n, err := d.engine.Resume(d.bg); err != nil {
-			d.log.Warn("resume rotations", "err", err)
-		} else if n > 0 {
-			d.log.Info("resumed unfinished rotations", "count", n)
-		}
-	}()
+	// Rotations left unfinished by a crash or a stop resume now.
+	if err := d.engine.Start(d.bg); err != nil {
+		return err
+	}
 	d.srv = &http.Server{
 		Handler:           d.api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -542,28 +536,40 @@ func (d *Daemon) Stop() error {
 	d.stopOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
 		defer cancel()
+		// Nothing new starts; running rotations end at their next step
+		// boundary (the rest of a step in flight gets until the timeout,
+		// then its context ends) and resume from their persisted step at
+		// the next start, here or on another daemon. Requests waiting for
+		// a rotation get their answer when it ends.
+		if d.cancel != nil {
+			d.runner.Stop()
+			d.house.Stop()
+		}
+		if d.engine != nil {
+			if running := d.engine.Running(); len(running) > 0 {
+				d.log.Info("shutting down: waiting for running rotations to end their step",
+					"rotations", strings.Join(running, ","), "up_to", d.cfg.ShutdownTimeout)
+			}
+		}
+		engineDone := make(chan []string, 1)
+		if d.engine != nil {
+			go func() { engineDone <- d.engine.Stop(ctx) }()
+		} else {
+			engineDone <- nil
+		}
 		if d.srv != nil {
 			if e := d.srv.Shutdown(ctx); e != nil {
-				err = fmt.Errorf("shutdown: %w", e)
+				// Requests still open at the timeout are cut off: part of
+				// a clean shutdown that had to end, not a failure.
+				d.log.Warn("shutting down: requests still open at the timeout were cut off", "timeout", d.cfg.ShutdownTimeout)
 				_ = d.srv.Close()
 			}
 		}
-		// In-flight rotations get the rest of the shutdown time to end
-		// their step; whatever is still running then is cut off and
-		// resumes from its persisted step on the next start.
+		if left := <-engineDone; len(left) > 0 {
+			d.log.Warn("rotations still running at shutdown; they resume from their step at the next start", "rotations", strings.Join(left, ","))
+		}
 		if d.cancel != nil {
-			done := make(chan struct{})
-			go func() { d.runner.Stop(); d.house.Stop(); d.engine.Wait(); d.bgWG.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-ctx.Done():
-				d.log.Warn("rotations still running at shutdown; they resume at the next start")
-			}
 			d.cancel()
-			select {
-			case <-done:
-			case <-time.After(2 * time.Second):
-			}
 		}
 		d.stopEvents()
 		if d.plugins != nil {

@@ -3,8 +3,11 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,6 +62,109 @@ func TestSIGTERM(t *testing.T) {
 		t.Errorf("secret list against a stopped daemon: exit %d, want %d (%q)", code, exitUnreachable, errOut)
 	}
 	checkErrorLine(t, []string{"secret", "list"}, errOut, "cannot reach the rotary server at "+s.addr)
+}
+
+// signal sends sig to the daemon's process.
+func (s *server) signal(sig syscall.Signal) {
+	s.t.Helper()
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if err := cmd.Process.Signal(sig); err != nil {
+		s.t.Fatalf("%v: %v", sig, err)
+	}
+}
+
+// waitExit waits for the daemon to exit and returns its exit code.
+func (s *server) waitExit(timeout time.Duration) int {
+	s.t.Helper()
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		s.t.Fatalf("the daemon did not exit within %v", timeout)
+	}
+	return s.exitStatus()
+}
+
+// historyOf returns the steps of a secret's only run, once it has ended.
+func historyOf(t *testing.T, c cli, name string) (string, []string) {
+	t.Helper()
+	var runs client.RunList
+	waitFor(t, 60*time.Second, "the rotation of "+name+" to end", func() bool {
+		runs = okJSON[client.RunList](c, "rotation", "history", name, "-o", "json")
+		return len(runs.Runs) == 1 && runs.Runs[0].State != "running"
+	})
+	var steps []string
+	for _, st := range runs.Runs[0].Steps {
+		steps = append(steps, st.Step+":"+st.Result)
+	}
+	return runs.Runs[0].State, steps
+}
+
+// SIGTERM while a rotation is inside a step: the daemon says what it
+// waits for, lets the step end, exits 0, and the run resumes from the
+// next step at the next start (each step ran once). A second SIGTERM
+// during a shutdown that waits exits at once with 143, and that run
+// resumes too.
+func TestShutdownWithRotationInFlight(t *testing.T) {
+	t.Parallel()
+	release := filepath.Join(t.TempDir(), "release")
+	s := startDev(t, withEnv("ROTARY_FAILPOINTS=set-before=wait:"+release))
+	c := s.root(t)
+	name := uniq("shut/a")
+	c.ok("secret", "create", name, "--value", "v1")
+	c.ok("rotation", "set", name, "--rotator", "random", "--schedule", "@every 24h")
+	c.ok("rotate", name) // in the background
+	s.waitLog("FAILPOINT set-before", 60*time.Second)
+	s.signal(syscall.SIGTERM)
+	s.waitLog("waiting for running rotations to end their step", 30*time.Second)
+	if !strings.Contains(s.logs.String(), name) {
+		t.Fatalf("the shutdown message does not name the rotation it waits for:\n%s", s.logs.String())
+	}
+	if err := os.WriteFile(release, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := s.waitExit(30 * time.Second); code != 0 {
+		t.Fatalf("a shutdown that waited for a step exited %d, want 0", code)
+	}
+	s.waitLog("rotation cut off at shutdown", time.Second)
+	s.env = slicesWithout(s.env, "ROTARY_FAILPOINTS=")
+	s.start()
+	state, steps := historyOf(t, c, name)
+	if state != "succeeded" || strings.Join(steps, " ") != "create:ok set:ok test:ok finish:ok cleanup:ok" {
+		t.Fatalf("after the restart the run ended %s with history %v, want succeeded, each step once", state, steps)
+	}
+	s.stop()
+
+	// A step that never ends (held for good): the second SIGTERM exits
+	// at once instead of waiting for the shutdown timeout.
+	s.env = append(s.env, "ROTARY_FAILPOINTS=test-before")
+	s.start()
+	other := uniq("shut/b")
+	c.ok("secret", "create", other, "--value", "v1")
+	c.ok("rotation", "set", other, "--rotator", "random", "--schedule", "@every 24h")
+	c.ok("rotate", other)
+	s.waitLog("FAILPOINT test-before", 60*time.Second)
+	s.signal(syscall.SIGTERM)
+	waitFor(t, 30*time.Second, "the daemon to say it is shutting down", func() bool {
+		return strings.Count(s.logs.String(), "Send it again to exit at once") == 3
+	})
+	start := time.Now()
+	s.signal(syscall.SIGTERM)
+	if code := s.waitExit(5 * time.Second); code != 128+int(syscall.SIGTERM) {
+		t.Fatalf("the second SIGTERM: exit %d, want %d", code, 128+int(syscall.SIGTERM))
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the second SIGTERM took %v to end the daemon", d)
+	}
+	s.env = slicesWithout(s.env, "ROTARY_FAILPOINTS=")
+	s.start()
+	if state, steps := historyOf(t, c, other); state != "succeeded" || strings.Join(steps, " ") != "create:ok set:ok test:ok finish:ok cleanup:ok" {
+		t.Fatalf("after the forced exit the run ended %s with history %v", state, steps)
+	}
 }
 
 func TestUnreachable(t *testing.T) {

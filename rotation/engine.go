@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +45,11 @@ var (
 	ErrNotConfigured = errors.New("no rotation is configured for this secret (set one with `rotary rotation set`)")
 	ErrBusy          = errors.New("a rotation of this secret is already running")
 	ErrDisabled      = errors.New("rotation is disabled for this secret")
+	// ErrStopping refuses new rotations once the engine is stopping.
+	ErrStopping = errors.New("the daemon is shutting down; rotations resume at its next start")
+	// errCutOff ends a run between steps at shutdown: it stays at its
+	// step and resumes at the next start, and is not counted as a failure.
+	errCutOff = errors.New("cut off at shutdown")
 )
 
 // Resolver finds a rotator by its name (postgres, mysql, redis, random,
@@ -107,14 +114,25 @@ type Engine struct {
 	log *slog.Logger
 	now func() time.Time
 
-	wg sync.WaitGroup
+	// wg counts the rotations being driven (enter to leave), resuming
+	// Start's resume pass.
+	wg, resuming sync.WaitGroup
 
 	// running holds the secrets whose rotation this engine is driving. A
 	// lease keeps other daemons out; this keeps this daemon's own callers
 	// (API requests, the scheduler, Resume) from driving one run twice,
 	// since a claim by the lease's own owner succeeds.
-	mu      sync.Mutex
-	running map[string]bool
+	mu       sync.Mutex
+	running  map[string]bool
+	stopping bool
+
+	// The lifecycle (Start, Stop): base is the parent of every run's
+	// context and is cancelled when Stop's wait ends; drain is closed
+	// when Stop begins, and runs end at their next step boundary.
+	base     context.Context
+	cancel   context.CancelFunc
+	drain    chan struct{}
+	stopOnce sync.Once
 }
 
 // New returns an Engine.
@@ -142,13 +160,84 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{cfg: cfg, st: cfg.Store, svc: cfg.Secrets, log: cfg.Logger, now: cfg.Now, running: map[string]bool{}}, nil
+	base, cancel := context.WithCancel(context.Background())
+	return &Engine{
+		cfg: cfg, st: cfg.Store, svc: cfg.Secrets, log: cfg.Logger, now: cfg.Now, running: map[string]bool{},
+		base: base, cancel: cancel, drain: make(chan struct{}),
+	}, nil
 }
 
 // Owner is the lease owner name of this engine.
 func (e *Engine) Owner() string { return e.cfg.Owner }
 
-// Wait blocks until background rotations started by Start have ended.
+// Start begins the engine's lifecycle: in the background it resumes the
+// runs a crash or a stop left unfinished (Resume). Rotations may be asked
+// for without Start, as in tests; Stop ends them all the same.
+func (e *Engine) Start(ctx context.Context) error {
+	e.mu.Lock()
+	if e.stopping {
+		e.mu.Unlock()
+		return ErrStopping
+	}
+	e.resuming.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.resuming.Done()
+		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		defer context.AfterFunc(e.base, cancel)()
+		if n, err := e.Resume(ctx); err != nil && !e.draining() {
+			e.log.Warn("resume rotations", "err", err)
+		} else if n > 0 {
+			e.log.Info("resumed unfinished rotations", "count", n)
+		}
+	}()
+	return nil
+}
+
+// Stop refuses new rotations and lets running ones end at their next step
+// boundary (a run cut off there stays at its step and resumes at the next
+// start, on this daemon or another). When ctx ends first, their contexts
+// are cancelled, which ends the step in flight, and Stop waits a little
+// longer for them to return. It returns the secrets still running then.
+// Idempotent.
+func (e *Engine) Stop(ctx context.Context) []string {
+	e.stopOnce.Do(func() {
+		e.mu.Lock()
+		e.stopping = true
+		e.mu.Unlock()
+		close(e.drain)
+	})
+	done := make(chan struct{})
+	go func() { e.resuming.Wait(); e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		e.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	e.cancel()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(2 * time.Second):
+		return e.Running()
+	}
+}
+
+// Running lists the secrets whose rotation this engine is driving.
+func (e *Engine) Running() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, 0, len(e.running))
+	for s := range e.running {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Wait blocks until every rotation this engine is driving has ended.
 func (e *Engine) Wait() { e.wg.Wait() }
 
 func (e *Engine) failpoint(name string) {
@@ -172,8 +261,8 @@ type RotateParams struct {
 // Rotate claims the secret and runs a rotation to its end, or resumes the
 // secret's unfinished one. It returns the run record.
 func (e *Engine) Rotate(ctx context.Context, p RotateParams) (store.RotationRun, error) {
-	if !e.enter(p.Secret) {
-		return store.RotationRun{}, fmt.Errorf("%s: %w", p.Secret, ErrBusy)
+	if err := e.enter(ctx, p.Secret); err != nil {
+		return store.RotationRun{}, err
 	}
 	defer e.leave(p.Secret)
 	rot, err := e.claim(ctx, p.Secret)
@@ -183,37 +272,55 @@ func (e *Engine) Rotate(ctx context.Context, p RotateParams) (store.RotationRun,
 	return e.runClaimed(ctx, rot, p)
 }
 
-// enter marks secret as driven by this engine; false if it already is.
-func (e *Engine) enter(secret string) bool {
+// enter marks secret as driven by this engine. It refuses a secret this
+// engine is driving already (ErrBusy, naming the run when it can) and
+// every secret once the engine is stopping.
+func (e *Engine) enter(ctx context.Context, secret string) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.running[secret] {
-		return false
+	switch {
+	case e.stopping:
+		e.mu.Unlock()
+		return fmt.Errorf("%s: %w", secret, ErrStopping)
+	case e.running[secret]:
+		e.mu.Unlock()
+		return e.busy(ctx, secret)
 	}
 	e.running[secret] = true
-	return true
+	e.wg.Add(1)
+	e.mu.Unlock()
+	return nil
 }
 
 func (e *Engine) leave(secret string) {
 	e.mu.Lock()
 	delete(e.running, secret)
 	e.mu.Unlock()
+	e.wg.Done()
 }
 
-// Start runs Rotate in the background (for callers that do not wait). It
-// claims the secret first, so what Rotate would refuse is refused at once.
-func (e *Engine) Start(ctx context.Context, p RotateParams) error {
-	if !e.enter(p.Secret) {
-		return fmt.Errorf("%s: %w", p.Secret, ErrBusy)
+// busy is ErrBusy for secret, with the running run's id and step when the
+// store has them.
+func (e *Engine) busy(ctx context.Context, secret string) error {
+	runs, err := e.st.ListRuns(ctx, secret, 1)
+	if err == nil && len(runs) == 1 && runs[0].State == store.RunRunning {
+		return fmt.Errorf("%s: %w (run %s, at step %s)", secret, ErrBusy, runs[0].ID, runs[0].Step)
+	}
+	return fmt.Errorf("%s: %w", secret, ErrBusy)
+}
+
+// Launch runs Rotate in the background (for callers that do not wait).
+// It claims the secret first, so what Rotate would refuse is refused at
+// once.
+func (e *Engine) Launch(ctx context.Context, p RotateParams) error {
+	if err := e.enter(ctx, p.Secret); err != nil {
+		return err
 	}
 	rot, err := e.claim(ctx, p.Secret)
 	if err != nil {
 		e.leave(p.Secret)
 		return err
 	}
-	e.wg.Add(1)
 	go func() {
-		defer e.wg.Done()
 		defer e.leave(p.Secret)
 		_, _ = e.runClaimed(context.WithoutCancel(ctx), rot, p)
 	}()
@@ -242,16 +349,19 @@ func (e *Engine) claim(ctx context.Context, secret string) (store.Rotation, erro
 // already driving the secret's rotation (the lease was claimed again by
 // its own owner) it returns ErrBusy and leaves the lease to that run.
 func (e *Engine) RunClaimed(ctx context.Context, rot store.Rotation, p RotateParams) (store.RotationRun, error) {
-	if !e.enter(rot.Secret) {
-		return store.RotationRun{}, fmt.Errorf("%s: %w", rot.Secret, ErrBusy)
+	if err := e.enter(ctx, rot.Secret); err != nil {
+		return store.RotationRun{}, err
 	}
 	defer e.leave(rot.Secret)
 	return e.runClaimed(ctx, rot, p)
 }
 
 func (e *Engine) runClaimed(ctx context.Context, rot store.Rotation, p RotateParams) (store.RotationRun, error) {
+	// The run ends with the caller's context or when Stop gives up
+	// waiting, whichever comes first.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer context.AfterFunc(e.base, cancel)()
 	stopRenew := e.renewLease(ctx, cancel, rot.Secret)
 	defer func() {
 		stopRenew()
@@ -421,13 +531,24 @@ func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.Rotati
 	a := &attempt{e: e, rot: rot, run: run, config: rot.Config, resuming: resuming}
 	_ = json.Unmarshal(run.Options, &a.opts)
 	ctx = secrets.WithActor(ctx, secrets.Actor{TokenID: "rotation", RequestID: run.ID})
-	err := a.prepare(ctx)
+	err := a.guard("prepare", func() error { return a.prepare(ctx) })
 	for err == nil && a.run.State == store.RunRunning {
 		if cerr := ctx.Err(); cerr != nil {
 			err = cerr
 			break
 		}
-		err = a.step(ctx)
+		if e.draining() {
+			err = errCutOff
+			break
+		}
+		err = a.guard(a.run.Step, func() error { return a.step(ctx) })
+	}
+	if err != nil && e.draining() && (errors.Is(err, errCutOff) || ctx.Err() != nil) {
+		// Shutdown, not a failure: the run stays at its step, due again
+		// (its due time is no later than its lease's end), and resumes at
+		// the next start or on another daemon.
+		e.log.Warn("rotation cut off at shutdown; it resumes from its step at the next start", "secret", rot.Secret, "run", a.run.ID, "step", a.run.Step)
+		return a.run, fmt.Errorf("rotate %s: %w", rot.Secret, ErrStopping)
 	}
 	if err != nil {
 		err = a.sanitize(err)
@@ -453,6 +574,31 @@ func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.Rotati
 		return a.run, fmt.Errorf("rotate %s: %s", rot.Secret, a.run.Error)
 	}
 	return a.run, nil
+}
+
+// draining reports whether Stop has begun.
+func (e *Engine) draining() bool {
+	select {
+	case <-e.drain:
+		return true
+	default:
+		return false
+	}
+}
+
+// guard runs f, turning a panic into the step's error: the run fails like
+// any failed step (and is retried), the daemon lives on. The log gets the
+// stack, and the panic's message only after the values this attempt knows
+// are taken out.
+func (a *attempt) guard(step string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = a.sanitize(fmt.Errorf("panic in step %s: %v", step, r))
+			a.e.log.Error("rotation panicked", "secret", a.rot.Secret, "run", a.run.ID, "step", step,
+				"panic", err.Error(), "stack", string(debug.Stack()))
+		}
+	}()
+	return f()
 }
 
 // prepare loads the rotator, the secret and the admin credential.
@@ -1087,6 +1233,9 @@ func (e *Engine) Resume(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, r := range runs {
+		if e.draining() {
+			break
+		}
 		rot, err := e.st.ClaimRotation(ctx, r.Secret, store.ClaimParams{Owner: e.cfg.Owner, Now: e.now().UTC(), LeaseFor: e.cfg.LeaseFor})
 		if err != nil {
 			continue // held by another daemon, or gone

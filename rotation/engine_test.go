@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,26 +253,29 @@ func TestFailedTestRollsBackAndScrubsTheError(t *testing.T) {
 	}
 }
 
-var errCrash = errors.New("crash")
-
 // crashAt makes the engine stop dead at a failpoint, as a kill -9 would:
-// nothing after it runs.
+// nothing after it runs. runtime.Goexit ends the rotating goroutine
+// there (a panic would be recovered by the engine as a failed step).
 func crashAt(b *bundle, point string) {
 	b.fp = func(name string) {
 		if name == point {
-			panic(errCrash)
+			runtime.Goexit()
 		}
 	}
 }
 
 func rotateCrashing(t *testing.T, b *bundle) {
 	t.Helper()
-	defer func() {
-		if r := recover(); r != errCrash {
-			t.Fatalf("expected the simulated crash, got %v", r)
-		}
+	returned := make(chan bool, 1)
+	go func() {
+		ok := false
+		defer func() { returned <- ok }()
+		_, _ = b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+		ok = true
 	}()
-	_, _ = b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if <-returned {
+		t.Fatal("expected the simulated crash, but Rotate returned")
+	}
 }
 
 func TestCrashInEveryStepResumes(t *testing.T) {
@@ -439,8 +443,8 @@ func TestRotateRefusals(t *testing.T) {
 	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "plain"}); !errors.Is(err, rotation.ErrNotConfigured) {
 		t.Errorf("Rotate(no settings) = %v, want ErrNotConfigured", err)
 	}
-	if err := b.eng.Start(ctx, rotation.RotateParams{Secret: "plain"}); !errors.Is(err, rotation.ErrNotConfigured) {
-		t.Errorf("Start(no settings) = %v, want ErrNotConfigured", err)
+	if err := b.eng.Launch(ctx, rotation.RotateParams{Secret: "plain"}); !errors.Is(err, rotation.ErrNotConfigured) {
+		t.Errorf("Launch(no settings) = %v, want ErrNotConfigured", err)
 	}
 	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "nope"}); !errors.Is(err, secrets.ErrNotFound) {
 		t.Errorf("Rotate(unknown secret) = %v, want secrets.ErrNotFound", err)
@@ -471,11 +475,16 @@ func TestConcurrentCallersDriveOneRun(t *testing.T) {
 		done <- err
 	}()
 	<-inSet
-	if _, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"}); !errors.Is(err, rotation.ErrBusy) {
+	_, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if !errors.Is(err, rotation.ErrBusy) {
 		t.Errorf("second Rotate = %v, want ErrBusy", err)
 	}
-	if err := b.eng.Start(ctx, rotation.RotateParams{Secret: "db"}); !errors.Is(err, rotation.ErrBusy) {
-		t.Errorf("Start = %v, want ErrBusy", err)
+	// It names the run that is running, and its step.
+	if runs, _ := b.st.ListRuns(ctx, "db", 1); len(runs) != 1 || !strings.Contains(err.Error(), runs[0].ID) || !strings.Contains(err.Error(), "step set") {
+		t.Errorf("second Rotate's error %q does not name the running run %+v at step set", err, runs)
+	}
+	if err := b.eng.Launch(ctx, rotation.RotateParams{Secret: "db"}); !errors.Is(err, rotation.ErrBusy) {
+		t.Errorf("Launch = %v, want ErrBusy", err)
 	}
 	rot, err := b.st.ClaimRotation(ctx, "db", store.ClaimParams{Owner: "daemon-a", Now: b.clock.Now(), LeaseFor: time.Minute})
 	if err != nil {
@@ -511,4 +520,119 @@ func TestConcurrentCallersDriveOneRun(t *testing.T) {
 		t.Errorf("history = %s, want %s", strings.Join(got, " "), want)
 	}
 	b.checkInvariant(t)
+}
+
+// A panic in the engine's own code during a step (here from a failpoint;
+// a rotator's panic is caught at the call, see target.go) fails that run
+// like any failed step, without the values, and the engine goes on: the
+// next rotation resumes the run and succeeds.
+func TestPanicInStepFailsTheRun(t *testing.T) {
+	b := setup(t)
+	b.fp = func(name string) {
+		if name == "set-after" {
+			var pending secrets.Value
+			pending, _ = b.svc.Get(ctx, secrets.GetParams{Name: "db", Stage: "pending"})
+			panic("engine bug near " + string(pending.Value))
+		}
+	}
+	run, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if err == nil || !strings.Contains(err.Error(), "panic in step set") {
+		t.Fatalf("Rotate with a panic in step set = %v, want the panic as the step's error", err)
+	}
+	pending, gerr := b.svc.Get(ctx, secrets.GetParams{Name: "db", Stage: "pending"})
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	if strings.Contains(err.Error(), string(pending.Value)) {
+		t.Fatalf("the panic's error shows the pending value: %v", err)
+	}
+	rot, _ := b.st.GetRotation(ctx, "db")
+	if rot.ConsecutiveFailures != 1 || !strings.Contains(rot.LastError, "panic in step set") {
+		t.Errorf("rotation state after the panic = failures %d, last error %q", rot.ConsecutiveFailures, rot.LastError)
+	}
+	b.fp = nil
+	if run2, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"}); err != nil || run2.State != store.RunSucceeded || run2.ID != run.ID {
+		t.Fatalf("the next Rotate = %+v, %v; want run %s resumed to success", run2, err, run.ID)
+	}
+	b.checkInvariant(t)
+}
+
+// Stop lets a step in flight end, then cuts the run off at the step
+// boundary: it stays running at its next step (not counted as a failure)
+// and another engine on the same store resumes it; new rotations are
+// refused meanwhile.
+func TestStopCutsOffAtStepBoundaryAndResumes(t *testing.T) {
+	b := setup(t)
+	inSet, release := make(chan struct{}), make(chan struct{})
+	b.rot.SetFunc = func(r rotators.SetRequest) error {
+		close(inSet)
+		<-release
+		b.target.mu.Lock()
+		b.target.accepted = map[string]bool{string(r.Pending.Reveal()): true}
+		b.target.mu.Unlock()
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+		done <- err
+	}()
+	<-inSet
+	stopped := make(chan []string, 1)
+	go func() { stopped <- b.eng.Stop(context.Background()) }()
+	waitUntil(t, func() bool {
+		_, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "other"})
+		return errors.Is(err, rotation.ErrStopping)
+	})
+	if got := b.eng.Running(); len(got) != 1 || got[0] != "db" {
+		t.Errorf("Running = %v, want [db]", got)
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, rotation.ErrStopping) {
+		t.Fatalf("the cut-off Rotate = %v, want ErrStopping", err)
+	}
+	if left := <-stopped; len(left) != 0 {
+		t.Fatalf("Stop left %v running", left)
+	}
+	runs, _ := b.st.ListRuns(ctx, "db", 1)
+	if len(runs) != 1 || runs[0].State != store.RunRunning || runs[0].Step != rotation.StepTest {
+		t.Fatalf("after Stop: runs %+v, want one running at step test", runs)
+	}
+	if rot, _ := b.st.GetRotation(ctx, "db"); rot.ConsecutiveFailures != 0 || rot.LeaseOwner != "" {
+		t.Errorf("after Stop: failures %d, lease %q; want 0 and released", rot.ConsecutiveFailures, rot.LeaseOwner)
+	}
+	// Single-user, after set: the pending version is the one that works.
+	if pending, err := b.svc.Get(ctx, secrets.GetParams{Name: "db", Stage: "pending"}); err != nil || !b.target.accepts(pending.Value) {
+		t.Fatalf("after Stop at step test the pending version does not work on the target (%v)", err)
+	}
+	b.rot.SetFunc = nil
+	next := b.newEngine(t, "daemon-b")
+	if err := next.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		runs, _ := b.st.ListRuns(ctx, "db", 1)
+		return len(runs) == 1 && runs[0].State == store.RunSucceeded
+	})
+	next.Stop(ctx)
+	steps, _ := b.st.ListRunSteps(ctx, runs[0].ID)
+	var got []string
+	for _, s := range steps {
+		got = append(got, s.Step+":"+s.Result)
+	}
+	if want := "create:ok set:ok test:ok finish:ok cleanup:ok"; strings.Join(got, " ") != want {
+		t.Errorf("history = %s, want %s", strings.Join(got, " "), want)
+	}
+	b.checkInvariant(t)
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

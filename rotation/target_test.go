@@ -471,7 +471,7 @@ func TestRotatorPanicFailsTheRotation(t *testing.T) {
 				t.Fatal("scheduled run succeeded")
 			}
 		case "start":
-			if err := bb.eng.Start(ctx, rotation.RotateParams{Secret: "app"}); err != nil {
+			if err := bb.eng.Launch(ctx, rotation.RotateParams{Secret: "app"}); err != nil {
 				t.Fatal(err)
 			}
 			bb.eng.Wait()

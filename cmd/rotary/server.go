@@ -36,7 +36,12 @@ func (a *app) serverCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server (--config FILE | --dev)",
 		Short: "Run the rotary daemon",
-		Long: `Run the rotary daemon until SIGINT or SIGTERM, then stop gracefully and exit 0.
+		Long: `Run the rotary daemon until SIGINT or SIGTERM, then stop gracefully and exit 0:
+no new rotations start, running ones end their current step (for up to
+shutdown_timeout, 10s by default; the log names them) and resume from the
+next step at the next start, here or on another daemon. A second SIGINT or
+SIGTERM during the shutdown exits at once (128+signal number); rotations cut
+off then resume from their last persisted step.
 
 --config reads a YAML file (see the README); string values there may use
 $env{NAME} and $file{PATH}. On the first start against an empty store the
@@ -62,7 +67,7 @@ rotation interval of 1s. Never use it for real secrets.`,
 			cfg.Logger = logger
 			cfg.Stdout = a.stdout
 			cfg.Failpoint = failpoint(a.getenv)
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := a.shutdownSignals(cmd.Context(), cmp.Or(cfg.ShutdownTimeout, daemon.DefaultShutdownTimeout))
 			defer stop()
 			if err := daemon.Run(ctx, cfg); err != nil && !errors.Is(err, context.Canceled) {
 				return err
@@ -173,4 +178,38 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, usageErrorf("--log-format: %q is not one of text, json", format)
+}
+
+// shutdownSignals returns a context that ends at the first SIGINT or
+// SIGTERM (a graceful shutdown, said on stderr); a second one exits the
+// process at once with 128+its number.
+func (a *app) shutdownSignals(parent context.Context, timeout time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			fmt.Fprintf(a.stderr, "rotary: %s: shutting down; running rotations end their step (up to %s). Send it again to exit at once.\n", sig, timeout)
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			fmt.Fprintf(a.stderr, "rotary: %s again: exiting now; rotations cut off resume from their last step at the next start\n", sig)
+			code := 1
+			if n, ok := sig.(syscall.Signal); ok {
+				code = 128 + int(n)
+			}
+			os.Exit(code)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
 }

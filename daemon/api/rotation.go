@@ -272,7 +272,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, p *principal) er
 	// disconnects does not cut a rotation off between its steps.
 	ctx := context.WithoutCancel(r.Context())
 	if !wait {
-		if err := s.engine.Start(ctx, params); err != nil {
+		if err := s.engine.Launch(ctx, params); err != nil {
 			return rotateError(p, name, err)
 		}
 		writeJSON(w, http.StatusAccepted, client.RotateResult{Secret: name, State: "started"})
@@ -294,6 +294,8 @@ func rotateError(p *principal, name string, err error) error {
 	switch {
 	case errors.Is(err, rotation.ErrBusy):
 		return &httpError{http.StatusConflict, err.Error()}
+	case errors.Is(err, rotation.ErrStopping):
+		return &httpError{http.StatusServiceUnavailable, err.Error()}
 	case errors.Is(err, rotation.ErrNotConfigured):
 		return &httpError{http.StatusBadRequest, err.Error()}
 	case errors.Is(err, rotators.ErrTargetMismatch), errors.Is(err, rotation.ErrNotBound):
