@@ -20,8 +20,13 @@ import (
 	"time"
 )
 
-// DefaultAddr is where the daemon listens unless told otherwise.
-const DefaultAddr = "http://127.0.0.1:8420"
+// DefaultListen is the host:port the daemon listens on unless told
+// otherwise, and DefaultAddr the address clients use unless told
+// otherwise: the one definition of both.
+const (
+	DefaultListen = "127.0.0.1:8420"
+	DefaultAddr   = "http://" + DefaultListen
+)
 
 // ErrUnreachable wraps every failure to reach the server at all.
 var ErrUnreachable = errors.New("server unreachable")

@@ -20,12 +20,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/auth"
+	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/daemon/api"
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/plugins"
@@ -44,7 +46,7 @@ import (
 
 // Defaults.
 const (
-	DefaultListen              = "127.0.0.1:8420"
+	DefaultListen              = client.DefaultListen
 	DefaultMinRotationInterval = time.Hour
 	DevMinRotationInterval     = time.Second
 	DefaultRotationConcurrency = 8
@@ -80,13 +82,33 @@ type Daemon struct {
 	cancel context.CancelFunc
 }
 
-func (c *Config) fill() error {
+// Validate fills the defaults and checks the configuration; every error
+// names the setting as the config file spells it. It is the one place the
+// configuration is validated: cmd/rotary calls it after reading the file
+// and flags, and New calls it again (filling is idempotent).
+func (c *Config) Validate() error {
 	c.Listen = cmp.Or(c.Listen, DefaultListen)
 	if c.MinRotationInterval == 0 {
 		c.MinRotationInterval = DefaultMinRotationInterval
 		if c.Dev {
 			c.MinRotationInterval = DevMinRotationInterval
 		}
+	}
+	switch {
+	case c.RotationConcurrency < 0:
+		return errors.New("config: rotation_concurrency: must not be negative")
+	case c.ShutdownTimeout < 0:
+		return errors.New("config: shutdown_timeout: must not be negative")
+	case c.RotationLease < 0 || (c.RotationLease > 0 && c.RotationLease < time.Second):
+		return errors.New("config: rotation_lease: at least 1s")
+	case c.RetryBackoffBase < 0 || c.RetryBackoffMax < 0:
+		return errors.New("config: retry_backoff: must not be negative")
+	case c.EventsPoll < 0 || (c.EventsPoll > 0 && c.EventsPoll < 10*time.Millisecond):
+		return errors.New("config: events.poll: at least 10ms")
+	case c.EventsHeartbeat < 0 || (c.EventsHeartbeat > 0 && c.EventsHeartbeat < time.Second):
+		return errors.New("config: events.heartbeat: at least 1s")
+	case c.MinRotationInterval < time.Second:
+		return fmt.Errorf("config: min_rotation_interval %s: must be at least 1s", c.MinRotationInterval)
 	}
 	c.RotationConcurrency = cmp.Or(c.RotationConcurrency, DefaultRotationConcurrency)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
@@ -103,11 +125,22 @@ func (c *Config) fill() error {
 	if len(c.Regions) == 0 {
 		c.Regions = []string{secrets.DefaultRegion}
 	}
+	for i, r := range c.Regions {
+		if r == "" {
+			return fmt.Errorf("config: regions[%d]: empty region name", i)
+		}
+		if slices.Index(c.Regions, r) != i {
+			return fmt.Errorf("config: regions[%d]: %q listed twice", i, r)
+		}
+	}
 	switch {
 	case c.Store.SQLite != "" && c.Store.Postgres != "":
-		return errors.New("config: store: give sqlite or postgres, not both")
+		return errors.New("config: store: set either store.sqlite or store.postgres, not both")
 	case c.Store.SQLite == "" && c.Store.Postgres == "":
-		return errors.New("config: store: give sqlite or postgres")
+		return errors.New("config: store: set store.sqlite or store.postgres")
+	case c.Store.Postgres != "" && !strings.HasPrefix(c.Store.Postgres, "postgres://") &&
+		!strings.HasPrefix(c.Store.Postgres, "postgresql://") && !strings.Contains(c.Store.Postgres, "="):
+		return errors.New("config: store.postgres: want a postgres:// URL or a key=value DSN")
 	}
 	n := 0
 	for _, s := range []string{c.RootKey.File, c.RootKey.Env, c.RootKey.PassphraseFile} {
@@ -115,11 +148,16 @@ func (c *Config) fill() error {
 			n++
 		}
 	}
-	if n != 1 {
-		return errors.New("config: root_key: give exactly one of file, env and passphrase_file")
+	switch {
+	case n == 0:
+		return errors.New("config: root_key: set one of root_key.file, root_key.env or root_key.passphrase_file")
+	case n > 1:
+		return errors.New("config: root_key: set only one of root_key.file, root_key.env and root_key.passphrase_file")
+	case c.RootKey.Keep && c.RootKey.PassphraseFile == "":
+		return errors.New("config: root_key.keep: only applies to root_key.passphrase_file")
 	}
-	if c.MinRotationInterval < time.Second {
-		return fmt.Errorf("config: min_rotation_interval %s: must be at least 1s", c.MinRotationInterval)
+	if err := c.Redis.Check(); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	if c.PluginStartTimeout < 0 || c.PluginCallTimeout < 0 {
 		return errors.New("config: plugin_start_timeout and plugin_call_timeout must not be negative")
@@ -129,18 +167,20 @@ func (c *Config) fill() error {
 	if c.PluginDir != "" && !filepath.IsAbs(c.PluginDir) {
 		return fmt.Errorf("config: plugin_dir %q: not an absolute path", c.PluginDir)
 	}
-	if c.RotationConcurrency < 1 || c.RotationConcurrency > 1024 {
+	if c.RotationConcurrency > 1024 {
 		return fmt.Errorf("config: rotation_concurrency %d: must be between 1 and 1024", c.RotationConcurrency)
 	}
-	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		return errors.New("config: tls: cert_file and key_file go together")
-	}
-	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
-		return errors.New("config: tls.client_ca_file needs cert_file and key_file")
+	switch {
+	case c.TLS.CertFile != "" && c.TLS.KeyFile == "":
+		return errors.New("config: tls.key_file: required with tls.cert_file")
+	case c.TLS.KeyFile != "" && c.TLS.CertFile == "":
+		return errors.New("config: tls.cert_file: required with tls.key_file")
+	case c.TLS.ClientCAFile != "" && c.TLS.CertFile == "":
+		return errors.New("config: tls.client_ca_file: needs tls.cert_file and tls.key_file")
 	}
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
-		return fmt.Errorf("config: listen %q: %v", c.Listen, err)
+		return fmt.Errorf("config: listen: %q is not host:port", c.Listen)
 	}
 	if c.TLS.CertFile == "" && !c.AllowInsecureHTTP && !isLoopback(host) {
 		return fmt.Errorf("config: listen %q: plain HTTP is only allowed on loopback; configure tls or set allow_insecure_http", c.Listen)
@@ -161,7 +201,7 @@ func isLoopback(host string) bool {
 
 // New opens the store and builds every part. It does not listen yet.
 func New(ctx context.Context, cfg Config) (*Daemon, error) {
-	if err := cfg.fill(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, served: make(chan error, 1)}

@@ -4,12 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
-	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,7 +24,6 @@ import (
 const (
 	defaultSQLitePath    = "/var/lib/rotary/rotary.db"
 	defaultRootTokenFile = "/var/lib/rotary/root-token"
-	defaultListen        = "127.0.0.1:8420"
 )
 
 // fileConfig mirrors the YAML document; yaml tags name the keys.
@@ -369,84 +365,19 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 		HookMaxAge:          time.Duration(fc.HookMaxAge),
 		HookMaxBacklog:      fc.HookMaxBacklog,
 	}
-	if cfg.EventsPoll < 0 || (cfg.EventsPoll > 0 && cfg.EventsPoll < 10*time.Millisecond) {
-		return cfg, errors.New("config: events.poll: at least 10ms")
-	}
-	if cfg.EventsHeartbeat < 0 || (cfg.EventsHeartbeat > 0 && cfg.EventsHeartbeat < time.Second) {
-		return cfg, errors.New("config: events.heartbeat: at least 1s")
-	}
-	if cfg.RotationLease < 0 || (cfg.RotationLease > 0 && cfg.RotationLease < time.Second) {
-		return cfg, errors.New("config: rotation_lease: at least 1s")
-	}
-	if cfg.RetryBackoffBase < 0 {
-		return cfg, errors.New("config: retry_backoff: must not be negative")
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = defaultListen
-	}
-	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
-		return cfg, fmt.Errorf("config: listen: %q is not host:port", cfg.Listen)
-	}
+	// Defaults that depend on where the daemon runs from the file; the
+	// rest (and every check) is daemon.Config.Validate, the one place the
+	// configuration is validated.
 	switch {
-	case cfg.TLS.CertFile != "" && cfg.TLS.KeyFile == "":
-		return cfg, errors.New("config: tls.key_file: required with tls.cert_file")
-	case cfg.TLS.KeyFile != "" && cfg.TLS.CertFile == "":
-		return cfg, errors.New("config: tls.cert_file: required with tls.key_file")
-	case cfg.TLS.ClientCAFile != "" && cfg.TLS.CertFile == "":
-		return cfg, errors.New("config: tls.client_ca_file: needs tls.cert_file and tls.key_file")
-	}
-	switch {
-	case cfg.Store.SQLite != "" && cfg.Store.Postgres != "":
-		return cfg, errors.New("config: store: set either store.sqlite or store.postgres, not both")
-	case cfg.Store.Postgres != "":
-		if !strings.HasPrefix(cfg.Store.Postgres, "postgres://") && !strings.HasPrefix(cfg.Store.Postgres, "postgresql://") &&
-			!strings.Contains(cfg.Store.Postgres, "=") {
-			return cfg, errors.New("config: store.postgres: want a postgres:// URL or a key=value DSN")
-		}
+	case cfg.Store.Postgres != "" && cfg.Store.SQLite == "":
 		if cfg.RootTokenFile == "" {
 			cfg.RootTokenFile = defaultRootTokenFile
 		}
-	default:
-		if cfg.Store.SQLite == "" {
-			cfg.Store.SQLite = defaultSQLitePath
-		}
-		if cfg.RootTokenFile == "" {
-			cfg.RootTokenFile = filepath.Join(filepath.Dir(cfg.Store.SQLite), "root-token")
-		}
+	case cfg.Store.SQLite == "" && cfg.Store.Postgres == "":
+		cfg.Store.SQLite = defaultSQLitePath
 	}
-	n := 0
-	for _, s := range []string{cfg.RootKey.File, cfg.RootKey.Env, cfg.RootKey.PassphraseFile} {
-		if s != "" {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		return cfg, errors.New("config: root_key: set one of root_key.file, root_key.env or root_key.passphrase_file")
-	case n > 1:
-		return cfg, errors.New("config: root_key: set only one of root_key.file, root_key.env and root_key.passphrase_file")
-	case cfg.RootKey.Keep && cfg.RootKey.PassphraseFile == "":
-		return cfg, errors.New("config: root_key.keep: only applies to root_key.passphrase_file")
-	}
-	if err := cfg.Redis.Check(); err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
-	}
-	for i, r := range cfg.Regions {
-		if r == "" {
-			return cfg, fmt.Errorf("config: regions[%d]: empty region name", i)
-		}
-		if slices.Index(cfg.Regions, r) != i {
-			return cfg, fmt.Errorf("config: regions[%d]: %q listed twice", i, r)
-		}
-	}
-	if cfg.MinRotationInterval < 0 {
-		return cfg, errors.New("config: min_rotation_interval: must not be negative")
-	}
-	if cfg.RotationConcurrency < 0 {
-		return cfg, errors.New("config: rotation_concurrency: must not be negative")
-	}
-	if cfg.ShutdownTimeout < 0 {
-		return cfg, errors.New("config: shutdown_timeout: must not be negative")
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

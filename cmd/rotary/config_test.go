@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +196,34 @@ func TestDevConfig(t *testing.T) {
 		cfg.RootTokenFile != dir+"/root-token" || cfg.RootToken != "devroot" || cfg.MinRotationInterval != time.Second ||
 		cfg.Listen != "127.0.0.1:9999" {
 		t.Errorf("devConfig = %+v", cfg)
+	}
+}
+
+// The flags that override the file are checked by the same validation as
+// the file (daemon.Config.Validate), with the same message.
+func TestServerFlagsAreValidatedWithTheFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rotary.yaml")
+	body := "store:\n  sqlite: " + filepath.Join(dir, "r.db") + "\nroot_key:\n  file: " + filepath.Join(dir, "root.key") + "\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ file, flag, want string }{
+		{"listen: nohostport\n", "", `config: listen: "nohostport" is not host:port`},
+		{"", "--listen=nohostport", `config: listen: "nohostport" is not host:port`},
+		{"listen: 0.0.0.0:9999\n", "", "plain HTTP is only allowed on loopback"},
+		{"", "--listen=0.0.0.0:9999", "plain HTTP is only allowed on loopback"},
+	} {
+		if err := os.WriteFile(path, []byte(body+tc.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"--config", path}
+		if tc.flag != "" {
+			args = append(args, tc.flag)
+		}
+		err := serverConfigArgs(t, args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("server %v: %v; want an error with %q", args, err, tc.want)
+		}
 	}
 }

@@ -25,6 +25,7 @@ func serverConfigArgs(t *testing.T, args ...string) error {
 	sf.dev, _ = cmd.Flags().GetBool("dev")
 	sf.dataDir, _ = cmd.Flags().GetString("data-dir")
 	sf.devRootToken, _ = cmd.Flags().GetString("dev-root-token")
+	sf.listen, _ = cmd.Flags().GetString("listen")
 	_, err := a.serverConfig(cmd, sf)
 	return err
 }

@@ -78,7 +78,7 @@ rotation interval of 1s. Never use it for real secrets.`,
 	f := cmd.Flags()
 	f.StringVar(&sf.config, "config", "", "YAML configuration file")
 	f.BoolVar(&sf.dev, "dev", false, "run a development daemon (see above)")
-	f.StringVar(&sf.listen, "listen", "", "host:port to listen on (default 127.0.0.1:8420; overrides the config file)")
+	f.StringVar(&sf.listen, "listen", "", "host:port to listen on (default "+daemon.DefaultListen+"; overrides the config file)")
 	f.StringVar(&sf.dataDir, "data-dir", "", "with --dev: where the store and root key live (default: a new temporary folder)")
 	f.StringVar(&sf.devRootToken, "dev-root-token", "", "with --dev: use this root token instead of a generated one")
 	f.StringVar(&sf.redis, "redis", "", "redis:// URL for events (overrides the config file)")
@@ -131,6 +131,11 @@ func (a *app) serverConfig(cmd *cobra.Command, sf serverFlags) (daemon.Config, e
 	if err != nil {
 		return cfg, err
 	}
+	// The flags are checked with the file, in the one place that checks
+	// the configuration.
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
 	if err := checkRootFiles(cfg); err != nil {
 		return cfg, err
 	}
@@ -153,7 +158,7 @@ func devConfig(sf serverFlags, getenv func(string) string) (daemon.Config, error
 		dir = abs
 	}
 	return daemon.Config{
-		Listen:              cmp.Or(sf.listen, defaultListen),
+		Listen:              cmp.Or(sf.listen, daemon.DefaultListen),
 		Store:               daemon.StoreConfig{SQLite: filepath.Join(dir, "rotary.db")},
 		RootKey:             daemon.RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
 		RootTokenFile:       filepath.Join(dir, "root-token"),
