@@ -49,7 +49,7 @@ func TestHousekeepingJobs(t *testing.T) {
 	}
 	sk, _ := d.st.GetKey(ctx, k.ID)
 	sk.NextRotationAt = &past
-	if err := d.st.UpdateKey(ctx, sk); err != nil {
+	if err := d.st.UpdateKey(ctx, sk, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	// An expired rotation lease.

@@ -181,15 +181,24 @@ func (m *Manager) rotate(ctx context.Context, k Key) (Key, error) {
 		}
 		m.rememberVersion(k.ID, uint32(next), aead)
 		// AddKeyVersion moved PrimaryVersion; read the key back and restart
-		// the automatic rotation clock.
-		k, err = m.store.GetKey(ctx, k.ID)
-		if err != nil {
-			return Key{}, fmt.Errorf("kms: rotate key %s: read back: %w", v.KeyID, err)
-		}
-		k.NextRotationAt = nextRotation(now, k.RotationPeriod)
-		k.UpdatedAt = now
-		if err := m.store.UpdateKey(ctx, k); err != nil {
-			return Key{}, fmt.Errorf("kms: rotate key %s: %w", k.ID, err)
+		// the automatic rotation clock, without undoing a change another
+		// daemon made meanwhile (compare-and-swap, read again on ErrStale).
+		for tries := 0; ; tries++ {
+			k, err = m.store.GetKey(ctx, k.ID)
+			if err != nil {
+				return Key{}, fmt.Errorf("kms: rotate key %s: read back: %w", v.KeyID, err)
+			}
+			prev := k.UpdatedAt
+			k.NextRotationAt = nextRotation(now, k.RotationPeriod)
+			k.UpdatedAt = after(now, prev)
+			err = m.store.UpdateKey(ctx, k, prev)
+			if errors.Is(err, ErrStale) && tries < 10 {
+				continue
+			}
+			if err != nil {
+				return Key{}, fmt.Errorf("kms: rotate key %s: %w", k.ID, err)
+			}
+			break
 		}
 		m.remember(k, now)
 		m.log.Info("kms: rotated key", "region", k.Region, "key", k.ID, "version", next)
@@ -290,22 +299,37 @@ func (m *Manager) CancelKeyDeletion(ctx context.Context, region, ref string) (Ke
 // transition reads the key from the store, applies change and writes it
 // back (unless change left it as it was), then refreshes the cache at
 // once so the change takes effect here without waiting for the TTL.
+//
+// The write is a compare-and-swap on the key's UpdatedAt: when another
+// daemon changed the key since it was read, it is read again and change
+// decides again on what is there now (a disable racing a schedule-deletion
+// ends as one of them, never as a mix).
 func (m *Manager) transition(ctx context.Context, region, ref, event string, change func(*Key) error) (Key, error) {
-	k, err := m.resolve(ctx, region, ref, true)
-	if err != nil {
-		return Key{}, err
-	}
-	before := k
-	if err := change(&k); err != nil {
-		return Key{}, err
-	}
-	if k.State == before.State && sameTime(k.DeletionDate, before.DeletionDate) {
-		return k, nil
-	}
-	now := m.now()
-	k.UpdatedAt = now
-	if err := m.store.UpdateKey(ctx, k); err != nil {
-		return Key{}, fmt.Errorf("kms: update key %s: %w", k.ID, err)
+	var k Key
+	var now time.Time
+	for tries := 0; ; tries++ {
+		var err error
+		k, err = m.resolve(ctx, region, ref, true)
+		if err != nil {
+			return Key{}, err
+		}
+		before := k
+		if err := change(&k); err != nil {
+			return Key{}, err
+		}
+		if k.State == before.State && sameTime(k.DeletionDate, before.DeletionDate) {
+			return k, nil
+		}
+		now = m.now()
+		k.UpdatedAt = after(now, before.UpdatedAt)
+		err = m.store.UpdateKey(ctx, k, before.UpdatedAt)
+		if errors.Is(err, ErrStale) && tries < 10 {
+			continue
+		}
+		if err != nil {
+			return Key{}, fmt.Errorf("kms: update key %s: %w", k.ID, err)
+		}
+		break
 	}
 	m.remember(k, now)
 	m.log.Info("kms: "+event, "region", k.Region, "key", k.ID, "state", k.State)
@@ -574,4 +598,14 @@ func onlyChars(s string, ok func(byte) bool) bool {
 		}
 	}
 	return true
+}
+
+// after returns now, or a microsecond past prev when the clock has not
+// moved past it: a compare-and-swap on UpdatedAt needs every write to
+// change it (the stores keep microseconds).
+func after(now, prev time.Time) time.Time {
+	if next := prev.Add(time.Microsecond); now.Before(next) {
+		return next
+	}
+	return now
 }

@@ -1,6 +1,8 @@
 package kms
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -370,5 +372,50 @@ func TestCacheSparesStore(t *testing.T) {
 	b.seal(t, b.m, p)
 	if got := b.store.Calls() - before; got == 0 {
 		t.Fatalf("Seal after the TTL made no store call, want a refresh")
+	}
+}
+
+// racingStore lets another writer change a key just before this
+// Manager's first UpdateKey lands, as a second daemon would.
+type racingStore struct {
+	*MemKeyStore
+	once   sync.Once
+	before func()
+}
+
+func (s *racingStore) UpdateKey(ctx context.Context, k Key, ifUpdatedAt time.Time) error {
+	s.once.Do(s.before)
+	return s.MemKeyStore.UpdateKey(ctx, k, ifUpdatedAt)
+}
+
+// Two daemons change one key at once: daemon A disables it while daemon B
+// schedules its deletion in between A's read and A's write. A's write must
+// not undo B's (which would silently cancel the deletion): it is refused
+// as stale, A reads again, and its change is decided on what is there now.
+func TestKeyTransitionsNeverUndoAnotherDaemons(t *testing.T) {
+	b := setup(t)
+	k, err := b.m.CreateKey(b.ctx, CreateKeyParams{Region: testRegion, Alias: "race"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := b.newManager(t)
+	rs := &racingStore{MemKeyStore: b.store, before: func() {
+		if _, err := other.ScheduleKeyDeletion(b.ctx, testRegion, k.ID, 7*24*time.Hour); err != nil {
+			t.Errorf("daemon B: ScheduleKeyDeletion: %v", err)
+		}
+	}}
+	a, err := New(b.ctx, Config{Store: rs, Root: testRoot, Now: b.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DisableKey(b.ctx, testRegion, k.ID); !errors.Is(err, ErrKeyPendingDeletion) {
+		t.Fatalf("daemon A's DisableKey after B scheduled the deletion = %v, want ErrKeyPendingDeletion", err)
+	}
+	got, err := b.store.GetKey(b.ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != KeyPendingDeletion || got.DeletionDate == nil {
+		t.Fatalf("after the race the key is %s (deletion date %v): daemon B's deletion was undone", got.State, got.DeletionDate)
 	}
 }

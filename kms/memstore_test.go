@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // MemKeyStore is an in-memory KeyStore for this package's tests and
@@ -136,16 +137,19 @@ func (s *MemKeyStore) ListKeys(_ context.Context, region string) ([]Key, error) 
 	return ks, nil
 }
 
-func (s *MemKeyStore) UpdateKey(_ context.Context, k Key) error {
+func (s *MemKeyStore) UpdateKey(_ context.Context, k Key, ifUpdatedAt time.Time) error {
 	defer s.lock()()
 	old, ok := s.keys[k.ID]
 	if !ok {
 		return ErrNotFound
 	}
+	if !ifUpdatedAt.IsZero() && !old.UpdatedAt.Equal(ifUpdatedAt) {
+		return ErrStale
+	}
 	if s.aliasTaken(k) {
 		return ErrConflict
 	}
-	k.Region, k.CreatedAt = old.Region, old.CreatedAt
+	k.Region, k.CreatedAt, k.PrimaryVersion = old.Region, old.CreatedAt, old.PrimaryVersion
 	s.keys[k.ID] = copyKey(k)
 	return nil
 }

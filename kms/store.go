@@ -16,6 +16,9 @@ var (
 	// ErrConflict: a unique constraint was violated: the meta name, region
 	// name, key id, (region, alias) pair or (key id, version) pair exists.
 	ErrConflict = errors.New("kms: conflict")
+	// ErrStale: UpdateKey's compare-and-swap found the key changed by
+	// another writer since it was read.
+	ErrStale = errors.New("kms: key changed by another writer")
 )
 
 // KeyStore is the persistence kms needs. The daemon adapts its store
@@ -54,13 +57,13 @@ type KeyStore interface {
 	// "", in any order.
 	ListKeys(ctx context.Context, region string) ([]Key, error)
 	// UpdateKey writes k's mutable fields (State, Alias, Description,
-	// PrimaryVersion, RotationPeriod, NextRotationAt, DeletionDate,
-	// UpdatedAt) to the key with id k.ID. It returns ErrNotFound if there is
-	// none and ErrConflict if the new alias is taken in the region. kms
-	// always passes a Key it has just read; a store that leaves
-	// PrimaryVersion alone here (AddKeyVersion owns it) closes a small
-	// lost-update window between daemons.
-	UpdateKey(ctx context.Context, k Key) error
+	// RotationPeriod, NextRotationAt, DeletionDate, UpdatedAt; not
+	// PrimaryVersion, which AddKeyVersion owns) to the key with id k.ID,
+	// only if its UpdatedAt is still ifUpdatedAt (what kms read), else
+	// ErrStale: two daemons changing one key never undo each other's
+	// change. ErrNotFound if there is none, ErrConflict if the new alias is
+	// taken in the region.
+	UpdateKey(ctx context.Context, k Key, ifUpdatedAt time.Time) error
 	// AddKeyVersion inserts v and, in the same transaction, sets the key's
 	// PrimaryVersion to v.Version. It returns ErrConflict if the key already
 	// has that version and ErrNotFound if the key does not exist.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/rotary-secrets/rotary/kms"
 	"github.com/rotary-secrets/rotary/store"
@@ -27,6 +28,8 @@ func kmsErr(err error) error {
 		return fmt.Errorf("%w: %s", kms.ErrNotFound, err.Error())
 	case errors.Is(err, store.ErrConflict):
 		return fmt.Errorf("%w: %s", kms.ErrConflict, err.Error())
+	case errors.Is(err, store.ErrStale):
+		return fmt.Errorf("%w: %s", kms.ErrStale, err.Error())
 	default:
 		return err
 	}
@@ -98,8 +101,8 @@ func (s keyStore) ListKeys(ctx context.Context, region string) ([]kms.Key, error
 	return out, kmsErr(err)
 }
 
-func (s keyStore) UpdateKey(ctx context.Context, k kms.Key) error {
-	return kmsErr(s.st.UpdateKey(ctx, toStoreKey(k)))
+func (s keyStore) UpdateKey(ctx context.Context, k kms.Key, ifUpdatedAt time.Time) error {
+	return kmsErr(s.st.UpdateKey(ctx, toStoreKey(k), ifUpdatedAt))
 }
 
 func (s keyStore) AddKeyVersion(ctx context.Context, v kms.KeyVersion) error {

@@ -25,6 +25,9 @@ var (
 	ErrConflict = errors.New("store: conflict")
 	// ErrLeaseLost: the caller no longer holds the lease it names.
 	ErrLeaseLost = errors.New("store: lease lost")
+	// ErrStale: a compare-and-swap write found the row changed by another
+	// writer since the caller read it; read again and retry.
+	ErrStale = errors.New("store: changed by another writer")
 )
 
 // Store is a backend. Every method of Ops runs in its own implicit
@@ -68,7 +71,11 @@ type Ops interface {
 	GetKey(ctx context.Context, id string) (MasterKey, error)
 	GetKeyByAlias(ctx context.Context, region, alias string) (MasterKey, error)
 	ListKeys(ctx context.Context, region string) ([]MasterKey, error) // region "" lists all
-	UpdateKey(ctx context.Context, k MasterKey) error                 // by ID; ErrNotFound, ErrConflict (alias)
+	// UpdateKey writes k's metadata by ID (not PrimaryVersion, which
+	// AddKeyVersion owns). With ifUpdatedAt set it is a compare-and-swap:
+	// only if the row's UpdatedAt is still that, else ErrStale. ErrNotFound,
+	// ErrConflict (alias taken).
+	UpdateKey(ctx context.Context, k MasterKey, ifUpdatedAt time.Time) error
 	// AddKeyVersion inserts v and sets the key's PrimaryVersion to
 	// v.Version; ErrConflict if that version exists.
 	AddKeyVersion(ctx context.Context, v KeyVersion) error

@@ -126,14 +126,24 @@ func (o *ops) ListKeys(ctx context.Context, region string) ([]store.MasterKey, e
 	return collect(rows, "list keys", keyDest)
 }
 
-func (o *ops) UpdateKey(ctx context.Context, k store.MasterKey) error {
-	res, err := o.w().ExecContext(ctx, `UPDATE master_keys SET region = ?, alias = ?, description = ?, state = ?,
-		primary_version = ?, rotation_period = ?, next_rotation_at = ?, deletion_date = ?, updated_at = ?
-		WHERE id = ?`,
-		k.Region, aliasArg(k.Alias), k.Description, k.State, k.PrimaryVersion, int64(k.RotationPeriod),
-		tpa(k.NextRotationAt), tpa(k.DeletionDate), ta(k.UpdatedAt), k.ID)
+func (o *ops) UpdateKey(ctx context.Context, k store.MasterKey, ifUpdatedAt time.Time) error {
+	q := `UPDATE master_keys SET region = ?, alias = ?, description = ?, state = ?,
+		rotation_period = ?, next_rotation_at = ?, deletion_date = ?, updated_at = ?
+		WHERE id = ?`
+	args := []any{k.Region, aliasArg(k.Alias), k.Description, k.State, int64(k.RotationPeriod),
+		tpa(k.NextRotationAt), tpa(k.DeletionDate), ta(k.UpdatedAt), k.ID}
+	if !ifUpdatedAt.IsZero() {
+		q += ` AND updated_at = ?`
+		args = append(args, ta(ifUpdatedAt))
+	}
+	res, err := o.w().ExecContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("update key %q: %w", k.ID, translate(err))
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 && !ifUpdatedAt.IsZero() {
+		if _, gerr := o.GetKey(ctx, k.ID); gerr == nil {
+			return fmt.Errorf("update key %q: %w", k.ID, store.ErrStale)
+		}
 	}
 	return mustAffect(res, "update key %q", k.ID)
 }

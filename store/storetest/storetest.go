@@ -245,13 +245,30 @@ func testKeys(t *testing.T, s store.Store) {
 	}
 
 	// UpdateKey.
+	read := k2.UpdatedAt
 	k2.Alias, k2.State, k2.DeletionDate, k2.UpdatedAt = "db", store.KeyPendingDeletion, ptr(at(7*24*time.Hour)), at(time.Hour)
-	noErr(t, "UpdateKey(k2)", s.UpdateKey(ctx, k2))
+	noErr(t, "UpdateKey(k2)", s.UpdateKey(ctx, k2, read))
 	got, _ = s.GetKey(ctx, "k2")
 	check(t, "GetKey(k2) after UpdateKey", got, k2)
+	// Compare-and-swap: a writer that read k2 before that update loses,
+	// and what the first writer stored stays.
+	stale := k2
+	stale.State, stale.DeletionDate, stale.UpdatedAt = store.KeyDisabled, nil, at(2*time.Hour)
+	wantErr(t, "UpdateKey(k2) with the UpdatedAt read before another update", s.UpdateKey(ctx, stale, read), store.ErrStale)
+	got, _ = s.GetKey(ctx, "k2")
+	check(t, "GetKey(k2) after a stale UpdateKey", got, k2)
+	// PrimaryVersion belongs to AddKeyVersion: UpdateKey leaves it.
+	moved := k2
+	moved.PrimaryVersion, moved.UpdatedAt = k2.PrimaryVersion+5, at(3*time.Hour)
+	noErr(t, "UpdateKey(k2, PrimaryVersion changed)", s.UpdateKey(ctx, moved, k2.UpdatedAt))
+	got, _ = s.GetKey(ctx, "k2")
+	if got.PrimaryVersion != k2.PrimaryVersion {
+		t.Errorf("UpdateKey moved PrimaryVersion to %d (want %d: AddKeyVersion owns it)", got.PrimaryVersion, k2.PrimaryVersion)
+	}
+	k2.UpdatedAt = moved.UpdatedAt
 	k3.Alias = "db"
-	wantErr(t, "UpdateKey(k3 alias taken)", s.UpdateKey(ctx, k3), store.ErrConflict)
-	wantErr(t, "UpdateKey(missing)", s.UpdateKey(ctx, store.MasterKey{ID: "missing", Region: "x", State: "enabled"}), store.ErrNotFound)
+	wantErr(t, "UpdateKey(k3 alias taken)", s.UpdateKey(ctx, k3, time.Time{}), store.ErrConflict)
+	wantErr(t, "UpdateKey(missing)", s.UpdateKey(ctx, store.MasterKey{ID: "missing", Region: "x", State: "enabled"}, time.Time{}), store.ErrNotFound)
 
 	// Versions.
 	v2 := store.KeyVersion{KeyID: "k1", Version: 2, Material: []byte("wrapped-2"), CreatedAt: at(time.Hour)}
