@@ -38,7 +38,8 @@ type RelayConfig struct {
 	LeaseFor, Poll time.Duration
 	Batch          int
 	// BackoffBase and BackoffMax bound the wait after a failed delivery
-	// (defaults 200ms, 30s; exponential with jitter).
+	// (defaults 200ms, 5s; exponential with jitter). The cap is also how
+	// long a sink that came back (Redis restarted) may wait to be used.
 	BackoffBase, BackoffMax time.Duration
 	Logger                  *slog.Logger
 	Registerer              prometheus.Registerer
@@ -73,7 +74,7 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	cfg.Poll = cmp.Or(cfg.Poll, time.Second)
 	cfg.Batch = cmp.Or(cfg.Batch, 100)
 	cfg.BackoffBase = cmp.Or(cfg.BackoffBase, 200*time.Millisecond)
-	cfg.BackoffMax = cmp.Or(cfg.BackoffMax, 30*time.Second)
+	cfg.BackoffMax = cmp.Or(cfg.BackoffMax, 5*time.Second)
 	if cfg.Batch < 1 || cfg.LeaseFor < time.Second || cfg.Poll < time.Millisecond {
 		return nil, fmt.Errorf("events: relay: batch %d, lease %s, poll %s: batch must be positive, lease at least 1s, poll at least 1ms",
 			cfg.Batch, cfg.LeaseFor, cfg.Poll)

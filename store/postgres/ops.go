@@ -794,30 +794,61 @@ func (o *ops) ClaimOutbox(ctx context.Context, p store.ClaimParams) ([]store.Out
 	// An event is claimable when free (or already this owner's) and no
 	// earlier undelivered event of its secret is leased by another owner;
 	// an earlier claimable one sorts first, so it is in the same batch.
+	//
+	// The candidates are the oldest undelivered events, a window of them
+	// read in id order from the partial index, and the claimable ones are
+	// picked among those: without the window the planner may filter the
+	// whole backlog before the LIMIT (a claim then costs time in
+	// proportion to the backlog; BENCHMARKS.md, relay throughput). When
+	// the window was full and held fewer claimable events than asked for
+	// (other owners lease its head), it is doubled and the claim tried
+	// again; claims are serialized by the advisory lock.
+	limit := claimLimit(p.Limit)
 	var es []store.OutboxEvent
 	err := o.atomic(ctx, func(q querier) error {
 		if _, err := q.ExecContext(ctx, claimLockOutbox); err != nil {
 			return fmt.Errorf("claim outbox: lock: %w", translate(err))
 		}
-		rows, err := q.QueryContext(ctx, `WITH free AS (
-				SELECT o.id FROM outbox o
-				WHERE o.delivered_at IS NULL
-					AND (o.lease_owner = '' OR o.lease_owner = $1 OR o.lease_expires_at IS NULL OR o.lease_expires_at <= $3)
-					AND NOT EXISTS (SELECT 1 FROM outbox e
-						WHERE e.secret = o.secret AND e.id < o.id AND e.delivered_at IS NULL
-							AND e.lease_owner <> '' AND e.lease_owner <> $1 AND e.lease_expires_at > $3)
-				ORDER BY o.id
-				LIMIT $4
-				FOR UPDATE OF o)
-			UPDATE outbox o SET lease_owner = $1, lease_expires_at = $2
-			FROM free WHERE o.id = free.id
-			RETURNING `+prefixed("o", outboxCols),
-			p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), claimLimit(p.Limit))
-		if err != nil {
-			return fmt.Errorf("claim outbox: %w", translate(err))
+		for window := max(4*limit, 64); ; window *= 2 {
+			rows, err := q.QueryContext(ctx, `WITH head AS MATERIALIZED (
+					SELECT id, secret, lease_owner, lease_expires_at FROM outbox
+					WHERE delivered_at IS NULL
+					ORDER BY id
+					LIMIT $5),
+				free AS (
+					SELECT h.id FROM head h
+					WHERE (h.lease_owner = '' OR h.lease_owner = $1 OR h.lease_expires_at IS NULL OR h.lease_expires_at <= $3)
+						AND NOT EXISTS (SELECT 1 FROM outbox e
+							WHERE e.secret = h.secret AND e.id < h.id AND e.delivered_at IS NULL
+								AND e.lease_owner <> '' AND e.lease_owner <> $1 AND e.lease_expires_at > $3)
+					ORDER BY h.id
+					LIMIT $4)
+				UPDATE outbox o SET lease_owner = $1, lease_expires_at = $2
+				FROM free WHERE o.id = free.id
+				RETURNING `+prefixed("o", outboxCols),
+				p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), limit, window)
+			if err != nil {
+				return fmt.Errorf("claim outbox: %w", translate(err))
+			}
+			got, err := collect(rows, "claim outbox", outboxDest)
+			if err != nil {
+				return err
+			}
+			es = append(es, got...)
+			if len(es) >= limit {
+				return nil
+			}
+			// Fewer than asked: done unless the window was full.
+			var full bool
+			if err := q.QueryRowContext(ctx, `SELECT COUNT(*) >= $1 FROM (SELECT 1 FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT $1) w`,
+				window).Scan(&full); err != nil {
+				return fmt.Errorf("claim outbox: %w", translate(err))
+			}
+			if !full {
+				return nil
+			}
+			limit -= len(got)
 		}
-		es, err = collect(rows, "claim outbox", outboxDest)
-		return err
 	})
 	if err != nil {
 		return nil, err

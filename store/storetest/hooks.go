@@ -53,6 +53,35 @@ func testOutboxSecretOrder(t *testing.T, s store.Store) {
 	}
 }
 
+// testOutboxClaimPastALeasedHead: when another owner leases more of the
+// oldest events than a claim looks at first, the claim still finds the
+// free ones after them (a store may look at the backlog in windows), and
+// a small claim of a large backlog returns the oldest free events.
+func testOutboxClaimPastALeasedHead(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var ids []int64
+	for i := range 300 {
+		id, err := s.AppendOutbox(ctx, store.OutboxEvent{Type: "rotated", Secret: fmt.Sprintf("head-%d", i), Version: 1, CreatedAt: base})
+		noErr(t, "AppendOutbox", err)
+		ids = append(ids, id)
+	}
+	claim := func(owner string, limit int) []int64 {
+		t.Helper()
+		es, err := s.ClaimOutbox(ctx, store.ClaimParams{Owner: owner, Now: base, LeaseFor: time.Minute, Limit: limit})
+		noErr(t, "ClaimOutbox("+owner+")", err)
+		var got []int64
+		for _, e := range es {
+			got = append(got, e.ID)
+		}
+		return got
+	}
+	check(t, "ClaimOutbox(A, 250)", claim("A", 250), ids[:250])
+	check(t, "ClaimOutbox(B, 3) past A's 250", claim("B", 3), ids[250:253])
+	check(t, "ClaimOutbox(B, 100) takes the rest", claim("B", 100), ids[250:])
+	check(t, "ClaimOutbox(C, 10) with all leased", claim("C", 10), []int64(nil))
+	noErr(t, "MarkDelivered", s.MarkDelivered(ctx, ids, at(time.Second)))
+}
+
 // testOutboxSecretOrderConcurrent: owners on two stores claim events of
 // a few secrets at once; each secret's events are delivered in order.
 func testOutboxSecretOrderConcurrent(t *testing.T, a, b store.Store) {

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Policies", testPolicies},
 		{"PluginsAndHooks", testPluginsAndHooks},
 		{"OutboxSecretOrder", testOutboxSecretOrder},
+		{"OutboxClaimPastALeasedHead", testOutboxClaimPastALeasedHead},
 		{"OutboxSecretOrderConcurrent", func(t *testing.T, s store.Store) { testOutboxSecretOrderConcurrent(t, s, s) }},
 		{"HookDeliveries", testHookDeliveries},
 		{"HookDeliveriesConcurrent", func(t *testing.T, s store.Store) { testHookDeliveriesConcurrent(t, s, s) }},
