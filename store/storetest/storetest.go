@@ -94,6 +94,10 @@ func RunConcurrentStores(t *testing.T, newPair func(t *testing.T) (store.Store, 
 		a, b := newPair(t)
 		testAuditConcurrent(t, a, b)
 	})
+	t.Run("RotationLeaseWrites", func(t *testing.T) {
+		a, b := newPair(t)
+		testRotationLeaseAcrossStores(t, a, b)
+	})
 	t.Run("TryLock", func(t *testing.T) {
 		a, b := newPair(t)
 		ctx := t.Context()
@@ -1713,4 +1717,64 @@ func testRotationLeaseWrites(t *testing.T, s store.Store) {
 	wantErr(t, "ReclaimRotationLease(r, A) after B's claim", s.ReclaimRotationLease(ctx, "r", "A", at(2*time.Hour)), store.ErrLeaseLost)
 	wantErr(t, "CheckRotationLease(r, A) after B's claim", s.CheckRotationLease(ctx, "r", "A", at(time.Hour)), store.ErrLeaseLost)
 	noErr(t, "CheckRotationLease(r, B)", s.CheckRotationLease(ctx, "r", "B", at(time.Hour)))
+}
+
+// testRotationLeaseAcrossStores: two daemons on one database. B's claim
+// made between A's GetRotation and PutRotation survives the put; and a
+// claim by B, made once A's lease has expired by B's clock, waits for A's
+// open transaction that passed the fencing check (CheckRotationLease), so
+// what A commits is committed while the lease was A's.
+func testRotationLeaseAcrossStores(t *testing.T, a, b store.Store) {
+	ctx := t.Context()
+	mkSecret(t, a, "f")
+	noErr(t, "PutRotation(f)", a.PutRotation(ctx, store.Rotation{Secret: "f", Rotator: "random", Enabled: true, UpdatedAt: base}))
+
+	stale, err := a.GetRotation(ctx, "f")
+	noErr(t, "a.GetRotation(f)", err)
+	_, err = b.ClaimRotation(ctx, "f", store.ClaimParams{Owner: "B", Now: base, LeaseFor: time.Minute})
+	noErr(t, "b.ClaimRotation(f, B)", err)
+	stale.LastError = "settings written from a read before B's claim"
+	noErr(t, "a.PutRotation(f) from the stale read", a.PutRotation(ctx, stale))
+	got, _ := b.GetRotation(ctx, "f")
+	if got.LeaseOwner != "B" {
+		t.Fatalf("lease after A's put = %q, want B (the claim survives)", got.LeaseOwner)
+	}
+	noErr(t, "b.ReleaseRotation(f, B)", b.ReleaseRotation(ctx, "f", "B"))
+
+	_, err = a.ClaimRotation(ctx, "f", store.ClaimParams{Owner: "A", Now: base, LeaseFor: time.Minute})
+	noErr(t, "a.ClaimRotation(f, A)", err)
+	claimed := make(chan error, 1)
+	started := false
+	err = a.InTx(ctx, func(tx store.Ops) error {
+		if err := tx.CheckRotationLease(ctx, "f", "A", at(59*time.Second)); err != nil {
+			return err
+		}
+		if !started { // InTx may run fn again
+			started = true
+			go func() {
+				_, err := b.ClaimRotation(ctx, "f", store.ClaimParams{Owner: "B", Now: at(2 * time.Minute), LeaseFor: time.Minute})
+				claimed <- err
+			}()
+		}
+		// B's claim must not get through while this transaction is open.
+		select {
+		case err := <-claimed:
+			claimed <- err
+			return fmt.Errorf("b.ClaimRotation returned (err %v) while A's fenced transaction was open", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		r, err := tx.GetRotationForUpdate(ctx, "f")
+		if err != nil {
+			return err
+		}
+		r.LastError = "A's step"
+		return tx.PutRotation(ctx, r)
+	})
+	noErr(t, "A's fenced transaction", err)
+	noErr(t, "b.ClaimRotation(f, B) after A's commit", <-claimed)
+	got, _ = b.GetRotation(ctx, "f")
+	if got.LeaseOwner != "B" || got.LastError != "A's step" {
+		t.Errorf("after A's commit and B's claim: lease %q, last error %q; want B and A's step", got.LeaseOwner, got.LastError)
+	}
+	wantErr(t, "a.CheckRotationLease(f, A) after B's claim", a.CheckRotationLease(ctx, "f", "A", at(2*time.Minute)), store.ErrLeaseLost)
 }
