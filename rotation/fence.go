@@ -131,7 +131,9 @@ func (e *Engine) holdLease(ctx context.Context, rot store.Rotation) (_ context.C
 				inFlight = true
 				until := e.now().Add(e.cfg.LeaseFor)
 				go func() {
-					rctx, rcancel := context.WithTimeout(ctx, interval)
+					// A slow renewal that succeeds still counts (from until,
+					// computed before the call), so it may take a while.
+					rctx, rcancel := context.WithTimeout(ctx, e.cfg.LeaseFor/3)
 					defer rcancel()
 					results <- result{until, e.st.RenewRotationLease(rctx, secret, owner, until)}
 				}()

@@ -91,7 +91,7 @@ func TestRenewalErrorsStopTheRun(t *testing.T) {
 	b := setup(t)
 	flaky := &flakyRenewals{Store: b.st}
 	rot := &ctxRotator{}
-	const lease = 1500 * time.Millisecond // renewals every 250ms, margin 500ms
+	const lease = 2 * time.Second // renewals every 333ms, margin 667ms
 	var setCtxErr error
 	var cutAt, stoppedAt time.Time
 	rot.SetHook = func(ctx context.Context) error {
@@ -156,7 +156,7 @@ func TestRenewalErrorsStopTheRun(t *testing.T) {
 	flaky.cut.Store(false)
 	rot.SetHook = func(ctx context.Context) error {
 		n := flaky.renewed.Load()
-		for flaky.renewed.Load() < n+8 { // two whole leases of renewals
+		for flaky.renewed.Load() < n+8 { // longer than a lease (8 × 333ms)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
