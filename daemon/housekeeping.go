@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/rotary-secrets/rotary/schedules"
@@ -63,6 +64,8 @@ func (d *Daemon) housekeepingJobs() []schedules.Job {
 
 // reclaimLeases clears rotation leases that expired (their daemon died)
 // so that status shows them free; the runner would claim them anyway.
+// Each clear is one compare-and-swap on the owner and the expiry, so a
+// lease renewed or taken since the listing is left alone.
 func (d *Daemon) reclaimLeases(ctx context.Context) error {
 	rots, err := d.st.ListRotations(ctx, store.ListRotationsParams{})
 	if err != nil {
@@ -73,18 +76,8 @@ func (d *Daemon) reclaimLeases(ctx context.Context) error {
 		if r.LeaseOwner == "" || r.LeaseExpiresAt == nil || r.LeaseExpiresAt.After(now) {
 			continue
 		}
-		err := d.st.InTx(ctx, func(tx store.Ops) error {
-			cur, err := tx.GetRotation(ctx, r.Secret)
-			if err != nil {
-				return err
-			}
-			if cur.LeaseOwner != r.LeaseOwner || cur.LeaseExpiresAt == nil || cur.LeaseExpiresAt.After(now) {
-				return nil // renewed or taken meanwhile
-			}
-			cur.LeaseOwner, cur.LeaseExpiresAt = "", nil
-			return tx.PutRotation(ctx, cur)
-		})
-		if err != nil {
+		err := d.st.ReclaimRotationLease(ctx, r.Secret, r.LeaseOwner, now)
+		if err != nil && !errors.Is(err, store.ErrLeaseLost) {
 			return err
 		}
 	}

@@ -56,7 +56,10 @@ func TestHousekeepingJobs(t *testing.T) {
 	if _, err := d.secrets.Create(ctx, secrets.CreateParams{Name: "leased", Type: "password", Value: []byte("password-1")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.st.PutRotation(ctx, store.Rotation{Secret: "leased", Rotator: "random", Enabled: true, LeaseOwner: "dead-daemon", LeaseExpiresAt: &past}); err != nil {
+	if err := d.st.PutRotation(ctx, store.Rotation{Secret: "leased", Rotator: "random", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.st.ClaimRotation(ctx, "leased", store.ClaimParams{Owner: "dead-daemon", Now: past.Add(-time.Minute), LeaseFor: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	// A delivered event older than a day.

@@ -44,6 +44,39 @@
 // (secret put) abandons the run in the same transaction; the engine sees
 // that at its next step and stops.
 //
+// # Fencing
+//
+// A lease is only as good as its last renewal. A running rotation renews
+// its lease every LeaseFor/6 and remembers until when the lease is known
+// valid: the expiry it last wrote (by the claim or a renewal) minus a
+// safety margin, Config.LeaseMargin (default LeaseFor/3; 40s of the
+// default 2m lease). The margin covers clock skew between daemons and the
+// time a call to the target takes to stop.
+//
+//   - Once that instant passes without a successful renewal (the store is
+//     unreachable, or renewals fail for any other reason), the run's
+//     context is cancelled with ErrLeaseLapsed, so a rotator call in
+//     flight is aborted, and the run stops. A renewal refused with
+//     store.ErrLeaseLost (another daemon took the secret) stops it at once.
+//   - Before every call into the rotator (create, set, test, rollback,
+//     cleanup) the engine checks that the lease is still known valid, so a
+//     run never touches the target once its lease may have lapsed.
+//   - Every durable step commit (the create transaction, each step move,
+//     finish, rollback, cleanup, the failure record, the run's creation)
+//     checks inside its transaction that this daemon still holds an
+//     unexpired lease (store.CheckRotationLease; on PostgreSQL it locks the
+//     rotation row, so another daemon's claim waits for the commit). A
+//     daemon that lost the lease can never commit a step; its transaction
+//     rolls back with store.ErrLeaseLost and it writes nothing more (no
+//     history entry, no failure record): the lease's new owner resumes the
+//     run from its last committed step.
+//
+// Leases change only through claim, renew, release and the housekeeping
+// reclaim (a compare-and-swap on owner and expiry); PutRotation never
+// writes them, and read-modify-writes of the rotation row use
+// GetRotationForUpdate inside a transaction, so settings changes and run
+// state updates cannot undo a claim, a renewal or each other.
+//
 // # Target binding
 //
 // A rotation may only touch the account it was configured for. When its

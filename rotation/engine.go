@@ -76,8 +76,13 @@ type Config struct {
 	Rotators Resolver
 	// Owner names this daemon in leases (default: a random id).
 	Owner string
-	// LeaseFor is how long a claim lasts without renewal (default 2m).
+	// LeaseFor is how long a claim lasts without renewal (default 2m). A
+	// running rotation renews its lease every LeaseFor/6.
 	LeaseFor time.Duration
+	// LeaseMargin is the fencing safety margin (default LeaseFor/3): a run
+	// stops, before it touches the target again, once no renewal has
+	// succeeded for LeaseFor − LeaseMargin (see doc.go, Fencing).
+	LeaseMargin time.Duration
 	// MinInterval is the smallest schedule interval (default 1h).
 	MinInterval time.Duration
 	// Backoff after a failed attempt: BackoffBase·2^(n-1), capped at
@@ -146,6 +151,9 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Owner = "rotary-" + hex.EncodeToString(b[:])
 	}
 	cfg.LeaseFor = cmp.Or(cfg.LeaseFor, 2*time.Minute)
+	if cfg.LeaseMargin <= 0 || cfg.LeaseMargin >= cfg.LeaseFor {
+		cfg.LeaseMargin = cfg.LeaseFor / 3
+	}
 	cfg.MinInterval = cmp.Or(cfg.MinInterval, time.Hour)
 	cfg.BackoffBase = cmp.Or(cfg.BackoffBase, 30*time.Second)
 	cfg.BackoffMax = cmp.Or(cfg.BackoffMax, 30*time.Minute)
@@ -362,7 +370,7 @@ func (e *Engine) runClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(e.base, cancel)()
-	stopRenew := e.renewLease(ctx, cancel, rot.Secret)
+	ctx, stopRenew := e.holdLease(ctx, rot)
 	defer func() {
 		stopRenew()
 		if err := e.st.ReleaseRotation(context.WithoutCancel(ctx), rot.Secret, e.cfg.Owner); err != nil && !errors.Is(err, store.ErrLeaseLost) {
@@ -400,8 +408,18 @@ func (e *Engine) runClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 	}
 	if !rot.Enabled && p.Trigger == TriggerScheduled {
 		// Nothing to resume and nothing to schedule: take it off the queue.
-		rot.NextDueAt = nil
-		if err := e.st.PutRotation(ctx, rot); err != nil {
+		err := e.st.InTx(ctx, func(tx store.Ops) error {
+			if err := e.fenced(ctx, tx, rot.Secret); err != nil {
+				return err
+			}
+			cur, err := tx.GetRotationForUpdate(ctx, rot.Secret)
+			if err != nil {
+				return err
+			}
+			cur.NextDueAt = nil
+			return tx.PutRotation(ctx, cur)
+		})
+		if err != nil {
 			return store.RotationRun{}, err
 		}
 		return store.RotationRun{}, fmt.Errorf("%s: %w", rot.Secret, ErrDisabled)
@@ -417,10 +435,13 @@ func (e *Engine) runClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 	// schedule queue, and whichever daemon claims it after the lease
 	// expires resumes the run, even for a secret rotated only by hand.
 	err = e.st.InTx(ctx, func(tx store.Ops) error {
+		if err := e.fenced(ctx, tx, rot.Secret); err != nil {
+			return err
+		}
 		if err := tx.CreateRun(ctx, run); err != nil {
 			return err
 		}
-		cur, err := tx.GetRotation(ctx, rot.Secret)
+		cur, err := tx.GetRotationForUpdate(ctx, rot.Secret)
 		if err != nil {
 			return err
 		}
@@ -448,33 +469,6 @@ func newRunID() string {
 	return "run_" + hex.EncodeToString(b[:])
 }
 
-// renewLease keeps the lease alive; if it is lost (another daemon took the
-// secret after an expiry) the rotation's context is cancelled.
-func (e *Engine) renewLease(ctx context.Context, cancel context.CancelFunc, secret string) (stop func()) {
-	done := make(chan struct{})
-	var once sync.Once
-	go func() {
-		t := time.NewTicker(e.cfg.LeaseFor / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				err := e.st.RenewRotationLease(ctx, secret, e.cfg.Owner, e.now().Add(e.cfg.LeaseFor))
-				if errors.Is(err, store.ErrLeaseLost) {
-					e.log.Warn("lost the rotation lease; stopping", "secret", secret)
-					cancel()
-					return
-				}
-			}
-		}
-	}()
-	return func() { once.Do(func() { close(done) }) }
-}
-
 // attempt is the working state of one drive through the steps.
 type attempt struct {
 	e        *Engine
@@ -487,6 +481,7 @@ type attempt struct {
 	admin    rotators.Value
 	values   []sensitive.Bytes // every value seen, for sanitizing errors
 	resuming bool
+	fence    *fence // the run's lease, checked before every rotator call
 
 	// The account the rotation is bound to, for a rotator that touches one
 	// (targeter is nil otherwise).
@@ -528,13 +523,16 @@ func (a *attempt) sanitize(err error) error { return sensitive.Sanitize(err, a.v
 
 // drive runs the steps from run.Step to the end.
 func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.RotationRun, resuming bool) (store.RotationRun, error) {
-	a := &attempt{e: e, rot: rot, run: run, config: rot.Config, resuming: resuming}
+	a := &attempt{e: e, rot: rot, run: run, config: rot.Config, resuming: resuming, fence: fenceFrom(ctx)}
 	_ = json.Unmarshal(run.Options, &a.opts)
 	ctx = secrets.WithActor(ctx, secrets.Actor{TokenID: "rotation", RequestID: run.ID})
 	err := a.guard("prepare", func() error { return a.prepare(ctx) })
 	for err == nil && a.run.State == store.RunRunning {
 		if cerr := ctx.Err(); cerr != nil {
-			err = cerr
+			err = context.Cause(ctx)
+			break
+		}
+		if err = fenceFrom(ctx).check(); err != nil {
 			break
 		}
 		if e.draining() {
@@ -550,6 +548,9 @@ func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.Rotati
 		e.log.Warn("rotation cut off at shutdown; it resumes from its step at the next start", "secret", rot.Secret, "run", a.run.ID, "step", a.run.Step)
 		return a.run, fmt.Errorf("rotate %s: %w", rot.Secret, ErrStopping)
 	}
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, store.ErrLeaseLost) && !errors.Is(err, store.ErrLeaseLost) {
+		err = fmt.Errorf("%w (%w)", cause, err) // the step failed because the run was stopped
+	}
 	if err != nil {
 		err = a.sanitize(err)
 		a.fail(ctx, err)
@@ -564,7 +565,10 @@ func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.Rotati
 	if a.run.State == store.RunAbandoned {
 		// Schedule the next regular rotation; the abandoned one is over.
 		_ = e.st.InTx(context.WithoutCancel(ctx), func(tx store.Ops) error {
-			r, err := tx.GetRotation(ctx, rot.Secret)
+			if err := e.fenced(ctx, tx, rot.Secret); err != nil {
+				return err
+			}
+			r, err := tx.GetRotationForUpdate(ctx, rot.Secret)
 			if err != nil {
 				return err
 			}
@@ -607,7 +611,9 @@ func (a *attempt) prepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.rotator = a.e.guard(rot, a.rot.Rotator)
+	g := a.e.guard(rot, a.rot.Rotator)
+	g.fence = a.fence
+	a.rotator = g
 	if err := a.loadBinding(); err != nil {
 		return err
 	}
@@ -666,6 +672,9 @@ func (a *attempt) move(ctx context.Context, next string, ok bool) error {
 	did := false
 	err := a.e.st.InTx(ctx, func(tx store.Ops) error {
 		did = false
+		if err := a.fenced(ctx, tx); err != nil {
+			return err
+		}
 		cur, err := tx.GetRun(ctx, a.run.ID)
 		if err != nil {
 			return err
@@ -697,7 +706,14 @@ func (a *attempt) record(ctx context.Context, step string, started time.Time, er
 	if err != nil {
 		s.Result, s.Error = "failed", truncate(a.sanitize(err).Error(), 500)
 	}
-	if aerr := a.e.st.AddRunStep(context.WithoutCancel(ctx), s); aerr != nil {
+	ctx = context.WithoutCancel(ctx)
+	aerr := a.e.st.InTx(ctx, func(tx store.Ops) error {
+		if err := a.fenced(ctx, tx); err != nil {
+			return err
+		}
+		return tx.AddRunStep(ctx, s)
+	})
+	if aerr != nil && !errors.Is(aerr, store.ErrLeaseLost) {
 		a.e.log.Warn("record rotation step", "run", a.run.ID, "err", aerr)
 	}
 }
@@ -765,6 +781,9 @@ func (a *attempt) create(ctx context.Context) error {
 		Name: a.secret.Name, Value: resp.Value.Reveal(), Reason: a.run.Trigger,
 		Stages: []string{"pending"},
 		InTx: func(tx store.Ops, v int64) error {
+			if err := a.fenced(ctx, tx); err != nil {
+				return err
+			}
 			cur, err := tx.GetRun(ctx, a.run.ID)
 			if err != nil {
 				return err
@@ -861,6 +880,9 @@ func (a *attempt) test(ctx context.Context) error {
 		a.e.failpoint("test-after")
 		return a.advance(ctx, StepFinish)
 	}
+	if errors.Is(err, store.ErrLeaseLost) {
+		return err // stopped before testing: nothing was learnt
+	}
 	testErr := fmt.Errorf("test: the pending credential does not work: %w", err)
 	// Which credential does the target take? If current still works, roll
 	// back: drop pending, end the run; the next attempt starts afresh.
@@ -885,6 +907,9 @@ func (a *attempt) test(ctx context.Context) error {
 		}
 		now := a.e.now().UTC()
 		derr := a.e.svc.DropPending(ctx, a.secret.Name, a.run.PendingVersion, func(tx store.Ops) error {
+			if err := a.fenced(ctx, tx); err != nil {
+				return err
+			}
 			a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunRolledBack, &now, now
 			a.run.Error = truncate(a.sanitize(testErr).Error(), 500)
 			return tx.UpdateRun(ctx, a.run)
@@ -911,6 +936,9 @@ func (a *attempt) finish(ctx context.Context) error {
 	err := a.e.svc.Promote(ctx, secrets.PromoteParams{
 		Name: a.secret.Name, Version: a.run.PendingVersion, Reason: a.run.Trigger,
 		InTx: func(tx store.Ops) error {
+			if err := a.fenced(ctx, tx); err != nil {
+				return err
+			}
 			cur, err := tx.GetRun(ctx, a.run.ID)
 			if err != nil {
 				return err
@@ -922,7 +950,7 @@ func (a *attempt) finish(ctx context.Context) error {
 			if err := tx.UpdateRun(ctx, a.run); err != nil {
 				return err
 			}
-			rot, err := tx.GetRotation(ctx, a.secret.Name)
+			rot, err := tx.GetRotationForUpdate(ctx, a.secret.Name)
 			if err != nil {
 				return err
 			}
@@ -938,7 +966,13 @@ func (a *attempt) finish(ctx context.Context) error {
 		end := a.e.now().UTC()
 		a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunAbandoned, &end, end
 		a.run.Error = "abandoned: a new current version was written during the rotation"
-		if err := a.e.st.UpdateRun(ctx, a.run); err != nil {
+		err := a.e.st.InTx(ctx, func(tx store.Ops) error {
+			if err := a.fenced(ctx, tx); err != nil {
+				return err
+			}
+			return tx.UpdateRun(ctx, a.run)
+		})
+		if err != nil {
 			return err
 		}
 		// The step did not do its work: its history entry says so.
@@ -979,6 +1013,9 @@ func (a *attempt) cleanup(ctx context.Context) error {
 	end := a.e.now().UTC()
 	a.run.State, a.run.EndedAt, a.run.UpdatedAt, a.run.Error = store.RunSucceeded, &end, end, ""
 	err = a.e.st.InTx(ctx, func(tx store.Ops) error {
+		if err := a.fenced(ctx, tx); err != nil {
+			return err
+		}
 		if err := tx.UpdateRun(ctx, a.run); err != nil {
 			return err
 		}
@@ -992,6 +1029,11 @@ func (a *attempt) cleanup(ctx context.Context) error {
 	return nil
 }
 
+// fenced is the fencing check of a step's commit (Engine.fenced).
+func (a *attempt) fenced(ctx context.Context, tx store.Ops) error {
+	return a.e.fenced(ctx, tx, a.rot.Secret)
+}
+
 // fail records a failed attempt: the run keeps its step (or is rolled
 // back), the rotation gets last_error and its next try, and the
 // rotation_failed event and audit record are written.
@@ -1000,6 +1042,9 @@ func (a *attempt) fail(ctx context.Context, err error) {
 	msg := truncate(err.Error(), 500)
 	now := a.e.now().UTC()
 	werr := a.e.svc.RotationFailed(ctx, a.rot.Secret, a.run.Trigger, msg, func(tx store.Ops) error {
+		if err := a.e.fenced(ctx, tx, a.rot.Secret); err != nil {
+			return err
+		}
 		if a.run.ID != "" {
 			if cur, gerr := tx.GetRun(ctx, a.run.ID); gerr == nil && cur.State == store.RunRunning {
 				cur.Error, cur.Attempt, cur.UpdatedAt = msg, cur.Attempt+1, now
@@ -1009,7 +1054,7 @@ func (a *attempt) fail(ctx context.Context, err error) {
 				a.run = cur
 			}
 		}
-		rot, gerr := tx.GetRotation(ctx, a.rot.Secret)
+		rot, gerr := tx.GetRotationForUpdate(ctx, a.rot.Secret)
 		if gerr != nil {
 			return gerr
 		}
@@ -1018,6 +1063,11 @@ func (a *attempt) fail(ctx context.Context, err error) {
 		rot.NextDueAt = &retry
 		return tx.PutRotation(ctx, rot)
 	})
+	if errors.Is(werr, store.ErrLeaseLost) {
+		// Fenced: the lease is gone, so is the run; its new owner records.
+		a.e.log.Warn("rotation stopped without recording: this daemon no longer holds the lease", "secret", a.rot.Secret, "run", a.run.ID, "step", a.run.Step, "err", msg)
+		return
+	}
 	if werr != nil {
 		a.e.log.Error("record rotation failure", "secret", a.rot.Secret, "err", werr)
 	}
@@ -1137,7 +1187,7 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 	now := e.now().UTC()
 	var out store.Rotation
 	err = e.st.InTx(ctx, func(tx store.Ops) error {
-		old, err := tx.GetRotation(ctx, s.Secret)
+		old, err := tx.GetRotationForUpdate(ctx, s.Secret)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
@@ -1193,7 +1243,7 @@ func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []t
 func (e *Engine) SetEnabled(ctx context.Context, secret string, enabled bool) (store.Rotation, error) {
 	var out store.Rotation
 	err := e.st.InTx(ctx, func(tx store.Ops) error {
-		r, err := tx.GetRotation(ctx, secret)
+		r, err := tx.GetRotationForUpdate(ctx, secret)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%s: %w", secret, ErrNotConfigured)
 		}

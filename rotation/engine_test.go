@@ -48,9 +48,26 @@ type fakeRotator struct {
 	TestFunc   func(rotators.TestRequest) error
 	FinishFunc func(rotators.FinishRequest) error
 	sets       int
+
+	callsMu sync.Mutex
+	calls   []string // every call, in order: create, set, test, finish
+}
+
+func (f *fakeRotator) called(name string) {
+	f.callsMu.Lock()
+	f.calls = append(f.calls, name)
+	f.callsMu.Unlock()
+}
+
+// Calls returns the calls made so far.
+func (f *fakeRotator) Calls() []string {
+	f.callsMu.Lock()
+	defer f.callsMu.Unlock()
+	return append([]string(nil), f.calls...)
 }
 
 func (f *fakeRotator) Create(_ context.Context, r rotators.CreateRequest) (rotators.CreateResponse, error) {
+	f.called("create")
 	if f.CreateFunc != nil {
 		return f.CreateFunc(r)
 	}
@@ -59,6 +76,7 @@ func (f *fakeRotator) Create(_ context.Context, r rotators.CreateRequest) (rotat
 }
 
 func (f *fakeRotator) Set(_ context.Context, r rotators.SetRequest) error {
+	f.called("set")
 	if f.SetFunc != nil {
 		return f.SetFunc(r)
 	}
@@ -73,6 +91,7 @@ func (f *fakeRotator) Set(_ context.Context, r rotators.SetRequest) error {
 }
 
 func (f *fakeRotator) Test(_ context.Context, r rotators.TestRequest) error {
+	f.called("test")
 	if f.TestFunc != nil {
 		return f.TestFunc(r)
 	}
@@ -84,6 +103,7 @@ func (f *fakeRotator) Test(_ context.Context, r rotators.TestRequest) error {
 }
 
 func (f *fakeRotator) Finish(_ context.Context, r rotators.FinishRequest) error {
+	f.called("finish")
 	if f.FinishFunc != nil {
 		return f.FinishFunc(r)
 	}

@@ -33,10 +33,13 @@ var _ rotators.Rollbacker = guarded{}
 
 // guarded wraps a rotator so that a panic inside any of its calls fails
 // that call with ErrRotatorPanicked instead of killing the daemon.
+// During a run it also carries the run's fence: no call reaches the
+// rotator (and so the target) unless the lease is known valid.
 type guarded struct {
 	inner rotators.Rotator
 	name  string
 	log   *slog.Logger
+	fence *fence
 }
 
 // recovered turns a panic of the call into ErrRotatorPanicked. It logs the
@@ -50,21 +53,33 @@ func (g guarded) recovered(call string, err *error) {
 
 func (g guarded) Create(ctx context.Context, req rotators.CreateRequest) (_ rotators.CreateResponse, err error) {
 	defer g.recovered("create", &err)
+	if err := g.fence.check(); err != nil {
+		return rotators.CreateResponse{}, err
+	}
 	return g.inner.Create(ctx, req)
 }
 
 func (g guarded) Set(ctx context.Context, req rotators.SetRequest) (err error) {
 	defer g.recovered("set", &err)
+	if err := g.fence.check(); err != nil {
+		return err
+	}
 	return g.inner.Set(ctx, req)
 }
 
 func (g guarded) Test(ctx context.Context, req rotators.TestRequest) (err error) {
 	defer g.recovered("test", &err)
+	if err := g.fence.check(); err != nil {
+		return err
+	}
 	return g.inner.Test(ctx, req)
 }
 
 func (g guarded) Finish(ctx context.Context, req rotators.FinishRequest) (err error) {
 	defer g.recovered("finish", &err)
+	if err := g.fence.check(); err != nil {
+		return err
+	}
 	return g.inner.Finish(ctx, req)
 }
 
@@ -74,6 +89,9 @@ func (g guarded) Rollback(ctx context.Context, req rotators.RollbackRequest) (er
 	rb, ok := g.inner.(rotators.Rollbacker)
 	if !ok {
 		return nil
+	}
+	if err := g.fence.check(); err != nil {
+		return err
 	}
 	defer g.recovered("rollback", &err)
 	return rb.Rollback(ctx, req)

@@ -128,8 +128,18 @@ type Ops interface {
 	GetStages(ctx context.Context, secret string) (map[string]int64, error)
 
 	// Rotation settings and state, one row per secret that has any.
-	PutRotation(ctx context.Context, r Rotation) error // insert or replace
+	// PutRotation inserts or replaces a rotation's settings and state but
+	// never its lease (LeaseOwner and LeaseExpiresAt are ignored): a
+	// replace keeps the stored lease, an insert starts unleased. Leases
+	// change only through the claim, renew, release and reclaim methods.
+	PutRotation(ctx context.Context, r Rotation) error
 	GetRotation(ctx context.Context, secret string) (Rotation, error)
+	// GetRotationForUpdate is GetRotation for a read-modify-write inside
+	// InTx: on PostgreSQL it locks the row until the transaction ends
+	// (SELECT … FOR UPDATE), so a concurrent writer of the row waits
+	// rather than being undone by the PutRotation that follows; SQLite's
+	// IMMEDIATE transaction serializes writers already.
+	GetRotationForUpdate(ctx context.Context, secret string) (Rotation, error)
 	// ListRotations returns rotations in secret-name order: all of them
 	// for the zero params, or one page of those whose secret matches one
 	// of the globs.
@@ -145,6 +155,17 @@ type Ops interface {
 	RenewRotationLease(ctx context.Context, secret, owner string, until time.Time) error
 	// ReleaseRotation clears the lease held by owner; ErrLeaseLost if not held.
 	ReleaseRotation(ctx context.Context, secret, owner string) error
+	// CheckRotationLease is the fencing check of a rotation step's commit:
+	// nil if owner holds the secret's lease and it expires after now,
+	// ErrLeaseLost otherwise (expired, released, taken, or no rotation).
+	// Inside InTx on PostgreSQL it locks the row until the transaction
+	// ends, so another owner's claim waits for the commit and cannot slip
+	// between the check and the commit.
+	CheckRotationLease(ctx context.Context, secret, owner string, now time.Time) error
+	// ReclaimRotationLease clears owner's lease on secret if it expired at
+	// now (expiry <= now), in one compare-and-swap statement; ErrLeaseLost
+	// if owner no longer holds it or renewed it meanwhile.
+	ReclaimRotationLease(ctx context.Context, secret, owner string, now time.Time) error
 	// EarliestDue returns the smallest NextDueAt of enabled rotations, or
 	// ErrNotFound when none is scheduled.
 	EarliestDue(ctx context.Context) (time.Time, error)

@@ -503,24 +503,30 @@ func (o *ops) GetStages(ctx context.Context, secret string) (map[string]int64, e
 const rotationCols = `secret, rotator, config, schedule, window_ns, enabled, next_due_at, last_rotated_at,
 	last_error, consecutive_failures, lease_owner, lease_expires_at, updated_at, target`
 
+// rotationSettingsCols are the columns PutRotation writes: all but the lease.
+const rotationSettingsCols = `secret, rotator, config, schedule, window_ns, enabled, next_due_at, last_rotated_at,
+	last_error, consecutive_failures, updated_at, target`
+
 func rotationDest(r *store.Rotation) []any {
 	return []any{&r.Secret, &r.Rotator, bcol{P: &r.Config}, &r.Schedule, (*int64)(&r.Window), &r.Enabled,
 		ntcol{&r.NextDueAt}, ntcol{&r.LastRotatedAt}, &r.LastError, &r.ConsecutiveFailures,
 		&r.LeaseOwner, ntcol{&r.LeaseExpiresAt}, tcol{&r.UpdatedAt}, bcol{P: &r.Target}}
 }
 
+// PutRotation writes every column but the lease: an update keeps the
+// lease as it is (claim, renew, release and reclaim own it), an insert
+// starts unleased.
 func (o *ops) PutRotation(ctx context.Context, r store.Rotation) error {
-	_, err := o.w().ExecContext(ctx, `INSERT INTO rotations (`+rotationCols+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err := o.w().ExecContext(ctx, `INSERT INTO rotations (`+rotationSettingsCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (secret) DO UPDATE SET rotator = excluded.rotator, config = excluded.config,
 			schedule = excluded.schedule, window_ns = excluded.window_ns, enabled = excluded.enabled,
 			next_due_at = excluded.next_due_at, last_rotated_at = excluded.last_rotated_at,
 			last_error = excluded.last_error, consecutive_failures = excluded.consecutive_failures,
-			lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,
 			updated_at = excluded.updated_at, target = excluded.target`,
 		r.Secret, r.Rotator, bytesArg(r.Config), r.Schedule, int64(r.Window), r.Enabled,
 		tpa(r.NextDueAt), tpa(r.LastRotatedAt), r.LastError, r.ConsecutiveFailures,
-		r.LeaseOwner, tpa(r.LeaseExpiresAt), ta(r.UpdatedAt), bytesArg(r.Target))
+		ta(r.UpdatedAt), bytesArg(r.Target))
 	if isFK(err) {
 		return fmt.Errorf("put rotation: secret %q: %w", r.Secret, store.ErrNotFound)
 	}
@@ -632,6 +638,47 @@ func (o *ops) ReleaseRotation(ctx context.Context, secret, owner string) error {
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("release rotation %q for %q: %w", secret, owner, store.ErrLeaseLost)
+	}
+	return nil
+}
+
+func (o *ops) GetRotationForUpdate(ctx context.Context, secret string) (store.Rotation, error) {
+	// On SQLite the transaction's write lock already keeps other writers out.
+	var r store.Rotation
+	err := o.w().QueryRowContext(ctx, `SELECT `+rotationCols+` FROM rotations WHERE secret = ?`, secret).
+		Scan(rotationDest(&r)...)
+	if err != nil {
+		return store.Rotation{}, fmt.Errorf("get rotation %q for update: %w", secret, translate(err))
+	}
+	return r, nil
+}
+
+func (o *ops) CheckRotationLease(ctx context.Context, secret, owner string, now time.Time) error {
+	// On SQLite the transaction's write lock already keeps other writers out.
+	// A claim by another owner (an UPDATE of the row) waits for it, so what
+	// this transaction commits happens while the lease is this owner's.
+	var one int
+	err := o.w().QueryRowContext(ctx, `SELECT 1 FROM rotations
+		WHERE secret = ? AND lease_owner = ? AND lease_owner <> '' AND lease_expires_at > ?`,
+		secret, owner, ta(now)).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("rotation %q: %q holds no live lease: %w", secret, owner, store.ErrLeaseLost)
+	}
+	if err != nil {
+		return fmt.Errorf("check rotation lease %q: %w", secret, translate(err))
+	}
+	return nil
+}
+
+func (o *ops) ReclaimRotationLease(ctx context.Context, secret, owner string, now time.Time) error {
+	res, err := o.w().ExecContext(ctx, `UPDATE rotations SET lease_owner = '', lease_expires_at = NULL
+		WHERE secret = ? AND lease_owner = ? AND lease_owner <> ''
+			AND (lease_expires_at IS NULL OR lease_expires_at <= ?)`, secret, owner, ta(now))
+	if err != nil {
+		return fmt.Errorf("reclaim rotation lease %q: %w", secret, translate(err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("reclaim rotation lease %q of %q: renewed, taken or released meanwhile: %w", secret, owner, store.ErrLeaseLost)
 	}
 	return nil
 }

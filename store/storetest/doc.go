@@ -40,6 +40,21 @@
 // owner has claimed the row (or it was released). A holder that gets
 // ErrLeaseLost must stop touching the target and let the new owner finish.
 //
+// Only the lease methods write a lease. PutRotation ignores LeaseOwner and
+// LeaseExpiresAt (a replace keeps the stored lease, an insert starts
+// unleased), so a settings writer that read the row before another
+// daemon's claim cannot undo it; GetRotationForUpdate locks the row for a
+// read-modify-write inside InTx on PostgreSQL. ReclaimRotationLease (the
+// housekeeping cleanup) clears a lease only if the named owner still holds
+// it and it has expired, in one statement, so a renewal in between wins.
+//
+// Fencing. CheckRotationLease(secret, owner, now) succeeds only while
+// owner holds a lease expiring after now. Called inside the transaction
+// that commits a rotation step, it refuses the commit once the lease is
+// gone (store.ErrLeaseLost rolls the transaction back), and on PostgreSQL
+// it locks the row (FOR UPDATE), so another daemon's claim waits for the
+// commit rather than slipping between check and commit.
+//
 // Named locks. TryLock(name, owner, now, until) takes a free or expired
 // lock, or renews one the owner holds, in one upsert; it reports false
 // while another owner's lock is live. Unlock removes the lock only if the

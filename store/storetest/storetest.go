@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ClaimDueRotations", testClaimDueRotations},
 		{"ClaimDueRotationsConcurrent", func(t *testing.T, s store.Store) { testClaimConcurrent(t, s, s) }},
 		{"ClaimRotationAndLeases", testClaimRotation},
+		{"RotationLeaseWrites", testRotationLeaseWrites},
 		{"Runs", testRuns},
 		{"Outbox", testOutbox},
 		{"OutboxClaimConcurrent", func(t *testing.T, s store.Store) { testOutboxConcurrent(t, s, s) }},
@@ -93,6 +94,10 @@ func RunConcurrentStores(t *testing.T, newPair func(t *testing.T) (store.Store, 
 	t.Run("AuditAppends", func(t *testing.T) {
 		a, b := newPair(t)
 		testAuditConcurrent(t, a, b)
+	})
+	t.Run("RotationLeaseWrites", func(t *testing.T) {
+		a, b := newPair(t)
+		testRotationLeaseAcrossStores(t, a, b)
 	})
 	t.Run("TryLock", func(t *testing.T) {
 		a, b := newPair(t)
@@ -710,17 +715,22 @@ func testRotations(t *testing.T, s store.Store) {
 	check(t, "EarliestDue (b is disabled)", due, at(time.Hour))
 
 	ra.Schedule, ra.NextDueAt, ra.LastError, ra.ConsecutiveFailures = "rate(1 day)", ptr(at(30*time.Minute)), "", 0
-	ra.LeaseOwner, ra.LeaseExpiresAt = "d1", ptr(at(time.Minute))
 	ra.Target = []byte(`[{"name":"host","value":"db2"}]`)
-	noErr(t, "PutRotation(a) replace", s.PutRotation(ctx, ra))
+	// PutRotation never writes the lease: the one it is given is ignored.
+	withLease := ra
+	withLease.LeaseOwner, withLease.LeaseExpiresAt = "d1", ptr(at(time.Minute))
+	noErr(t, "PutRotation(a) replace", s.PutRotation(ctx, withLease))
 	got, _ = s.GetRotation(ctx, "a")
-	check(t, "GetRotation(a) after replace", got, ra)
+	check(t, "GetRotation(a) after replace (lease not written)", got, ra)
 	// The binding comes back from a claim too (the engine checks it).
 	claimed, err := s.ClaimRotation(ctx, "a", store.ClaimParams{Owner: "d1", Now: at(0), LeaseFor: time.Minute})
 	noErr(t, "ClaimRotation(a)", err)
 	check(t, "ClaimRotation(a) target", string(claimed.Target), string(ra.Target))
-	ra.LeaseExpiresAt = claimed.LeaseExpiresAt
+	// A replace keeps the lease it does not name.
 	noErr(t, "PutRotation(a) after claim", s.PutRotation(ctx, ra))
+	ra.LeaseOwner, ra.LeaseExpiresAt = "d1", claimed.LeaseExpiresAt
+	got, _ = s.GetRotation(ctx, "a")
+	check(t, "GetRotation(a) after a replace of the claimed row", got, ra)
 
 	list, err := s.ListRotations(ctx, store.ListRotationsParams{})
 	noErr(t, "ListRotations", err)
@@ -736,12 +746,13 @@ func testRotations(t *testing.T, s store.Store) {
 
 	// A rotation leased by someone counts as due when its lease ends (it
 	// cannot be claimed before), so waiting runners do not spin on it.
-	ra.LeaseOwner, ra.LeaseExpiresAt = "daemon-x", ptr(at(45*time.Minute))
-	noErr(t, "PutRotation(a) leased", s.PutRotation(ctx, ra))
+	_, err = s.ClaimRotation(ctx, "a", store.ClaimParams{Owner: "daemon-x", Now: at(2 * time.Minute), LeaseFor: 43 * time.Minute})
+	noErr(t, "ClaimRotation(a, daemon-x) until +45m", err)
 	due, _ = s.EarliestDue(ctx)
 	check(t, "EarliestDue with a live lease", due, at(45*time.Minute))
-	ra.LeaseExpiresAt = ptr(at(10 * time.Minute)) // lease ends before the due time
-	noErr(t, "PutRotation(a) short lease", s.PutRotation(ctx, ra))
+	// The lease ends before the due time (its owner claims it again, shorter).
+	_, err = s.ClaimRotation(ctx, "a", store.ClaimParams{Owner: "daemon-x", Now: at(0), LeaseFor: 10 * time.Minute})
+	noErr(t, "ClaimRotation(a, daemon-x) until +10m", err)
 	due, _ = s.EarliestDue(ctx)
 	check(t, "EarliestDue with a lease ending first", due, at(30*time.Minute))
 }
@@ -770,9 +781,12 @@ func testClaimDueRotations(t *testing.T, s store.Store) {
 	for _, r := range rows {
 		mkSecret(t, s, r.name)
 		noErr(t, "PutRotation("+r.name+")", s.PutRotation(ctx, store.Rotation{
-			Secret: r.name, Rotator: "random", Enabled: r.enabled, NextDueAt: r.due,
-			LeaseOwner: r.owner, LeaseExpiresAt: r.expires, UpdatedAt: base,
+			Secret: r.name, Rotator: "random", Enabled: r.enabled, NextDueAt: r.due, UpdatedAt: base,
 		}))
+		if r.owner != "" {
+			_, err := s.ClaimRotation(ctx, r.name, store.ClaimParams{Owner: r.owner, Now: r.expires.Add(-time.Hour), LeaseFor: time.Hour})
+			noErr(t, "ClaimRotation("+r.name+", "+r.owner+")", err)
+		}
 	}
 	p := store.ClaimParams{Owner: "me", Now: base, LeaseFor: 5 * time.Minute, Limit: 3}
 	first, err := s.ClaimDueRotations(ctx, p)
@@ -1618,4 +1632,167 @@ func testDialect(t *testing.T, s store.Store) {
 	if d := s.Dialect(); d != "sqlite" && d != "postgres" {
 		t.Errorf("Dialect() = %q, want sqlite or postgres", d)
 	}
+}
+
+// testRotationLeaseWrites: leases change only through claim, renew,
+// release and reclaim. A writer that read the row before another owner's
+// claim (GetRotation, then PutRotation of its copy) must not undo the
+// claim; the housekeeping reclaim clears only an expired lease of the
+// owner it names, never a renewed one; and the fencing check answers for
+// the owner and the instant it is given, on a store and inside InTx.
+func testRotationLeaseWrites(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mkSecret(t, s, "r")
+	noErr(t, "PutRotation(r)", s.PutRotation(ctx, store.Rotation{Secret: "r", Rotator: "random", Enabled: true, NextDueAt: ptr(at(time.Hour)), UpdatedAt: base}))
+
+	// A settings writer reads the row (unleased)...
+	stale, err := s.GetRotation(ctx, "r")
+	noErr(t, "GetRotation(r)", err)
+	// ...daemon A claims it...
+	claimed, err := s.ClaimRotation(ctx, "r", store.ClaimParams{Owner: "A", Now: base, LeaseFor: time.Minute})
+	noErr(t, "ClaimRotation(r, A)", err)
+	// ...and the writer stores its copy, unleased as it read it.
+	stale.Schedule, stale.LastError, stale.UpdatedAt = "rate(1 day)", "changed meanwhile", at(time.Second)
+	noErr(t, "PutRotation(r) from a read before the claim", s.PutRotation(ctx, stale))
+	got, err := s.GetRotation(ctx, "r")
+	noErr(t, "GetRotation(r) after the put", err)
+	if got.LeaseOwner != "A" || got.LeaseExpiresAt == nil || !got.LeaseExpiresAt.Equal(*claimed.LeaseExpiresAt) {
+		t.Errorf("lease after a PutRotation from a stale read = %q until %v, want A until %v (the claim survives)", got.LeaseOwner, got.LeaseExpiresAt, claimed.LeaseExpiresAt)
+	}
+	if got.Schedule != "rate(1 day)" || got.LastError != "changed meanwhile" {
+		t.Errorf("PutRotation wrote schedule %q, last error %q; want its settings stored", got.Schedule, got.LastError)
+	}
+	// The claim can still be renewed by A, and B still cannot take it.
+	noErr(t, "RenewRotationLease(r, A) after the put", s.RenewRotationLease(ctx, "r", "A", at(2*time.Minute)))
+	_, err = s.ClaimRotation(ctx, "r", store.ClaimParams{Owner: "B", Now: at(90 * time.Second), LeaseFor: time.Minute})
+	wantErr(t, "ClaimRotation(r, B) during A's renewed lease", err, store.ErrConflict)
+	// The same inside a transaction, as the engine and Configure write.
+	noErr(t, "InTx{GetRotationForUpdate; PutRotation}", s.InTx(ctx, func(tx store.Ops) error {
+		r, err := tx.GetRotationForUpdate(ctx, "r")
+		if err != nil {
+			return err
+		}
+		r.LeaseOwner, r.LeaseExpiresAt = "", nil // must be ignored
+		r.ConsecutiveFailures = 3
+		return tx.PutRotation(ctx, r)
+	}))
+	got, _ = s.GetRotation(ctx, "r")
+	if got.LeaseOwner != "A" || got.ConsecutiveFailures != 3 {
+		t.Errorf("after InTx put: lease owner %q, failures %d; want A, 3", got.LeaseOwner, got.ConsecutiveFailures)
+	}
+	_, err = s.GetRotationForUpdate(ctx, "missing")
+	wantErr(t, "GetRotationForUpdate(missing)", err, store.ErrNotFound)
+
+	// Fencing: A's lease lives until +2m.
+	noErr(t, "CheckRotationLease(r, A, +1m)", s.CheckRotationLease(ctx, "r", "A", at(time.Minute)))
+	noErr(t, "InTx{CheckRotationLease(r, A, +1m)}", s.InTx(ctx, func(tx store.Ops) error {
+		return tx.CheckRotationLease(ctx, "r", "A", at(time.Minute))
+	}))
+	wantErr(t, "CheckRotationLease(r, B)", s.CheckRotationLease(ctx, "r", "B", at(time.Minute)), store.ErrLeaseLost)
+	wantErr(t, "CheckRotationLease(r, A, at expiry)", s.CheckRotationLease(ctx, "r", "A", at(2*time.Minute)), store.ErrLeaseLost)
+	wantErr(t, "CheckRotationLease(r, A, after expiry)", s.CheckRotationLease(ctx, "r", "A", at(3*time.Minute)), store.ErrLeaseLost)
+	wantErr(t, "CheckRotationLease(missing)", s.CheckRotationLease(ctx, "missing", "A", base), store.ErrLeaseLost)
+	wantErr(t, "CheckRotationLease(r, empty owner)", s.CheckRotationLease(ctx, "r", "", base), store.ErrLeaseLost)
+	// A failed check inside InTx rolls the transaction back.
+	err = s.InTx(ctx, func(tx store.Ops) error {
+		r, err := tx.GetRotationForUpdate(ctx, "r")
+		if err != nil {
+			return err
+		}
+		r.LastError = "written by a daemon without the lease"
+		if err := tx.PutRotation(ctx, r); err != nil {
+			return err
+		}
+		return tx.CheckRotationLease(ctx, "r", "B", at(time.Minute))
+	})
+	wantErr(t, "InTx{put; CheckRotationLease(r, B)}", err, store.ErrLeaseLost)
+	if got, _ = s.GetRotation(ctx, "r"); got.LastError == "written by a daemon without the lease" {
+		t.Errorf("a transaction whose fencing check failed committed its write")
+	}
+
+	// Reclaim: never a live lease, never a renewed one, never another owner's.
+	wantErr(t, "ReclaimRotationLease(r, A) while live", s.ReclaimRotationLease(ctx, "r", "A", at(time.Minute)), store.ErrLeaseLost)
+	// A housekeeper saw A's lease expired at +3m, but A renewed meanwhile.
+	noErr(t, "RenewRotationLease(r, A) until +10m", s.RenewRotationLease(ctx, "r", "A", at(10*time.Minute)))
+	wantErr(t, "ReclaimRotationLease(r, A) after a renewal", s.ReclaimRotationLease(ctx, "r", "A", at(3*time.Minute)), store.ErrLeaseLost)
+	wantErr(t, "ReclaimRotationLease(r, B) of A's lease", s.ReclaimRotationLease(ctx, "r", "B", at(time.Hour)), store.ErrLeaseLost)
+	got, _ = s.GetRotation(ctx, "r")
+	if got.LeaseOwner != "A" || !got.LeaseExpiresAt.Equal(at(10*time.Minute).Truncate(Precision)) {
+		t.Errorf("lease after refused reclaims = %q until %v, want A until %v", got.LeaseOwner, got.LeaseExpiresAt, at(10*time.Minute))
+	}
+	// Expired: reclaimed, and only the lease changes.
+	before := got
+	noErr(t, "ReclaimRotationLease(r, A) expired", s.ReclaimRotationLease(ctx, "r", "A", at(10*time.Minute)))
+	got, _ = s.GetRotation(ctx, "r")
+	before.LeaseOwner, before.LeaseExpiresAt = "", nil
+	check(t, "GetRotation(r) after reclaim", got, before)
+	wantErr(t, "ReclaimRotationLease(r, A) again", s.ReclaimRotationLease(ctx, "r", "A", at(time.Hour)), store.ErrLeaseLost)
+	wantErr(t, "RenewRotationLease(r, A) after reclaim", s.RenewRotationLease(ctx, "r", "A", at(time.Hour)), store.ErrLeaseLost)
+	wantErr(t, "ReclaimRotationLease(missing)", s.ReclaimRotationLease(ctx, "missing", "A", at(time.Hour)), store.ErrLeaseLost)
+	// Taken by B after the expiry: A's reclaim-time view is stale.
+	_, err = s.ClaimRotation(ctx, "r", store.ClaimParams{Owner: "B", Now: at(time.Hour), LeaseFor: time.Minute})
+	noErr(t, "ClaimRotation(r, B)", err)
+	wantErr(t, "ReclaimRotationLease(r, A) after B's claim", s.ReclaimRotationLease(ctx, "r", "A", at(2*time.Hour)), store.ErrLeaseLost)
+	wantErr(t, "CheckRotationLease(r, A) after B's claim", s.CheckRotationLease(ctx, "r", "A", at(time.Hour)), store.ErrLeaseLost)
+	noErr(t, "CheckRotationLease(r, B)", s.CheckRotationLease(ctx, "r", "B", at(time.Hour)))
+}
+
+// testRotationLeaseAcrossStores: two daemons on one database. B's claim
+// made between A's GetRotation and PutRotation survives the put; and a
+// claim by B, made once A's lease has expired by B's clock, waits for A's
+// open transaction that passed the fencing check (CheckRotationLease), so
+// what A commits is committed while the lease was A's.
+func testRotationLeaseAcrossStores(t *testing.T, a, b store.Store) {
+	ctx := t.Context()
+	mkSecret(t, a, "f")
+	noErr(t, "PutRotation(f)", a.PutRotation(ctx, store.Rotation{Secret: "f", Rotator: "random", Enabled: true, UpdatedAt: base}))
+
+	stale, err := a.GetRotation(ctx, "f")
+	noErr(t, "a.GetRotation(f)", err)
+	_, err = b.ClaimRotation(ctx, "f", store.ClaimParams{Owner: "B", Now: base, LeaseFor: time.Minute})
+	noErr(t, "b.ClaimRotation(f, B)", err)
+	stale.LastError = "settings written from a read before B's claim"
+	noErr(t, "a.PutRotation(f) from the stale read", a.PutRotation(ctx, stale))
+	got, _ := b.GetRotation(ctx, "f")
+	if got.LeaseOwner != "B" {
+		t.Fatalf("lease after A's put = %q, want B (the claim survives)", got.LeaseOwner)
+	}
+	noErr(t, "b.ReleaseRotation(f, B)", b.ReleaseRotation(ctx, "f", "B"))
+
+	_, err = a.ClaimRotation(ctx, "f", store.ClaimParams{Owner: "A", Now: base, LeaseFor: time.Minute})
+	noErr(t, "a.ClaimRotation(f, A)", err)
+	claimed := make(chan error, 1)
+	started := false
+	err = a.InTx(ctx, func(tx store.Ops) error {
+		if err := tx.CheckRotationLease(ctx, "f", "A", at(59*time.Second)); err != nil {
+			return err
+		}
+		if !started { // InTx may run fn again
+			started = true
+			go func() {
+				_, err := b.ClaimRotation(ctx, "f", store.ClaimParams{Owner: "B", Now: at(2 * time.Minute), LeaseFor: time.Minute})
+				claimed <- err
+			}()
+		}
+		// B's claim must not get through while this transaction is open.
+		select {
+		case err := <-claimed:
+			claimed <- err
+			return fmt.Errorf("b.ClaimRotation returned (err %v) while A's fenced transaction was open", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		r, err := tx.GetRotationForUpdate(ctx, "f")
+		if err != nil {
+			return err
+		}
+		r.LastError = "A's step"
+		return tx.PutRotation(ctx, r)
+	})
+	noErr(t, "A's fenced transaction", err)
+	noErr(t, "b.ClaimRotation(f, B) after A's commit", <-claimed)
+	got, _ = b.GetRotation(ctx, "f")
+	if got.LeaseOwner != "B" || got.LastError != "A's step" {
+		t.Errorf("after A's commit and B's claim: lease %q, last error %q; want B and A's step", got.LeaseOwner, got.LastError)
+	}
+	wantErr(t, "a.CheckRotationLease(f, A) after B's claim", a.CheckRotationLease(ctx, "f", "A", at(2*time.Minute)), store.ErrLeaseLost)
 }
