@@ -283,7 +283,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.newRelay(d.api.Registry()); err != nil {
 		return nil, err
 	}
-	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, running, d.engine.Failing)
+	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, running, d.engine.Failing, d.engine.Unschedulable)
 	d.runner = schedules.NewRunner(schedules.RunnerConfig{
 		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: cfg.RotationLease, claimed: d.schedMetrics.claimed},
 		Handle: d.handleDue, Concurrency: cfg.RotationConcurrency, Logger: d.log,
@@ -431,6 +431,13 @@ func (d *Daemon) Start(ctx context.Context) error {
 	d.startEvents(ctx)
 	go func() {
 		defer d.bgWG.Done()
+		// A schedule this daemon cannot follow (saved under a smaller
+		// min_rotation_interval) is logged now, not when it is next due.
+		if n, err := d.engine.CheckSchedules(d.bg); err != nil {
+			d.log.Warn("check rotation schedules", "err", err)
+		} else if n > 0 {
+			d.log.Warn("rotations with a schedule this daemon does not follow (see rotary status)", "count", n, "min_rotation_interval", d.cfg.MinRotationInterval.String())
+		}
 		// Rotations left unfinished by a crash or a stop resume now.
 		if n, err := d.engine.Resume(d.bg); err != nil {
 			d.log.Warn("resume rotations", "err", err)
