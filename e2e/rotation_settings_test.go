@@ -86,6 +86,10 @@ func TestRotationSetMerges(t *testing.T) {
 	if len(same.Changes) != 0 || same.Schedule != "@every 3h0m0s" || same.Config["password"] == nil {
 		t.Fatalf("set --rotator random again: %+v changes %+v", same.RotationInfo, same.Changes)
 	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(c.ok("rotation", "set", name, "--rotator", "random", "-o", "json")), &raw); err != nil || string(raw["changes"]) != "[]" {
+		t.Fatalf("-o json of an unchanged set: changes %q (%v), want []", raw["changes"], err)
+	}
 	if text := c.ok("rotation", "set", name, "--rotator", "random"); !strings.HasPrefix(text, "no change\n") {
 		t.Fatalf("an unchanged set printed:\n%s", text)
 	}

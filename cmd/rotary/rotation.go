@@ -115,10 +115,15 @@ it to the new one.`,
 				return err
 			}
 			if a.json() {
-				if out.Changes == nil {
-					out.Changes = []client.RotationChange{}
+				// "changes" is always there, [] when nothing changed.
+				changes := out.Changes
+				if changes == nil {
+					changes = []client.RotationChange{}
 				}
-				return printJSON(a.stdout, out)
+				return printJSON(a.stdout, struct {
+					client.RotationShow
+					Changes []client.RotationChange `json:"changes"`
+				}{out, changes})
 			}
 			if len(out.Changes) == 0 {
 				fmt.Fprintln(a.stdout, "no change")
