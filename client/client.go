@@ -547,7 +547,9 @@ func (c *Client) AuditCheckpoint(ctx context.Context) (AuditCheckpoint, error) {
 	return out, c.Do(ctx, http.MethodGet, "/v1/audit/checkpoint", nil, nil, &out)
 }
 
-// SetRotation configures a secret's rotation.
+// SetRotation configures a secret's rotation: the fields s sets change,
+// the others keep their stored values (see RotationSettings). The answer
+// lists what changed in Changes.
 func (c *Client) SetRotation(ctx context.Context, name string, s RotationSettings) (RotationShow, error) {
 	var out RotationShow
 	return out, c.Do(ctx, http.MethodPut, secretPath(name, "rotation"), nil, s, &out)

@@ -104,6 +104,10 @@ type RotationInfo struct {
 	// (engine, host, port, dbname, username); empty for rotators that
 	// touch no account.
 	BoundTo string `json:"bound_to,omitempty"`
+	// State is scheduled, manual, disabled or unschedulable; StateReason
+	// says why a rotation is unschedulable.
+	State       string `json:"state,omitempty"`
+	StateReason string `json:"state_reason,omitempty"`
 }
 
 // Secret is GET /v1/secrets/{name} (describe) and an element of list.
@@ -326,9 +330,15 @@ type AuditVerifyRequest struct {
 	Checkpoint *AuditCheckpoint `json:"checkpoint,omitempty"`
 }
 
-// RotationSettings is PUT /v1/secrets/{name}/rotation.
+// RotationSettings is PUT /v1/secrets/{name}/rotation. The settings merge
+// with the stored ones: a field left empty here (absent from the JSON)
+// keeps its stored value. Schedule "none" (in JSON also "" or null)
+// removes the schedule, leaving manual rotation only; Window "0s" removes
+// the window; Config {} clears the rotator config (a config given
+// replaces the stored one as a whole). Rotator is required when the
+// secret has no rotation settings yet.
 type RotationSettings struct {
-	Rotator  string          `json:"rotator"`
+	Rotator  string          `json:"rotator,omitempty"`
 	Schedule string          `json:"schedule,omitempty"`
 	Window   string          `json:"window,omitempty"`
 	Config   json.RawMessage `json:"config,omitempty"`
@@ -344,7 +354,30 @@ type RotationShow struct {
 	Secret string `json:"secret"`
 	RotationInfo
 	Next []time.Time `json:"next,omitempty"`
+	// Changes lists what a PUT changed (absent when nothing did, and in
+	// answers to GET).
+	Changes []RotationChange `json:"changes,omitempty"`
 }
+
+// RotationChange is one setting a PUT of rotation settings changed;
+// config keys appear one by one as "config.KEY". "(none)" stands for a
+// value that was or is now unset.
+type RotationChange struct {
+	Field string `json:"field"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+}
+
+// String reads "schedule: @daily -> @every 2h".
+func (c RotationChange) String() string { return c.Field + ": " + c.From + " -> " + c.To }
+
+// Schedule states of a rotation (RotationInfo.State, StatusRow.State).
+const (
+	RotationScheduled     = "scheduled"     // rotated on its schedule
+	RotationManual        = "manual"        // no schedule: rotated only on request
+	RotationDisabled      = "disabled"      // scheduled rotation turned off
+	RotationUnschedulable = "unschedulable" // has a schedule the daemon cannot follow: see StateReason
+)
 
 // RotateResult answers POST /v1/secrets/{name}/rotate: the run record when
 // the caller waited, or only the state "started".
@@ -395,6 +428,9 @@ type StatusRow struct {
 	LastResult    string     `json:"last_result"`
 	LastError     string     `json:"last_error,omitempty"`
 	Failing       bool       `json:"failing"`
+	// State and StateReason: see RotationInfo.
+	State       string `json:"state,omitempty"`
+	StateReason string `json:"state_reason,omitempty"`
 }
 
 // Status is GET /v1/status.

@@ -80,6 +80,7 @@ type Daemon struct {
 	// under it. bgDone is closed when it has all returned.
 	bg     context.Context
 	cancel context.CancelFunc
+	bgWG   sync.WaitGroup // background work of Start (the schedule check)
 }
 
 // Validate fills the defaults and checks the configuration; every error
@@ -323,7 +324,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.newRelay(d.api.Registry()); err != nil {
 		return nil, err
 	}
-	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, running, d.engine.Failing)
+	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, running, d.engine.Failing, d.engine.Unschedulable)
 	d.runner = schedules.NewRunner(schedules.RunnerConfig{
 		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: cfg.RotationLease, claimed: d.schedMetrics.claimed},
 		Handle: d.handleDue, Concurrency: cfg.RotationConcurrency, Logger: d.log,
@@ -472,6 +473,15 @@ func (d *Daemon) Start(ctx context.Context) error {
 	if err := d.engine.Start(d.bg); err != nil {
 		return err
 	}
+	d.bgWG.Go(func() {
+		// A schedule this daemon cannot follow (saved under a smaller
+		// min_rotation_interval) is logged now, not when it is next due.
+		if n, err := d.engine.CheckSchedules(d.bg); err != nil && d.bg.Err() == nil {
+			d.log.Warn("check rotation schedules", "err", err)
+		} else if n > 0 {
+			d.log.Warn("rotations with a schedule this daemon does not follow (see rotary status)", "count", n, "min_rotation_interval", d.cfg.MinRotationInterval.String())
+		}
+	})
 	d.srv = &http.Server{
 		Handler:           d.api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -610,6 +620,7 @@ func (d *Daemon) Stop() error {
 		}
 		if d.cancel != nil {
 			d.cancel()
+			d.bgWG.Wait()
 		}
 		d.stopEvents()
 		if d.plugins != nil {

@@ -51,6 +51,12 @@ func (d *Daemon) housekeepingJobs() []schedules.Job {
 			return err
 		}},
 		{Name: "reclaim-leases", Spec: "@every 10m", Run: d.reclaimLeases},
+		// Settings saved by a daemon with a smaller min_rotation_interval:
+		// logged once per secret (see rotation.Engine.CheckSchedules).
+		{Name: "check-schedules", Spec: "@every 10m", Run: func(ctx context.Context) error {
+			_, err := d.engine.CheckSchedules(ctx)
+			return err
+		}},
 		{Name: "trim-outbox", Spec: "@every 10m", Run: func(ctx context.Context) error {
 			before := time.Now().Add(-d.cfg.OutboxRetention)
 			if _, err := d.st.TrimOutbox(ctx, before); err != nil {

@@ -54,7 +54,7 @@ type schedulerMetrics struct {
 	lag     prometheus.Histogram
 }
 
-func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func() int, failing func(store.Rotation) bool) *schedulerMetrics {
+func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func() int, failing, unschedulable func(store.Rotation) bool) *schedulerMetrics {
 	m := &schedulerMetrics{
 		claimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "rotary_rotations_claimed_total", Help: "Due rotations claimed by this daemon."}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rotary_rotations_total", Help: "Rotation attempts by rotator and result."}, []string{"rotator", "result"}),
@@ -63,7 +63,7 @@ func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
 	}
-	counts := &cachedCounts{st: st, failing: failing}
+	counts := &cachedCounts{st: st, failing: failing, unschedulable: unschedulable}
 	reg.MustRegister(m.claimed, m.results, m.lag,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rotary_rotations_running", Help: "Rotations running on this daemon."},
 			func() float64 { return float64(running()) }),
@@ -71,19 +71,26 @@ func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func
 			func() float64 { return counts.get().due }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rotary_rotations_failing", Help: "Secrets whose rotations keep failing."},
 			func() float64 { return counts.get().failing }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rotary_rotations_unschedulable",
+			Help: "Enabled rotations with a schedule this daemon does not follow (e.g. under its min_rotation_interval); see rotary status.",
+		}, func() float64 { return counts.get().unschedulable }),
 	)
 	return m
 }
 
 type cachedCounts struct {
-	mu      sync.Mutex
-	st      store.Store
-	failing func(store.Rotation) bool
-	at      time.Time
-	last    struct{ due, failing float64 }
+	mu            sync.Mutex
+	st            store.Store
+	failing       func(store.Rotation) bool
+	unschedulable func(store.Rotation) bool
+	at            time.Time
+	last          counts
 }
 
-func (c *cachedCounts) get() struct{ due, failing float64 } {
+type counts struct{ due, failing, unschedulable float64 }
+
+func (c *cachedCounts) get() counts {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// A full read of the rotations, at most every 30 s and only when
@@ -98,13 +105,16 @@ func (c *cachedCounts) get() struct{ due, failing float64 } {
 		return c.last
 	}
 	now := time.Now()
-	c.last.due, c.last.failing = 0, 0
+	c.last = counts{}
 	for _, r := range rots {
 		if r.Enabled && r.NextDueAt != nil && !r.NextDueAt.After(now) {
 			c.last.due++
 		}
 		if c.failing(r) {
 			c.last.failing++
+		}
+		if c.unschedulable(r) {
+			c.last.unschedulable++
 		}
 	}
 	c.at = time.Now()

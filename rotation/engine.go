@@ -13,12 +13,10 @@ import (
 	mrand "math/rand/v2"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/rotary-secrets/rotary/rotators"
-	"github.com/rotary-secrets/rotary/schedules"
 	"github.com/rotary-secrets/rotary/secrets"
 	"github.com/rotary-secrets/rotary/sensitive"
 	"github.com/rotary-secrets/rotary/store"
@@ -130,6 +128,9 @@ type Engine struct {
 	mu       sync.Mutex
 	running  map[string]bool
 	stopping bool
+	// unschedulable holds, per secret this daemon cannot schedule, what
+	// was logged about it (see noteSchedule).
+	unschedulable map[string]string
 
 	// The lifecycle (Start, Stop): base is the parent of every run's
 	// context and is cancelled when Stop's wait ends; drain is closed
@@ -1094,9 +1095,22 @@ func (e *Engine) Failing(r store.Rotation) bool { return r.ConsecutiveFailures >
 // at now. A scheduled due time still ahead (a manual rotation ran early)
 // stays; one that has passed gives the next one after it (or after now,
 // when runs were missed, so they are not replayed).
+//
+// A schedule this daemon cannot honour (one saved under a smaller
+// min_rotation_interval) gives none: the rotation leaves the schedule,
+// which is logged and shown as unschedulable (see ScheduleState).
 func (e *Engine) nextDue(rot store.Rotation, now time.Time) *time.Time {
-	spec, err := schedules.Parse(rot.Schedule, rot.Window, schedules.Options{MinInterval: e.cfg.MinInterval})
-	if err != nil || spec.Manual() || !rot.Enabled {
+	if rot.Schedule == "" || !rot.Enabled {
+		return nil
+	}
+	spec, err := e.ParseSchedule(rot.Schedule, rot.Window)
+	if err != nil {
+		r := rot
+		r.NextDueAt = nil
+		e.noteSchedule(r)
+		return nil
+	}
+	if spec.Manual() {
 		return nil
 	}
 	if rot.NextDueAt == nil {
@@ -1118,160 +1132,6 @@ func (e *Engine) nextDue(rot store.Rotation, now time.Time) *time.Time {
 	}
 	n := spec.NextAfterRun(rot.Secret, due, now)
 	return &n
-}
-
-// ParseSchedule validates a schedule with the engine's minimum interval.
-func (e *Engine) ParseSchedule(expr string, window time.Duration) (schedules.Spec, error) {
-	return schedules.Parse(expr, window, schedules.Options{MinInterval: e.cfg.MinInterval})
-}
-
-// Settings changes a secret's rotation settings.
-type Settings struct {
-	Secret   string
-	Rotator  string
-	Schedule string
-	Window   time.Duration
-	Config   json.RawMessage
-	Enabled  *bool // nil: keep (new settings: enabled)
-	// Rebind confirms a new target identity when the rotation is already
-	// bound to another one (see ErrRebindNeeded).
-	Rebind bool
-}
-
-// Configure validates and stores rotation settings and computes the next
-// due time. It returns the stored record and the next three due times.
-func (e *Engine) Configure(ctx context.Context, s Settings) (store.Rotation, []time.Time, error) {
-	info, err := e.svc.Describe(ctx, s.Secret)
-	if err != nil {
-		return store.Rotation{}, nil, err
-	}
-	if info.DeletedAt != nil {
-		return store.Rotation{}, nil, fmt.Errorf("%s: %w", s.Secret, secrets.ErrDeleted)
-	}
-	if s.Rotator == "" {
-		return store.Rotation{}, nil, fmt.Errorf("%w: --rotator is required (postgres, mysql, redis, random or plugin:NAME)", secrets.ErrInvalid)
-	}
-	rot, err := e.cfg.Rotators.Rotator(ctx, s.Rotator)
-	if err != nil {
-		return store.Rotation{}, nil, err
-	}
-	cfg := s.Config
-	if len(strings.TrimSpace(string(cfg))) == 0 {
-		cfg = json.RawMessage("{}")
-	}
-	if !json.Valid(cfg) {
-		return store.Rotation{}, nil, fmt.Errorf("%w: config: not valid JSON", secrets.ErrInvalid)
-	}
-	g := e.guard(rot, s.Rotator)
-	if v, ok := rot.(rotators.ConfigValidator); ok {
-		if err := g.validate(ctx, v, info.Type, cfg); err != nil {
-			return store.Rotation{}, nil, fmt.Errorf("%w: rotator %s: %v", secrets.ErrInvalid, s.Rotator, err)
-		}
-	}
-	spec, err := e.ParseSchedule(s.Schedule, s.Window)
-	if err != nil {
-		return store.Rotation{}, nil, fmt.Errorf("%w: %v", secrets.ErrInvalid, err)
-	}
-	// The account the rotation may touch is fixed now, from the values the
-	// caller (who may read the admin secret) configures it with.
-	target, scrub, err := e.bind(ctx, g, info, cfg)
-	if err != nil {
-		return store.Rotation{}, nil, err
-	}
-	var targetJSON []byte
-	if target != nil {
-		if targetJSON, err = json.Marshal(target); err != nil {
-			return store.Rotation{}, nil, fmt.Errorf("bind the rotation to its target: %w", err)
-		}
-	}
-	now := e.now().UTC()
-	var out store.Rotation
-	err = e.st.InTx(ctx, func(tx store.Ops) error {
-		old, err := tx.GetRotationForUpdate(ctx, s.Secret)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		exists := err == nil
-		if exists && target != nil && !s.Rebind {
-			if err := checkRebind(old.Target, target); err != nil {
-				return err
-			}
-		}
-		r := old
-		r.Secret, r.Rotator, r.Config, r.Schedule, r.Window, r.UpdatedAt = s.Secret, s.Rotator, cfg, spec.Expr, s.Window, now
-		r.Target = targetJSON
-		if !exists {
-			r.Enabled = true
-		}
-		if s.Enabled != nil {
-			r.Enabled = *s.Enabled
-		}
-		r.NextDueAt = nil
-		if !spec.Manual() && r.Enabled {
-			n := spec.First(s.Secret, now)
-			r.NextDueAt = &n
-		}
-		out = r
-		if err := tx.PutRotation(ctx, r); err != nil {
-			return err
-		}
-		detail := fmt.Sprintf("rotator=%s schedule=%q", s.Rotator, spec.Expr)
-		if target != nil {
-			detail += " " + targetChange(old.Target, target, exists)
-		}
-		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), "rotation.set", s.Secret, "ok", detail)
-	})
-	if err != nil {
-		return store.Rotation{}, nil, scrub.sanitize(err)
-	}
-	if e.cfg.OnScheduleChange != nil {
-		e.cfg.OnScheduleChange()
-	}
-	var next []time.Time
-	if !spec.Manual() {
-		t := now
-		for range 3 {
-			base := spec.Next(t)
-			next = append(next, spec.Due(s.Secret, base))
-			t = base
-		}
-	}
-	return out, next, nil
-}
-
-// SetEnabled turns scheduled rotation on or off.
-func (e *Engine) SetEnabled(ctx context.Context, secret string, enabled bool) (store.Rotation, error) {
-	var out store.Rotation
-	err := e.st.InTx(ctx, func(tx store.Ops) error {
-		r, err := tx.GetRotationForUpdate(ctx, secret)
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%s: %w", secret, ErrNotConfigured)
-		}
-		if err != nil {
-			return err
-		}
-		r.Enabled, r.UpdatedAt = enabled, e.now().UTC()
-		r.NextDueAt = nil
-		if enabled {
-			if spec, err := e.ParseSchedule(r.Schedule, r.Window); err == nil && !spec.Manual() {
-				n := spec.First(secret, e.now().UTC())
-				r.NextDueAt = &n
-			}
-		}
-		out = r
-		if err := tx.PutRotation(ctx, r); err != nil {
-			return err
-		}
-		action := "rotation.disable"
-		if enabled {
-			action = "rotation.enable"
-		}
-		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), action, secret, "ok", "")
-	})
-	if err == nil && e.cfg.OnScheduleChange != nil {
-		e.cfg.OnScheduleChange()
-	}
-	return out, err
 }
 
 // Resume resumes every unfinished run whose lease is free, for example

@@ -160,7 +160,7 @@ func setup(t *testing.T) *bundle {
 		t.Fatal(err)
 	}
 	b.target.accepted["initial-password-1"] = true
-	if _, _, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake"}); err != nil {
+	if _, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake"}); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -437,8 +437,8 @@ func TestEmergencyOptionsReachFinish(t *testing.T) {
 
 func TestScheduledNextDue(t *testing.T) {
 	b := setup(t)
-	if _, next, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake", Schedule: "rate(1 day)"}); err != nil || len(next) != 3 {
-		t.Fatalf("Configure: %v %v", next, err)
+	if c, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake", Schedule: ptr("rate(1 day)")}); err != nil || len(c.Next) != 3 {
+		t.Fatalf("Configure: %v %v", c.Next, err)
 	}
 	rot, _ := b.st.GetRotation(ctx, "db")
 	due := *rot.NextDueAt
@@ -450,7 +450,7 @@ func TestScheduledNextDue(t *testing.T) {
 	if got := rot.NextDueAt.Sub(due); got != 24*time.Hour {
 		t.Errorf("next due %s after the last, want 24h (no drift)", got)
 	}
-	if _, _, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake", Schedule: "@every 1s"}); err == nil {
+	if _, err := b.eng.Configure(ctx, rotation.Settings{Secret: "db", Rotator: "fake", Schedule: ptr("@every 1s")}); err == nil {
 		t.Errorf("a schedule under the 1h minimum was accepted")
 	}
 }
@@ -656,3 +656,5 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -152,6 +152,9 @@ func (e *Engine) bind(ctx context.Context, g guarded, info secrets.Info, cfg jso
 	_ = json.Unmarshal(cfg, &c)
 	if c.AdminSecret != "" {
 		admin, err := e.svc.Get(ctx, secrets.GetParams{Name: c.AdminSecret})
+		if errors.Is(err, secrets.ErrNotFound) {
+			return nil, scrub, fmt.Errorf("%w: config: admin_secret %q: has no current value", secrets.ErrInvalid, c.AdminSecret)
+		}
 		if err != nil {
 			return nil, scrub, fmt.Errorf("admin secret %s: %w", c.AdminSecret, err)
 		}
@@ -161,7 +164,7 @@ func (e *Engine) bind(ctx context.Context, g guarded, info secrets.Info, cfg jso
 			return nil, scrub, fmt.Errorf("%w: rotator %s: the admin value of %s: %v", secrets.ErrInvalid, g.name, c.AdminSecret, err)
 		}
 		if err := t.Check(at, "the admin value of "+c.AdminSecret, true); err != nil {
-			return nil, scrub, fmt.Errorf("%w: %v (the admin credential must be for the server of the rotated account)", secrets.ErrInvalid, err)
+			return nil, scrub, fmt.Errorf("%w: config: admin_secret %q: %v (the admin credential must be for the server of the rotated account)", secrets.ErrInvalid, c.AdminSecret, err)
 		}
 	}
 	return t, scrub, nil

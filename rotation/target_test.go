@@ -127,7 +127,7 @@ func setupBound(t *testing.T, config string) *boundBundle {
 		}
 	}
 	b.target.accepted[appValue] = true
-	if _, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(config)}); err != nil {
+	if _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(config)}); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
 	return bb
@@ -323,7 +323,7 @@ func TestAdminValueOnAnotherServerIsRefused(t *testing.T) {
 	}
 	// Saving the settings with it is refused too, and changes nothing.
 	before, _ := bb.st.GetRotation(ctx, "app")
-	_, _, err = bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig)})
+	_, err = bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig)})
 	if !errors.Is(err, secrets.ErrInvalid) || !strings.Contains(err.Error(), `field "host" is "other.example" in the admin value of app-admin`) {
 		t.Fatalf("Configure with the admin on another server = %v", err)
 	}
@@ -349,7 +349,7 @@ func TestUnboundRotationRefusesToRun(t *testing.T) {
 	if calls := bb.tf.Calls(); len(calls) != 0 {
 		t.Errorf("the rotator was called %v", calls)
 	}
-	if _, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig)}); err != nil {
+	if _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bb.eng.Rotate(ctx, rotation.RotateParams{Secret: "app"}); err != nil {
@@ -372,14 +372,14 @@ func TestRebindingIsAudited(t *testing.T) {
 	// Saving the settings again (say, to change the schedule) does not
 	// silently move the binding to the account the new value names.
 	before, _ := bb.st.GetRotation(ctx, "app")
-	_, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig), Schedule: "rate(1 day)"})
+	_, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig), Schedule: ptr("rate(1 day)")})
 	if !errors.Is(err, rotation.ErrRebindNeeded) || !strings.Contains(err.Error(), `field "username" is "app2" in the current version, the rotation is bound to "app"`) {
 		t.Fatalf("Configure with another account and no rebind = %v, want ErrRebindNeeded naming the field", err)
 	}
 	if after, _ := bb.st.GetRotation(ctx, "app"); string(after.Target) != string(before.Target) || after.Schedule != before.Schedule {
 		t.Errorf("the refused settings change was stored")
 	}
-	if _, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig), Rebind: true}); err != nil {
+	if _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig), Rebind: true}); err != nil {
 		t.Fatal(err)
 	}
 	recs, _ = bb.st.ListAudit(ctx, store.AuditFilter{})
@@ -534,7 +534,7 @@ func TestAlternatingPairNeedsNoRebind(t *testing.T) {
 	if _, err := bb.eng.Rotate(ctx, rotation.RotateParams{Secret: "app"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(cfg), Schedule: "rate(1 day)"}); err != nil {
+	if _, err := bb.eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(cfg), Schedule: ptr("rate(1 day)")}); err != nil {
 		t.Fatalf("Configure with the pair's other user current: %v", err)
 	}
 	recs, _ := bb.st.ListAudit(ctx, store.AuditFilter{})
@@ -592,7 +592,7 @@ func TestTargeterPanicFailsTheSettingsChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig)})
+	_, err = eng.Configure(ctx, rotation.Settings{Secret: "app", Rotator: "tfake", Config: json.RawMessage(adminConfig)})
 	if err == nil || !strings.Contains(err.Error(), "rotator panicked") || strings.Contains(err.Error(), panicCanary) {
 		t.Fatalf("Configure with a panicking Target = %v, want rotator panicked without the panic value", err)
 	}

@@ -64,6 +64,15 @@ type ConfigValidator interface {
 	ValidateConfig(ctx context.Context, secretType string, config json.RawMessage) error
 }
 
+// EngineNamer is implemented by rotators of database accounts: Engine is
+// the "engine" field of the db-credentials values they rotate, as their
+// Target reports it. Saving settings refuses such a rotator for a secret
+// whose current value names another engine (--rotator mysql on a
+// PostgreSQL account), instead of failing at the first rotation.
+type EngineNamer interface {
+	Engine() string
+}
+
 // Rollbacker is implemented by rotators whose Set can leave something on
 // the target that a rolled-back rotation must remove: the engine calls
 // Rollback when Test refused the pending value but the current value

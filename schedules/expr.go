@@ -180,7 +180,7 @@ func (s Spec) check(min time.Duration) error {
 		t = n
 	}
 	if min > 0 && smallest < min {
-		return fmt.Errorf("it fires every %s at times, more often than the server's minimum interval of %s", smallest, min)
+		return fmt.Errorf("it fires every %s at times, more often than the server's minimum interval of %s (min_rotation_interval)", smallest, min)
 	}
 	if s.Window > 0 && s.Window >= smallest {
 		return fmt.Errorf("window %s must be shorter than the shortest interval, %s", s.Window, smallest)

@@ -23,37 +23,72 @@ func (a *app) rotationCmd() *cobra.Command {
 
 func (a *app) rotationSetCmd() *cobra.Command {
 	var rotator, schedule, window, configJSON, configFile string
-	var rebind bool
+	var rebind, clearSchedule bool
 	cmd := &cobra.Command{
 		Use:   "set NAME",
-		Short: "Set a secret's rotator, schedule, window and rotator config",
-		Long: `Set a secret's rotation. Rotators: postgres, mysql, redis, random, plugin:NAME.
+		Short: "Change a secret's rotator, schedule, window or rotator config",
+		Long: `Change a secret's rotation settings. Only the settings given change; the
+others keep their stored values. The first ` + "`rotation set`" + ` of a secret needs
+--rotator. Rotators: postgres, mysql, redis, random, plugin:NAME.
 Schedules: 5-field cron ("0 3 * * *", optionally "CRON_TZ=Europe/Berlin 0 3 * * *"),
-descriptors (@daily, @every 12h), rate(N minutes|hours|days), or "none" for manual
-rotation only. A window starts each rotation at a random point inside it.
+descriptors (@daily, @every 12h), rate(N minutes|hours|days). --clear-schedule
+(or --schedule none) leaves manual rotation only. A schedule may not fire more
+often than the server's min_rotation_interval. A window starts each rotation at
+a random point inside it (--window 0 removes it).
 Database rotator config (JSON): strategy (single-user, admin, alternating),
 admin_secret, password {length, exclude_characters, require_each_class}, test_query.
+A config given replaces the stored one as a whole; --config-json '{}' clears it.
+Mistakes (an unknown config field, an admin_secret that does not exist or is
+for another engine, a rotator for another engine than the secret's) are refused
+here, not at the first rotation. What changed is printed (and is "changes" in
+-o json).
 A database rotation is bound to the account (engine, host, port, dbname, username)
 the current value names; after the value moved to another account, --rebind binds
 it to the new one.`,
 		Example: `  rotary rotation set app/db --rotator postgres --schedule "0 3 * * *" --window 2h
   rotary rotation set app/db --rotator postgres --schedule @daily \
       --config-json '{"strategy":"admin","admin_secret":"admin/pg"}'
-  rotary rotation set app/api-key --rotator random --schedule "rate(30 days)"
-  rotary rotation set app/db --rotator postgres --schedule none`,
+  rotary rotation set app/db --schedule "@every 12h"     # rotator and config stay
+  rotary rotation set app/db --clear-schedule             # manual rotation only
+  rotary rotation set app/api-key --rotator random --schedule "rate(30 days)"`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if rotator == "" {
-				return usageErrorf("--rotator is required (postgres, mysql, redis, random or plugin:NAME)")
-			}
-			w, err := wireDuration("window", window)
-			if err != nil {
-				return err
+			f := cmd.Flags()
+			if clearSchedule && f.Changed("schedule") {
+				return usageErrorf("give --schedule or --clear-schedule, not both")
 			}
 			if configJSON != "" && configFile != "" {
 				return usageErrorf("give --config-json or --config-file, not both")
 			}
-			raw := []byte(configJSON)
+			set := client.RotationSettings{Rotator: rotator, Rebind: rebind}
+			if f.Changed("rotator") && rotator == "" {
+				return usageErrorf("--rotator: must not be empty (postgres, mysql, redis, random or plugin:NAME)")
+			}
+			if f.Changed("schedule") {
+				if strings.TrimSpace(schedule) == "" {
+					return usageErrorf("--schedule: must not be empty (use --clear-schedule for manual rotation only)")
+				}
+				set.Schedule = schedule
+			}
+			if clearSchedule {
+				set.Schedule = "none"
+			}
+			if f.Changed("window") {
+				switch strings.TrimSpace(window) {
+				case "", "0", "0s", "none":
+					set.Window = "0s"
+				default:
+					w, err := wireDuration("window", window)
+					if err != nil {
+						return err
+					}
+					set.Window = w
+				}
+			}
+			var raw []byte
+			if f.Changed("config-json") {
+				raw = []byte(configJSON)
+			}
 			if configFile != "" {
 				b, _, err := readSource(a.stdin, "config-file", configFile, "", false, 64<<10)
 				if err != nil {
@@ -61,31 +96,52 @@ it to the new one.`,
 				}
 				raw = b
 			}
-			if len(raw) > 0 && !json.Valid(raw) {
-				return usageErrorf("--config-json: not valid JSON")
+			if raw != nil {
+				var obj map[string]json.RawMessage
+				if json.Unmarshal(raw, &obj) != nil || obj == nil {
+					return usageErrorf("--config-json: not a JSON object (use '{}' to clear the config)")
+				}
+				set.Config = raw
+			}
+			if !rebind && set.Rotator == "" && set.Schedule == "" && set.Window == "" && set.Config == nil {
+				return usageErrorf("nothing to change: give --rotator, --schedule, --clear-schedule, --window, --config-json, --config-file or --rebind")
 			}
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			out, err := c.SetRotation(cmd.Context(), args[0], client.RotationSettings{
-				Rotator: rotator, Schedule: schedule, Window: w, Config: raw, Rebind: rebind,
-			})
+			out, err := c.SetRotation(cmd.Context(), args[0], set)
 			if err != nil {
 				return err
 			}
 			if a.json() {
-				return printJSON(a.stdout, out)
+				// "changes" is always there, [] when nothing changed.
+				changes := out.Changes
+				if changes == nil {
+					changes = []client.RotationChange{}
+				}
+				return printJSON(a.stdout, struct {
+					client.RotationShow
+					Changes []client.RotationChange `json:"changes"`
+				}{out, changes})
 			}
+			if len(out.Changes) == 0 {
+				fmt.Fprintln(a.stdout, "no change")
+			}
+			for _, ch := range out.Changes {
+				fmt.Fprintln(a.stdout, ch.String())
+			}
+			fmt.Fprintln(a.stdout)
 			return a.printRotation(out)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&rotator, "rotator", "", "postgres, mysql, redis, random or plugin:NAME")
+	f.StringVar(&rotator, "rotator", "", "postgres, mysql, redis, random or plugin:NAME (required the first time)")
 	f.StringVar(&schedule, "schedule", "", `when to rotate: cron, @every D, rate(N unit), or "none"`)
-	f.StringVar(&window, "window", "", "start each rotation at a random point within this duration (e.g. 2h)")
-	f.StringVar(&configJSON, "config-json", "", "rotator config as JSON")
-	f.StringVar(&configFile, "config-file", "", "rotator config from a JSON file")
+	f.BoolVar(&clearSchedule, "clear-schedule", false, "remove the schedule: manual rotation only")
+	f.StringVar(&window, "window", "", "start each rotation at a random point within this duration (e.g. 2h; 0 removes it)")
+	f.StringVar(&configJSON, "config-json", "", "rotator config as JSON, replacing the stored one ('{}' clears it)")
+	f.StringVar(&configFile, "config-file", "", "rotator config from a JSON file, replacing the stored one")
 	f.BoolVar(&rebind, "rebind", false, "bind the rotation to the account the current value names, when it differs from the bound one")
 	return cmd
 }
@@ -104,6 +160,13 @@ func (a *app) printRotation(r client.RotationShow) error {
 		t.row("Window:", r.Window)
 	}
 	t.row("Enabled:", strconv.FormatBool(r.Enabled))
+	if r.State != "" {
+		state := r.State
+		if r.StateReason != "" {
+			state += ": " + r.StateReason
+		}
+		t.row("State:", state)
+	}
 	if r.BoundTo != "" {
 		t.row("Bound to:", r.BoundTo)
 	}
@@ -127,7 +190,16 @@ func (a *app) printRotation(r client.RotationShow) error {
 			t.row(label, fmt.Sprintf("%s (%s)", n.Local().Format(time.RFC3339), relTime(now, n)))
 		}
 	} else {
-		t.row("Next rotation:", relTimePtr(now, r.NextRotationAt))
+		next := relTimePtr(now, r.NextRotationAt)
+		switch {
+		case !r.Enabled:
+			next = "none (disabled)"
+		case r.State == client.RotationUnschedulable && r.NextRotationAt == nil:
+			next = "none (unschedulable, see State)"
+		case r.State == client.RotationUnschedulable:
+			next += " (then none: unschedulable, see State)"
+		}
+		t.row("Next rotation:", next)
 	}
 	return t.flush()
 }
@@ -297,17 +369,25 @@ func (a *app) statusCmd() *cobra.Command {
 				return printJSON(a.stdout, client.Status{Secrets: rows})
 			}
 			now := time.Now()
-			t := newTable(a.stdout, "NAME", "TYPE", "ROTATOR", "SCHEDULE", "LAST ROTATED", "NEXT ROTATION", "LAST RESULT", "ERROR")
+			t := newTable(a.stdout, "NAME", "TYPE", "ROTATOR", "SCHEDULE", "STATE", "LAST ROTATED", "NEXT ROTATION", "LAST RESULT", "ERROR")
 			for _, r := range rows {
 				next := relTimePtr(now, r.NextRotation)
-				if !r.Enabled {
+				switch {
+				case !r.Enabled:
 					next = "disabled"
+				case r.State == client.RotationUnschedulable && r.NextRotation == nil:
+					next = "none"
 				}
 				result := r.LastResult
 				if r.Failing {
 					result += " (failing)"
 				}
-				t.row(r.Name, r.Type, r.Rotator, r.Schedule, relTimePtr(now, r.LastRotatedAt), next, result, r.LastError)
+				msg := r.LastError
+				if r.StateReason != "" {
+					msg = strings.TrimSpace(r.State + ": " + r.StateReason + "; " + msg)
+					msg = strings.TrimSuffix(msg, ";")
+				}
+				t.row(r.Name, r.Type, r.Rotator, r.Schedule, r.State, relTimePtr(now, r.LastRotatedAt), next, result, msg)
 			}
 			return t.flush()
 		},

@@ -33,6 +33,12 @@ func (s *Server) rotationInfo(p *principal, r store.Rotation) client.RotationInf
 		Rotator: r.Rotator, Schedule: r.Schedule, Enabled: r.Enabled, LastRotatedAt: r.LastRotatedAt,
 		NextRotationAt: r.NextDueAt, LastError: revealError(p, r.Secret, r.LastError), Failing: s.engine.Failing(r),
 	}
+	ri.State, ri.StateReason = s.engine.ScheduleState(r)
+	if !r.Enabled {
+		// A disabled rotation is not due: a failed run's retry time stays
+		// stored but is not one.
+		ri.NextRotationAt = nil
+	}
 	if r.Window > 0 {
 		ri.Window = r.Window.String()
 	}
@@ -46,45 +52,109 @@ func (s *Server) rotationInfo(p *principal, r store.Rotation) client.RotationInf
 	return ri
 }
 
+// rotationSettingsRequest is client.RotationSettings with each field's
+// presence kept: a field absent from the JSON keeps its stored value.
+type rotationSettingsRequest struct {
+	Rotator  json.RawMessage `json:"rotator"`
+	Schedule json.RawMessage `json:"schedule"`
+	Window   json.RawMessage `json:"window"`
+	Config   json.RawMessage `json:"config"`
+	Enabled  json.RawMessage `json:"enabled"`
+	Rebind   bool            `json:"rebind"`
+}
+
+// optString reads a present string field: nil when absent; "" for null.
+func optString(field string, raw json.RawMessage) (*string, error) {
+	if raw == nil {
+		return nil, nil
+	}
+	v := ""
+	if string(raw) != "null" {
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, badRequest("%s: must be a string", field)
+		}
+	}
+	return &v, nil
+}
+
+// settings turns a request into the engine's settings change.
+func (req rotationSettingsRequest) settings(name string) (rotation.Settings, error) {
+	out := rotation.Settings{Secret: name, Rebind: req.Rebind}
+	rot, err := optString("rotator", req.Rotator)
+	if err != nil {
+		return out, err
+	}
+	if rot != nil {
+		out.Rotator = *rot
+	}
+	if out.Schedule, err = optString("schedule", req.Schedule); err != nil {
+		return out, err
+	}
+	win, err := optString("window", req.Window)
+	if err != nil {
+		return out, err
+	}
+	if win != nil {
+		var d time.Duration
+		if *win != "" {
+			if d, err = ParseDuration(*win); err != nil {
+				return out, badRequest("window: %s", err)
+			}
+			if d < 0 {
+				return out, badRequest("window: must not be negative")
+			}
+		}
+		out.Window = &d
+	}
+	if req.Config != nil {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(req.Config, &obj); err != nil {
+			return out, badRequest("config: must be a JSON object")
+		}
+		out.Config = req.Config
+	}
+	if req.Enabled != nil && string(req.Enabled) != "null" {
+		var b bool
+		if err := json.Unmarshal(req.Enabled, &b); err != nil {
+			return out, badRequest("enabled: must be true or false")
+		}
+		out.Enabled = &b
+	}
+	return out, nil
+}
+
+// setRotation merges the request into the stored settings: fields absent
+// from the JSON keep their values.
 func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principal) error {
 	name := r.PathValue("name")
 	if err := authorize(r, p, auth.KindSecret, name, auth.ActionRotate); err != nil {
 		return err
 	}
 	info(r).action = "rotation.set"
-	var req client.RotationSettings
+	var req rotationSettingsRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	var window time.Duration
-	if req.Window != "" {
-		d, err := ParseDuration(req.Window)
-		if err != nil {
-			return badRequest("window: %s", err)
-		}
-		window = d
+	set, err := req.settings(name)
+	if err != nil {
+		return err
 	}
 	// A rotation that uses an admin secret reads it on every run, so the
 	// caller must be allowed to read it.
 	var c struct {
 		AdminSecret string `json:"admin_secret"`
 	}
-	if len(req.Config) > 0 {
-		if err := json.Unmarshal(req.Config, &c); err != nil {
-			return badRequest("config: must be a JSON object")
-		}
+	if len(set.Config) > 0 {
+		_ = json.Unmarshal(set.Config, &c)
 	}
 	if c.AdminSecret != "" && !p.allowed(auth.KindSecret, c.AdminSecret, auth.ActionRead) {
 		info(r).result = "denied"
 		return forbidden("read", "secret "+strconv.Quote(c.AdminSecret)+" (the admin_secret)")
 	}
-	if err := s.checkCommandOptions(r, p, name, req.Config); err != nil {
+	if err := s.checkCommandOptions(r, p, name, set.Config); err != nil {
 		return err
 	}
-	rot, next, err := s.engine.Configure(r.Context(), rotation.Settings{
-		Secret: name, Rotator: req.Rotator, Schedule: req.Schedule, Window: window, Config: req.Config, Enabled: req.Enabled,
-		Rebind: req.Rebind,
-	})
+	res, err := s.engine.Configure(r.Context(), set)
 	if errors.Is(err, rotation.ErrRebindNeeded) {
 		return &httpError{http.StatusConflict, err.Error()}
 	}
@@ -92,7 +162,11 @@ func (s *Server) setRotation(w http.ResponseWriter, r *http.Request, p *principa
 		return err
 	}
 	info(r).audited = true
-	writeJSON(w, http.StatusOK, client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(p, rot), Next: next})
+	out := client.RotationShow{Secret: name, RotationInfo: s.rotationInfo(p, res.Rotation), Next: res.Next}
+	for _, ch := range res.Changes {
+		out.Changes = append(out.Changes, client.RotationChange{Field: ch.Field, From: ch.From, To: ch.To})
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -345,6 +419,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 			Name: rot.Secret, Type: sec.Type, Rotator: rot.Rotator, Schedule: rot.Schedule, Enabled: rot.Enabled,
 			LastRotatedAt: rot.LastRotatedAt, NextRotation: rot.NextDueAt, LastError: revealError(p, rot.Secret, rot.LastError),
 			Failing: s.engine.Failing(rot),
+		}
+		row.State, row.StateReason = s.engine.ScheduleState(rot)
+		if !rot.Enabled {
+			row.NextRotation = nil
 		}
 		if runs, err := s.st.ListRuns(r.Context(), rot.Secret, 1); err == nil && len(runs) == 1 {
 			row.LastResult = runs[0].State

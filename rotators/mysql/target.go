@@ -35,3 +35,8 @@ func (*Rotator) Target(_ context.Context, req rotators.TargetRequest) (rotators.
 	}
 	return rotators.DBTarget(cfg.DBConfig, c, prevUser), nil
 }
+
+var _ rotators.EngineNamer = (*Rotator)(nil)
+
+// Engine implements rotators.EngineNamer.
+func (*Rotator) Engine() string { return Engine }

@@ -37,3 +37,8 @@ func (r *Rotator) Target(_ context.Context, req rotators.TargetRequest) (rotator
 	}
 	return rotators.DBTarget(cfg, c, prevUser), nil
 }
+
+var _ rotators.EngineNamer = (*Rotator)(nil)
+
+// Engine implements rotators.EngineNamer.
+func (*Rotator) Engine() string { return "postgres" }

@@ -34,3 +34,8 @@ func (Rotator) Target(_ context.Context, req rotators.TargetRequest) (rotators.T
 	t := rotators.DBTarget(cfg.DBConfig, c, "")
 	return slices.DeleteFunc(t, func(f rotators.TargetField) bool { return f.Name == "dbname" }), nil
 }
+
+var _ rotators.EngineNamer = Rotator{}
+
+// Engine implements rotators.EngineNamer.
+func (Rotator) Engine() string { return "redis" }
