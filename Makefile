@@ -5,6 +5,10 @@ BIN := bin/rotary
 PKGS := ./...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT ?= 19m
+# Parallel tests per package: the e2e tests mostly wait on daemons and
+# services (the suite used under half of 2 cores at the default of
+# GOMAXPROCS), so more of them run at once.
+TEST_PARALLEL ?= 4
 
 .DEFAULT_GOAL := help
 
@@ -26,7 +30,7 @@ services: ## install, start and prepare PostgreSQL, MariaDB and Redis for the te
 
 .PHONY: test
 test: services fmt-check vet ## the whole suite with the race detector (needs the services)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) $(PKGS)
 
 .PHONY: bench
 bench: services ## run the benchmarks (results go to bench.out; record them in BENCHMARKS.md)
