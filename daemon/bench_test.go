@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,37 +14,12 @@ import (
 
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/daemon"
-	"github.com/rotary-secrets/rotary/internal/testenv"
 )
 
 // startDaemon runs a daemon on a free loopback port with the given store
-// and returns it with a root token.
+// and returns it with a root token (startDaemonWith, refresh_bench_test.go).
 func startDaemon(tb testing.TB, storeKind string) (*daemon.Daemon, string) {
-	tb.Helper()
-	dir := tb.TempDir()
-	token := "bench-root-token-" + testenv.Unique("")
-	cfg := daemon.Config{
-		Listen:    "127.0.0.1:0",
-		RootKey:   daemon.RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
-		RootToken: token,
-		Stdout:    io.Discard,
-		Logger:    discardLogger(),
-	}
-	switch storeKind {
-	case "sqlite":
-		cfg.Store.SQLite = filepath.Join(dir, "rotary.db")
-	case "postgres":
-		cfg.Store.Postgres, _ = testenv.PostgresSchema(tb)
-	}
-	d, err := daemon.New(context.Background(), cfg)
-	if err != nil {
-		tb.Fatalf("daemon.New: %v", err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		tb.Fatalf("Start: %v", err)
-	}
-	tb.Cleanup(func() { _ = d.Stop() })
-	return d, token
+	return startDaemonWith(tb, storeKind, nil)
 }
 
 // BenchmarkSecretReadHTTP measures GET /v1/secrets/{name}/value of a 1 KiB
