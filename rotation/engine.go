@@ -314,6 +314,9 @@ func (e *Engine) busy(ctx context.Context, secret string) error {
 	if err == nil && len(runs) == 1 && runs[0].State == store.RunRunning {
 		return fmt.Errorf("%s: %w (run %s, at step %s)", secret, ErrBusy, runs[0].ID, runs[0].Step)
 	}
+	if rot, err := e.st.GetRotation(ctx, secret); err == nil && rot.LeaseOwner != "" {
+		return fmt.Errorf("%s: %w (claimed by %s; its run is starting)", secret, ErrBusy, rot.LeaseOwner)
+	}
 	return fmt.Errorf("%s: %w", secret, ErrBusy)
 }
 
@@ -343,7 +346,7 @@ func (e *Engine) claim(ctx context.Context, secret string) (store.Rotation, erro
 	rot, err := e.st.ClaimRotation(ctx, secret, store.ClaimParams{Owner: e.cfg.Owner, Now: e.now().UTC(), LeaseFor: e.cfg.LeaseFor})
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		return rot, fmt.Errorf("%s: %w", secret, ErrBusy)
+		return rot, e.busy(ctx, secret)
 	case errors.Is(err, store.ErrNotFound):
 		if _, derr := e.svc.Describe(ctx, secret); errors.Is(derr, secrets.ErrNotFound) {
 			return rot, derr
