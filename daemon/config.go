@@ -80,6 +80,14 @@ type Config struct {
 
 	Logger *slog.Logger
 	Stdout io.Writer // where dev mode prints the root token (default os.Stdout)
+
+	// Now and After are the daemon's clock (default time.Now and
+	// time.After): the store writes, KMS, secrets, the engine and its
+	// leases, the scheduler, housekeeping, hooks, the relay and the API
+	// all take their time from it, so tests can drive time (catch-up,
+	// lease expiry, DST) in process. After is the scheduler's wait.
+	Now   func() time.Time
+	After func(time.Duration) <-chan time.Time
 }
 
 // RedisConfig is the Redis that events are published to (events/redis):

@@ -89,6 +89,12 @@ type Daemon struct {
 // and flags, and New calls it again (filling is idempotent).
 func (c *Config) Validate() error {
 	c.Listen = cmp.Or(c.Listen, DefaultListen)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.After == nil {
+		c.After = time.After
+	}
 	if c.MinRotationInterval == 0 {
 		c.MinRotationInterval = DefaultMinRotationInterval
 		if c.Dev {
@@ -223,7 +229,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d.kms, err = kms.New(ctx, kms.Config{Store: secrets.KeyStore(d.st), Root: root, Logger: d.log})
+	d.kms, err = kms.New(ctx, kms.Config{Store: secrets.KeyStore(d.st), Root: root, Logger: d.log, Now: cfg.Now})
 	var (
 		auditKey    audit.Key
 		auditSigner audit.Signer
@@ -240,7 +246,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("root key: %w", err)
 	}
 	// Before anything appends to the audit log: make it the keyed chain.
-	if n, err := api.MigrateAuditLog(ctx, d.st, auditKey, time.Now()); err != nil {
+	if n, err := api.MigrateAuditLog(ctx, d.st, auditKey, cfg.Now()); err != nil {
 		return nil, err
 	} else if n > 0 {
 		d.log.Warn("audit: re-chained the unkeyed (version 1) audit log under the key derived from the root key; export a checkpoint now (rotary audit checkpoint)", "records", n)
@@ -250,7 +256,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("config: regions: %q: %w", r, err)
 		}
 	}
-	d.secrets, err = secrets.New(secrets.Config{Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Keys: d.kms, Logger: d.log, AuditKey: auditKey})
+	d.secrets, err = secrets.New(secrets.Config{Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Keys: d.kms, Logger: d.log, AuditKey: auditKey, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +277,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d.engine, err = rotation.New(rotation.Config{
 		Store: d.st, Secrets: d.secrets, Rotators: resolver{builtin: d.rotators(), host: d.plugins}, Logger: d.log, Owner: leaseOwner(cfg.Listen),
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
-		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint,
+		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint, Now: cfg.Now,
 		OnResult: func(rotator, result string) {
 			if d.api != nil {
 				d.api.EventsWritten()
@@ -297,7 +303,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		Store: d.st, Secrets: d.secrets, KMS: d.kms, Engine: d.engine, Logger: d.log,
 		AuditKey: auditKey, AuditSigner: auditSigner, Hooks: d.ev.hooks,
 		EventsPoll: cfg.EventsPoll, EventsHeartbeat: cfg.EventsHeartbeat,
-		Plugins: d.plugins, PluginDir: cfg.PluginDir,
+		Plugins: d.plugins, PluginDir: cfg.PluginDir, Now: cfg.Now,
 		Ready: func(ctx context.Context) error {
 			_, err := d.st.CountKeys(ctx)
 			return err
@@ -324,12 +330,13 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.newRelay(d.api.Registry()); err != nil {
 		return nil, err
 	}
-	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, running, d.engine.Failing, d.engine.Unschedulable)
+	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, cfg.Now, running, d.engine.Failing, d.engine.Unschedulable)
 	d.runner = schedules.NewRunner(schedules.RunnerConfig{
 		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: cfg.RotationLease, claimed: d.schedMetrics.claimed},
 		Handle: d.handleDue, Concurrency: cfg.RotationConcurrency, Logger: d.log,
+		Now: cfg.Now, After: cfg.After,
 	})
-	d.house, err = schedules.NewHousekeeper(d.housekeepingJobs(), storeLocker{st: d.st, owner: d.engine.Owner()}, d.log)
+	d.house, err = schedules.NewHousekeeper(d.housekeepingJobs(), storeLocker{st: d.st, owner: d.engine.Owner(), now: cfg.Now}, d.log)
 	if err != nil {
 		return nil, err
 	}
@@ -389,7 +396,7 @@ func (d *Daemon) rootKey(ctx context.Context) (sensitive.Bytes, error) {
 // empty store: the configured one, or a new random one written to
 // RootTokenFile (0600). It is never logged. In dev mode it is printed.
 func (d *Daemon) bootstrapRootToken(ctx context.Context) error {
-	now := time.Now().UTC()
+	now := d.cfg.Now().UTC()
 	if d.cfg.Dev && d.cfg.RootToken != "" {
 		// Dev mode takes the given token on every start.
 		if _, err := d.st.GetTokenByHash(ctx, auth.HashToken(d.cfg.RootToken)); err == nil {

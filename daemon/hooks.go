@@ -66,7 +66,7 @@ func (d *Daemon) newHooks(key []byte) error {
 	d.ev.hooks, err = hooks.New(hooks.Config{
 		Store: d.st, Owner: d.engine.Owner() + "/hooks", Key: key, Plugins: d.ev.hookPlugins,
 		MaxAttempts: d.cfg.HookMaxAttempts, MaxAge: d.cfg.HookMaxAge, MaxBacklog: d.cfg.HookMaxBacklog,
-		Logger: d.log.With("component", "hooks"),
+		Logger: d.log.With("component", "hooks"), Now: d.cfg.Now,
 	})
 	clear(key)
 	return err
@@ -91,7 +91,7 @@ func (d *Daemon) newRelay(reg prometheus.Registerer) error {
 	var err error
 	d.ev.relay, err = events.NewRelay(events.RelayConfig{
 		Store: d.st, Owner: d.engine.Owner() + "/relay", Sinks: sinks,
-		Logger: d.log.With("component", "relay"), Registerer: reg,
+		Logger: d.log.With("component", "relay"), Registerer: reg, Now: d.cfg.Now,
 	})
 	return err
 }

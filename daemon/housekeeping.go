@@ -13,10 +13,11 @@ import (
 type storeLocker struct {
 	st    store.Store
 	owner string
+	now   func() time.Time
 }
 
 func (l storeLocker) TryLock(ctx context.Context, name string, hold time.Duration) (bool, error) {
-	now := time.Now().UTC()
+	now := l.now().UTC()
 	return l.st.TryLock(ctx, name, l.owner, now, now.Add(hold))
 }
 
@@ -58,7 +59,7 @@ func (d *Daemon) housekeepingJobs() []schedules.Job {
 			return err
 		}},
 		{Name: "trim-outbox", Spec: "@every 10m", Run: func(ctx context.Context) error {
-			before := time.Now().Add(-d.cfg.OutboxRetention)
+			before := d.cfg.Now().Add(-d.cfg.OutboxRetention)
 			if _, err := d.st.TrimOutbox(ctx, before); err != nil {
 				return err
 			}
@@ -77,7 +78,7 @@ func (d *Daemon) reclaimLeases(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	now := d.cfg.Now()
 	for _, r := range rots {
 		if r.LeaseOwner == "" || r.LeaseExpiresAt == nil || r.LeaseExpiresAt.After(now) {
 			continue

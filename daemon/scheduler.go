@@ -54,7 +54,7 @@ type schedulerMetrics struct {
 	lag     prometheus.Histogram
 }
 
-func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func() int, failing, unschedulable func(store.Rotation) bool) *schedulerMetrics {
+func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, now func() time.Time, running func() int, failing, unschedulable func(store.Rotation) bool) *schedulerMetrics {
 	m := &schedulerMetrics{
 		claimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "rotary_rotations_claimed_total", Help: "Due rotations claimed by this daemon."}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rotary_rotations_total", Help: "Rotation attempts by rotator and result."}, []string{"rotator", "result"}),
@@ -63,7 +63,7 @@ func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
 	}
-	counts := &cachedCounts{st: st, failing: failing, unschedulable: unschedulable}
+	counts := &cachedCounts{st: st, now: now, failing: failing, unschedulable: unschedulable}
 	reg.MustRegister(m.claimed, m.results, m.lag,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rotary_rotations_running", Help: "Rotations running on this daemon."},
 			func() float64 { return float64(running()) }),
@@ -82,6 +82,7 @@ func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, running func
 type cachedCounts struct {
 	mu            sync.Mutex
 	st            store.Store
+	now           func() time.Time // the daemon's clock, for what is due
 	failing       func(store.Rotation) bool
 	unschedulable func(store.Rotation) bool
 	at            time.Time
@@ -104,7 +105,7 @@ func (c *cachedCounts) get() counts {
 	if err != nil {
 		return c.last
 	}
-	now := time.Now()
+	now := c.now()
 	c.last = counts{}
 	for _, r := range rots {
 		if r.Enabled && r.NextDueAt != nil && !r.NextDueAt.After(now) {
@@ -125,7 +126,7 @@ func (c *cachedCounts) get() counts {
 func (d *Daemon) handleDue(ctx context.Context, it schedules.Item) {
 	rot := it.Payload.(store.Rotation)
 	if !it.Due.IsZero() {
-		d.schedMetrics.lag.Observe(time.Since(it.Due).Seconds())
+		d.schedMetrics.lag.Observe(d.cfg.Now().Sub(it.Due).Seconds())
 	}
 	if _, err := d.engine.RunClaimed(ctx, rot, rotation.RotateParams{Secret: rot.Secret, Trigger: rotation.TriggerScheduled}); err != nil {
 		d.log.Debug("scheduled rotation did not succeed", "secret", rot.Secret, "err", err)
