@@ -62,7 +62,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 // The daemon takes its time from Config.Now and Config.After: a schedule
 // due while the daemon was down five (clock) hours is caught up once, not
 // five times, at the next start, and the next rotation comes when the
-// clock reaches it, all in well under a second of wall time per step.
+// clock reaches it, and a jump of the clock back and forth neither
+// repeats nor moves a rotation; all in about a second of wall time.
 func TestInjectedClockDrivesTheSchedule(t *testing.T) {
 	dir := t.TempDir()
 	clk := &fakeClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
@@ -157,5 +158,25 @@ func TestInjectedClockDrivesTheSchedule(t *testing.T) {
 	waitVersion(c, 3)
 	if runs, _ := c.RotationHistory(ctx, "app/key", 10); len(runs) != 2 {
 		t.Fatalf("%d runs after the clock reached the next due time, want 2", len(runs))
+	}
+
+	// The wall clock jumps back an hour, then runs forward two: the
+	// rotation comes once, when the clock reaches the due time again, not
+	// twice (the jump back neither repeats the last rotation nor moves the
+	// schedule).
+	show, err = c.ShowRotation(ctx, "app/key")
+	if err != nil || show.NextRotationAt == nil {
+		t.Fatalf("rotation show: %+v, %v", show, err)
+	}
+	due := *show.NextRotationAt
+	clk.Advance(-time.Hour)
+	clk.Advance(time.Hour)
+	if got, _ := c.ShowRotation(ctx, "app/key"); got.NextRotationAt == nil || !got.NextRotationAt.Equal(due) {
+		t.Fatalf("after the clock went back and forth the next rotation moved from %v to %v", due, got.NextRotationAt)
+	}
+	clk.Advance(due.Sub(clk.Now()))
+	waitVersion(c, 4)
+	if runs, _ := c.RotationHistory(ctx, "app/key", 10); len(runs) != 3 {
+		t.Fatalf("%d runs after the clock jumped back and forward, want 3", len(runs))
 	}
 }
