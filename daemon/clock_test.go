@@ -180,3 +180,68 @@ func TestInjectedClockDrivesTheSchedule(t *testing.T) {
 		t.Fatalf("%d runs after the clock jumped back and forward, want 3", len(runs))
 	}
 }
+
+// A daily schedule in Berlin across the spring-forward night, through the
+// daemon with its clock moved by hand: 02:30 does not exist on 29 March
+// 2026, so that day's rotation runs once at 03:00, and the next is at
+// 02:30 the day after.
+func TestInjectedClockAcrossDaylightSaving(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	clk := &fakeClock{t: time.Date(2026, 3, 28, 12, 0, 0, 0, berlin)}
+	token := "clock-root-token-" + testenv.Unique("")
+	d, err := daemon.New(context.Background(), daemon.Config{
+		Listen:    "127.0.0.1:0",
+		Store:     daemon.StoreConfig{SQLite: filepath.Join(dir, "rotary.db")},
+		RootKey:   daemon.RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
+		RootToken: token,
+		Logger:    discardLogger(),
+		Now:       clk.Now,
+		After:     clk.After,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	c, err := client.New("http://"+d.Addr(), client.WithToken(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.CreateSecret(ctx, client.CreateSecretRequest{Name: "app/dst", Value: client.NewValue([]byte("v1"))}); err != nil {
+		t.Fatal(err)
+	}
+	show, err := c.SetRotation(ctx, "app/dst", client.RotationSettings{Rotator: "random", Schedule: "CRON_TZ=Europe/Berlin 30 2 * * *"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := time.Date(2026, 3, 29, 3, 0, 0, 0, berlin)
+	if show.NextRotationAt == nil || !show.NextRotationAt.Equal(want) {
+		t.Fatalf("next rotation at %v, want %v (02:30 is skipped by the jump)", show.NextRotationAt, want)
+	}
+	clk.Advance(want.Sub(clk.Now()))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		runs, err := c.RotationHistory(ctx, "app/dst", 10)
+		if err == nil && len(runs) == 1 && runs[0].State == "succeeded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rotation when the clock reached %v: %+v, %v", want, runs, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	show, err = c.ShowRotation(ctx, "app/dst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next := time.Date(2026, 3, 30, 2, 30, 0, 0, berlin); show.NextRotationAt == nil || !show.NextRotationAt.Equal(next) {
+		t.Fatalf("after the rotation on the jump day the next is at %v, want %v", show.NextRotationAt, next)
+	}
+}
