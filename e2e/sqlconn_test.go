@@ -124,7 +124,11 @@ func TestSQLConnPostgresPoolAcrossRotations(t *testing.T) {
 			}
 			defer stopWatch()
 			var logins loginLog
-			conn, err := sqlconn.New(cc, name, "postgres", sqlconn.WithLoginHook(logins.add))
+			// The wait for a rotation between set and finish is 30s, not the
+			// default 10s: with the rest of the suite running beside it on
+			// 2 cores, a refresh after the event has been seen to take
+			// longer than 10s (a CI run failed so: version 7's window).
+			conn, err := sqlconn.New(cc, name, "postgres", sqlconn.WithLoginHook(logins.add), sqlconn.WithRotationWait(30*time.Second))
 			if err != nil {
 				t.Fatal(err)
 			}

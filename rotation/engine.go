@@ -292,7 +292,7 @@ func (e *Engine) enter(ctx context.Context, secret string) error {
 		return fmt.Errorf("%s: %w", secret, ErrStopping)
 	case e.running[secret]:
 		e.mu.Unlock()
-		return e.busy(ctx, secret)
+		return e.busy(ctx, secret, true)
 	}
 	e.running[secret] = true
 	e.wg.Add(1)
@@ -307,15 +307,18 @@ func (e *Engine) leave(secret string) {
 	e.wg.Done()
 }
 
-// busy is ErrBusy for secret, with the running run's id and step when the
-// store has them.
-func (e *Engine) busy(ctx context.Context, secret string) error {
+// busy is ErrBusy for secret, naming the running run and its step, or the
+// daemon that claimed it while its run starts, or this daemon (here).
+func (e *Engine) busy(ctx context.Context, secret string, here bool) error {
 	runs, err := e.st.ListRuns(ctx, secret, 1)
 	if err == nil && len(runs) == 1 && runs[0].State == store.RunRunning {
 		return fmt.Errorf("%s: %w (run %s, at step %s)", secret, ErrBusy, runs[0].ID, runs[0].Step)
 	}
 	if rot, err := e.st.GetRotation(ctx, secret); err == nil && rot.LeaseOwner != "" {
 		return fmt.Errorf("%s: %w (claimed by %s; its run is starting)", secret, ErrBusy, rot.LeaseOwner)
+	}
+	if here {
+		return fmt.Errorf("%s: %w (starting on this daemon)", secret, ErrBusy)
 	}
 	return fmt.Errorf("%s: %w", secret, ErrBusy)
 }
@@ -346,7 +349,7 @@ func (e *Engine) claim(ctx context.Context, secret string) (store.Rotation, erro
 	rot, err := e.st.ClaimRotation(ctx, secret, store.ClaimParams{Owner: e.cfg.Owner, Now: e.now().UTC(), LeaseFor: e.cfg.LeaseFor})
 	switch {
 	case errors.Is(err, store.ErrConflict):
-		return rot, e.busy(ctx, secret)
+		return rot, e.busy(ctx, secret, false)
 	case errors.Is(err, store.ErrNotFound):
 		if _, derr := e.svc.Describe(ctx, secret); errors.Is(derr, secrets.ErrNotFound) {
 			return rot, derr
