@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -463,4 +465,174 @@ func TestFaultThreeDaemonsOneStoppedPastTheLease(t *testing.T) {
 	}
 	mustLogin(t, "version 4, rotated by A after it came back", roles[0].user, pw4)
 	mustRefuse(t, "version 3", roles[0].user, pw3[0])
+}
+
+// TestFaultSQLiteDiskFull puts the dev daemon's data dir on a small tmpfs
+// and fills it while a rotation stands before its create step commits
+// (a failpoint); the rotation goes on and its next commit meets the full
+// disk. The rotation fails cleanly: once space is back every stored version is
+// readable, the database is intact, each run ended once with one version
+// per succeeded run, and the daemon rotates again by itself. While the disk
+// is full the daemon stays up (/healthz); authenticated reads are refused,
+// as SECURITY.md promises that no request is answered before its audit
+// record is durable.
+func TestFaultSQLiteDiskFull(t *testing.T) {
+	t.Parallel()
+	mnt := filepath.Join(t.TempDir(), "fs")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", mnt, err, out)
+		}
+	})
+	data := filepath.Join(mnt, "data")
+	release := filepath.Join(t.TempDir(), "go-on")
+	s := startDev(t, withEnv("ROTARY_FAILPOINTS=create-before-store=wait:"+release), func(s *server) {
+		i := slices.Index(s.args, "--data-dir")
+		s.args[i+1], s.dataDir = data, data
+	})
+	cl, err := client.New(s.addr, client.WithToken(s.rootToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	name := uniq("flt-full")
+	if _, err := cl.CreateSecret(ctx, client.CreateSecretRequest{Name: name, Type: "password", Value: client.NewValue([]byte("initial-" + randHex(8)))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.SetRotation(ctx, name, client.RotationSettings{Rotator: "random", Schedule: "none"}); err != nil {
+		t.Fatal(err)
+	}
+	// The store writes ahead (WAL) and checkpoints often; a commit after a
+	// checkpoint may reuse log space the file already has and need none.
+	// Empty the log, then hold a read snapshot so that it cannot restart:
+	// from here every commit appends, on fresh space.
+	conn, err := s.sqliteDB(t).Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var busy, logFrames, done int
+	if err := conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done); err != nil || busy != 0 {
+		t.Fatalf("truncate the store's log: busy %d, %v", busy, err)
+	}
+	var n int
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM meta").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Rotate(ctx, name, client.RotateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitLog("FAILPOINT create-before-store", 30*time.Second)
+
+	// Fill the file system.
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill the tmpfs: %v", err)
+			}
+			break
+		}
+	}
+	f.Close()
+
+	if err := os.WriteFile(release, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The rotation's failure on the full disk is logged (recording it in
+	// the store may fail too).
+	hit := func() bool {
+		for _, l := range strings.Split(s.logs.String(), "\n") {
+			if strings.Contains(l, "disk is full") && (strings.Contains(l, `msg="rotation failed"`) || strings.Contains(l, `msg="record rotation failure"`)) {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, 30*time.Second, "the rotation to fail on the full disk (or, were the disk not full, to end)", func() bool {
+		return hit() || strings.Contains(s.logs.String(), `msg=rotated`)
+	})
+	if !hit() {
+		t.Fatal("the rotation did not fail on the full disk: it went on without needing space")
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.httpDo(t, "GET", "/healthz", "", "", nil); st != 200 {
+		t.Errorf("/healthz on a full disk: %d, want 200", st)
+	}
+	if _, err := cl.GetSecret(ctx, name, 0, ""); err == nil {
+		t.Errorf("a read was answered while its audit record could not be written")
+	}
+	s.waitLog("audit append failed; refusing to answer", 10*time.Second)
+	var ok string
+	if err := s.sqliteDB(t).QueryRow("PRAGMA quick_check").Scan(&ok); err != nil || ok != "ok" {
+		t.Fatalf("on the full disk: PRAGMA quick_check = %q, %v", ok, err)
+	}
+
+	// Space comes back: reads are served, the daemon rotates again.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "a rotation to succeed once space is back", func() bool {
+		_, err := cl.Rotate(ctx, name, client.RotateOptions{Wait: true})
+		return err == nil
+	})
+	if err := s.sqliteDB(t).QueryRow("PRAGMA quick_check").Scan(&ok); err != nil || ok != "ok" {
+		t.Fatalf("after space came back: PRAGMA quick_check = %q, %v", ok, err)
+	}
+	d, err := cl.DescribeSecret(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range d.Versions {
+		if _, err := cl.GetSecret(ctx, name, v.Version, ""); err != nil {
+			t.Fatalf("version %d is listed but cannot be read: %v", v.Version, err)
+		}
+	}
+	cur, err := cl.GetSecret(ctx, name, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := cl.RotationHistory(ctx, name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	succeeded := 0
+	for _, r := range runs {
+		switch r.State {
+		case "succeeded":
+			succeeded++
+		case "running":
+			t.Errorf("run %s is still running after a rotation succeeded", r.ID)
+		}
+		var steps []string
+		for _, st := range r.Steps {
+			steps = append(steps, st.Step+":"+st.Result)
+		}
+		joined := " " + strings.Join(steps, " ") + " "
+		for _, st := range mrWantSteps {
+			if c := strings.Count(joined, " "+st+":ok "); c > 1 {
+				t.Errorf("run %s: history %v has %s:ok %d times", r.ID, steps, st, c)
+			}
+		}
+	}
+	if int(cur.Version) != succeeded+1 || len(d.Versions) > succeeded+1 {
+		t.Errorf("current version %d, %d versions listed, after %d succeeded runs: want one version per run", cur.Version, len(d.Versions), succeeded)
+	}
+	t.Logf("%d runs, %d succeeded, current version %d", len(runs), succeeded, cur.Version)
 }
