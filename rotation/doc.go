@@ -124,6 +124,9 @@
 // event and an audit record. The next attempt is due after a capped
 // exponential backoff with jitter; after FailingAfter consecutive failures
 // the secret is marked failing and retried at the slower FailingInterval.
+// A success clears the failure state: finish does, and so does a cleanup
+// that succeeds on retry after failing (its failure was recorded after
+// finish), so a stale retry time never starts a rotation nobody asked for.
 // Errors pass through sensitive.Sanitize with every value the engine holds,
 // so no password reaches the store, the logs or the API.
 package rotation

@@ -1026,6 +1026,21 @@ func (a *attempt) cleanup(ctx context.Context) error {
 		if err := tx.UpdateRun(ctx, a.run); err != nil {
 			return err
 		}
+		// Finish cleared the failure state; a failure recorded since (a
+		// cleanup that failed and is now retried) left last_error and a
+		// retry due time, which would start another rotation that nobody
+		// asked for. The run succeeded: clear them as finish did.
+		rot, err := tx.GetRotationForUpdate(ctx, a.secret.Name)
+		if err != nil {
+			return err
+		}
+		if rot.LastError != "" || rot.ConsecutiveFailures != 0 {
+			rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = "", 0, end
+			rot.NextDueAt = a.e.nextDue(rot, end)
+			if err := tx.PutRotation(ctx, rot); err != nil {
+				return err
+			}
+		}
 		return a.recordInTx(ctx, tx)
 	})
 	if err != nil {

@@ -419,6 +419,35 @@ func TestBackoffAndFailing(t *testing.T) {
 	}
 }
 
+// TestCleanupRetriedClearsItsFailure: a cleanup (the rotator's Finish)
+// that fails records last_error and a retry due time after finish had
+// cleared them; when the retried cleanup succeeds they are cleared again,
+// so a rotation without a schedule is not started again by the stale
+// retry time.
+func TestCleanupRetriedClearsItsFailure(t *testing.T) {
+	b := setup(t)
+	b.rot.FinishFunc = func(rotators.FinishRequest) error { return errors.New("target unreachable") }
+	first, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if err == nil {
+		t.Fatal("Rotate with a failing Finish succeeded")
+	}
+	rot, _ := b.st.GetRotation(ctx, "db")
+	if rot.LastError == "" || rot.ConsecutiveFailures != 1 || rot.NextDueAt == nil {
+		t.Fatalf("after the failed cleanup: last_error %q, failures %d, next due %v; want the failure and a retry time",
+			rot.LastError, rot.ConsecutiveFailures, rot.NextDueAt)
+	}
+	b.rot.FinishFunc = nil
+	run, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+	if err != nil || run.ID != first.ID || run.State != store.RunSucceeded {
+		t.Fatalf("retry = %+v, %v; want the same run succeeded", run, err)
+	}
+	rot, _ = b.st.GetRotation(ctx, "db")
+	if rot.LastError != "" || rot.ConsecutiveFailures != 0 || rot.NextDueAt != nil {
+		t.Errorf("after the retried cleanup succeeded: last_error %q, failures %d, next due %v; want none (no schedule)",
+			rot.LastError, rot.ConsecutiveFailures, rot.NextDueAt)
+	}
+}
+
 func TestEmergencyOptionsReachFinish(t *testing.T) {
 	b := setup(t)
 	var got rotators.FinishRequest
