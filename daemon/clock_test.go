@@ -59,6 +59,33 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.waiters = kept
 }
 
+// startClockDaemon starts a daemon on the SQLite store in dir whose clock
+// is clk, and returns it with a client holding its root token.
+func startClockDaemon(t *testing.T, dir string, clk *fakeClock) (*daemon.Daemon, *client.Client) {
+	t.Helper()
+	token := "clock-root-token-" + testenv.Unique("")
+	d, err := daemon.New(context.Background(), daemon.Config{
+		Listen:    "127.0.0.1:0",
+		Store:     daemon.StoreConfig{SQLite: filepath.Join(dir, "rotary.db")},
+		RootKey:   daemon.RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
+		RootToken: token,
+		Logger:    discardLogger(),
+		Now:       clk.Now,
+		After:     clk.After,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New("http://"+d.Addr(), client.WithToken(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, c
+}
+
 // The daemon takes its time from Config.Now and Config.After: a schedule
 // due while the daemon was down five (clock) hours is caught up once, not
 // five times, at the next start, and the next rotation comes when the
@@ -67,30 +94,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 func TestInjectedClockDrivesTheSchedule(t *testing.T) {
 	dir := t.TempDir()
 	clk := &fakeClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
-	token := "clock-root-token-" + testenv.Unique("")
-	start := func() (*daemon.Daemon, *client.Client) {
-		t.Helper()
-		d, err := daemon.New(context.Background(), daemon.Config{
-			Listen:    "127.0.0.1:0",
-			Store:     daemon.StoreConfig{SQLite: filepath.Join(dir, "rotary.db")},
-			RootKey:   daemon.RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
-			RootToken: token,
-			Logger:    discardLogger(),
-			Now:       clk.Now,
-			After:     clk.After,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := d.Start(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		c, err := client.New("http://"+d.Addr(), client.WithToken(token))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d, c
-	}
+	start := func() (*daemon.Daemon, *client.Client) { return startClockDaemon(t, dir, clk) }
 	ctx := context.Background()
 	version := func(c *client.Client) int64 {
 		t.Helper()
@@ -192,27 +196,8 @@ func TestInjectedClockAcrossDaylightSaving(t *testing.T) {
 	}
 	dir := t.TempDir()
 	clk := &fakeClock{t: time.Date(2026, 3, 28, 12, 0, 0, 0, berlin)}
-	token := "clock-root-token-" + testenv.Unique("")
-	d, err := daemon.New(context.Background(), daemon.Config{
-		Listen:    "127.0.0.1:0",
-		Store:     daemon.StoreConfig{SQLite: filepath.Join(dir, "rotary.db")},
-		RootKey:   daemon.RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
-		RootToken: token,
-		Logger:    discardLogger(),
-		Now:       clk.Now,
-		After:     clk.After,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	d, c := startClockDaemon(t, dir, clk)
 	defer d.Stop()
-	c, err := client.New("http://"+d.Addr(), client.WithToken(token))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	if _, err := c.CreateSecret(ctx, client.CreateSecretRequest{Name: "app/dst", Value: client.NewValue([]byte("v1"))}); err != nil {
 		t.Fatal(err)
