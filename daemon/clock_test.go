@@ -10,7 +10,6 @@ import (
 
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/daemon"
-	"github.com/rotary-secrets/rotary/internal/testenv"
 )
 
 // fakeClock is a clock the test moves by hand: Now stands still until
@@ -60,10 +59,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 // startClockDaemon starts a daemon on the SQLite store in dir whose clock
-// is clk, and returns it with a client holding its root token.
+// is clk, and returns it with a client holding its root token (set at the
+// first start in dir: the same at every start).
 func startClockDaemon(t *testing.T, dir string, clk *fakeClock) (*daemon.Daemon, *client.Client) {
 	t.Helper()
-	token := "clock-root-token-" + testenv.Unique("")
+	token := "clock-root-token-" + filepath.Base(dir)
 	d, err := daemon.New(context.Background(), daemon.Config{
 		Listen:    "127.0.0.1:0",
 		Store:     daemon.StoreConfig{SQLite: filepath.Join(dir, "rotary.db")},
