@@ -16,8 +16,10 @@
 // single-user strategy changes the password first) and its finish step
 // (the new version becomes current): the connector waits for the event
 // that makes a newer version current, at most WithRotationWait (default
-// 10s, bounded by the caller's context), and retries once more. Any other
-// error is returned as it is. With the alternating strategy the previous
+// 10s, bounded by the caller's context), and retries with it; if another
+// rotation changed the password again meanwhile, it waits for the next
+// version the same way, until the wait is over. Any other error is
+// returned as it is. With the alternating strategy the previous
 // user keeps its password until the next rotation, so the first login
 // works and nothing waits.
 //
@@ -210,11 +212,13 @@ func (k *connector) Connect(ctx context.Context) (driver.Conn, error) {
 		return conn, err
 	}
 	// A rotation may be between changing the password and making the new
-	// version current: wait for it.
+	// version current: wait for it. If the newer version is refused too
+	// (another rotation changed the password again meanwhile), wait for
+	// the next one, until the wait is over.
 	authErr := err
 	deadline := time.NewTimer(k.opts.wait)
 	defer deadline.Stop()
-	for {
+	for attempt := 3; ; {
 		k.mu.Lock()
 		ch := k.changed
 		k.mu.Unlock()
@@ -222,7 +226,14 @@ func (k *connector) Connect(ctx context.Context) (driver.Conn, error) {
 			return nil, err
 		}
 		if cur.Version > first {
-			return k.login(ctx, cur, read, 3)
+			first = cur.Version
+			conn, err = k.login(ctx, cur, read, attempt)
+			if err == nil || !isAuthFailure(err) {
+				return conn, err
+			}
+			authErr = err
+			attempt++
+			continue
 		}
 		sensitive.Bytes(cur.Value).Wipe()
 		select {
