@@ -275,7 +275,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return []sensitive.Bytes{sensitive.Bytes(cfg.RootToken)}
 	})
 	d.engine, err = rotation.New(rotation.Config{
-		Store: d.st, Secrets: d.secrets, Rotators: resolver{builtin: d.rotators(), host: d.plugins}, Logger: d.log, Owner: leaseOwner(cfg.Listen),
+		// The engine commits its steps' events (rotated, rotation_failed)
+		// in its own transactions: through the store that wakes the relay.
+		Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Secrets: d.secrets, Rotators: resolver{builtin: d.rotators(), host: d.plugins}, Logger: d.log, Owner: leaseOwner(cfg.Listen),
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
 		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint, Now: cfg.Now,
 		OnResult: func(rotator, result string) {

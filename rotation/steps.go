@@ -388,14 +388,18 @@ func (a *attempt) test(ctx context.Context) error {
 			}
 		}
 		now := a.e.now().UTC()
-		derr := a.e.svc.DropPending(ctx, a.secret.Name, a.run.PendingVersion, func(tx store.Ops) error {
+		derr := a.e.st.InTx(ctx, func(tx store.Ops) error {
 			if err := a.fenced(ctx, tx); err != nil {
+				return err
+			}
+			if err := a.e.svc.DropPendingTx(ctx, tx, a.secret.Name, a.run.PendingVersion); err != nil {
 				return err
 			}
 			a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunRolledBack, &now, now
 			a.run.Error = truncate(a.sanitize(testErr).Error(), 500)
 			return tx.UpdateRun(ctx, a.run)
 		})
+		a.e.svc.Invalidate(a.secret.Name)
 		if derr != nil {
 			return derr
 		}
@@ -415,35 +419,41 @@ func (a *attempt) test(ctx context.Context) error {
 func (a *attempt) finish(ctx context.Context) error {
 	a.e.failpoint("finish-before")
 	now := a.e.now().UTC()
-	err := a.e.svc.Promote(ctx, secrets.PromoteParams{
-		Name: a.secret.Name, Version: a.run.PendingVersion, Reason: a.run.Trigger,
-		InTx: func(tx store.Ops) error {
-			if err := a.fenced(ctx, tx); err != nil {
-				return err
-			}
-			cur, err := tx.GetRun(ctx, a.run.ID)
-			if err != nil {
-				return err
-			}
-			if cur.State != store.RunRunning {
-				return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
-			}
-			a.run.Step, a.run.UpdatedAt = StepCleanup, now
-			if err := tx.UpdateRun(ctx, a.run); err != nil {
-				return err
-			}
-			rot, err := tx.GetRotationForUpdate(ctx, a.secret.Name)
-			if err != nil {
-				return err
-			}
-			rot.LastRotatedAt, rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = &now, "", 0, now
-			rot.NextDueAt = a.e.nextDue(rot, now)
-			if err := tx.PutRotation(ctx, rot); err != nil {
-				return err
-			}
-			return a.recordInTx(ctx, tx)
-		},
+	// One transaction: the fencing check, the stages moved (with the
+	// rotated event and audit record), the run's next step, the rotation
+	// state and the history entry.
+	err := a.e.st.InTx(ctx, func(tx store.Ops) error {
+		if err := a.fenced(ctx, tx); err != nil {
+			return err
+		}
+		if err := a.e.svc.PromoteTx(ctx, tx, secrets.PromoteParams{
+			Name: a.secret.Name, Version: a.run.PendingVersion, Reason: a.run.Trigger,
+		}); err != nil {
+			return err
+		}
+		cur, err := tx.GetRun(ctx, a.run.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State != store.RunRunning {
+			return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
+		}
+		a.run.Step, a.run.UpdatedAt = StepCleanup, now
+		if err := tx.UpdateRun(ctx, a.run); err != nil {
+			return err
+		}
+		rot, err := tx.GetRotationForUpdate(ctx, a.secret.Name)
+		if err != nil {
+			return err
+		}
+		rot.LastRotatedAt, rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = &now, "", 0, now
+		rot.NextDueAt = a.e.nextDue(rot, now)
+		if err := tx.PutRotation(ctx, rot); err != nil {
+			return err
+		}
+		return a.recordInTx(ctx, tx)
 	})
+	a.e.svc.Invalidate(a.secret.Name)
 	if errors.Is(err, secrets.ErrNotPending) {
 		end := a.e.now().UTC()
 		a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunAbandoned, &end, end
@@ -538,8 +548,11 @@ func (a *attempt) fail(ctx context.Context, err error) {
 	ctx = context.WithoutCancel(ctx)
 	msg := truncate(err.Error(), 500)
 	now := a.e.now().UTC()
-	werr := a.e.svc.RotationFailed(ctx, a.rot.Secret, a.run.Trigger, msg, func(tx store.Ops) error {
+	werr := a.e.st.InTx(ctx, func(tx store.Ops) error {
 		if err := a.e.fenced(ctx, tx, a.rot.Secret); err != nil {
+			return err
+		}
+		if err := a.e.svc.RotationFailedTx(ctx, tx, a.rot.Secret, a.run.Trigger, msg); err != nil {
 			return err
 		}
 		if a.run.ID != "" {

@@ -35,111 +35,89 @@ type PromoteParams struct {
 	Name    string
 	Version int64  // the pending version
 	Reason  string // manual, scheduled, emergency
-	// InTx runs inside the same transaction (the engine ends its run and
-	// updates the rotation state there).
-	InTx func(tx store.Ops) error
 }
 
 // ErrNotPending is returned by Promote when the version is no longer the
 // pending one (a put abandoned the rotation).
 var ErrNotPending = fmt.Errorf("%w: the version is no longer pending", ErrInvalid)
 
-// Promote moves stages in one transaction: pending → current, current →
+// Invalidate drops name from the read cache; a caller of the *Tx
+// operations calls it once their transaction has ended.
+func (s *Service) Invalidate(name string) { s.cache.invalidate(name) }
+
+// PromoteTx moves stages inside the caller's transaction tx (the rotation
+// engine commits its step with it): pending → current, current →
 // previous, with the rotated event and the audit record. It refuses if
-// the version is no longer pending.
-func (s *Service) Promote(ctx context.Context, p PromoteParams) error {
-	defer s.cache.invalidate(p.Name)
+// the version is no longer pending. Call Invalidate after the transaction.
+func (s *Service) PromoteTx(ctx context.Context, tx store.Ops, p PromoteParams) error {
 	actor := ActorFrom(ctx)
-	return s.st.InTx(ctx, func(tx store.Ops) error {
-		sec, err := s.live(ctx, tx, p.Name)
-		if err != nil {
+	sec, err := s.live(ctx, tx, p.Name)
+	if err != nil {
+		return err
+	}
+	stages, err := tx.GetStages(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	if stages[store.StagePending] != p.Version {
+		return fmt.Errorf("%s version %d: %w", p.Name, p.Version, ErrNotPending)
+	}
+	if cur, ok := stages[store.StageCurrent]; ok {
+		if err := tx.SetStage(ctx, p.Name, store.StagePrevious, cur); err != nil {
 			return err
 		}
-		stages, err := tx.GetStages(ctx, p.Name)
-		if err != nil {
-			return err
-		}
-		if stages[store.StagePending] != p.Version {
-			return fmt.Errorf("%s version %d: %w", p.Name, p.Version, ErrNotPending)
-		}
-		if cur, ok := stages[store.StageCurrent]; ok {
-			if err := tx.SetStage(ctx, p.Name, store.StagePrevious, cur); err != nil {
-				return err
-			}
-		}
-		if err := tx.SetStage(ctx, p.Name, store.StageCurrent, p.Version); err != nil {
-			return err
-		}
-		if err := tx.ClearStage(ctx, p.Name, store.StagePending); err != nil {
-			return err
-		}
-		ver, err := tx.GetVersion(ctx, p.Name, p.Version)
-		if err != nil {
-			return err
-		}
-		sec.UpdatedAt = s.now().UTC()
-		if err := tx.UpdateSecret(ctx, sec); err != nil {
-			return err
-		}
-		if err := s.outbox(ctx, tx, sec, ver, events.Rotated, p.Reason, []string{store.StageCurrent}); err != nil {
-			return err
-		}
-		if err := s.Audit(ctx, tx, actor, "secret.rotate", p.Name, "ok",
-			fmt.Sprintf("version=%d reason=%s", p.Version, p.Reason)); err != nil {
-			return err
-		}
-		if p.InTx != nil {
-			return p.InTx(tx)
-		}
-		return nil
-	})
+	}
+	if err := tx.SetStage(ctx, p.Name, store.StageCurrent, p.Version); err != nil {
+		return err
+	}
+	if err := tx.ClearStage(ctx, p.Name, store.StagePending); err != nil {
+		return err
+	}
+	ver, err := tx.GetVersion(ctx, p.Name, p.Version)
+	if err != nil {
+		return err
+	}
+	sec.UpdatedAt = s.now().UTC()
+	if err := tx.UpdateSecret(ctx, sec); err != nil {
+		return err
+	}
+	if err := s.outbox(ctx, tx, sec, ver, events.Rotated, p.Reason, []string{store.StageCurrent}); err != nil {
+		return err
+	}
+	return s.Audit(ctx, tx, actor, "secret.rotate", p.Name, "ok",
+		fmt.Sprintf("version=%d reason=%s", p.Version, p.Reason))
 }
 
-// DropPending clears the pending stage if it still names version (a
-// rotation rolled back), with its audit record.
-func (s *Service) DropPending(ctx context.Context, name string, version int64, inTx func(tx store.Ops) error) error {
-	defer s.cache.invalidate(name)
+// DropPendingTx clears the pending stage if it still names version (a
+// rotation rolled back), with its audit record, inside tx. Call
+// Invalidate after the transaction.
+func (s *Service) DropPendingTx(ctx context.Context, tx store.Ops, name string, version int64) error {
 	actor := ActorFrom(ctx)
-	return s.st.InTx(ctx, func(tx store.Ops) error {
-		stages, err := tx.GetStages(ctx, name)
-		if err != nil {
+	stages, err := tx.GetStages(ctx, name)
+	if err != nil {
+		return err
+	}
+	if stages[store.StagePending] == version {
+		if err := tx.ClearStage(ctx, name, store.StagePending); err != nil {
 			return err
 		}
-		if stages[store.StagePending] == version {
-			if err := tx.ClearStage(ctx, name, store.StagePending); err != nil {
-				return err
-			}
-		}
-		if err := s.Audit(ctx, tx, actor, "secret.rotate", name, "rolled_back", fmt.Sprintf("version=%d", version)); err != nil {
-			return err
-		}
-		if inTx != nil {
-			return inTx(tx)
-		}
-		return nil
-	})
+	}
+	return s.Audit(ctx, tx, actor, "secret.rotate", name, "rolled_back", fmt.Sprintf("version=%d", version))
 }
 
-// RotationFailed records a failed rotation attempt: the rotation_failed
-// event and the audit record, with the (already sanitized) error.
-func (s *Service) RotationFailed(ctx context.Context, name, reason, sanitizedErr string, inTx func(tx store.Ops) error) error {
+// RotationFailedTx records a failed rotation attempt inside tx: the
+// rotation_failed event and the audit record, with the (already
+// sanitized) error.
+func (s *Service) RotationFailedTx(ctx context.Context, tx store.Ops, name, reason, sanitizedErr string) error {
 	actor := ActorFrom(ctx)
-	return s.st.InTx(ctx, func(tx store.Ops) error {
-		sec, err := tx.GetSecret(ctx, name)
-		if err != nil {
-			return err
-		}
-		if err := s.outbox(ctx, tx, sec, store.SecretVersion{}, events.RotationFailed, reason, nil); err != nil {
-			return err
-		}
-		if err := s.Audit(ctx, tx, actor, "secret.rotate", name, "failed", truncateDetail(sanitizedErr)); err != nil {
-			return err
-		}
-		if inTx != nil {
-			return inTx(tx)
-		}
-		return nil
-	})
+	sec, err := tx.GetSecret(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := s.outbox(ctx, tx, sec, store.SecretVersion{}, events.RotationFailed, reason, nil); err != nil {
+		return err
+	}
+	return s.Audit(ctx, tx, actor, "secret.rotate", name, "failed", truncateDetail(sanitizedErr))
 }
 
 func truncateDetail(s string) string {
