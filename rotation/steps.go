@@ -259,11 +259,18 @@ func (a *attempt) create(ctx context.Context) error {
 	}
 	a.remember(resp.Value)
 	a.e.failpoint("create-before-store")
-	_, err = a.e.svc.Put(ctx, secrets.PutParams{
-		Name: a.secret.Name, Value: resp.Value.Reveal(), Reason: a.run.Trigger,
-		Stages: []string{"pending"},
-		InTx: func(tx store.Ops, v int64) error {
+	// One transaction: the fencing check, the pending version (with its
+	// event and audit record), the run's next step and the history entry.
+	err = secrets.RetryConflict(ctx, func() error {
+		return a.e.st.InTx(ctx, func(tx store.Ops) error {
 			if err := a.fenced(ctx, tx); err != nil {
+				return err
+			}
+			vi, err := a.e.svc.PutTx(ctx, tx, secrets.PutParams{
+				Name: a.secret.Name, Value: resp.Value.Reveal(), Reason: a.run.Trigger,
+				Stages: []string{"pending"},
+			})
+			if err != nil {
 				return err
 			}
 			cur, err := tx.GetRun(ctx, a.run.ID)
@@ -273,13 +280,14 @@ func (a *attempt) create(ctx context.Context) error {
 			if cur.State != store.RunRunning {
 				return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
 			}
-			a.run.PendingVersion, a.run.Step, a.run.UpdatedAt = v, StepSet, a.e.now().UTC()
+			a.run.PendingVersion, a.run.Step, a.run.UpdatedAt = vi.Version, StepSet, a.e.now().UTC()
 			if err := tx.UpdateRun(ctx, a.run); err != nil {
 				return err
 			}
 			return a.recordInTx(ctx, tx)
-		},
+		})
 	})
+	a.e.svc.Invalidate(a.secret.Name)
 	if err != nil {
 		return fmt.Errorf("create: store the pending version: %w", err)
 	}

@@ -377,20 +377,52 @@ type PutParams struct {
 	// Stages the new version takes; default current (the old current
 	// becomes previous). The rotation engine passes pending.
 	Stages []string
-	// InTx, if set, runs inside the version's transaction with the new
-	// version number (the rotation engine records its run step there).
-	InTx func(tx store.Ops, version int64) error
 }
 
 // Put stores a new version of a secret. By default it becomes current and
 // the old current becomes previous.
 func (s *Service) Put(ctx context.Context, p PutParams) (VersionInfo, error) {
 	defer s.cache.invalidate(p.Name)
-	sec, err := s.live(ctx, s.st, p.Name)
+	var out VersionInfo
+	err := RetryConflict(ctx, func() error {
+		return s.st.InTx(ctx, func(tx store.Ops) error {
+			var err error
+			out, err = s.PutTx(ctx, tx, p)
+			return err
+		})
+	})
+	return out, err
+}
+
+// RetryConflict runs f again, after a short random pause, while it fails
+// with store.ErrConflict (up to 100 times): on PostgreSQL two writers may
+// read the same next version number, and the loser's insert conflicts.
+// On SQLite the IMMEDIATE transaction serializes writers.
+func RetryConflict(ctx context.Context, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if !errors.Is(err, store.ErrConflict) || attempt >= 100 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(mrand.Int64N(int64(time.Millisecond) * int64(min(attempt+1, 10))))):
+		}
+	}
+}
+
+// PutTx stores a new version of a secret inside the caller's transaction
+// tx (the rotation engine's create step commits its run with it). The
+// version number is part of the ciphertext's AAD, so the value is sealed
+// here, once the number is known. It may fail with store.ErrConflict on
+// PostgreSQL (see RetryConflict); call Invalidate after the transaction.
+func (s *Service) PutTx(ctx context.Context, tx store.Ops, p PutParams) (VersionInfo, error) {
+	cur, err := s.live(ctx, tx, p.Name)
 	if err != nil {
 		return VersionInfo{}, err
 	}
-	meta, err := ValidateValue(sec.Type, p.Value)
+	meta, err := ValidateValue(cur.Type, p.Value)
 	if err != nil {
 		return VersionInfo{}, invalid(err)
 	}
@@ -400,86 +432,58 @@ func (s *Service) Put(ctx context.Context, p PutParams) (VersionInfo, error) {
 	}
 	reason := cmp.Or(p.Reason, "put")
 	actor := ActorFrom(ctx)
-	// The version number is part of the ciphertext's AAD, so the value is
-	// sealed inside the transaction, once the number is known. On SQLite
-	// the IMMEDIATE transaction serializes writers; on PostgreSQL two
-	// writers may read the same next number, and the loser's insert hits
-	// the unique version and is retried after a short random pause.
-	var v int64
-	var ver store.SecretVersion
-	for attempt := 0; ; attempt++ {
-		err := s.st.InTx(ctx, func(tx store.Ops) error {
-			cur, err := s.live(ctx, tx, p.Name)
-			if err != nil {
-				return err
-			}
-			v = cur.NextVersion
-			if ver, err = s.seal(ctx, cur, v, p.Value, reason); err != nil {
-				return err
-			}
-			if err := tx.InsertVersion(ctx, ver); err != nil {
-				return err
-			}
-			old, err := tx.GetStages(ctx, p.Name)
-			if err != nil {
-				return err
-			}
-			for _, st := range stages {
-				if st == store.StageCurrent {
-					if prev, ok := old[store.StageCurrent]; ok {
-						if err := tx.SetStage(ctx, p.Name, store.StagePrevious, prev); err != nil {
-							return err
-						}
-					}
-				}
-				if err := tx.SetStage(ctx, p.Name, st, v); err != nil {
-					return err
+	v := cur.NextVersion
+	ver, err := s.seal(ctx, cur, v, p.Value, reason)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	if err := tx.InsertVersion(ctx, ver); err != nil {
+		return VersionInfo{}, err
+	}
+	old, err := tx.GetStages(ctx, p.Name)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	for _, st := range stages {
+		if st == store.StageCurrent {
+			if prev, ok := old[store.StageCurrent]; ok {
+				if err := tx.SetStage(ctx, p.Name, store.StagePrevious, prev); err != nil {
+					return VersionInfo{}, err
 				}
 			}
-			cur.NextVersion = v + 1
-			cur.UpdatedAt = s.now().UTC()
-			if meta != nil || cur.Type == "certificate" || cur.Type == "jwt" {
-				cur.Metadata = meta
-			}
-			if err := tx.UpdateSecret(ctx, cur); err != nil {
-				return err
-			}
-			if slices.Contains(stages, store.StageCurrent) {
-				// A new current value written by hand abandons a rotation in
-				// flight: its pending version is no longer the next one.
-				if err := abandonRotation(ctx, tx, p.Name, old, s.now().UTC()); err != nil {
-					return err
-				}
-			}
-			if p.InTx != nil {
-				if err := p.InTx(tx, v); err != nil {
-					return err
-				}
-			}
-			if err := s.outbox(ctx, tx, cur, ver, events.VersionCreated, reason, stages); err != nil {
-				return err
-			}
-			if err := s.Audit(ctx, tx, actor, "secret.put", p.Name, "ok", fmt.Sprintf("version=%d", v)); err != nil {
-				return err
-			}
-			return s.prune(ctx, tx, p.Name)
-		})
-		if errors.Is(err, store.ErrConflict) && attempt < 100 {
-			select {
-			case <-ctx.Done():
-				return VersionInfo{}, ctx.Err()
-			case <-time.After(time.Duration(mrand.Int64N(int64(time.Millisecond) * int64(min(attempt+1, 10))))):
-			}
-			continue
 		}
-		if err != nil {
+		if err := tx.SetStage(ctx, p.Name, st, v); err != nil {
 			return VersionInfo{}, err
 		}
-		return VersionInfo{
-			Version: v, Stages: stages, Fingerprint: ver.Fingerprint, CreatedAt: ver.CreatedAt,
-			CreatedBy: ver.CreatedBy, Reason: reason, KeyID: ver.KeyID, KeyVersion: ver.KeyVersion,
-		}, nil
 	}
+	cur.NextVersion = v + 1
+	cur.UpdatedAt = s.now().UTC()
+	if meta != nil || cur.Type == "certificate" || cur.Type == "jwt" {
+		cur.Metadata = meta
+	}
+	if err := tx.UpdateSecret(ctx, cur); err != nil {
+		return VersionInfo{}, err
+	}
+	if slices.Contains(stages, store.StageCurrent) {
+		// A new current value written by hand abandons a rotation in
+		// flight: its pending version is no longer the next one.
+		if err := abandonRotation(ctx, tx, p.Name, old, s.now().UTC()); err != nil {
+			return VersionInfo{}, err
+		}
+	}
+	if err := s.outbox(ctx, tx, cur, ver, events.VersionCreated, reason, stages); err != nil {
+		return VersionInfo{}, err
+	}
+	if err := s.Audit(ctx, tx, actor, "secret.put", p.Name, "ok", fmt.Sprintf("version=%d", v)); err != nil {
+		return VersionInfo{}, err
+	}
+	if err := s.prune(ctx, tx, p.Name); err != nil {
+		return VersionInfo{}, err
+	}
+	return VersionInfo{
+		Version: v, Stages: stages, Fingerprint: ver.Fingerprint, CreatedAt: ver.CreatedAt,
+		CreatedBy: ver.CreatedBy, Reason: reason, KeyID: ver.KeyID, KeyVersion: ver.KeyVersion,
+	}, nil
 }
 
 // prune deletes versions that hold no stage, beyond the newest s.keep, and
