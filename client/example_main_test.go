@@ -73,7 +73,8 @@ func withDaemon(m *testing.M) (int, error) {
 		return 0, err
 	}
 
-	// A PostgreSQL role of this run's own for the sqlconn example.
+	// A PostgreSQL role of this run's own for the sqlconn example, in
+	// rotary_pwcheck so that the server checks its password (scripts/services.sh).
 	pg, err := sql.Open("postgres", testenv.PostgresBaseDSN())
 	if err != nil {
 		return 0, err
@@ -85,7 +86,7 @@ func withDaemon(m *testing.M) (int, error) {
 		}
 	}
 	role, pw := testenv.Unique("client_example_"), testenv.Unique("Pw-")
-	if _, err := pg.ExecContext(ctx, "CREATE ROLE "+pq.QuoteIdentifier(role)+" LOGIN PASSWORD "+pq.QuoteLiteral(pw)); err != nil {
+	if _, err := pg.ExecContext(ctx, "CREATE ROLE "+pq.QuoteIdentifier(role)+" LOGIN PASSWORD "+pq.QuoteLiteral(pw)+" IN ROLE rotary_pwcheck"); err != nil {
 		return 0, fmt.Errorf("create role: %w", err)
 	}
 	defer func() {

@@ -74,17 +74,32 @@ func (a *attempt) sanitize(err error) error { return sensitive.Sanitize(err, a.v
 
 // guard runs f, turning a panic into the step's error: the run fails like
 // any failed step (and is retried), the daemon lives on. The log gets the
-// stack, and the panic's message only after the values this attempt knows
-// are taken out.
+// stack, never the panic's value.
 func (a *attempt) guard(step string, f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = a.sanitize(fmt.Errorf("panic in step %s: %v", step, r))
+			// Never the panic's value: it may quote a credential this
+			// attempt does not know (as for rotator panics, target.go).
+			err = fmt.Errorf("panic in step %s (the stack is in the daemon log)", step)
 			a.e.log.Error("rotation panicked", "secret", a.rot.Secret, "run", a.run.ID, "step", step,
-				"panic", err.Error(), "stack", string(debug.Stack()))
+				"stack", string(debug.Stack()))
 		}
 	}()
 	return f()
+}
+
+// moveRunning sets the run's next step inside tx, refusing when the run
+// is no longer running (a put abandoned it meanwhile).
+func (a *attempt) moveRunning(ctx context.Context, tx store.Ops, next string, now time.Time) error {
+	cur, err := tx.GetRun(ctx, a.run.ID)
+	if err != nil {
+		return err
+	}
+	if cur.State != store.RunRunning {
+		return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
+	}
+	a.run.Step, a.run.UpdatedAt = next, now
+	return tx.UpdateRun(ctx, a.run)
 }
 
 // prepare loads the rotator, the secret and the admin credential.
@@ -273,15 +288,8 @@ func (a *attempt) create(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			cur, err := tx.GetRun(ctx, a.run.ID)
-			if err != nil {
-				return err
-			}
-			if cur.State != store.RunRunning {
-				return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
-			}
-			a.run.PendingVersion, a.run.Step, a.run.UpdatedAt = vi.Version, StepSet, a.e.now().UTC()
-			if err := tx.UpdateRun(ctx, a.run); err != nil {
+			a.run.PendingVersion = vi.Version
+			if err := a.moveRunning(ctx, tx, StepSet, a.e.now().UTC()); err != nil {
 				return err
 			}
 			return a.recordInTx(ctx, tx)
@@ -439,15 +447,7 @@ func (a *attempt) finish(ctx context.Context) error {
 		}); err != nil {
 			return err
 		}
-		cur, err := tx.GetRun(ctx, a.run.ID)
-		if err != nil {
-			return err
-		}
-		if cur.State != store.RunRunning {
-			return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
-		}
-		a.run.Step, a.run.UpdatedAt = StepCleanup, now
-		if err := tx.UpdateRun(ctx, a.run); err != nil {
+		if err := a.moveRunning(ctx, tx, StepCleanup, now); err != nil {
 			return err
 		}
 		rot, err := tx.GetRotationForUpdate(ctx, a.secret.Name)
