@@ -305,11 +305,13 @@ func TestExecCtrlCReachesChildOnce(t *testing.T) {
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// childScript writes the child's view of its environment to $OUT_FILE
-// (atomically), then waits; TERM ends it with 7.
-const childScript = `printf '%s|%s|%s|%s\n' "$$" "$APP_PW" "$APP_USER" "${ROTARY_TOKEN-unset}" > "$OUT_FILE.tmp" && mv "$OUT_FILE.tmp" "$OUT_FILE"
-trap 'exit 7' TERM
+// childScript sets its traps, writes the child's view of its environment
+// to $OUT_FILE (atomically) and waits; TERM ends it with 7. The traps come
+// first: the test acts as soon as the file appears, and a HUP before the
+// trap would kill the shell.
+const childScript = `trap 'exit 7' TERM
 trap 'echo hup >> "$OUT_FILE.hup"' HUP
+printf '%s|%s|%s|%s\n' "$$" "$APP_PW" "$APP_USER" "${ROTARY_TOKEN-unset}" > "$OUT_FILE.tmp" && mv "$OUT_FILE.tmp" "$OUT_FILE"
 while :; do sleep 0.05; done`
 
 type childView struct{ pid, pw, user, token string }
