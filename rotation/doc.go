@@ -30,6 +30,15 @@
 //	         emergency change the other alternating user and end the old
 //	         credential's sessions. Then the run ends succeeded.
 //
+// Each step computes a transition (the run's next step or its end, and
+// what it does to the secret: store the pending version, move the stages,
+// drop pending) without touching the run; one commit (attempt.commit)
+// persists it with the step's history entry, the events and the audit
+// records, in one transaction that may be retried. The attempt sees the
+// new run only once that transaction has committed. A step that fails
+// before it has a transition leaves the run at its step and records a
+// failed history entry.
+//
 // Invariant: at every instant at least one stored version is a working
 // credential and the store knows which. Before set, current works; between
 // set and finish, pending is stored (durable since create) and the resume
@@ -41,8 +50,12 @@
 // ClaimDueRotations), renewed while it runs. A daemon that dies loses the
 // lease when it expires, and whoever claims the secret next resumes the
 // unfinished run from its step. A hand-written new current version
-// (secret put) abandons the run in the same transaction; the engine sees
-// that at its next step and stops.
+// (secret put) overtakes the run: secrets clears the pending stage, and
+// Engine.Put ends the run as abandoned in the same transaction. The
+// engine driving it finds at its next step, or inside its next commit,
+// that its pending version is no longer the pending stage and stops,
+// recording the step as abandoned (never ok). Only this package writes
+// runs.
 //
 // # Fencing
 //

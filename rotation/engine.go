@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	mrand "math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rotary-secrets/rotary/rotators"
@@ -468,11 +470,25 @@ type runOptions struct {
 	KeepSessions bool `json:"keep_sessions,omitempty"`
 }
 
+// newRunID returns an ID that sorts by creation: a secret's runs are
+// listed newest first by start time and then by ID, so two runs that
+// start within one tick of the clock (an injected one, or rotations back
+// to back) are still in order, and the engine finds the unfinished one.
 func newRunID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
+	var b [12]byte
+	for {
+		last := lastRunNanos.Load()
+		n := max(time.Now().UnixNano(), last+1)
+		if lastRunNanos.CompareAndSwap(last, n) {
+			binary.BigEndian.PutUint64(b[:8], uint64(n))
+			break
+		}
+	}
+	_, _ = rand.Read(b[8:])
 	return "run_" + hex.EncodeToString(b[:])
 }
+
+var lastRunNanos atomic.Int64
 
 // drive runs the steps from run.Step to the end.
 func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.RotationRun, resuming bool) (store.RotationRun, error) {
@@ -516,21 +532,37 @@ func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.Rotati
 		e.cfg.OnResult(rot.Rotator, a.run.State)
 	}
 	if a.run.State == store.RunAbandoned {
-		// Schedule the next regular rotation; the abandoned one is over.
-		_ = e.st.InTx(context.WithoutCancel(ctx), func(tx store.Ops) error {
-			if err := e.fenced(ctx, tx, rot.Secret); err != nil {
-				return err
-			}
-			r, err := tx.GetRotationForUpdate(ctx, rot.Secret)
-			if err != nil {
-				return err
-			}
-			r.NextDueAt = e.nextDue(r, e.now().UTC())
-			return tx.PutRotation(ctx, r)
-		})
+		// Over; abandon scheduled the next regular rotation.
 		return a.run, fmt.Errorf("rotate %s: %s", rot.Secret, a.run.Error)
 	}
 	return a.run, nil
+}
+
+// Put stores a new version of a secret by hand (secret put). A new
+// current version overtakes a rotation in flight: the put clears its
+// pending stage, and its run ends as abandoned in the same transaction,
+// so the history shows it at once; the daemon driving it stops at its
+// next step (a put through secrets.Service.Put alone is seen there too).
+func (e *Engine) Put(ctx context.Context, p secrets.PutParams) (secrets.VersionInfo, error) {
+	defer e.svc.Invalidate(p.Name)
+	var out secrets.VersionInfo
+	err := secrets.RetryConflict(ctx, func() error {
+		return e.st.InTx(ctx, func(tx store.Ops) error {
+			var err error
+			if out, err = e.svc.PutTx(ctx, tx, p); err != nil {
+				return err
+			}
+			if !slices.Contains(out.Stages, store.StageCurrent) {
+				return nil
+			}
+			runs, err := tx.ListRuns(ctx, p.Name, 1)
+			if err != nil || len(runs) == 0 || runs[0].State != store.RunRunning {
+				return err
+			}
+			return abandonRunTx(ctx, tx, &runs[0], e.now().UTC())
+		})
+	})
+	return out, err
 }
 
 // draining reports whether Stop has begun.

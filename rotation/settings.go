@@ -239,7 +239,7 @@ func (e *Engine) configure(ctx context.Context, s Settings) (Configured, error) 
 		if target != nil {
 			detail += " " + targetChange(old.Target, target, exists)
 		}
-		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), "rotation.set", s.Secret, "ok", detail)
+		return e.svc.AuditTx(ctx, tx, secrets.AuditEntry{Action: "rotation.set", Target: s.Secret, Result: "ok", Detail: detail})
 	})
 	if err != nil {
 		return Configured{}, scrub.sanitize(err)
@@ -409,7 +409,7 @@ func (e *Engine) SetEnabled(ctx context.Context, secret string, enabled bool) (s
 		if enabled {
 			action = "rotation.enable"
 		}
-		return e.svc.Audit(ctx, tx, secrets.ActorFrom(ctx), action, secret, "ok", "")
+		return e.svc.AuditTx(ctx, tx, secrets.AuditEntry{Action: action, Target: secret, Result: "ok"})
 	})
 	if err == nil {
 		e.noteSchedule(out)

@@ -7,6 +7,7 @@ package rotation
 // settings in settings.go; doc.go describes the step machine.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,7 @@ import (
 type attempt struct {
 	e        *Engine
 	rot      store.Rotation
-	run      store.RotationRun
+	run      store.RotationRun // as last committed; changed only by commit
 	opts     runOptions
 	rotator  rotators.Rotator
 	secret   secrets.Info
@@ -39,21 +40,32 @@ type attempt struct {
 	target   rotators.Target
 	targeter rotators.Targeter
 
-	// The step being run and when it started; recorded is set once its
-	// history entry has been written inside the step's own transaction.
+	// The step being run and when it started.
 	curStep     string
 	stepStarted time.Time
-	recorded    bool
 }
 
-// recordInTx adds the successful history entry of the current step inside
-// the transaction that persists the step's outcome. The caller sets
-// a.recorded once that transaction has committed (a transaction that is
-// retried runs its function again).
-func (a *attempt) recordInTx(ctx context.Context, tx store.Ops) error {
-	end := a.e.now().UTC()
-	return tx.AddRunStep(ctx, store.RunStep{RunID: a.run.ID, Step: a.curStep, StartedAt: a.stepStarted, EndedAt: &end, Result: "ok"})
+// transition is what a step did, for one commit to persist: the run's
+// next step or its end, the secret's stages, the rotation state, and the
+// step's history entry. Steps compute it without touching the run;
+// commit applies it to the run as stored, inside one transaction that may
+// be retried, and only then does the attempt see the new run.
+type transition struct {
+	next string // the run's next step
+	end  string // or the state that ends the run (succeeded, rolled_back)
+
+	put     *secrets.PutParams // create: store the pending version
+	promote bool               // finish: the pending version becomes current
+	drop    bool               // rollback: clear the pending stage
+	rotated bool               // finish: the rotation state records a rotation
+	clear   bool               // cleanup: clear a failure recorded since finish
 }
+
+func (t transition) zero() bool { return t.next == "" && t.end == "" }
+
+// errAbandoned: a new current version was written during the rotation
+// (secret put), so its pending version is no longer the next one.
+var errAbandoned = errors.New("abandoned: a new current version was written during the rotation")
 
 func (a *attempt) remember(vs ...sensitive.Bytes) {
 	for _, v := range vs {
@@ -86,20 +98,6 @@ func (a *attempt) guard(step string, f func() error) (err error) {
 		}
 	}()
 	return f()
-}
-
-// moveRunning sets the run's next step inside tx, refusing when the run
-// is no longer running (a put abandoned it meanwhile).
-func (a *attempt) moveRunning(ctx context.Context, tx store.Ops, next string, now time.Time) error {
-	cur, err := tx.GetRun(ctx, a.run.ID)
-	if err != nil {
-		return err
-	}
-	if cur.State != store.RunRunning {
-		return fmt.Errorf("run %s is %s", a.run.ID, cur.State)
-	}
-	a.run.Step, a.run.UpdatedAt = next, now
-	return tx.UpdateRun(ctx, a.run)
 }
 
 // prepare loads the rotator, the secret and the admin credential.
@@ -156,54 +154,174 @@ func (a *attempt) stepCtx(ctx context.Context) (context.Context, context.CancelF
 	return context.WithTimeout(ctx, a.e.cfg.StepTimeout)
 }
 
-// advance persists the run at its next step, with the current step's
-// successful history entry, after checking that no put abandoned it
-// meanwhile.
-func (a *attempt) advance(ctx context.Context, next string) error { return a.move(ctx, next, true) }
+// commit persists a step's transition in one transaction: the fencing
+// check, the run as stored (refused when a put abandoned it), the
+// secret's stages with their events and audit records, the rotation
+// state, and the step's history entry (ok, or failed with stepErr).
+func (a *attempt) commit(ctx context.Context, t transition, stepErr error) error {
+	var run store.RotationRun
+	err := secrets.RetryConflict(ctx, func() error {
+		return a.e.st.InTx(ctx, func(tx store.Ops) error {
+			if err := a.fenced(ctx, tx); err != nil {
+				return err
+			}
+			cur, err := a.runningTx(ctx, tx)
+			if err != nil {
+				return err
+			}
+			now := a.e.now().UTC()
+			run = cur
+			run.UpdatedAt = now
+			if t.put != nil {
+				vi, err := a.e.svc.PutTx(ctx, tx, *t.put)
+				if err != nil {
+					return err
+				}
+				run.PendingVersion = vi.Version
+			}
+			if t.promote {
+				err := a.e.svc.PromoteTx(ctx, tx, secrets.PromoteParams{Name: a.secret.Name, Version: run.PendingVersion, Reason: run.Trigger})
+				if errors.Is(err, secrets.ErrNotPending) {
+					return errAbandoned
+				}
+				if err != nil {
+					return err
+				}
+			}
+			if t.drop {
+				if err := a.e.svc.DropPendingTx(ctx, tx, a.secret.Name, run.PendingVersion); err != nil {
+					return err
+				}
+			}
+			if t.end != "" {
+				run.State, run.EndedAt, run.Error = t.end, &now, ""
+				if stepErr != nil {
+					run.Error = truncate(a.sanitize(stepErr).Error(), 500)
+				}
+			} else {
+				run.Step = t.next
+			}
+			if err := tx.UpdateRun(ctx, run); err != nil {
+				return err
+			}
+			if t.rotated || t.clear {
+				rot, err := tx.GetRotationForUpdate(ctx, a.rot.Secret)
+				if err != nil {
+					return err
+				}
+				// Finish records the rotation. A cleanup that failed and is
+				// retried left last_error and a retry due time, which would
+				// start a rotation nobody asked for: its success clears them
+				// as finish did.
+				if t.rotated || rot.LastError != "" || rot.ConsecutiveFailures != 0 {
+					if t.rotated {
+						rot.LastRotatedAt = &now
+					}
+					rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = "", 0, now
+					rot.NextDueAt = a.e.nextDue(rot, now)
+					if err := tx.PutRotation(ctx, rot); err != nil {
+						return err
+					}
+				}
+			}
+			return tx.AddRunStep(ctx, a.history(now, stepErr))
+		})
+	})
+	if t.put != nil || t.promote || t.drop {
+		a.e.svc.Invalidate(a.secret.Name)
+	}
+	if err != nil {
+		return err
+	}
+	a.run = run
+	return nil
+}
 
-// retreat persists the run back at an earlier step after the current step
-// failed; the failure is recorded by step, never as ok.
-func (a *attempt) retreat(ctx context.Context, next string) error { return a.move(ctx, next, false) }
+// runningTx reads the run inside tx and checks that it is still this
+// rotation's: running, and, between create and finish, with its pending
+// version still the secret's pending stage (a put of a new current
+// version clears it). errAbandoned otherwise.
+func (a *attempt) runningTx(ctx context.Context, tx store.Ops) (store.RotationRun, error) {
+	cur, err := tx.GetRun(ctx, a.run.ID)
+	if err != nil {
+		return cur, err
+	}
+	if cur.State != store.RunRunning {
+		return cur, errAbandoned
+	}
+	if cur.PendingVersion != 0 && cur.Step != StepCreate && cur.Step != StepCleanup {
+		stages, err := tx.GetStages(ctx, a.rot.Secret)
+		if err != nil {
+			return cur, err
+		}
+		if stages[store.StagePending] != cur.PendingVersion {
+			return cur, errAbandoned
+		}
+	}
+	return cur, nil
+}
 
-func (a *attempt) move(ctx context.Context, next string, ok bool) error {
-	did := false
+// history is the current step's history entry, ended at end.
+func (a *attempt) history(end time.Time, err error) store.RunStep {
+	s := store.RunStep{RunID: a.run.ID, Step: a.curStep, StartedAt: a.stepStarted, EndedAt: &end, Result: "ok"}
+	if err != nil {
+		s.Result, s.Error = "failed", truncate(a.sanitize(err).Error(), 500)
+	}
+	return s
+}
+
+// abandon ends a run that a put overtook: the run (if a put did not
+// already end it) and the step's history entry say so, and the next
+// regular rotation is scheduled.
+func (a *attempt) abandon(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	var run store.RotationRun
 	err := a.e.st.InTx(ctx, func(tx store.Ops) error {
-		did = false
 		if err := a.fenced(ctx, tx); err != nil {
 			return err
 		}
+		now := a.e.now().UTC()
 		cur, err := tx.GetRun(ctx, a.run.ID)
 		if err != nil {
 			return err
 		}
-		if cur.State != store.RunRunning {
-			a.run = cur
-			return nil
+		run = cur
+		if cur.State == store.RunRunning {
+			if err := abandonRunTx(ctx, tx, &run, now); err != nil {
+				return err
+			}
 		}
-		a.run.Step, a.run.UpdatedAt = next, a.e.now().UTC()
-		if err := tx.UpdateRun(ctx, a.run); err != nil {
+		if run.State != store.RunAbandoned {
+			return nil // it ended otherwise meanwhile
+		}
+		if err := tx.AddRunStep(ctx, a.history(now, errAbandoned)); err != nil {
 			return err
 		}
-		if !ok {
-			return nil
+		rot, err := tx.GetRotationForUpdate(ctx, a.rot.Secret)
+		if err != nil {
+			return err
 		}
-		did = true
-		return a.recordInTx(ctx, tx)
+		rot.NextDueAt, rot.UpdatedAt = a.e.nextDue(rot, now), now
+		return tx.PutRotation(ctx, rot)
 	})
-	if err == nil && did {
-		a.recorded = true
+	if err != nil {
+		return err
 	}
-	return err
+	a.run = run
+	return nil
 }
 
-// record stores one step's outcome in the history.
-func (a *attempt) record(ctx context.Context, step string, started time.Time, err error) {
-	end := a.e.now().UTC()
-	s := store.RunStep{RunID: a.run.ID, Step: step, StartedAt: started, EndedAt: &end, Result: "ok"}
-	if err != nil {
-		s.Result, s.Error = "failed", truncate(a.sanitize(err).Error(), 500)
-	}
+// abandonRunTx ends run as abandoned inside tx.
+func abandonRunTx(ctx context.Context, tx store.Ops, run *store.RotationRun, now time.Time) error {
+	run.State, run.UpdatedAt, run.EndedAt, run.Error = store.RunAbandoned, now, &now, errAbandoned.Error()
+	return tx.UpdateRun(ctx, *run)
+}
+
+// record stores a failed step's history entry on its own, for a step that
+// failed before it had anything to commit.
+func (a *attempt) record(ctx context.Context, err error) {
 	ctx = context.WithoutCancel(ctx)
+	s := a.history(a.e.now().UTC(), err)
 	aerr := a.e.st.InTx(ctx, func(tx store.Ops) error {
 		if err := a.fenced(ctx, tx); err != nil {
 			return err
@@ -222,46 +340,94 @@ func truncate(s string, n int) string {
 	return s
 }
 
+// step runs the run's current step and commits its transition. A step
+// that fails before it has a transition leaves the run where it is, with
+// a failed history entry; a step whose run a put overtook ends it as
+// abandoned.
 func (a *attempt) step(ctx context.Context) error {
-	started := a.e.now().UTC()
-	step := a.run.Step
-	if step == "" {
-		step = StepCreate
+	a.curStep, a.stepStarted = cmp.Or(a.run.Step, StepCreate), a.e.now().UTC()
+	var (
+		t   transition
+		err error
+	)
+	if a.curStep != StepCreate && a.curStep != StepCleanup {
+		err = a.stillPending(ctx)
 	}
-	a.curStep, a.stepStarted, a.recorded = step, started, false
-	var err error
-	switch step {
-	case StepCreate, "":
-		step = StepCreate
-		err = a.create(ctx)
-	case StepSet:
-		err = a.set(ctx)
-	case StepTest:
-		err = a.test(ctx)
-	case StepFinish:
-		err = a.finish(ctx)
-	case StepCleanup:
-		err = a.cleanup(ctx)
-	default:
-		err = fmt.Errorf("run %s has an unknown step %q", a.run.ID, step)
+	if err == nil {
+		switch a.curStep {
+		case StepCreate:
+			t, err = a.create(ctx)
+		case StepSet:
+			t, err = a.set(ctx)
+		case StepTest:
+			t, err = a.test(ctx)
+		case StepFinish:
+			t, err = a.finish(ctx)
+		case StepCleanup:
+			t, err = a.cleanup(ctx)
+		default:
+			err = fmt.Errorf("run %s has an unknown step %q", a.run.ID, a.curStep)
+		}
 	}
-	if err != nil || !a.recorded {
-		a.record(ctx, step, started, err)
+	if errors.Is(err, errAbandoned) {
+		return a.abandon(ctx)
+	}
+	if t.zero() {
+		a.record(ctx, err)
+		return err
+	}
+	cerr := a.commit(ctx, t, err)
+	if errors.Is(cerr, errAbandoned) {
+		return a.abandon(ctx)
+	}
+	if cerr != nil {
+		cerr = fmt.Errorf("%s: commit: %w", a.curStep, cerr)
+		if err == nil {
+			err = cerr
+		} else {
+			err = errors.Join(err, cerr)
+		}
+		a.record(ctx, err)
+		return err
+	}
+	// Set is tried again after a failed test: it may have run already.
+	a.resuming = t.next == StepSet && err != nil
+	switch {
+	case err != nil:
+	case a.curStep == StepCreate:
+		a.e.failpoint("create-after-store")
+	case a.curStep == StepFinish:
+		a.e.failpoint("finish-after")
+	case a.run.State == store.RunSucceeded:
+		a.e.log.Info("rotated", "secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", a.run.Trigger, "run", a.run.ID)
 	}
 	return err
 }
 
-func (a *attempt) create(ctx context.Context) error {
-	current, _, err := a.value(ctx, 0, "current")
+// stillPending checks, before a step between create and finish touches
+// the target, that no put overtook the run (errAbandoned).
+func (a *attempt) stillPending(ctx context.Context) error {
+	info, err := a.e.svc.Describe(ctx, a.secret.Name)
 	if err != nil {
 		return err
+	}
+	if v, ok := info.Stages[store.StagePending]; !ok || v != a.run.PendingVersion {
+		return errAbandoned
+	}
+	return nil
+}
+
+func (a *attempt) create(ctx context.Context) (transition, error) {
+	current, _, err := a.value(ctx, 0, "current")
+	if err != nil {
+		return transition{}, err
 	}
 	previous, _, err := a.value(ctx, 0, "previous")
 	if err != nil {
-		return err
+		return transition{}, err
 	}
 	if err := a.checkTarget(ctx, current, "the current version", false); err != nil {
-		return err
+		return transition{}, err
 	}
 	previous = a.checkPrevious(ctx, previous)
 	sctx, cancel := a.stepCtx(ctx)
@@ -270,39 +436,15 @@ func (a *attempt) create(ctx context.Context) error {
 		Secret: a.rsecret(0), Config: a.config, Current: current, Previous: previous, Emergency: a.opts.Emergency,
 	})
 	if err != nil {
-		return fmt.Errorf("create: %w", err)
+		return transition{}, fmt.Errorf("create: %w", err)
 	}
 	a.remember(resp.Value)
 	a.e.failpoint("create-before-store")
-	// One transaction: the fencing check, the pending version (with its
-	// event and audit record), the run's next step and the history entry.
-	err = secrets.RetryConflict(ctx, func() error {
-		return a.e.st.InTx(ctx, func(tx store.Ops) error {
-			if err := a.fenced(ctx, tx); err != nil {
-				return err
-			}
-			vi, err := a.e.svc.PutTx(ctx, tx, secrets.PutParams{
-				Name: a.secret.Name, Value: resp.Value.Reveal(), Reason: a.run.Trigger,
-				Stages: []string{"pending"},
-			})
-			if err != nil {
-				return err
-			}
-			a.run.PendingVersion = vi.Version
-			if err := a.moveRunning(ctx, tx, StepSet, a.e.now().UTC()); err != nil {
-				return err
-			}
-			return a.recordInTx(ctx, tx)
-		})
-	})
-	a.e.svc.Invalidate(a.secret.Name)
-	if err != nil {
-		return fmt.Errorf("create: store the pending version: %w", err)
-	}
-	a.recorded = true
-	a.resuming = false
-	a.e.failpoint("create-after-store")
-	return nil
+	// The pending version (with its event and audit record) is committed
+	// with the run's next step and the history entry.
+	return transition{next: StepSet, put: &secrets.PutParams{
+		Name: a.secret.Name, Value: resp.Value.Reveal(), Reason: a.run.Trigger, Stages: []string{"pending"},
+	}}, nil
 }
 
 func (a *attempt) pending(ctx context.Context) (sensitive.Bytes, error) {
@@ -319,24 +461,24 @@ func (a *attempt) testValue(ctx context.Context, version int64, v sensitive.Byte
 	return a.rotator.Test(sctx, rotators.TestRequest{Secret: a.rsecret(version), Config: a.config, Value: v})
 }
 
-func (a *attempt) set(ctx context.Context) error {
+func (a *attempt) set(ctx context.Context) (transition, error) {
 	pending, err := a.pending(ctx)
 	if err != nil {
-		return err
+		return transition{}, err
 	}
 	current, _, err := a.value(ctx, 0, "current")
 	if err != nil {
-		return err
+		return transition{}, err
 	}
 	if err := a.checkSend(ctx, current, pending, a.admin); err != nil {
-		return err
+		return transition{}, err
 	}
 	if a.resuming {
 		// Set may have run before the crash: if the target already takes
 		// pending, roll forward without touching it again.
 		if a.testValue(ctx, a.run.PendingVersion, pending) == nil {
 			a.e.log.Info("resumed rotation: the target already takes the pending credential", "secret", a.secret.Name, "run", a.run.ID)
-			return a.advance(ctx, StepTest)
+			return transition{next: StepTest}, nil
 		}
 	}
 	a.e.failpoint("set-before")
@@ -347,19 +489,19 @@ func (a *attempt) set(ctx context.Context) error {
 		Admin: a.admin, Emergency: a.opts.Emergency,
 	})
 	if err != nil {
-		return fmt.Errorf("set: %w", err)
+		return transition{}, fmt.Errorf("set: %w", err)
 	}
 	a.e.failpoint("set-after")
-	return a.advance(ctx, StepTest)
+	return transition{next: StepTest}, nil
 }
 
-func (a *attempt) test(ctx context.Context) error {
+func (a *attempt) test(ctx context.Context) (transition, error) {
 	pending, err := a.pending(ctx)
 	if err != nil {
-		return err
+		return transition{}, err
 	}
 	if err := a.checkTarget(ctx, pending, "the pending version", false); err != nil {
-		return err
+		return transition{}, err
 	}
 	a.e.failpoint("test-before")
 	for i := range a.e.cfg.TestAttempts {
@@ -369,17 +511,17 @@ func (a *attempt) test(ctx context.Context) error {
 		if i < a.e.cfg.TestAttempts-1 {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return transition{}, ctx.Err()
 			case <-time.After(a.e.cfg.TestRetryDelay):
 			}
 		}
 	}
 	if err == nil {
 		a.e.failpoint("test-after")
-		return a.advance(ctx, StepFinish)
+		return transition{next: StepFinish}, nil
 	}
 	if errors.Is(err, store.ErrLeaseLost) {
-		return err // stopped before testing: nothing was learnt
+		return transition{}, err // stopped before testing: nothing was learnt
 	}
 	testErr := fmt.Errorf("test: the pending credential does not work: %w", err)
 	// Which credential does the target take? If current still works, roll
@@ -403,102 +545,33 @@ func (a *attempt) test(ctx context.Context) error {
 				testErr = fmt.Errorf("%w; rollback on the target failed: %w", testErr, rerr)
 			}
 		}
-		now := a.e.now().UTC()
-		derr := a.e.st.InTx(ctx, func(tx store.Ops) error {
-			if err := a.fenced(ctx, tx); err != nil {
-				return err
-			}
-			if err := a.e.svc.DropPendingTx(ctx, tx, a.secret.Name, a.run.PendingVersion); err != nil {
-				return err
-			}
-			a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunRolledBack, &now, now
-			a.run.Error = truncate(a.sanitize(testErr).Error(), 500)
-			return tx.UpdateRun(ctx, a.run)
-		})
-		a.e.svc.Invalidate(a.secret.Name)
-		if derr != nil {
-			return derr
-		}
-		return testErr
+		return transition{end: store.RunRolledBack, drop: true}, testErr
 	}
 	// Neither works (the target may be down): set again next time.
-	if aerr := a.retreat(ctx, StepSet); aerr != nil {
-		return aerr
-	}
-	a.resuming = true
 	if errors.Is(cerr, rotators.ErrTargetMismatch) {
-		return errors.Join(testErr, cerr)
+		testErr = errors.Join(testErr, cerr)
 	}
-	return testErr
+	return transition{next: StepSet}, testErr
 }
 
-func (a *attempt) finish(ctx context.Context) error {
+func (a *attempt) finish(context.Context) (transition, error) {
 	a.e.failpoint("finish-before")
-	now := a.e.now().UTC()
-	// One transaction: the fencing check, the stages moved (with the
-	// rotated event and audit record), the run's next step, the rotation
-	// state and the history entry.
-	err := a.e.st.InTx(ctx, func(tx store.Ops) error {
-		if err := a.fenced(ctx, tx); err != nil {
-			return err
-		}
-		if err := a.e.svc.PromoteTx(ctx, tx, secrets.PromoteParams{
-			Name: a.secret.Name, Version: a.run.PendingVersion, Reason: a.run.Trigger,
-		}); err != nil {
-			return err
-		}
-		if err := a.moveRunning(ctx, tx, StepCleanup, now); err != nil {
-			return err
-		}
-		rot, err := tx.GetRotationForUpdate(ctx, a.secret.Name)
-		if err != nil {
-			return err
-		}
-		rot.LastRotatedAt, rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = &now, "", 0, now
-		rot.NextDueAt = a.e.nextDue(rot, now)
-		if err := tx.PutRotation(ctx, rot); err != nil {
-			return err
-		}
-		return a.recordInTx(ctx, tx)
-	})
-	a.e.svc.Invalidate(a.secret.Name)
-	if errors.Is(err, secrets.ErrNotPending) {
-		end := a.e.now().UTC()
-		a.run.State, a.run.EndedAt, a.run.UpdatedAt = store.RunAbandoned, &end, end
-		a.run.Error = "abandoned: a new current version was written during the rotation"
-		err := a.e.st.InTx(ctx, func(tx store.Ops) error {
-			if err := a.fenced(ctx, tx); err != nil {
-				return err
-			}
-			return tx.UpdateRun(ctx, a.run)
-		})
-		if err != nil {
-			return err
-		}
-		// The step did not do its work: its history entry says so.
-		a.record(ctx, StepFinish, a.stepStarted, errors.New(a.run.Error))
-		a.recorded = true
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("finish: %w", err)
-	}
-	a.recorded = true
-	a.e.failpoint("finish-after")
-	return nil
+	// The stages moved (with the rotated event and audit record), the
+	// run's next step, the rotation state and the history entry.
+	return transition{next: StepCleanup, promote: true, rotated: true}, nil
 }
 
-func (a *attempt) cleanup(ctx context.Context) error {
+func (a *attempt) cleanup(ctx context.Context) (transition, error) {
 	current, _, err := a.value(ctx, 0, "current")
 	if err != nil {
-		return err
+		return transition{}, err
 	}
 	previous, _, err := a.value(ctx, 0, "previous")
 	if err != nil {
-		return err
+		return transition{}, err
 	}
 	if err := a.checkSend(ctx, current, nil, a.admin); err != nil {
-		return err
+		return transition{}, err
 	}
 	previous = a.checkPrevious(ctx, previous)
 	sctx, cancel := a.stepCtx(ctx)
@@ -508,40 +581,9 @@ func (a *attempt) cleanup(ctx context.Context) error {
 		Admin: a.admin, Emergency: a.opts.Emergency, KeepSessions: a.opts.KeepSessions,
 	})
 	if err != nil {
-		return fmt.Errorf("finish on the target: %w", err)
+		return transition{}, fmt.Errorf("finish on the target: %w", err)
 	}
-	end := a.e.now().UTC()
-	a.run.State, a.run.EndedAt, a.run.UpdatedAt, a.run.Error = store.RunSucceeded, &end, end, ""
-	err = a.e.st.InTx(ctx, func(tx store.Ops) error {
-		if err := a.fenced(ctx, tx); err != nil {
-			return err
-		}
-		if err := tx.UpdateRun(ctx, a.run); err != nil {
-			return err
-		}
-		// Finish cleared the failure state; a failure recorded since (a
-		// cleanup that failed and is now retried) left last_error and a
-		// retry due time, which would start another rotation that nobody
-		// asked for. The run succeeded: clear them as finish did.
-		rot, err := tx.GetRotationForUpdate(ctx, a.secret.Name)
-		if err != nil {
-			return err
-		}
-		if rot.LastError != "" || rot.ConsecutiveFailures != 0 {
-			rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = "", 0, end
-			rot.NextDueAt = a.e.nextDue(rot, end)
-			if err := tx.PutRotation(ctx, rot); err != nil {
-				return err
-			}
-		}
-		return a.recordInTx(ctx, tx)
-	})
-	if err != nil {
-		return err
-	}
-	a.recorded = true
-	a.e.log.Info("rotated", "secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", a.run.Trigger, "run", a.run.ID)
-	return nil
+	return transition{end: store.RunSucceeded, clear: true}, nil
 }
 
 // fenced is the fencing check of a step's commit (Engine.fenced).
@@ -556,6 +598,7 @@ func (a *attempt) fail(ctx context.Context, err error) {
 	ctx = context.WithoutCancel(ctx)
 	msg := truncate(err.Error(), 500)
 	now := a.e.now().UTC()
+	var run store.RotationRun
 	werr := a.e.st.InTx(ctx, func(tx store.Ops) error {
 		if err := a.e.fenced(ctx, tx, a.rot.Secret); err != nil {
 			return err
@@ -563,13 +606,14 @@ func (a *attempt) fail(ctx context.Context, err error) {
 		if err := a.e.svc.RotationFailedTx(ctx, tx, a.rot.Secret, a.run.Trigger, msg); err != nil {
 			return err
 		}
+		run = a.run
 		if a.run.ID != "" {
 			if cur, gerr := tx.GetRun(ctx, a.run.ID); gerr == nil && cur.State == store.RunRunning {
 				cur.Error, cur.Attempt, cur.UpdatedAt = msg, cur.Attempt+1, now
 				if uerr := tx.UpdateRun(ctx, cur); uerr != nil {
 					return uerr
 				}
-				a.run = cur
+				run = cur
 			}
 		}
 		rot, gerr := tx.GetRotationForUpdate(ctx, a.rot.Secret)
@@ -581,6 +625,9 @@ func (a *attempt) fail(ctx context.Context, err error) {
 		rot.NextDueAt = &retry
 		return tx.PutRotation(ctx, rot)
 	})
+	if werr == nil {
+		a.run = run
+	}
 	if errors.Is(werr, store.ErrLeaseLost) {
 		// Fenced: the lease is gone, so is the run; its new owner records.
 		a.e.log.Warn("rotation stopped without recording: this daemon no longer holds the lease", "secret", a.rot.Secret, "run", a.run.ID, "step", a.run.Step, "err", msg)

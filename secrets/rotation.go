@@ -3,32 +3,10 @@ package secrets
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/rotary-secrets/rotary/events"
 	"github.com/rotary-secrets/rotary/store"
 )
-
-// abandonRotation clears a pending version and marks the secret's running
-// rotation abandoned, inside a put's transaction.
-func abandonRotation(ctx context.Context, tx store.Ops, name string, stages map[string]int64, now time.Time) error {
-	if _, ok := stages[store.StagePending]; ok {
-		if err := tx.ClearStage(ctx, name, store.StagePending); err != nil {
-			return err
-		}
-	}
-	runs, err := tx.ListRuns(ctx, name, 1)
-	if err != nil {
-		return err
-	}
-	if len(runs) == 1 && runs[0].State == store.RunRunning {
-		r := runs[0]
-		r.State, r.UpdatedAt, r.EndedAt = store.RunAbandoned, now, &now
-		r.Error = "abandoned: a new current version was written during the rotation"
-		return tx.UpdateRun(ctx, r)
-	}
-	return nil
-}
 
 // PromoteParams makes a rotation's pending version current.
 type PromoteParams struct {
@@ -50,7 +28,6 @@ func (s *Service) Invalidate(name string) { s.cache.invalidate(name) }
 // previous, with the rotated event and the audit record. It refuses if
 // the version is no longer pending. Call Invalidate after the transaction.
 func (s *Service) PromoteTx(ctx context.Context, tx store.Ops, p PromoteParams) error {
-	actor := ActorFrom(ctx)
 	sec, err := s.live(ctx, tx, p.Name)
 	if err != nil {
 		return err
@@ -84,15 +61,13 @@ func (s *Service) PromoteTx(ctx context.Context, tx store.Ops, p PromoteParams) 
 	if err := s.outbox(ctx, tx, sec, ver, events.Rotated, p.Reason, []string{store.StageCurrent}); err != nil {
 		return err
 	}
-	return s.Audit(ctx, tx, actor, "secret.rotate", p.Name, "ok",
-		fmt.Sprintf("version=%d reason=%s", p.Version, p.Reason))
+	return s.AuditTx(ctx, tx, AuditEntry{Action: "secret.rotate", Target: p.Name, Result: "ok", Detail: fmt.Sprintf("version=%d reason=%s", p.Version, p.Reason)})
 }
 
 // DropPendingTx clears the pending stage if it still names version (a
 // rotation rolled back), with its audit record, inside tx. Call
 // Invalidate after the transaction.
 func (s *Service) DropPendingTx(ctx context.Context, tx store.Ops, name string, version int64) error {
-	actor := ActorFrom(ctx)
 	stages, err := tx.GetStages(ctx, name)
 	if err != nil {
 		return err
@@ -102,14 +77,13 @@ func (s *Service) DropPendingTx(ctx context.Context, tx store.Ops, name string, 
 			return err
 		}
 	}
-	return s.Audit(ctx, tx, actor, "secret.rotate", name, "rolled_back", fmt.Sprintf("version=%d", version))
+	return s.AuditTx(ctx, tx, AuditEntry{Action: "secret.rotate", Target: name, Result: "rolled_back", Detail: fmt.Sprintf("version=%d", version)})
 }
 
 // RotationFailedTx records a failed rotation attempt inside tx: the
 // rotation_failed event and the audit record, with the (already
 // sanitized) error.
 func (s *Service) RotationFailedTx(ctx context.Context, tx store.Ops, name, reason, sanitizedErr string) error {
-	actor := ActorFrom(ctx)
 	sec, err := tx.GetSecret(ctx, name)
 	if err != nil {
 		return err
@@ -117,7 +91,7 @@ func (s *Service) RotationFailedTx(ctx context.Context, tx store.Ops, name, reas
 	if err := s.outbox(ctx, tx, sec, store.SecretVersion{}, events.RotationFailed, reason, nil); err != nil {
 		return err
 	}
-	return s.Audit(ctx, tx, actor, "secret.rotate", name, "failed", truncateDetail(sanitizedErr))
+	return s.AuditTx(ctx, tx, AuditEntry{Action: "secret.rotate", Target: name, Result: "failed", Detail: truncateDetail(sanitizedErr)})
 }
 
 func truncateDetail(s string) string {

@@ -280,7 +280,6 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Info, error) {
 		}
 		sec.NextVersion = 2
 	}
-	actor := ActorFrom(ctx)
 	err = s.st.InTx(ctx, func(tx store.Ops) error {
 		if err := tx.CreateSecret(ctx, sec); err != nil {
 			if errors.Is(err, store.ErrConflict) {
@@ -299,7 +298,7 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Info, error) {
 				return err
 			}
 		}
-		return s.Audit(ctx, tx, actor, "secret.create", p.Name, "ok", "type="+typ)
+		return s.AuditTx(ctx, tx, AuditEntry{Action: "secret.create", Target: p.Name, Result: "ok", Detail: "type=" + typ})
 	})
 	if err != nil {
 		return Info{}, err
@@ -337,16 +336,26 @@ func (s *Service) outbox(ctx context.Context, tx store.Ops, sec store.Secret, ve
 	return err
 }
 
-// Audit appends one record to the hash chain inside tx. Detail must never
-// carry a value.
-func (s *Service) Audit(ctx context.Context, tx store.Ops, a Actor, action, target, result, detail string) error {
+// AuditEntry is one audit record to append. Detail must never carry a
+// value.
+type AuditEntry struct {
+	Actor                          *Actor // nil: the context's (ActorFrom)
+	Action, Target, Result, Detail string
+}
+
+// AuditTx appends one record to the hash chain inside tx.
+func (s *Service) AuditTx(ctx context.Context, tx store.Ops, e AuditEntry) error {
+	a := ActorFrom(ctx)
+	if e.Actor != nil {
+		a = *e.Actor
+	}
 	seq, head, err := tx.AuditHead(ctx)
 	if err != nil {
 		return fmt.Errorf("audit head: %w", err)
 	}
 	r := s.audit.Seal(head, seq+1, audit.Record{
-		Time: s.now().UTC(), TokenID: a.TokenID, Action: action, Target: target,
-		Result: result, RequestID: a.RequestID, Detail: detail,
+		Time: s.now().UTC(), TokenID: a.TokenID, Action: e.Action, Target: e.Target,
+		Result: e.Result, RequestID: a.RequestID, Detail: e.Detail,
 	})
 	return tx.AppendAudit(ctx, store.AuditRecord(r))
 }
@@ -431,7 +440,6 @@ func (s *Service) PutTx(ctx context.Context, tx store.Ops, p PutParams) (Version
 		stages = []string{store.StageCurrent}
 	}
 	reason := cmp.Or(p.Reason, "put")
-	actor := ActorFrom(ctx)
 	v := cur.NextVersion
 	ver, err := s.seal(ctx, cur, v, p.Value, reason)
 	if err != nil {
@@ -464,17 +472,19 @@ func (s *Service) PutTx(ctx context.Context, tx store.Ops, p PutParams) (Version
 	if err := tx.UpdateSecret(ctx, cur); err != nil {
 		return VersionInfo{}, err
 	}
-	if slices.Contains(stages, store.StageCurrent) {
-		// A new current value written by hand abandons a rotation in
-		// flight: its pending version is no longer the next one.
-		if err := abandonRotation(ctx, tx, p.Name, old, s.now().UTC()); err != nil {
+	if _, ok := old[store.StagePending]; ok && slices.Contains(stages, store.StageCurrent) {
+		// A new current value written by hand overtakes a rotation in
+		// flight: its pending version is no longer the next one. The
+		// rotation engine owns the run and ends it (rotation.Engine.Put
+		// in the same transaction, or its next step commit).
+		if err := tx.ClearStage(ctx, p.Name, store.StagePending); err != nil {
 			return VersionInfo{}, err
 		}
 	}
 	if err := s.outbox(ctx, tx, cur, ver, events.VersionCreated, reason, stages); err != nil {
 		return VersionInfo{}, err
 	}
-	if err := s.Audit(ctx, tx, actor, "secret.put", p.Name, "ok", fmt.Sprintf("version=%d", v)); err != nil {
+	if err := s.AuditTx(ctx, tx, AuditEntry{Action: "secret.put", Target: p.Name, Result: "ok", Detail: fmt.Sprintf("version=%d", v)}); err != nil {
 		return VersionInfo{}, err
 	}
 	if err := s.prune(ctx, tx, p.Name); err != nil {
@@ -670,7 +680,6 @@ func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
 	if err := ValidateLookupName(p.Name); err != nil {
 		return Info{}, invalid(err)
 	}
-	actor := ActorFrom(ctx)
 	var info Info
 	err := s.st.InTx(ctx, func(tx store.Ops) error {
 		sec, err := tx.GetSecret(ctx, p.Name)
@@ -709,7 +718,7 @@ func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
 		if p.Force {
 			detail = "force"
 		}
-		return s.Audit(ctx, tx, actor, "secret.delete", p.Name, "ok", detail)
+		return s.AuditTx(ctx, tx, AuditEntry{Action: "secret.delete", Target: p.Name, Result: "ok", Detail: detail})
 	})
 	return info, err
 }
@@ -720,7 +729,6 @@ func (s *Service) Restore(ctx context.Context, name string) (Info, error) {
 	if err := ValidateLookupName(name); err != nil {
 		return Info{}, invalid(err)
 	}
-	actor := ActorFrom(ctx)
 	err := s.st.InTx(ctx, func(tx store.Ops) error {
 		sec, err := tx.GetSecret(ctx, name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -739,7 +747,7 @@ func (s *Service) Restore(ctx context.Context, name string) (Info, error) {
 		if err := s.outbox(ctx, tx, sec, store.SecretVersion{}, events.Restored, "restore", nil); err != nil {
 			return err
 		}
-		return s.Audit(ctx, tx, actor, "secret.restore", name, "ok", "")
+		return s.AuditTx(ctx, tx, AuditEntry{Action: "secret.restore", Target: name, Result: "ok"})
 	})
 	if err != nil {
 		return Info{}, err
@@ -771,7 +779,7 @@ func (s *Service) PurgeDue(ctx context.Context) (int, error) {
 			if err := s.outbox(ctx, tx, sec, store.SecretVersion{}, events.Deleted, events.ReasonPurge, nil); err != nil {
 				return err
 			}
-			return s.Audit(ctx, tx, Actor{TokenID: "system"}, "secret.purge", name, "ok", "")
+			return s.AuditTx(ctx, tx, AuditEntry{Actor: &Actor{TokenID: "system"}, Action: "secret.purge", Target: name, Result: "ok"})
 		})
 		s.cache.invalidate(name)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -858,8 +866,7 @@ func (s *Service) Rewrap(ctx context.Context, region string, progress func(done,
 	}
 	if rep.Rewrapped > 0 {
 		err := s.st.InTx(ctx, func(tx store.Ops) error {
-			return s.Audit(ctx, tx, ActorFrom(ctx), "key.rewrap", cmp.Or(region, "*"), "ok",
-				fmt.Sprintf("rewrapped=%d", rep.Rewrapped))
+			return s.AuditTx(ctx, tx, AuditEntry{Action: "key.rewrap", Target: cmp.Or(region, "*"), Result: "ok", Detail: fmt.Sprintf("rewrapped=%d", rep.Rewrapped)})
 		})
 		if err != nil {
 			return rep, err

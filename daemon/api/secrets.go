@@ -318,7 +318,11 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request, p *principal)
 	if err != nil {
 		return badRequest("%s", err)
 	}
-	v, err := s.svc.Put(r.Context(), secrets.PutParams{Name: name, Value: value})
+	put := s.svc.Put
+	if s.engine != nil {
+		put = s.engine.Put // ends a rotation the put overtakes
+	}
+	v, err := put(r.Context(), secrets.PutParams{Name: name, Value: value})
 	if err != nil {
 		return err
 	}
