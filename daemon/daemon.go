@@ -279,7 +279,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		// in its own transactions: through the store that wakes the relay.
 		Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Secrets: d.secrets, Rotators: resolver{builtin: d.rotators(), host: d.plugins}, Logger: d.log, Owner: leaseOwner(cfg.Listen),
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
-		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint, Now: cfg.Now,
+		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint, Now: cfg.Now, After: cfg.After,
 		OnResult: func(rotator, result string) {
 			if d.api != nil {
 				d.api.EventsWritten()

@@ -98,7 +98,10 @@ type Config struct {
 	TestAttempts   int
 	TestRetryDelay time.Duration
 	Now            func() time.Time
-	Logger         *slog.Logger
+	// After is the clock's timer (default time.After): lease renewals and
+	// the lapse check wait on it, so an injected clock drives them too.
+	After  func(time.Duration) <-chan time.Time
+	Logger *slog.Logger
 	// Failpoint, when set, is called at named points inside each step;
 	// crash tests use it (see cmd/rotary's failpoints build tag).
 	Failpoint func(name string)
@@ -163,6 +166,9 @@ func New(cfg Config) (*Engine, error) {
 	cfg.StepTimeout = cmp.Or(cfg.StepTimeout, 2*time.Minute)
 	cfg.TestAttempts = cmp.Or(cfg.TestAttempts, 3)
 	cfg.TestRetryDelay = cmp.Or(cfg.TestRetryDelay, time.Second)
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -360,11 +366,25 @@ func (e *Engine) claim(ctx context.Context, secret string) (store.Rotation, erro
 }
 
 // RunClaimed runs (or resumes) a rotation of a secret whose lease this
-// engine holds, and releases the lease at the end. If this engine is
-// already driving the secret's rotation (the lease was claimed again by
-// its own owner) it returns ErrBusy and leaves the lease to that run.
+// engine holds, and releases the lease at the end. The lease must come
+// from a claim of a free or expired lease (store.ClaimDueRotations). If
+// this engine is still driving the secret's rotation, that run's lease
+// had expired: RunClaimed releases the new claim for another daemon and
+// returns ErrBusy. (Resume, which re-claims its own live leases, leaves
+// the lease to the run.)
 func (e *Engine) RunClaimed(ctx context.Context, rot store.Rotation, p RotateParams) (store.RotationRun, error) {
 	if err := e.enter(ctx, rot.Secret); err != nil {
+		if errors.Is(err, ErrBusy) && p.resumeOnly == "" {
+			// This engine claimed a secret it is still driving: a claim
+			// takes only a free or expired lease, so that run's lease
+			// expired and it is stopping (its fence lapsed), maybe stuck in
+			// a call that ignores cancellation. Keeping the claim would hold
+			// the secret for a run that cannot go on, claim after claim:
+			// release it for another daemon.
+			if rerr := e.st.ReleaseRotation(context.WithoutCancel(ctx), rot.Secret, e.cfg.Owner); rerr != nil && !errors.Is(rerr, store.ErrLeaseLost) {
+				e.log.Warn("release rotation lease", "secret", rot.Secret, "err", rerr)
+			}
+		}
 		return store.RotationRun{}, err
 	}
 	defer e.leave(rot.Secret)
@@ -380,6 +400,9 @@ func (e *Engine) runClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 	ctx, stopRenew := e.holdLease(ctx, rot)
 	defer func() {
 		stopRenew()
+		if fenceFrom(ctx).isReleased() {
+			return
+		}
 		if err := e.st.ReleaseRotation(context.WithoutCancel(ctx), rot.Secret, e.cfg.Owner); err != nil && !errors.Is(err, store.ErrLeaseLost) {
 			e.log.Warn("release rotation lease", "secret", rot.Secret, "err", err)
 		}
@@ -436,6 +459,19 @@ func (e *Engine) runClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 	run := store.RotationRun{
 		ID: newRunID(), Secret: rot.Secret, Trigger: p.Trigger, Step: StepCreate, State: store.RunRunning,
 		Options: opts, StartedAt: now, UpdatedAt: now,
+	}
+	if p.Trigger == TriggerScheduled && e.offline(ctx, rot) {
+		// All steps in memory, one commit; on any failure the regular
+		// path below records it (and retries) like any rotation's. Only
+		// for a due time: it stays in the store until that commit, so a
+		// rotation cut off before it happens again. A request (manual,
+		// emergency) was answered "started", so its run is made durable
+		// first, as below, and resumes from its step after a crash.
+		if done, err := e.driveOffline(ctx, rot, run); err == nil {
+			return done, nil
+		} else if errors.Is(err, store.ErrLeaseLost) || e.draining() {
+			return done, fmt.Errorf("rotate %s: %w", rot.Secret, err)
+		}
 	}
 	// The run and a due time no later than the lease's end go in together:
 	// if this daemon dies mid-run, the due time puts the secret back on the

@@ -25,6 +25,24 @@ type fence struct {
 	mu         sync.Mutex
 	validUntil time.Time
 	lost       bool
+	released   bool // the run's last commit released the lease
+}
+
+// markReleased records that the lease was released inside the run's
+// last commit: nothing is left to renew or release.
+func (f *fence) markReleased() {
+	f.mu.Lock()
+	f.released = true
+	f.mu.Unlock()
+}
+
+func (f *fence) isReleased() bool {
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.released
 }
 
 // renewed records a lease written to expire at expiry.
@@ -93,10 +111,8 @@ func (e *Engine) holdLease(ctx context.Context, rot store.Rotation) (_ context.C
 	go func() {
 		defer close(finished)
 		interval := max(e.cfg.LeaseFor/6, time.Millisecond)
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
-		lapse := time.NewTimer(f.remaining())
-		defer lapse.Stop()
+		tick := e.cfg.After(interval)
+		lapse := e.cfg.After(f.remaining())
 		type result struct {
 			until time.Time
 			err   error
@@ -118,19 +134,21 @@ func (e *Engine) holdLease(ctx context.Context, rot store.Rotation) (_ context.C
 				return
 			case <-ctx.Done():
 				return
-			case <-lapse.C:
+			case <-lapse:
 				if err := f.check(); err != nil {
 					stopRun(err)
 					return
 				}
-				lapse.Reset(f.remaining())
-			case <-tick.C:
+				lapse = e.cfg.After(f.remaining())
+			case <-tick:
+				tick = e.cfg.After(interval)
 				if inFlight {
 					continue
 				}
 				inFlight = true
 				until := e.now().Add(e.cfg.LeaseFor)
 				go func() {
+					e.failpoint("lease-renew")
 					// A slow renewal that succeeds still counts (from until,
 					// computed before the call), so it may take a while.
 					rctx, rcancel := context.WithTimeout(ctx, e.cfg.LeaseFor/3)
@@ -142,7 +160,9 @@ func (e *Engine) holdLease(ctx context.Context, rot store.Rotation) (_ context.C
 				switch {
 				case r.err == nil:
 					f.renewed(r.until)
-					lapse.Reset(f.remaining())
+					lapse = e.cfg.After(f.remaining())
+				case errors.Is(r.err, store.ErrLeaseLost) && f.isReleased():
+					return // released by the run's last commit, in a race with this renewal
 				case errors.Is(r.err, store.ErrLeaseLost):
 					f.markLost()
 					stopRun(fmt.Errorf("another daemon took the rotation: %w", store.ErrLeaseLost))

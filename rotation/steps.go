@@ -638,3 +638,137 @@ func (a *attempt) fail(ctx context.Context, err error) {
 	}
 	a.e.log.Warn("rotation failed", "secret", a.rot.Secret, "run", a.run.ID, "step", a.run.Step, "err", msg)
 }
+
+// offline reports whether rot's rotator touches nothing outside rotary
+// (rotators.Offline).
+func (e *Engine) offline(ctx context.Context, rot store.Rotation) bool {
+	r, err := e.cfg.Rotators.Rotator(ctx, rot.Rotator)
+	if err != nil {
+		return false
+	}
+	_, ok := r.(rotators.Offline)
+	return ok
+}
+
+// driveOffline runs a new rotation of an offline rotator: its steps one
+// after another in memory, then one transaction that creates the run,
+// stores the pending version, promotes it, records the five steps and
+// the rotation state, and releases the lease. Nothing is durable before that commit, so a crash
+// leaves nothing to resume, and the events and audit records are those of
+// any rotation. An error means nothing was committed.
+func (e *Engine) driveOffline(ctx context.Context, rot store.Rotation, run store.RotationRun) (store.RotationRun, error) {
+	a := &attempt{e: e, rot: rot, run: run, config: rot.Config, fence: fenceFrom(ctx)}
+	_ = json.Unmarshal(run.Options, &a.opts)
+	ctx = secrets.WithActor(ctx, secrets.Actor{TokenID: "rotation", RequestID: run.ID})
+	var steps []store.RunStep
+	step := func(name string, f func() error) error {
+		start := e.now().UTC()
+		if err := a.guard(name, f); err != nil {
+			return err
+		}
+		end := e.now().UTC()
+		steps = append(steps, store.RunStep{RunID: run.ID, Step: name, StartedAt: start, EndedAt: &end, Result: "ok"})
+		return nil
+	}
+	var current, previous, pending sensitive.Bytes
+	err := a.guard("prepare", func() error { return a.prepare(ctx) })
+	if err == nil {
+		err = step(StepCreate, func() error {
+			var err error
+			if current, _, err = a.value(ctx, 0, "current"); err != nil {
+				return err
+			}
+			if previous, _, err = a.value(ctx, 0, "previous"); err != nil {
+				return err
+			}
+			sctx, cancel := a.stepCtx(ctx)
+			defer cancel()
+			resp, err := a.rotator.Create(sctx, rotators.CreateRequest{
+				Secret: a.rsecret(0), Config: a.config, Current: current, Previous: previous, Emergency: a.opts.Emergency,
+			})
+			a.remember(resp.Value)
+			pending = resp.Value
+			return err
+		})
+	}
+	if err == nil {
+		err = step(StepSet, func() error {
+			sctx, cancel := a.stepCtx(ctx)
+			defer cancel()
+			return a.rotator.Set(sctx, rotators.SetRequest{Secret: a.rsecret(0), Config: a.config, Current: current, Pending: pending, Emergency: a.opts.Emergency})
+		})
+	}
+	if err == nil {
+		err = step(StepTest, func() error { return a.testValue(ctx, 0, pending) })
+	}
+	if err == nil {
+		steps = append(steps, store.RunStep{RunID: run.ID, Step: StepFinish, StartedAt: e.now().UTC(), Result: "ok"})
+		err = step(StepCleanup, func() error {
+			sctx, cancel := a.stepCtx(ctx)
+			defer cancel()
+			return a.rotator.Finish(sctx, rotators.FinishRequest{
+				Secret: a.rsecret(0), Config: a.config, Current: pending, Previous: current,
+				Emergency: a.opts.Emergency, KeepSessions: a.opts.KeepSessions,
+			})
+		})
+	}
+	if err != nil {
+		return run, a.sanitize(err)
+	}
+	var done store.RotationRun
+	err = secrets.RetryConflict(ctx, func() error {
+		return e.st.InTx(ctx, func(tx store.Ops) error {
+			if err := a.fenced(ctx, tx); err != nil {
+				return err
+			}
+			if err := tx.CreateRun(ctx, run); err != nil {
+				return err
+			}
+			vi, err := e.svc.PutTx(ctx, tx, secrets.PutParams{Name: a.secret.Name, Value: pending.Reveal(), Reason: run.Trigger, Stages: []string{store.StagePending}})
+			if err != nil {
+				return err
+			}
+			if err := e.svc.PromoteTx(ctx, tx, secrets.PromoteParams{Name: a.secret.Name, Version: vi.Version, Reason: run.Trigger}); err != nil {
+				return err
+			}
+			now := e.now().UTC()
+			done = run
+			done.PendingVersion, done.Step, done.State, done.EndedAt, done.UpdatedAt = vi.Version, StepCleanup, store.RunSucceeded, &now, now
+			if err := tx.UpdateRun(ctx, done); err != nil {
+				return err
+			}
+			for _, s := range steps {
+				if s.EndedAt == nil {
+					s.EndedAt = &now
+				}
+				if err := tx.AddRunStep(ctx, s); err != nil {
+					return err
+				}
+			}
+			r, err := tx.GetRotationForUpdate(ctx, rot.Secret)
+			if err != nil {
+				return err
+			}
+			r.LastRotatedAt, r.LastError, r.ConsecutiveFailures, r.UpdatedAt = &now, "", 0, now
+			r.NextDueAt = e.nextDue(r, now)
+			if err := tx.PutRotation(ctx, r); err != nil {
+				return err
+			}
+			// The rotation is over: the lease goes with the same commit.
+			return tx.ReleaseRotation(ctx, rot.Secret, e.cfg.Owner)
+		})
+	})
+	e.svc.Invalidate(a.secret.Name)
+	if err != nil {
+		return run, err
+	}
+	a.run = done
+	if a.fence != nil {
+		a.fence.markReleased()
+	}
+	if e.cfg.OnResult != nil {
+		e.cfg.OnResult(rot.Rotator, store.RunSucceeded)
+	}
+	e.log.Info("rotated", "secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", run.Trigger, "run", run.ID)
+	return a.run, nil
+}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rotary-secrets/rotary/rotation"
 	"github.com/rotary-secrets/rotary/rotators"
@@ -285,4 +287,194 @@ func TestPutEndsTheRunAtOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countingStore counts the engine's write transactions: InTx and the
+// lease writes that run on their own.
+type countingStore struct {
+	store.Store
+	writes atomic.Int64
+}
+
+func (s *countingStore) InTx(ctx context.Context, fn func(tx store.Ops) error) error {
+	s.writes.Add(1)
+	return s.Store.InTx(ctx, fn)
+}
+
+func (s *countingStore) ClaimRotation(ctx context.Context, secret string, p store.ClaimParams) (store.Rotation, error) {
+	s.writes.Add(1)
+	return s.Store.ClaimRotation(ctx, secret, p)
+}
+
+func (s *countingStore) ReleaseRotation(ctx context.Context, secret, owner string) error {
+	s.writes.Add(1)
+	return s.Store.ReleaseRotation(ctx, secret, owner)
+}
+
+func (s *countingStore) RenewRotationLease(ctx context.Context, secret, owner string, until time.Time) error {
+	s.writes.Add(1)
+	return s.Store.RenewRotationLease(ctx, secret, owner, until)
+}
+
+// offlineRotator is the fake rotator declaring that it touches no target.
+type offlineRotator struct{ *fakeRotator }
+
+func (offlineRotator) Offline() {}
+
+// TestWriteTransactionsPerRotation counts the engine's write transactions
+// per rotation, so that they cannot creep back: a rotator that touches a
+// target commits each step (claim, run, five steps, release: 8), and so
+// does a requested rotation of any rotator (its run is durable before the
+// request is answered); a scheduled rotation of an offline rotator
+// (random) commits the whole rotation at once, releasing the lease in that
+// commit (claim, one commit: 2). The history, stages, events and audit
+// records are the same.
+func TestWriteTransactionsPerRotation(t *testing.T) {
+	for _, tc := range []struct {
+		offline bool
+		trigger string
+		want    int64
+	}{{false, rotation.TriggerScheduled, 8}, {true, rotation.TriggerManual, 8}, {true, rotation.TriggerScheduled, 2}} {
+		t.Run(fmt.Sprintf("offline=%v/%s", tc.offline, tc.trigger), func(t *testing.T) {
+			b := setup(t)
+			cs := &countingStore{Store: b.st}
+			var r rotators.Rotator = b.rot
+			if tc.offline {
+				r = offlineRotator{b.rot}
+			}
+			e, err := rotation.New(rotation.Config{
+				Store: cs, Secrets: b.svc, Rotators: rotation.Registry{"fake": r}, Owner: "daemon-a", Now: b.clock.Now, TestAttempts: 1,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				before := cs.writes.Load()
+				run, err := e.Rotate(ctx, rotation.RotateParams{Secret: "db", Trigger: tc.trigger})
+				if err != nil || run.State != store.RunSucceeded {
+					t.Fatalf("rotation %d: %s, %v", i, run.State, err)
+				}
+				if got := cs.writes.Load() - before; got != tc.want {
+					t.Fatalf("rotation %d took %d write transactions, want %d", i, got, tc.want)
+				}
+				b.checkInvariant(t)
+			}
+			got := b.outcome(t)
+			for _, line := range []string{"  create:ok", "  set:ok", "  test:ok", "  finish:ok", "  cleanup:ok"} {
+				if n := count(got, line); n != 3 {
+					t.Errorf("%q %d times in the history, want 3:\n%s", line, n, join(got))
+				}
+			}
+			for _, line := range []string{"audit secret.rotate ok", "audit secret.put ok"} {
+				if n := count(got, line); n != 3 {
+					t.Errorf("%q %d times, want 3:\n%s", line, n, join(got))
+				}
+			}
+			if !slices.Contains(got, "stages map[current:4 previous:3]") {
+				t.Errorf("stages after three rotations:\n%s", join(got))
+			}
+			if calls := b.rot.Calls(); count(calls, "set") != 3 || count(calls, "test") != 3 || count(calls, "finish") != 3 {
+				t.Errorf("rotator calls %v, want each step three times", calls)
+			}
+		})
+	}
+}
+
+func count(s []string, v string) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}
+
+// TestOfflineScheduledFailureIsRecorded: when a step of the one-commit
+// path fails, nothing of it was stored, and the regular path records the
+// failure like any rotation's: a run at its step with a failed history
+// entry, last_error, and the next try; with the fault gone the run
+// resumes and succeeds.
+func TestOfflineScheduledFailureIsRecorded(t *testing.T) {
+	b := setup(t)
+	fail := true
+	b.rot.CreateFunc = func(rotators.CreateRequest) (rotators.CreateResponse, error) {
+		if fail {
+			return rotators.CreateResponse{}, errors.New("entropy exhausted")
+		}
+		v, err := rotators.GeneratePassword(rotators.PasswordPolicy{})
+		return rotators.CreateResponse{Value: v}, err
+	}
+	e, err := rotation.New(rotation.Config{
+		Store: b.st, Secrets: b.svc, Rotators: rotation.Registry{"fake": offlineRotator{b.rot}}, Owner: "daemon-a", Now: b.clock.Now, TestAttempts: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Rotate(ctx, rotation.RotateParams{Secret: "db", Trigger: rotation.TriggerScheduled}); err == nil || !strings.Contains(err.Error(), "entropy exhausted") {
+		t.Fatalf("Rotate = %v, want the create error", err)
+	}
+	got := b.outcome(t)
+	for _, want := range []string{"run running trigger=scheduled pending=0 attempt=1 step=create", "  create:failed", "stages map[current:1]"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("missing %q:\n%s", want, join(got))
+		}
+	}
+	if rot, _ := b.st.GetRotation(ctx, "db"); rot.ConsecutiveFailures != 1 || !strings.Contains(rot.LastError, "entropy exhausted") {
+		t.Errorf("rotation state: %d failures, %q", rot.ConsecutiveFailures, rot.LastError)
+	}
+	fail = false
+	run, err := e.Rotate(ctx, rotation.RotateParams{Secret: "db", Trigger: rotation.TriggerScheduled})
+	if err != nil || run.State != store.RunSucceeded || run.PendingVersion != 2 {
+		t.Fatalf("after the fault: %s v%d, %v", run.State, run.PendingVersion, err)
+	}
+	b.checkInvariant(t)
+}
+
+// TestClaimOfAStuckRunIsLetGo: a run stuck in a step past its lease
+// (here, a failpoint that ignores cancellation) keeps its secret marked
+// as driven by this engine. When this engine's scheduler claims the
+// secret again (its lease expired), RunClaimed answers ErrBusy and
+// releases that claim, so that another daemon can take the run over
+// instead of this engine holding the secret, claim after claim, for a
+// run that cannot go on.
+func TestClaimOfAStuckRunIsLetGo(t *testing.T) {
+	b := setup(t)
+	stuck, release := make(chan struct{}), make(chan struct{})
+	b.fp = func(name string) {
+		if name == "set-after" {
+			close(stuck)
+			<-release
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.eng.Rotate(ctx, rotation.RotateParams{Secret: "db"})
+		done <- err
+	}()
+	<-stuck
+	b.clock.Add(3 * time.Minute) // past the 2m lease
+	claimed, err := b.st.ClaimDueRotations(ctx, store.ClaimParams{Owner: "daemon-a", Now: b.clock.Now(), LeaseFor: 2 * time.Minute, Limit: 10})
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("the scheduler's claim: %d, %v", len(claimed), err)
+	}
+	if _, err := b.eng.RunClaimed(ctx, claimed[0], rotation.RotateParams{Secret: "db", Trigger: rotation.TriggerScheduled}); !errors.Is(err, rotation.ErrBusy) {
+		t.Fatalf("RunClaimed of a secret this engine drives = %v, want ErrBusy", err)
+	}
+	if rot, _ := b.st.GetRotation(ctx, "db"); rot.LeaseOwner != "" {
+		t.Fatalf("the claim is kept by %q: nobody else can take the stuck run over", rot.LeaseOwner)
+	}
+	other, err := b.st.ClaimRotation(ctx, "db", store.ClaimParams{Owner: "daemon-b", Now: b.clock.Now(), LeaseFor: 2 * time.Minute})
+	if err != nil {
+		t.Fatalf("another daemon's claim: %v", err)
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, store.ErrLeaseLost) {
+		t.Fatalf("the stuck run ended with %v, want a lost lease", err)
+	}
+	eb := b.newEngine(t, "daemon-b")
+	if run, err := eb.RunClaimed(ctx, other, rotation.RotateParams{Secret: "db"}); err != nil || run.State != store.RunSucceeded {
+		t.Fatalf("B's takeover: %s, %v", run.State, err)
+	}
+	b.checkInvariant(t)
 }

@@ -86,6 +86,17 @@ type Rollbacker interface {
 	Rollback(ctx context.Context, req RollbackRequest) error
 }
 
+// Offline is implemented by a rotator that touches no system outside
+// rotary (random): its Set, Test and Finish have nothing to do on a
+// target. For a scheduled rotation the engine then calls the steps one
+// after another in memory and commits the whole rotation (the run, the
+// pending version and its promotion, the history, the rotation state, the
+// lease's release) in one transaction; a crash before that commit leaves
+// nothing but the due time, so it runs again.
+type Offline interface {
+	Offline()
+}
+
 // RollbackRequest undoes Set of a pending value that failed its test.
 type RollbackRequest struct {
 	Secret  Secret

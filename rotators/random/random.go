@@ -35,6 +35,7 @@ type Rotator struct{}
 var (
 	_ rotators.Rotator         = Rotator{}
 	_ rotators.ConfigValidator = Rotator{}
+	_ rotators.Offline         = Rotator{}
 )
 
 func parse(secretType string, raw json.RawMessage) (Config, error) {
@@ -128,3 +129,7 @@ func (Rotator) Test(_ context.Context, req rotators.TestRequest) error {
 
 // Finish has nothing to clean up.
 func (Rotator) Finish(context.Context, rotators.FinishRequest) error { return nil }
+
+// Offline: the value lives only in rotary, so the engine commits a
+// random rotation in one transaction.
+func (Rotator) Offline() {}
