@@ -18,6 +18,7 @@ import (
 	"github.com/rotary-secrets/rotary/sensitive"
 	"github.com/rotary-secrets/rotary/store"
 	"github.com/rotary-secrets/rotary/store/internal/sqlcol"
+	"github.com/rotary-secrets/rotary/store/internal/sqlops"
 )
 
 // PostgreSQL error codes the backend acts on.
@@ -63,7 +64,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db}
-	s.ops = ops{s: s}
+	s.ops = ops{Ops: sqlops.New(dialect{}, pool{db}), s: s}
 	return s, nil
 }
 
@@ -131,7 +132,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx store.Ops) error) error {
 			_ = tx.Rollback()
 		}
 	}()
-	if err := fn(&ops{s: s, tx: tx}); err != nil {
+	if err := fn(&ops{Ops: s.ops.Ops.WithTx(txQuerier{tx}), s: s, tx: tx}); err != nil {
 		return err
 	}
 	done = true
@@ -146,14 +147,11 @@ func retryable(err error) bool {
 }
 
 // querier is what *sql.DB and *sql.Tx have in common.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
+type querier = sqlops.Querier
 
 // ops implements store.Ops on the pool (tx == nil) or on one transaction.
 type ops struct {
+	*sqlops.Ops
 	s  *Store
 	tx *sql.Tx
 }

@@ -39,6 +39,7 @@ import (
 
 	"github.com/rotary-secrets/rotary/store"
 	"github.com/rotary-secrets/rotary/store/internal/sqlcol"
+	"github.com/rotary-secrets/rotary/store/internal/sqlops"
 )
 
 // busyTimeout is how long a connection waits for another process's write
@@ -130,7 +131,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 	s := &Store{wdb: wdb, rdb: rdb, cdb: cdb, wstmts: newStmtCache(wdb), rstmts: newStmtCache(rdb),
 		stopCkpt: make(chan struct{}), ckptDone: make(chan struct{})}
-	s.ops = ops{s: s}
+	s.ops = ops{Ops: sqlops.New(dialect{}, pools{s}), s: s}
 	go s.checkpointer()
 	return s, nil
 }
@@ -184,7 +185,8 @@ func (s *Store) InTx(ctx context.Context, fn func(tx store.Ops) error) (err erro
 		}
 		s.wstmts.preparePending(ctx)
 	}()
-	o := &ops{s: s, tx: txQuerier{tx: tx, c: s.wstmts}}
+	var q querier = txQuerier{tx: tx, c: s.wstmts}
+	o := &ops{Ops: s.ops.Ops.WithTx(q), s: s, tx: q}
 	if err := fn(o); err != nil {
 		return err
 	}
@@ -196,14 +198,11 @@ func (s *Store) InTx(ctx context.Context, fn func(tx store.Ops) error) (err erro
 }
 
 // querier is what *sql.DB and *sql.Tx have in common.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
+type querier = sqlops.Querier
 
 // ops implements store.Ops on the pools (tx == nil) or on one transaction.
 type ops struct {
+	*sqlops.Ops
 	s  *Store
 	tx querier
 }

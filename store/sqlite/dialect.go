@@ -1,0 +1,112 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/rotary-secrets/rotary/store"
+	"github.com/rotary-secrets/rotary/store/internal/sqlops"
+)
+
+// dialect is SQLite's sqlops.Dialect.
+type dialect struct{}
+
+var _ sqlops.Dialect = dialect{}
+
+// Time is unix microseconds.
+func (dialect) Time(t time.Time) any { return t.UnixMicro() }
+
+// Limit -1 is no limit.
+func (dialect) Limit(n int) any {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+func (dialect) Translate(err error) error   { return translate(err) }
+func (dialect) IsForeignKey(err error) bool { return isFK(err) }
+
+// ForUpdate is empty: the IMMEDIATE transaction holds the write lock.
+func (dialect) ForUpdate() string { return "" }
+
+func (dialect) StageList() string { return `group_concat(st.stage, char(31))` }
+
+// PrefixMatch is a byte range, so '%', '_' and '\' in names are literal
+// and the primary key index serves the scan.
+func (dialect) PrefixMatch(col, prefix string) (string, []any) {
+	if end, ok := prefixEnd(prefix); ok {
+		return col + " >= ? AND " + col + " < ?", []any{prefix, end}
+	}
+	return col + " >= ?", []any{prefix}
+}
+
+// GlobMatch uses GLOB, which has the same '*' and '?' and is
+// case-sensitive; '[' would open a character class, so it is made literal.
+func (dialect) GlobMatch(col string, globs []string) (string, []any) {
+	or := make([]string, len(globs))
+	args := make([]any, len(globs))
+	for i, g := range globs {
+		or[i] = col + " GLOB ?"
+		args[i] = strings.ReplaceAll(g, "[", "[[]")
+	}
+	return "(" + strings.Join(or, " OR ") + ")", args
+}
+
+// prefixEnd returns the smallest string greater than every string that
+// starts with p, in byte order; false when there is none.
+func prefixEnd(p string) (string, bool) {
+	b := []byte(p)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
+}
+
+// pools is the Store's sqlops.DB: reads on the read pool, writes on the
+// write connection, both through the statement caches.
+type pools struct{ s *Store }
+
+func (p pools) Reader() sqlops.Querier { return poolQuerier{p.s.rstmts} }
+func (p pools) Writer() sqlops.Querier { return poolQuerier{p.s.wstmts} }
+
+// Atomic runs fn in a new IMMEDIATE transaction.
+func (p pools) Atomic(ctx context.Context, fn func(q sqlops.Querier) error) error {
+	tx, err := p.s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin: %w", err)
+	}
+	defer p.s.wstmts.preparePending(ctx)
+	if err := fn(txQuerier{tx: tx, c: p.s.wstmts}); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", translate(err))
+	}
+	return nil
+}
+
+// IsTrue compares with 1, as the partial indexes do (rotations_due).
+func (dialect) IsTrue(col string) string { return col + " = 1" }
+
+// ClaimDueRotations is one UPDATE statement: it holds the write lock from
+// its start, so two claimers (in this process or another) never see the
+// same free row.
+func (dialect) ClaimDueRotations(ctx context.Context, q sqlops.Querier, p store.ClaimParams) (*sql.Rows, error) {
+	return q.QueryContext(ctx, `UPDATE rotations SET lease_owner = ?, lease_expires_at = ?
+		WHERE secret IN (
+			SELECT secret FROM rotations
+			WHERE enabled = 1 AND next_due_at <= ?
+				AND (lease_owner = '' OR lease_expires_at IS NULL OR lease_expires_at <= ?)
+			ORDER BY next_due_at, secret
+			LIMIT ?)
+		RETURNING `+sqlops.RotationCols,
+		p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), ta(p.Now), sqlops.ClaimLimit(p.Limit))
+}
