@@ -211,3 +211,76 @@ func prefixed(alias, cols string) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// ClaimOutbox picks the claimable events among a window of the oldest
+// undelivered ones. An event is claimable when free (or already this
+// owner's) and no earlier undelivered event of its secret is leased by
+// another owner; an earlier claimable one sorts first, so it is in the
+// same batch.
+//
+// The window is read in id order from the partial index: without it the
+// planner may filter the whole backlog before the LIMIT (a claim then
+// costs time in proportion to the backlog; BENCHMARKS.md, relay
+// throughput). When the window was full and held fewer claimable events
+// than asked for (other owners lease its head), it is doubled and the
+// claim tried again; claims are serialized by the advisory lock
+// (ClaimLock).
+func (dialect) ClaimOutbox(ctx context.Context, q sqlops.Querier, p store.ClaimParams) ([]store.OutboxEvent, error) {
+	limit := sqlops.ClaimLimit(p.Limit)
+	var es []store.OutboxEvent
+	for window := max(4*limit, 64); ; window *= 2 {
+		rows, err := q.QueryContext(ctx, `WITH head AS MATERIALIZED (
+				SELECT id, secret, lease_owner, lease_expires_at FROM outbox
+				WHERE delivered_at IS NULL
+				ORDER BY id
+				LIMIT $5),
+			free AS (
+				SELECT h.id FROM head h
+				WHERE (h.lease_owner = '' OR h.lease_owner = $1 OR h.lease_expires_at IS NULL OR h.lease_expires_at <= $3)
+					AND NOT EXISTS (SELECT 1 FROM outbox e
+						WHERE e.secret = h.secret AND e.id < h.id AND e.delivered_at IS NULL
+							AND e.lease_owner <> '' AND e.lease_owner <> $1 AND e.lease_expires_at > $3)
+				ORDER BY h.id
+				LIMIT $4)
+			UPDATE outbox o SET lease_owner = $1, lease_expires_at = $2
+			FROM free WHERE o.id = free.id
+			RETURNING `+prefixed("o", sqlops.OutboxCols),
+			p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), limit, window)
+		if err != nil {
+			return nil, fmt.Errorf("claim outbox: %w", translate(err))
+		}
+		got, err := sqlops.Collect(dialect{}, rows, "claim outbox", sqlops.OutboxDest)
+		if err != nil {
+			return nil, err
+		}
+		es = append(es, got...)
+		if len(es) >= limit {
+			return es, nil
+		}
+		// Fewer than asked: done unless the window was full.
+		var full bool
+		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) >= $1 FROM (SELECT 1 FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT $1) w`,
+			window).Scan(&full); err != nil {
+			return nil, fmt.Errorf("claim outbox: %w", translate(err))
+		}
+		if !full {
+			return es, nil
+		}
+		limit -= len(got)
+	}
+}
+
+// ClaimLock takes an advisory transaction lock per queue and schema: with
+// READ COMMITTED, two claimers running at once would each see the other's
+// earlier events as free and split a secret's events between them.
+func (dialect) ClaimLock(queue string) string {
+	return `SELECT pg_advisory_xact_lock(hashtextextended('rotary.claim.` + queue + `.' || current_schema(), 0))`
+}
+
+// Int64In is one array parameter.
+func (dialect) Int64In(col string, ids []int64) (string, []any) {
+	return col + " = ANY(?)", []any{pq.Int64Array(ids)}
+}
+
+// MaxInList is 0: one array holds any number of ids.
+func (dialect) MaxInList() int { return 0 }

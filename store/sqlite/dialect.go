@@ -110,3 +110,42 @@ func (dialect) ClaimDueRotations(ctx context.Context, q sqlops.Querier, p store.
 		RETURNING `+sqlops.RotationCols,
 		p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), ta(p.Now), sqlops.ClaimLimit(p.Limit))
 }
+
+// ClaimOutbox is one UPDATE statement; SQLite has one writer, so claims
+// serialize. An event is claimable when free (or already this owner's)
+// and no earlier undelivered event of its secret is leased by another
+// owner; an earlier claimable one sorts first, so it is in the same batch.
+func (dialect) ClaimOutbox(ctx context.Context, q sqlops.Querier, p store.ClaimParams) ([]store.OutboxEvent, error) {
+	now := ta(p.Now)
+	rows, err := q.QueryContext(ctx, `UPDATE outbox SET lease_owner = ?, lease_expires_at = ?
+		WHERE id IN (
+			SELECT o.id FROM outbox o
+			WHERE o.delivered_at IS NULL
+				AND (o.lease_owner = '' OR o.lease_owner = ? OR o.lease_expires_at IS NULL OR o.lease_expires_at <= ?)
+				AND NOT EXISTS (SELECT 1 FROM outbox e
+					WHERE e.secret = o.secret AND e.id < o.id AND e.delivered_at IS NULL
+						AND e.lease_owner <> '' AND e.lease_owner <> ? AND e.lease_expires_at > ?)
+			ORDER BY o.id
+			LIMIT ?)
+		RETURNING `+sqlops.OutboxCols,
+		p.Owner, ta(p.Now.Add(p.LeaseFor)), p.Owner, now, p.Owner, now, sqlops.ClaimLimit(p.Limit))
+	if err != nil {
+		return nil, fmt.Errorf("claim outbox: %w", translate(err))
+	}
+	return sqlops.Collect(dialect{}, rows, "claim outbox", sqlops.OutboxDest)
+}
+
+// ClaimLock is empty: every write statement takes the one write lock.
+func (dialect) ClaimLock(string) string { return "" }
+
+// Int64In is an IN list of placeholders.
+func (dialect) Int64In(col string, ids []int64) (string, []any) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	return col + " IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ") + ")", args
+}
+
+// MaxInList keeps IN lists short (the statement cache holds few lengths).
+func (dialect) MaxInList() int { return 500 }

@@ -1419,6 +1419,19 @@ func testAudit(t *testing.T, s store.Store) {
 	noErr(t, "RehashAudit()", s.RehashAudit(ctx))
 	bad := auditRec(99, nil, "x", base)
 	wantErr(t, "RehashAudit(seq 99, not stored)", s.RehashAudit(ctx, rehashed[0], bad), store.ErrNotFound)
+
+	// The head is the batch's highest Seq, whatever the order of the
+	// records in it, and the chain reads back in Seq order.
+	r7 := auditRec(7, rehashed[5].Hash, "app/a", at(7*time.Minute))
+	r8 := auditRec(8, r7.Hash, "app/b", at(8*time.Minute))
+	noErr(t, "AppendAudit(8, 7)", s.AppendAudit(ctx, r8, r7))
+	seq, hash, err = s.AuditHead(ctx)
+	if err != nil || seq != 8 || !bytes.Equal(hash, r8.Hash) {
+		t.Errorf("AuditHead after AppendAudit(8, 7) = %d, %q, %v; want 8, %q, nil", seq, hash, err, r8.Hash)
+	}
+	got, err = s.ListAudit(ctx, store.AuditFilter{AfterSeq: 6})
+	noErr(t, "ListAudit(after 6)", err)
+	check(t, "ListAudit(after 6)", got, []store.AuditRecord{r7, r8})
 }
 
 // testAuditConcurrent: goroutines append through InTx{head -> append

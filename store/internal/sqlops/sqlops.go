@@ -82,6 +82,20 @@ type Dialect interface {
 	// ClaimDueRotations leases due rotations in one statement on q and
 	// returns the claimed rows (RotationCols); the caller sorts them.
 	ClaimDueRotations(ctx context.Context, q Querier, p store.ClaimParams) (*sql.Rows, error)
+	// ClaimOutbox leases undelivered events on q, where claimers are
+	// serialized (ClaimLock); the caller sorts them. Its errors say
+	// "claim outbox".
+	ClaimOutbox(ctx context.Context, q Querier, p store.ClaimParams) ([]store.OutboxEvent, error)
+
+	// ClaimLock is the statement that serializes the claimers of queue
+	// ("outbox", "hook_deliveries") until the transaction ends, or ""
+	// where every write statement serializes already (SQLite's one
+	// writer): claims then run as one statement outside a transaction.
+	ClaimLock(queue string) string
+	// Int64In is a condition on col being one of ids; MaxInList is how
+	// many ids one condition may hold (0: any number).
+	Int64In(col string, ids []int64) (cond string, args []any)
+	MaxInList() int
 }
 
 // Ops implements store.Ops on a backend's database, or on one of its
@@ -162,13 +176,21 @@ func (o *Ops) count(ctx context.Context, table string) (int, error) {
 	return n, nil
 }
 
-// rowsAffected returns how many rows a statement changed.
-func rowsAffected(res sql.Result, what string) (int, error) {
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
+// serialized runs fn where claimers of queue serialize: in the caller's
+// transaction or a new one, after the dialect's claim lock; or, when the
+// dialect has none, as it is on the writer (a single statement).
+// what names the operation in the lock's error.
+func (o *Ops) serialized(ctx context.Context, queue, what string, fn func(q Querier) error) error {
+	lock := o.d.ClaimLock(queue)
+	if lock == "" {
+		return fn(o.w())
 	}
-	return int(n), nil
+	return o.atomic(ctx, func(q Querier) error {
+		if _, err := q.ExecContext(ctx, lock); err != nil {
+			return fmt.Errorf("%s: lock: %w", what, o.translate(err))
+		}
+		return fn(q)
+	})
 }
 
 // DefaultClaimLimit applies when ClaimParams.Limit is not positive.
