@@ -284,3 +284,23 @@ func (dialect) Int64In(col string, ids []int64) (string, []any) {
 
 // MaxInList is 0: one array holds any number of ids.
 func (dialect) MaxInList() int { return 0 }
+
+// ClaimHookDeliveries locks the claimable rows (FOR UPDATE OF d) and
+// updates them in one statement, under the advisory lock (ClaimLock). A
+// delivery is claimed only when no pending delivery of an earlier event
+// of the same hook and secret exists, leased or not.
+func (dialect) ClaimHookDeliveries(ctx context.Context, q sqlops.Querier, p store.ClaimParams) (*sql.Rows, error) {
+	return q.QueryContext(ctx, `WITH free AS (
+			SELECT d.hook, d.event_id FROM hook_deliveries d
+			WHERE d.state = 'pending' AND d.next_attempt_at <= $3
+				AND (d.lease_owner = '' OR d.lease_expires_at IS NULL OR d.lease_expires_at <= $3)
+				AND NOT EXISTS (SELECT 1 FROM hook_deliveries e
+					WHERE e.hook = d.hook AND e.secret = d.secret AND e.state = 'pending' AND e.event_id < d.event_id)
+			ORDER BY d.event_id, d.hook
+			LIMIT $4
+			FOR UPDATE OF d)
+		UPDATE hook_deliveries d SET lease_owner = $1, lease_expires_at = $2, attempts = d.attempts + 1, updated_at = $3
+		FROM free WHERE d.hook = free.hook AND d.event_id = free.event_id
+		RETURNING `+prefixed("d", sqlops.DeliveryCols),
+		p.Owner, ta(p.Now.Add(p.LeaseFor)), ta(p.Now), sqlops.ClaimLimit(p.Limit))
+}

@@ -149,3 +149,22 @@ func (dialect) Int64In(col string, ids []int64) (string, []any) {
 
 // MaxInList keeps IN lists short (the statement cache holds few lengths).
 func (dialect) MaxInList() int { return 500 }
+
+// ClaimHookDeliveries is one UPDATE statement, like ClaimOutbox. A
+// delivery is claimed only when no pending delivery of an earlier event
+// of the same hook and secret exists, leased or not.
+func (dialect) ClaimHookDeliveries(ctx context.Context, q sqlops.Querier, p store.ClaimParams) (*sql.Rows, error) {
+	now := ta(p.Now)
+	return q.QueryContext(ctx, `UPDATE hook_deliveries
+		SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1, updated_at = ?
+		WHERE (hook, event_id) IN (
+			SELECT d.hook, d.event_id FROM hook_deliveries d
+			WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+				AND (d.lease_owner = '' OR d.lease_expires_at IS NULL OR d.lease_expires_at <= ?)
+				AND NOT EXISTS (SELECT 1 FROM hook_deliveries e
+					WHERE e.hook = d.hook AND e.secret = d.secret AND e.state = 'pending' AND e.event_id < d.event_id)
+			ORDER BY d.event_id, d.hook
+			LIMIT ?)
+		RETURNING `+sqlops.DeliveryCols,
+		p.Owner, ta(p.Now.Add(p.LeaseFor)), now, now, now, sqlops.ClaimLimit(p.Limit))
+}

@@ -48,7 +48,7 @@ const busyTimeout = 10 * time.Second
 
 // Store is a store.Store on one SQLite database file.
 type Store struct {
-	ops
+	*ops
 	wdb *sql.DB // one connection, IMMEDIATE transactions
 	rdb *sql.DB // several query-only connections
 
@@ -66,6 +66,10 @@ type Store struct {
 const checkpointEvery = 250 * time.Millisecond
 
 var _ store.Store = (*Store)(nil)
+
+// ops is store.Ops, written once for both SQL backends over this
+// backend's dialect.
+type ops = sqlops.Ops
 
 // Open opens (creating it with mode 0600 if needed) the SQLite database at
 // path and applies pending migrations. path is a file name; ":memory:" and
@@ -131,7 +135,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 	s := &Store{wdb: wdb, rdb: rdb, cdb: cdb, wstmts: newStmtCache(wdb), rstmts: newStmtCache(rdb),
 		stopCkpt: make(chan struct{}), ckptDone: make(chan struct{})}
-	s.ops = ops{Ops: sqlops.New(dialect{}, pools{s}), s: s}
+	s.ops = sqlops.New(dialect{}, pools{s})
 	go s.checkpointer()
 	return s, nil
 }
@@ -185,59 +189,10 @@ func (s *Store) InTx(ctx context.Context, fn func(tx store.Ops) error) (err erro
 		}
 		s.wstmts.preparePending(ctx)
 	}()
-	var q querier = txQuerier{tx: tx, c: s.wstmts}
-	o := &ops{Ops: s.ops.Ops.WithTx(q), s: s, tx: q}
-	if err := fn(o); err != nil {
+	if err := fn(sqlops.WithTx(s.ops, txQuerier{tx: tx, c: s.wstmts})); err != nil {
 		return err
 	}
 	done = true
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", translate(err))
-	}
-	return nil
-}
-
-// querier is what *sql.DB and *sql.Tx have in common.
-type querier = sqlops.Querier
-
-// ops implements store.Ops on the pools (tx == nil) or on one transaction.
-type ops struct {
-	*sqlops.Ops
-	s  *Store
-	tx querier
-}
-
-// r is where reads go.
-func (o *ops) r() querier {
-	if o.tx != nil {
-		return o.tx
-	}
-	return poolQuerier{o.s.rstmts}
-}
-
-// w is where single-statement writes go. Outside a transaction a write
-// statement on the write connection takes the write lock when it starts.
-func (o *ops) w() querier {
-	if o.tx != nil {
-		return o.tx
-	}
-	return poolQuerier{o.s.wstmts}
-}
-
-// atomic runs fn in the caller's transaction, or in a new IMMEDIATE one.
-func (o *ops) atomic(ctx context.Context, fn func(q querier) error) error {
-	if o.tx != nil {
-		return fn(o.tx)
-	}
-	tx, err := o.s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
-	}
-	defer o.s.wstmts.preparePending(ctx)
-	if err := fn(txQuerier{tx: tx, c: o.s.wstmts}); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: commit: %w", translate(err))
 	}
@@ -328,50 +283,3 @@ func migrate(ctx context.Context, db *sql.DB) error {
 
 // ta converts a time to its column value: unix microseconds.
 func ta(t time.Time) any { return t.UnixMicro() }
-
-// tpa converts an optional time; nil is NULL.
-func tpa(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return t.UnixMicro()
-}
-
-// lim converts a limit where 0 (or less) means none.
-func lim(n int) any {
-	if n <= 0 {
-		return -1
-	}
-	return n
-}
-
-// tcol scans a NOT NULL time column.
-type tcol struct{ p *time.Time }
-
-func (c tcol) Scan(src any) error {
-	switch v := src.(type) {
-	case int64:
-		*c.p = time.UnixMicro(v).UTC()
-		return nil
-	case nil:
-		*c.p = time.Time{}
-		return nil
-	}
-	return fmt.Errorf("time column: unexpected %T", src)
-}
-
-// ntcol scans a nullable time column.
-type ntcol struct{ p **time.Time }
-
-func (c ntcol) Scan(src any) error {
-	switch v := src.(type) {
-	case int64:
-		t := time.UnixMicro(v).UTC()
-		*c.p = &t
-		return nil
-	case nil:
-		*c.p = nil
-		return nil
-	}
-	return fmt.Errorf("time column: unexpected %T", src)
-}

@@ -86,6 +86,10 @@ type Dialect interface {
 	// serialized (ClaimLock); the caller sorts them. Its errors say
 	// "claim outbox".
 	ClaimOutbox(ctx context.Context, q Querier, p store.ClaimParams) ([]store.OutboxEvent, error)
+	// ClaimHookDeliveries leases due pending deliveries on q, where
+	// claimers are serialized, adding one to their attempts, and returns
+	// the claimed rows (DeliveryCols); the caller sorts them.
+	ClaimHookDeliveries(ctx context.Context, q Querier, p store.ClaimParams) (*sql.Rows, error)
 
 	// ClaimLock is the statement that serializes the claimers of queue
 	// ("outbox", "hook_deliveries") until the transaction ends, or ""
@@ -116,8 +120,10 @@ func New(d Dialect, db DB) *Ops {
 	}
 }
 
-// WithTx returns the operations inside transaction tx.
-func (o *Ops) WithTx(tx Querier) *Ops {
+// WithTx returns o's operations inside transaction tx. It is a function
+// rather than a method so that a Store embedding *Ops offers exactly
+// store.Ops.
+func WithTx(o *Ops, tx Querier) *Ops {
 	c := *o
 	c.tx = tx
 	return &c
