@@ -81,8 +81,8 @@ func likePrefix(p string) string {
 // alike.
 type pool struct{ db *sql.DB }
 
-func (p pool) Reader() sqlops.Querier { return dbQuerier{p.db} }
-func (p pool) Writer() sqlops.Querier { return dbQuerier{p.db} }
+func (p pool) Reader() sqlops.Querier { return dbQuerier(p) }
+func (p pool) Writer() sqlops.Querier { return dbQuerier(p) }
 
 // Atomic runs fn in a new READ COMMITTED transaction.
 func (p pool) Atomic(ctx context.Context, fn func(q sqlops.Querier) error) error {

@@ -19,6 +19,12 @@
 // Because the write pool has one connection, fn passed to InTx must use the
 // tx it is given: a write through the Store itself from inside fn would
 // wait for the connection fn is holding.
+//
+// The operations are written once for both SQL backends in
+// store/internal/sqlops; this package has the connections, transactions,
+// migrations, the statement cache and SQLite's dialect (dialect.go): the
+// time encoding, GLOB and byte-range matches, and the claims, each one
+// UPDATE statement under the single write lock.
 package sqlite
 
 import (

@@ -1,6 +1,6 @@
 // Package sqlcol holds what both SQL store backends share: column
 // scanners and argument helpers (blobs, nullable text, the stage list,
-// JSON columns, times, row collection) and the loading of versioned
+// JSON columns, times) and the loading of versioned
 // migrations. Times are written differently by the backends (SQLite keeps
 // INTEGER unix microseconds, PostgreSQL timestamptz; see each Dialect),
 // and the time scanners read both.
@@ -27,28 +27,6 @@ func MustAffect(res sql.Result, format string, args ...any) error {
 		return fmt.Errorf(format+": %w", append(args, store.ErrNotFound)...)
 	}
 	return nil
-}
-
-// Collect scans every row with the destinations dest returns.
-func Collect[T any](rows *sql.Rows, what string, dest func(*T) []any, translate func(error) error) ([]T, error) {
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		var v T
-		if err := rows.Scan(dest(&v)...); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, translate(err))
-	}
-	return out, nil
-}
-
-// CollectScalar scans a one-column result.
-func CollectScalar[T any](rows *sql.Rows, what string, translate func(error) error) ([]T, error) {
-	return Collect(rows, what, func(v *T) []any { return []any{v} }, translate)
 }
 
 // AliasArg passes an alias; "" is NULL (no alias).

@@ -123,7 +123,7 @@ func (o *Ops) CreateToken(ctx context.Context, t store.Token) error {
 	if err != nil {
 		return fmt.Errorf("create token %q: %w", t.ID, err)
 	}
-	err = o.insert(ctx, o.w(), `INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	err = o.insert(ctx, o.w(), `INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		t.ID, t.Hash, t.Name, pol, o.d.Time(t.CreatedAt), o.tpa(t.ExpiresAt), o.tpa(t.RevokedAt))
 	if err != nil {
 		return fmt.Errorf("create token %q: %w", t.ID, err)
@@ -220,14 +220,16 @@ func auditDest(a *store.AuditRecord) []any {
 		bcol{P: &a.PrevHash}, bcol{P: &a.Hash}}
 }
 
+const auditHeadQuery = `SELECT seq, hash FROM audit_head WHERE id = 1`
+
 // AuditHead reads the one-row audit_head table. Inside InTx it locks the
 // row (ForUpdate) until the transaction ends, so concurrent appenders
 // queue here and each sees the head the previous one committed (SQLite's
 // IMMEDIATE transaction holds the write lock already).
 func (o *Ops) AuditHead(ctx context.Context) (int64, []byte, error) {
-	q := `SELECT seq, hash FROM audit_head WHERE id = 1`
+	q := auditHeadQuery
 	if o.tx != nil {
-		q += o.d.ForUpdate()
+		q = o.q.auditHeadForUpdate
 	}
 	var (
 		seq  int64
@@ -249,7 +251,7 @@ func (o *Ops) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error 
 	return o.atomic(ctx, func(q Querier) error {
 		last := recs[0]
 		for _, a := range recs {
-			err := o.insert(ctx, q, `INSERT INTO audit (`+auditCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			err := o.insert(ctx, q, `INSERT INTO audit (`+auditCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 				a.Seq, o.d.Time(a.Time), a.TokenID, a.Action, a.Target, a.Result, a.RequestID, a.Detail,
 				bytesArg(a.PrevHash), bytesArg(a.Hash))
 			if err != nil {

@@ -149,7 +149,7 @@ func (o *Ops) GetRotationForUpdate(ctx context.Context, secret string) (store.Ro
 	// ForUpdate: inside InTx the row stays locked until the transaction
 	// ends (SQLite's write lock already keeps other writers out).
 	var r store.Rotation
-	err := o.w().QueryRowContext(ctx, `SELECT `+RotationCols+` FROM rotations WHERE secret = ?`+o.d.ForUpdate(), secret).
+	err := o.w().QueryRowContext(ctx, o.q.rotationForUpdate, secret).
 		Scan(RotationDest(&r)...)
 	if err != nil {
 		return store.Rotation{}, fmt.Errorf("get rotation %q for update: %w", secret, o.translate(err))
@@ -162,9 +162,7 @@ func (o *Ops) CheckRotationLease(ctx context.Context, secret, owner string, now 
 	// ends (SQLite's write lock already keeps other writers out). A claim by another owner (an UPDATE of the row) waits for it, so what
 	// this transaction commits happens while the lease is this owner's.
 	var one int
-	err := o.w().QueryRowContext(ctx, `SELECT 1 FROM rotations
-		WHERE secret = ? AND lease_owner = ? AND lease_owner <> '' AND lease_expires_at > ?`+o.d.ForUpdate(),
-		secret, owner, o.d.Time(now)).Scan(&one)
+	err := o.w().QueryRowContext(ctx, o.q.checkRotationLease, secret, owner, o.d.Time(now)).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("rotation %q: %q holds no live lease: %w", secret, owner, store.ErrLeaseLost)
 	}
@@ -193,8 +191,7 @@ func (o *Ops) EarliestDue(ctx context.Context) (time.Time, error) {
 	// the first rows in due order are looked at (through the index): if
 	// they are all leased, the answer may be late by a little, which the
 	// runner's bounded sleep absorbs.
-	rows, err := o.r().QueryContext(ctx, `SELECT next_due_at, lease_owner, lease_expires_at FROM rotations
-		WHERE `+o.d.IsTrue("enabled")+` AND next_due_at IS NOT NULL ORDER BY next_due_at LIMIT 64`)
+	rows, err := o.r().QueryContext(ctx, o.q.earliestDue)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("earliest due: %w", o.translate(err))
 	}
@@ -234,7 +231,7 @@ func runDest(r *store.RotationRun) []any {
 }
 
 func (o *Ops) CreateRun(ctx context.Context, r store.RotationRun) error {
-	err := o.insert(ctx, o.w(), `INSERT INTO rotation_runs (`+runCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	err := o.insert(ctx, o.w(), `INSERT INTO rotation_runs (`+runCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		r.ID, r.Secret, r.Trigger, r.Step, r.State, r.PendingVersion, r.Attempt, bytesArg(r.Options),
 		o.d.Time(r.StartedAt), o.d.Time(r.UpdatedAt), o.tpa(r.EndedAt), r.Error)
 	if o.d.IsForeignKey(err) {

@@ -21,7 +21,7 @@ func (o *Ops) GetMeta(ctx context.Context, name string) ([]byte, error) {
 }
 
 func (o *Ops) PutMetaIfAbsent(ctx context.Context, name string, value []byte) error {
-	err := o.insert(ctx, o.w(), `INSERT INTO meta (name, value) VALUES (?, ?)`, name, bytesArg(value))
+	err := o.insert(ctx, o.w(), `INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING`, name, bytesArg(value))
 	if err != nil {
 		return fmt.Errorf("put meta %q: %w", name, err)
 	}
@@ -31,7 +31,7 @@ func (o *Ops) PutMetaIfAbsent(ctx context.Context, name string, value []byte) er
 // --- regions ---
 
 func (o *Ops) CreateRegion(ctx context.Context, r store.Region) error {
-	err := o.insert(ctx, o.w(), `INSERT INTO regions (name, fingerprint_key, created_at) VALUES (?, ?, ?)`,
+	err := o.insert(ctx, o.w(), `INSERT INTO regions (name, fingerprint_key, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 		r.Name, bytesArg(r.FingerprintKey), o.d.Time(r.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("create region %q: %w", r.Name, err)
@@ -78,13 +78,13 @@ func (o *Ops) CreateKey(ctx context.Context, k store.MasterKey, v store.KeyVersi
 		return fmt.Errorf("create key %q: version names key %q", k.ID, v.KeyID)
 	}
 	return o.atomic(ctx, func(q Querier) error {
-		err := o.insert(ctx, q, `INSERT INTO master_keys (`+keyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		err := o.insert(ctx, q, `INSERT INTO master_keys (`+keyCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			k.ID, k.Region, aliasArg(k.Alias), k.Description, k.State, k.PrimaryVersion, int64(k.RotationPeriod),
 			o.tpa(k.NextRotationAt), o.tpa(k.DeletionDate), o.d.Time(k.CreatedAt), o.d.Time(k.UpdatedAt))
 		if err != nil {
 			return fmt.Errorf("create key %q: %w", k.ID, err)
 		}
-		err = o.insert(ctx, q, `INSERT INTO key_versions (key_id, version, material, created_at) VALUES (?, ?, ?, ?)`,
+		err = o.insert(ctx, q, `INSERT INTO key_versions (key_id, version, material, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			v.KeyID, v.Version, bytesArg(v.Material), o.d.Time(v.CreatedAt))
 		if err != nil {
 			return fmt.Errorf("create key %q: version %d: %w", k.ID, v.Version, err)
@@ -145,7 +145,7 @@ func (o *Ops) UpdateKey(ctx context.Context, k store.MasterKey, ifUpdatedAt time
 
 func (o *Ops) AddKeyVersion(ctx context.Context, v store.KeyVersion) error {
 	return o.atomic(ctx, func(q Querier) error {
-		err := o.insert(ctx, q, `INSERT INTO key_versions (key_id, version, material, created_at) VALUES (?, ?, ?, ?)`,
+		err := o.insert(ctx, q, `INSERT INTO key_versions (key_id, version, material, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			v.KeyID, v.Version, bytesArg(v.Material), o.d.Time(v.CreatedAt))
 		if o.d.IsForeignKey(err) {
 			return fmt.Errorf("add key version: key %q: %w", v.KeyID, store.ErrNotFound)
@@ -204,7 +204,7 @@ func (o *Ops) CreateSecret(ctx context.Context, s store.Secret) error {
 	if err != nil {
 		return fmt.Errorf("create secret %q: %w", s.Name, err)
 	}
-	err = o.insert(ctx, o.w(), `INSERT INTO secrets (`+secretCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	err = o.insert(ctx, o.w(), `INSERT INTO secrets (`+secretCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		s.Name, s.Type, s.Region, s.KeyID, s.Description, tags, meta, s.NextVersion,
 		o.d.Time(s.CreatedAt), o.d.Time(s.UpdatedAt), o.tpa(s.DeletedAt), o.tpa(s.PurgeAt))
 	if err != nil {
@@ -322,7 +322,7 @@ func versionDest(v *store.SecretVersion) []any {
 
 func (o *Ops) InsertVersion(ctx context.Context, v store.SecretVersion) error {
 	err := o.insert(ctx, o.w(), `INSERT INTO secret_versions (secret, version, envelope, key_id, key_version,
-		fingerprint, created_at, created_by, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		fingerprint, created_at, created_by, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		v.Secret, v.Version, bytesArg(v.Envelope), v.KeyID, v.KeyVersion, v.Fingerprint,
 		o.d.Time(v.CreatedAt), v.CreatedBy, v.Reason)
 	if o.d.IsForeignKey(err) {
@@ -336,8 +336,7 @@ func (o *Ops) InsertVersion(ctx context.Context, v store.SecretVersion) error {
 
 func (o *Ops) GetVersion(ctx context.Context, secret string, version int64) (store.SecretVersion, error) {
 	var v store.SecretVersion
-	err := o.r().QueryRowContext(ctx, `SELECT `+o.versionCols+` FROM secret_versions v
-		WHERE v.secret = ? AND v.version = ?`, secret, version).Scan(versionDest(&v)...)
+	err := o.r().QueryRowContext(ctx, o.q.getVersion, secret, version).Scan(versionDest(&v)...)
 	if err != nil {
 		return store.SecretVersion{}, fmt.Errorf("get version: secret %q version %d: %w", secret, version, o.translate(err))
 	}
@@ -345,12 +344,11 @@ func (o *Ops) GetVersion(ctx context.Context, secret string, version int64) (sto
 }
 
 func (o *Ops) ListVersions(ctx context.Context, secret string, withEnvelope bool) ([]store.SecretVersion, error) {
-	cols := o.versionColsNoEnvelope
+	q := o.q.listVersionsNoEnvelope
 	if withEnvelope {
-		cols = o.versionCols
+		q = o.q.listVersions
 	}
-	rows, err := o.r().QueryContext(ctx, `SELECT `+cols+` FROM secret_versions v
-		WHERE v.secret = ? ORDER BY v.version`, secret)
+	rows, err := o.r().QueryContext(ctx, q, secret)
 	if err != nil {
 		return nil, fmt.Errorf("list versions %q: %w", secret, o.translate(err))
 	}
@@ -406,9 +404,7 @@ func (o *Ops) SwapEnvelope(ctx context.Context, p store.SwapEnvelopeParams) erro
 }
 
 func (o *Ops) VersionsNotOnKeyVersion(ctx context.Context, p store.StaleVersionsParams) ([]store.SecretVersion, error) {
-	rows, err := o.r().QueryContext(ctx, `SELECT `+o.versionCols+` FROM secret_versions v
-		WHERE v.key_id = ? AND v.key_version <> ? AND (v.secret, v.version) > (?, ?)
-		ORDER BY v.secret, v.version LIMIT ?`,
+	rows, err := o.r().QueryContext(ctx, o.q.versionsNotOnKeyVersion,
 		p.KeyID, p.KeyVersion, p.AfterSecret, p.AfterVersion, o.d.Limit(p.Limit))
 	if err != nil {
 		return nil, fmt.Errorf("versions not on key %q version %d: %w", p.KeyID, p.KeyVersion, o.translate(err))

@@ -108,16 +108,36 @@ type Ops struct {
 	d  Dialect
 	db DB
 	tx Querier // nil outside a transaction
+	q  *queries
+}
 
-	versionCols, versionColsNoEnvelope string
+// queries are the statements that take a dialect's clause, built once so
+// that a call does not concatenate them again.
+type queries struct {
+	getVersion, listVersions, listVersionsNoEnvelope, versionsNotOnKeyVersion string
+	rotationForUpdate, checkRotationLease, earliestDue, auditHeadForUpdate    string
 }
 
 // New returns the operations of db outside any transaction.
 func New(d Dialect, db DB) *Ops {
-	return &Ops{d: d, db: db,
-		versionCols:           versionColsWith(d, "v.envelope"),
-		versionColsNoEnvelope: versionColsWith(d, "NULL"),
-	}
+	versionCols, noEnvelope := versionColsWith(d, "v.envelope"), versionColsWith(d, "NULL")
+	return &Ops{d: d, db: db, q: &queries{
+		getVersion: `SELECT ` + versionCols + ` FROM secret_versions v
+		WHERE v.secret = ? AND v.version = ?`,
+		listVersions: `SELECT ` + versionCols + ` FROM secret_versions v
+		WHERE v.secret = ? ORDER BY v.version`,
+		listVersionsNoEnvelope: `SELECT ` + noEnvelope + ` FROM secret_versions v
+		WHERE v.secret = ? ORDER BY v.version`,
+		versionsNotOnKeyVersion: `SELECT ` + versionCols + ` FROM secret_versions v
+		WHERE v.key_id = ? AND v.key_version <> ? AND (v.secret, v.version) > (?, ?)
+		ORDER BY v.secret, v.version LIMIT ?`,
+		rotationForUpdate: `SELECT ` + RotationCols + ` FROM rotations WHERE secret = ?` + d.ForUpdate(),
+		checkRotationLease: `SELECT 1 FROM rotations
+		WHERE secret = ? AND lease_owner = ? AND lease_owner <> '' AND lease_expires_at > ?` + d.ForUpdate(),
+		earliestDue: `SELECT next_due_at, lease_owner, lease_expires_at FROM rotations
+		WHERE ` + d.IsTrue("enabled") + ` AND next_due_at IS NOT NULL ORDER BY next_due_at LIMIT 64`,
+		auditHeadForUpdate: auditHeadQuery + d.ForUpdate(),
+	}}
 }
 
 // WithTx returns o's operations inside transaction tx. It is a function
@@ -155,12 +175,12 @@ func (o *Ops) atomic(ctx context.Context, fn func(q Querier) error) error {
 
 func (o *Ops) translate(err error) error { return o.d.Translate(err) }
 
-// insert runs an INSERT with ON CONFLICT DO NOTHING appended and reports
+// insert runs an INSERT that ends with ON CONFLICT DO NOTHING and reports
 // store.ErrConflict when no row went in: a unique conflict then does not
 // abort the caller's transaction (PostgreSQL would abort it on a raised
 // error). Other errors are translated.
 func (o *Ops) insert(ctx context.Context, q Querier, query string, args ...any) error {
-	res, err := q.ExecContext(ctx, query+` ON CONFLICT DO NOTHING`, args...)
+	res, err := q.ExecContext(ctx, query, args...)
 	if err != nil {
 		return o.translate(err)
 	}
@@ -212,11 +232,24 @@ func ClaimLimit(n int) int {
 
 // Collect scans every row with the destinations dest returns.
 func Collect[T any](d Dialect, rows *sql.Rows, what string, dest func(*T) []any) ([]T, error) {
-	return sqlcol.Collect(rows, what, dest, d.Translate)
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var v T
+		if err := rows.Scan(dest(&v)...); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, d.Translate(err))
+	}
+	return out, nil
 }
 
+// collectScalar scans a one-column result.
 func collectScalar[T any](d Dialect, rows *sql.Rows, what string) ([]T, error) {
-	return sqlcol.CollectScalar[T](rows, what, d.Translate)
+	return Collect(d, rows, what, func(v *T) []any { return []any{v} })
 }
 
 // Column scanners and argument helpers.
