@@ -16,3 +16,19 @@ func TestRebind(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRebind is the cost the shared ? placeholders add to a
+// PostgreSQL query once its rewrite is cached (GetVersion's query).
+func BenchmarkRebind(b *testing.B) {
+	q := `SELECT v.secret, v.version, v.envelope, v.key_id, v.key_version, v.fingerprint,
+	v.created_at, v.created_by, v.reason,
+	(SELECT string_agg(st.stage, chr(31) ORDER BY st.stage) FROM secret_stages st WHERE st.secret = v.secret AND st.version = v.version) FROM secret_versions v
+		WHERE v.secret = ? AND v.version = ?`
+	rebind(q)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rebind(q)
+		}
+	})
+}
