@@ -94,7 +94,8 @@ type Dialect interface {
 	// ClaimLock is the statement that serializes the claimers of queue
 	// ("outbox", "hook_deliveries") until the transaction ends, or ""
 	// where every write statement serializes already (SQLite's one
-	// writer): claims then run as one statement outside a transaction.
+	// writer): a claim then is one statement on the writer, or in the
+	// caller's transaction, with no transaction of its own.
 	ClaimLock(queue string) string
 	// Int64In is a condition on col being one of ids; MaxInList is how
 	// many ids one condition may hold (0: any number).
