@@ -27,6 +27,13 @@
 // (SELECT ... FOR UPDATE), which AppendAudit advances, so appenders that
 // read the head and append head+1 serialize and the log stays gap-free.
 //
+// Code. The operations are written once for both SQL backends in
+// store/internal/sqlops, with ? placeholders that this package's querier
+// numbers ($1, $2, …); this package has the connection pool, transactions
+// and their retries, migrations and PostgreSQL's dialect (dialect.go):
+// timestamptz values, FOR UPDATE, LIKE matches, the claims with SKIP
+// LOCKED and the windowed outbox claim, and the advisory claim locks.
+//
 // Known limit: outbox IDs come from an identity sequence, so they are
 // allocated in insertion order but may become visible out of order when
 // transactions commit concurrently. ClaimOutbox is unaffected; a reader

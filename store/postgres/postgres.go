@@ -18,6 +18,7 @@ import (
 	"github.com/rotary-secrets/rotary/sensitive"
 	"github.com/rotary-secrets/rotary/store"
 	"github.com/rotary-secrets/rotary/store/internal/sqlcol"
+	"github.com/rotary-secrets/rotary/store/internal/sqlops"
 )
 
 // PostgreSQL error codes the backend acts on.
@@ -34,11 +35,15 @@ const maxTxAttempts = 5
 
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
-	ops
+	*ops
 	db *sql.DB
 }
 
 var _ store.Store = (*Store)(nil)
+
+// ops is store.Ops, written once for both SQL backends over this
+// backend's dialect.
+type ops = sqlops.Ops
 
 // Open connects to PostgreSQL with a lib/pq DSN (URL or key=value form)
 // and applies pending migrations to the first schema on the search_path.
@@ -63,7 +68,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db}
-	s.ops = ops{s: s}
+	s.ops = sqlops.New(dialect{}, pool{db})
 	return s, nil
 }
 
@@ -131,7 +136,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx store.Ops) error) error {
 			_ = tx.Rollback()
 		}
 	}()
-	if err := fn(&ops{s: s, tx: tx}); err != nil {
+	if err := fn(sqlops.WithTx(s.ops, txQuerier{tx})); err != nil {
 		return err
 	}
 	done = true
@@ -143,47 +148,6 @@ func (s *Store) inTx(ctx context.Context, fn func(tx store.Ops) error) error {
 
 func retryable(err error) bool {
 	return pq.As(err, codeSerializationFailure, codeDeadlockDetected) != nil
-}
-
-// querier is what *sql.DB and *sql.Tx have in common.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// ops implements store.Ops on the pool (tx == nil) or on one transaction.
-type ops struct {
-	s  *Store
-	tx *sql.Tx
-}
-
-func (o *ops) r() querier {
-	if o.tx != nil {
-		return o.tx
-	}
-	return o.s.db
-}
-
-func (o *ops) w() querier { return o.r() }
-
-// atomic runs fn in the caller's transaction, or in a new one.
-func (o *ops) atomic(ctx context.Context, fn func(q querier) error) error {
-	if o.tx != nil {
-		return fn(o.tx)
-	}
-	tx, err := o.s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-	if err != nil {
-		return fmt.Errorf("postgres: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("postgres: commit: %w", translate(err))
-	}
-	return nil
 }
 
 // translate maps driver errors to store sentinels. A unique violation's
@@ -288,49 +252,10 @@ func migrate(ctx context.Context, db *sql.DB) (err error) {
 // (PostgreSQL would round).
 func ta(t time.Time) any { return t.Truncate(time.Microsecond).UTC() }
 
-// tpa converts an optional time; nil is NULL.
-func tpa(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return ta(*t)
-}
-
 // lim converts a limit where 0 (or less) means none: LIMIT NULL.
 func lim(n int) any {
 	if n <= 0 {
 		return nil
 	}
 	return n
-}
-
-// tcol scans a NOT NULL timestamptz column as UTC.
-type tcol struct{ p *time.Time }
-
-func (c tcol) Scan(src any) error {
-	switch v := src.(type) {
-	case time.Time:
-		*c.p = v.UTC()
-		return nil
-	case nil:
-		*c.p = time.Time{}
-		return nil
-	}
-	return fmt.Errorf("time column: unexpected %T", src)
-}
-
-// ntcol scans a nullable timestamptz column.
-type ntcol struct{ p **time.Time }
-
-func (c ntcol) Scan(src any) error {
-	switch v := src.(type) {
-	case time.Time:
-		t := v.UTC()
-		*c.p = &t
-		return nil
-	case nil:
-		*c.p = nil
-		return nil
-	}
-	return fmt.Errorf("time column: unexpected %T", src)
 }

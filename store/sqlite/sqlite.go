@@ -19,6 +19,12 @@
 // Because the write pool has one connection, fn passed to InTx must use the
 // tx it is given: a write through the Store itself from inside fn would
 // wait for the connection fn is holding.
+//
+// The operations are written once for both SQL backends in
+// store/internal/sqlops; this package has the connections, transactions,
+// migrations, the statement cache and SQLite's dialect (dialect.go): the
+// time encoding, GLOB and byte-range matches, and the claims, each one
+// UPDATE statement under the single write lock.
 package sqlite
 
 import (
@@ -39,6 +45,7 @@ import (
 
 	"github.com/rotary-secrets/rotary/store"
 	"github.com/rotary-secrets/rotary/store/internal/sqlcol"
+	"github.com/rotary-secrets/rotary/store/internal/sqlops"
 )
 
 // busyTimeout is how long a connection waits for another process's write
@@ -47,7 +54,7 @@ const busyTimeout = 10 * time.Second
 
 // Store is a store.Store on one SQLite database file.
 type Store struct {
-	ops
+	*ops
 	wdb *sql.DB // one connection, IMMEDIATE transactions
 	rdb *sql.DB // several query-only connections
 
@@ -65,6 +72,10 @@ type Store struct {
 const checkpointEvery = 250 * time.Millisecond
 
 var _ store.Store = (*Store)(nil)
+
+// ops is store.Ops, written once for both SQL backends over this
+// backend's dialect.
+type ops = sqlops.Ops
 
 // Open opens (creating it with mode 0600 if needed) the SQLite database at
 // path and applies pending migrations. path is a file name; ":memory:" and
@@ -130,7 +141,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 
 	s := &Store{wdb: wdb, rdb: rdb, cdb: cdb, wstmts: newStmtCache(wdb), rstmts: newStmtCache(rdb),
 		stopCkpt: make(chan struct{}), ckptDone: make(chan struct{})}
-	s.ops = ops{s: s}
+	s.ops = sqlops.New(dialect{}, pools{s})
 	go s.checkpointer()
 	return s, nil
 }
@@ -184,61 +195,10 @@ func (s *Store) InTx(ctx context.Context, fn func(tx store.Ops) error) (err erro
 		}
 		s.wstmts.preparePending(ctx)
 	}()
-	o := &ops{s: s, tx: txQuerier{tx: tx, c: s.wstmts}}
-	if err := fn(o); err != nil {
+	if err := fn(sqlops.WithTx(s.ops, txQuerier{tx: tx, c: s.wstmts})); err != nil {
 		return err
 	}
 	done = true
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", translate(err))
-	}
-	return nil
-}
-
-// querier is what *sql.DB and *sql.Tx have in common.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-// ops implements store.Ops on the pools (tx == nil) or on one transaction.
-type ops struct {
-	s  *Store
-	tx querier
-}
-
-// r is where reads go.
-func (o *ops) r() querier {
-	if o.tx != nil {
-		return o.tx
-	}
-	return poolQuerier{o.s.rstmts}
-}
-
-// w is where single-statement writes go. Outside a transaction a write
-// statement on the write connection takes the write lock when it starts.
-func (o *ops) w() querier {
-	if o.tx != nil {
-		return o.tx
-	}
-	return poolQuerier{o.s.wstmts}
-}
-
-// atomic runs fn in the caller's transaction, or in a new IMMEDIATE one.
-func (o *ops) atomic(ctx context.Context, fn func(q querier) error) error {
-	if o.tx != nil {
-		return fn(o.tx)
-	}
-	tx, err := o.s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
-	}
-	defer o.s.wstmts.preparePending(ctx)
-	if err := fn(txQuerier{tx: tx, c: o.s.wstmts}); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: commit: %w", translate(err))
 	}
@@ -329,50 +289,3 @@ func migrate(ctx context.Context, db *sql.DB) error {
 
 // ta converts a time to its column value: unix microseconds.
 func ta(t time.Time) any { return t.UnixMicro() }
-
-// tpa converts an optional time; nil is NULL.
-func tpa(t *time.Time) any {
-	if t == nil {
-		return nil
-	}
-	return t.UnixMicro()
-}
-
-// lim converts a limit where 0 (or less) means none.
-func lim(n int) any {
-	if n <= 0 {
-		return -1
-	}
-	return n
-}
-
-// tcol scans a NOT NULL time column.
-type tcol struct{ p *time.Time }
-
-func (c tcol) Scan(src any) error {
-	switch v := src.(type) {
-	case int64:
-		*c.p = time.UnixMicro(v).UTC()
-		return nil
-	case nil:
-		*c.p = time.Time{}
-		return nil
-	}
-	return fmt.Errorf("time column: unexpected %T", src)
-}
-
-// ntcol scans a nullable time column.
-type ntcol struct{ p **time.Time }
-
-func (c ntcol) Scan(src any) error {
-	switch v := src.(type) {
-	case int64:
-		t := time.UnixMicro(v).UTC()
-		*c.p = &t
-		return nil
-	case nil:
-		*c.p = nil
-		return nil
-	}
-	return fmt.Errorf("time column: unexpected %T", src)
-}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,5 +173,42 @@ func TestOpenDirectory(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Errorf("(*Store)(nil).Close() = %v, want nil", err)
+	}
+}
+
+// countingStore counts the transactions opened through it.
+type countingStore struct {
+	store.Store
+	txs atomic.Int32
+}
+
+func (c *countingStore) InTx(ctx context.Context, fn func(tx store.Ops) error) error {
+	c.txs.Add(1)
+	return c.Store.InTx(ctx, fn)
+}
+
+// TestSuiteModes: the conformance suite's InTx mode makes every call in a
+// transaction of its own, through the transaction's Ops; the Store mode
+// opens none.
+func TestSuiteModes(t *testing.T) {
+	want := map[string]int32{"Store": 0, "InTx": 3}
+	for _, m := range storetest.Modes {
+		t.Run(m.Name, func(t *testing.T) {
+			ctx := t.Context()
+			c := &countingStore{Store: open(t, filepath.Join(t.TempDir(), "rotary.db"))}
+			s := m.Wrap(c)
+			if err := s.PutMetaIfAbsent(ctx, "x", []byte("1")); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.GetMeta(ctx, "x"); err != nil || string(got) != "1" {
+				t.Fatalf("GetMeta(x) = %q, %v; want 1", got, err)
+			}
+			if _, _, err := s.AuditHead(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.txs.Load(); got != want[m.Name] {
+				t.Errorf("transactions opened by three calls = %d, want %d", got, want[m.Name])
+			}
+		})
 	}
 }

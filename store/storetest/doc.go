@@ -5,6 +5,12 @@
 // same database, as two daemons would. Backends keep times to the
 // microsecond (Precision), so comparisons truncate to it.
 //
+// Both run every test in each of Modes, as River's driver tests run every
+// operation on the driver and on a transaction: once on the Store itself,
+// once with each call made inside its own InTx through the transaction's
+// store.Ops (the code paths a method takes when it joins the caller's
+// transaction rather than opening its own).
+//
 // # The lease protocol
 //
 // Work that exactly one daemon may do at a time — a secret's rotation, an

@@ -20,9 +20,17 @@ var base = time.Date(2025, 3, 4, 5, 6, 7, 123456789, time.UTC)
 
 func at(d time.Duration) time.Time { return base.Add(d) }
 
-// Run runs the conformance suite. newStore returns a fresh, empty store
-// and arranges for it to be closed when the test ends.
+// Run runs the conformance suite in every mode (Modes: on the store, and
+// each call inside InTx). newStore returns a fresh, empty store and
+// arranges for it to be closed when the test ends.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	for _, m := range Modes {
+		t.Run(m.Name, func(t *testing.T) { RunMode(t, m, newStore) })
+	}
+}
+
+// RunMode runs the conformance suite in one mode.
+func RunMode(t *testing.T, m Mode, newStore func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s store.Store)
@@ -66,15 +74,27 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.fn(t, newStore(t))
+			tc.fn(t, m.Wrap(newStore(t)))
 		})
 	}
 }
 
 // RunConcurrentStores runs the claim and append races across two stores
-// opened independently on the same database (two daemons). newPair returns
-// both, on one fresh empty database, and arranges for them to be closed.
+// opened independently on the same database (two daemons), in every mode.
+// newPair returns both, on one fresh empty database, and arranges for them
+// to be closed.
 func RunConcurrentStores(t *testing.T, newPair func(t *testing.T) (store.Store, store.Store)) {
+	for _, m := range Modes {
+		t.Run(m.Name, func(t *testing.T) {
+			runConcurrentStores(t, func(t *testing.T) (store.Store, store.Store) {
+				a, b := newPair(t)
+				return m.Wrap(a), m.Wrap(b)
+			})
+		})
+	}
+}
+
+func runConcurrentStores(t *testing.T, newPair func(t *testing.T) (store.Store, store.Store)) {
 	t.Run("ClaimDueRotations", func(t *testing.T) {
 		a, b := newPair(t)
 		testClaimConcurrent(t, a, b)
@@ -1399,6 +1419,19 @@ func testAudit(t *testing.T, s store.Store) {
 	noErr(t, "RehashAudit()", s.RehashAudit(ctx))
 	bad := auditRec(99, nil, "x", base)
 	wantErr(t, "RehashAudit(seq 99, not stored)", s.RehashAudit(ctx, rehashed[0], bad), store.ErrNotFound)
+
+	// The head is the batch's highest Seq, whatever the order of the
+	// records in it, and the chain reads back in Seq order.
+	r7 := auditRec(7, rehashed[5].Hash, "app/a", at(7*time.Minute))
+	r8 := auditRec(8, r7.Hash, "app/b", at(8*time.Minute))
+	noErr(t, "AppendAudit(8, 7)", s.AppendAudit(ctx, r8, r7))
+	seq, hash, err = s.AuditHead(ctx)
+	if err != nil || seq != 8 || !bytes.Equal(hash, r8.Hash) {
+		t.Errorf("AuditHead after AppendAudit(8, 7) = %d, %q, %v; want 8, %q, nil", seq, hash, err, r8.Hash)
+	}
+	got, err = s.ListAudit(ctx, store.AuditFilter{AfterSeq: 6})
+	noErr(t, "ListAudit(after 6)", err)
+	check(t, "ListAudit(after 6)", got, []store.AuditRecord{r7, r8})
 }
 
 // testAuditConcurrent: goroutines append through InTx{head -> append

@@ -1,7 +1,9 @@
 // Package sqlcol holds what both SQL store backends share: column
 // scanners and argument helpers (blobs, nullable text, the stage list,
-// JSON columns, row collection) and the loading of versioned migrations. Times differ between the backends (SQLite keeps
-// integers, PostgreSQL timestamptz) and stay in each backend.
+// JSON columns, times) and the loading of versioned
+// migrations. Times are written differently by the backends (SQLite keeps
+// INTEGER unix microseconds, PostgreSQL timestamptz; see each Dialect),
+// and the time scanners read both.
 package sqlcol
 
 import (
@@ -10,6 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/rotary-secrets/rotary/store"
 )
@@ -24,28 +27,6 @@ func MustAffect(res sql.Result, format string, args ...any) error {
 		return fmt.Errorf(format+": %w", append(args, store.ErrNotFound)...)
 	}
 	return nil
-}
-
-// Collect scans every row with the destinations dest returns.
-func Collect[T any](rows *sql.Rows, what string, dest func(*T) []any, translate func(error) error) ([]T, error) {
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		var v T
-		if err := rows.Scan(dest(&v)...); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, translate(err))
-	}
-	return out, nil
-}
-
-// CollectScalar scans a one-column result.
-func CollectScalar[T any](rows *sql.Rows, what string, translate func(error) error) ([]T, error) {
-	return Collect(rows, what, func(v *T) []any { return []any{v} }, translate)
 }
 
 // AliasArg passes an alias; "" is NULL (no alias).
@@ -168,4 +149,43 @@ func BytesArg(b []byte) any {
 		return nil
 	}
 	return b
+}
+
+// Time scans a NOT NULL time column as UTC: SQLite's INTEGER unix
+// microseconds or PostgreSQL's timestamptz. NULL is the zero time.
+type Time struct{ P *time.Time }
+
+func (c Time) Scan(src any) error {
+	switch v := src.(type) {
+	case int64:
+		*c.P = time.UnixMicro(v).UTC()
+		return nil
+	case time.Time:
+		*c.P = v.UTC()
+		return nil
+	case nil:
+		*c.P = time.Time{}
+		return nil
+	}
+	return fmt.Errorf("time column: unexpected %T", src)
+}
+
+// NullTime scans a nullable time column like Time; NULL is nil.
+type NullTime struct{ P **time.Time }
+
+func (c NullTime) Scan(src any) error {
+	switch v := src.(type) {
+	case int64:
+		t := time.UnixMicro(v).UTC()
+		*c.P = &t
+		return nil
+	case time.Time:
+		t := v.UTC()
+		*c.P = &t
+		return nil
+	case nil:
+		*c.P = nil
+		return nil
+	}
+	return fmt.Errorf("time column: unexpected %T", src)
 }
