@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lib/pq"
@@ -27,6 +28,13 @@ type Rotator struct {
 	// iterations make a stolen verifier harder to brute-force and every
 	// login (the application's and the rotator's own) slower.
 	Iterations int
+	// Pool bounds the pool of admin sessions kept per admin secret and
+	// server (strategies admin and alternating; see rotators.AdminPools).
+	// Zero fields take the defaults. Read once, at the first rotation.
+	Pool rotators.PoolLimits
+
+	poolsOnce sync.Once
+	pools     *rotators.AdminPools[*session]
 }
 
 var (
@@ -37,6 +45,37 @@ var (
 
 // New returns a Rotator with the default iteration count.
 func New() *Rotator { return &Rotator{} }
+
+// Close closes the pooled admin sessions (those lent to a running
+// rotation when it gives them back). The rotator must not be used after.
+// Idempotent.
+func (r *Rotator) Close() error {
+	return r.adminPools().Close()
+}
+
+func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
+	r.poolsOnce.Do(func() {
+		r.pools = rotators.NewAdminPools(r.Pool, rotators.PoolDriver[*session]{
+			Alive: func(ctx context.Context, s *session) error { return s.conn.PingContext(ctx) },
+			Close: (*session).close,
+			AuthFailed: func(err error) bool {
+				return isAuthFailure(err) || errors.Is(err, rotators.ErrWrongIdentity)
+			},
+		})
+	})
+	return r.pools
+}
+
+// adminSession lends a session of the admin from the pool of the admin
+// secret and server, opening one if none is free. Give it back with
+// Release(err): a session on which something failed is closed.
+func (r *Rotator) adminSession(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials) (*rotators.Lease[*session], error) {
+	cred := rotators.AdminCredential(admin)
+	defer clear(cred)
+	return r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg, admin), cred, func(ctx context.Context) (*session, error) {
+		return openSession(ctx, cfg, admin)
+	})
+}
 
 func (r *Rotator) iterations() (int, error) {
 	n := r.Iterations
@@ -164,12 +203,13 @@ func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) 
 		if err != nil {
 			return err
 		}
-		db, err := open(ctx, cfg, admin)
+		lease, err := r.adminSession(ctx, cfg, admin)
 		if err != nil {
 			return fmt.Errorf("postgres: set: connect as the admin %q: %w", admin.Username, err)
 		}
-		defer db.Close()
-		if _, err := db.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier)); err != nil {
+		_, err = lease.S.conn.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
+		lease.Release(err)
+		if err != nil {
 			return fmt.Errorf("postgres: set: change the password of %q: %w", pend.Username, err)
 		}
 		return nil
@@ -250,12 +290,13 @@ func checkPasswordChecked(ctx context.Context, cfg rotators.DBConfig, c rotators
 // user on first use with the first user's attributes and memberships, and
 // on every run grants it any membership of the first user it lacks; all
 // in one transaction, so a crash leaves either nothing or everything.
-func (r *Rotator) setAlternating(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials, first, second, verifier string) error {
-	db, err := open(ctx, cfg, admin)
+func (r *Rotator) setAlternating(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials, first, second, verifier string) (err error) {
+	lease, err := r.adminSession(ctx, cfg, admin)
 	if err != nil {
 		return fmt.Errorf("postgres: set: connect as the admin %q: %w", admin.Username, err)
 	}
-	defer db.Close()
+	defer func() { lease.Release(err) }()
+	db := lease.S.conn
 	var versionNum string
 	if err := db.QueryRowContext(ctx, queryVersionNum).Scan(&versionNum); err != nil {
 		return fmt.Errorf("postgres: set: server version: %w", err)
@@ -435,11 +476,12 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		if err != nil {
 			return err
 		}
-		db, err := open(ctx, cfg, admin)
+		lease, err := r.adminSession(ctx, cfg, admin)
 		if err != nil {
 			return fmt.Errorf("postgres: finish: connect as the admin %q: %w", admin.Username, err)
 		}
-		defer db.Close()
+		defer func() { lease.Release(err) }()
+		db := lease.S.conn
 		if cfg.Strategy == rotators.StrategyAlternating && prev.Username != cur.Username {
 			verifier, err := r.unknownPasswordVerifier()
 			if err != nil {
@@ -505,12 +547,12 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 	if err != nil {
 		return fmt.Errorf("postgres: rollback: %w", err)
 	}
-	db, err := open(ctx, cfg, admin)
+	lease, err := r.adminSession(ctx, cfg, admin)
 	if err != nil {
 		return fmt.Errorf("postgres: rollback: connect as the admin %q: %w", admin.Username, err)
 	}
-	defer db.Close()
-	_, err = db.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
+	_, err = lease.S.conn.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
+	lease.Release(err)
 	var pe *pq.Error
 	if errors.As(err, &pe) && pe.Code == "42704" { // undefined_object: Set never created the role
 		return nil
@@ -521,7 +563,12 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 	return nil
 }
 
-func terminate(ctx context.Context, db *sql.DB, role string) error {
+// rowQuerier is a *sql.DB or a *sql.Conn.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func terminate(ctx context.Context, db rowQuerier, role string) error {
 	var n int
 	if err := db.QueryRowContext(ctx, queryTerminate, role).Scan(&n); err != nil {
 		return fmt.Errorf("postgres: finish: end the sessions of %q: %w", role, err)
@@ -594,6 +641,33 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 			"(a role setting or a server-side mapping changed it); refusing to act as another role", rotators.ErrWrongIdentity, c.Username, sess, cur)
 	}
 	return db, nil
+}
+
+// session is one admin connection, pinned: a broken connection fails the
+// calls on it (and the pool closes it) instead of being replaced behind
+// the pool's back by a login that neither it nor the identity check saw.
+type session struct {
+	db   *sql.DB
+	conn *sql.Conn
+}
+
+// openSession opens a session with c (open, then pins its connection).
+func openSession(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) (*session, error) {
+	db, err := open(ctx, cfg, c)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &session{db: db, conn: conn}, nil
+}
+
+func (s *session) close() {
+	s.conn.Close()
+	s.db.Close()
 }
 
 // pqConfig is the driver config for c, built field by field: no
