@@ -70,8 +70,14 @@ func driverConfig(c rotators.DBCredentials, timeout time.Duration) (*driver.Conf
 	}
 	mc.MultiStatements = false
 	mc.InterpolateParams = false
+	if testDial != nil {
+		mc.DialFunc = testDial
+	}
 	return mc, nil
 }
+
+// testDial, when set by a test, opens the TCP connections (to count them).
+var testDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // connect logs in with c over TCP and returns a session on one connection.
 // Connecting and the first query are bounded by timeout as well as ctx.
