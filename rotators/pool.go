@@ -44,10 +44,14 @@ import (
 // closed, not returned. Close closes every pool; sessions lent at that
 // moment are closed when they come back.
 
-// Default limits of an admin pool.
+// Default limits of an admin pool: as many sessions as the daemon runs
+// rotations at once by default (with fewer, rotations queue for the admin
+// session while another one's commit waits for its WAL flush), all kept
+// between rotations (a session closed on return would be a login more at
+// the next rotation), until 5 minutes without a rotation.
 const (
-	DefaultPoolMaxOpen     = 4
-	DefaultPoolMaxIdle     = 4
+	DefaultPoolMaxOpen     = 8
+	DefaultPoolMaxIdle     = 8
 	DefaultPoolIdleTimeout = 5 * time.Minute
 	DefaultPoolMaxLifetime = 30 * time.Minute
 )
