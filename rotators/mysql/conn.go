@@ -34,6 +34,7 @@ type session struct {
 	version string
 	current account // CURRENT_USER(): the account the server matched
 	id      uint64  // CONNECTION_ID()
+	timeout time.Duration
 }
 
 // driverConfig builds the connection settings for c. The DSN is never
@@ -100,7 +101,7 @@ func connect(ctx context.Context, c rotators.DBCredentials, timeout time.Duratio
 		db.Close()
 		return nil, fmt.Errorf("mysql: connect to %s as %q: %w", mc.Addr, c.Username, err)
 	}
-	s := &session{db: db, conn: conn}
+	s := &session{db: db, conn: conn, timeout: timeout}
 	var mode, cur string
 	err = conn.QueryRowContext(cctx, "SELECT VERSION(), @@SESSION.sql_mode, CURRENT_USER(), CONNECTION_ID()").
 		Scan(&s.version, &mode, &cur, &s.id)

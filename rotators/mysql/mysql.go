@@ -96,7 +96,13 @@ func (r *Rotator) Close() error {
 func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
 	r.poolsOnce.Do(func() {
 		r.pools = rotators.NewAdminPools(r.Pool, rotators.PoolDriver[*session]{
-			Alive: func(ctx context.Context, s *session) error { return s.conn.PingContext(ctx) },
+			Alive: func(ctx context.Context, s *session) error {
+				// A connection a network cut left hanging is given up on
+				// after the connect timeout, as a new one would be.
+				ctx, cancel := context.WithTimeout(ctx, s.timeout)
+				defer cancel()
+				return s.conn.PingContext(ctx)
+			},
 			Close: (*session).close,
 			AuthFailed: func(err error) bool {
 				return isAccessDenied(err) || errors.Is(err, rotators.ErrWrongIdentity)

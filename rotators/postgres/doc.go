@@ -119,7 +119,10 @@
 // Rotator.Pool). A session is one pinned connection (a broken one fails
 // instead of being silently replaced by an unchecked login), opened with
 // the admin value and its identity checked as above, pinged before it is
-// lent again, and closed when anything failed on it. The pool is dropped,
+// lent again (within the connect timeout: lib/pq itself would wait forever
+// for an answer on a connection a network cut left silent, so the session
+// sets deadlines on its TCP connection, then the context's deadline for
+// the statements), and closed when anything failed on it. The pool is dropped,
 // and its sessions closed, when a rotation hands in another admin value
 // than the one it was opened with (the admin secret was rotated) or when
 // the admin's login is refused (28P01, 28000, or another session user).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -474,5 +475,160 @@ func TestAdminPoolClose(t *testing.T) {
 	}
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestAdminPoolReplacesEndedSessions: the server ends every pooled admin
+// session (pg_terminate_backend, as a restart or an idle timeout would);
+// the next rotation finds them dead when it checks them, closes them and
+// logs in again: it works, with one admin login more.
+func TestAdminPoolReplacesEndedSessions(t *testing.T) {
+	h := newHarness(t)
+	dials := countDials(t)
+	ctx := t.Context()
+	adminName, admin := h.newRotatableAdmin(t)
+	cur := h.newAccountFor(t, testenv.Unique("rt_pool_end_"), adminName)
+	r := New()
+	t.Cleanup(func() { r.Close() })
+	cfg := h.Config(rotators.StrategyAdmin, "pool-admin", "")
+	cur, err := rotateOnce(ctx, r, cfg, cur, nil, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := h.backends(t, adminName)
+	if _, err := h.db.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, adminName); err != nil {
+		t.Fatal(err)
+	}
+	h.waitBackends(t, adminName, "none", func(pids []int) bool { return len(pids) == 0 })
+	dials.n.Store(0)
+	if cur, err = rotateOnce(ctx, r, cfg, cur, nil, admin); err != nil {
+		t.Fatalf("rotation after the server ended the pooled session: %v", err)
+	}
+	if got := dials.n.Load(); got != 2 {
+		t.Errorf("the rotation opened %d connections; want 2 (a new admin session, the test login)", got)
+	}
+	if got := h.backends(t, adminName); len(got) != 1 || slices.Contains(old, got[0]) {
+		t.Errorf("admin sessions %v; want one new one (the ended ones were %v)", got, old)
+	}
+	if who, err := h.login(ctx, cur); err != nil || who != userOf(cur) {
+		t.Errorf("login with the new password: %q, %v", who, err)
+	}
+}
+
+// freezingProxy forwards TCP connections to target; freeze makes every
+// connection open at that moment stop carrying bytes (as a network cut
+// that drops packets does) while new ones still work.
+type freezingProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	gen    int
+	frozen chan struct{} // closed at cleanup: frozen pumps end
+	limit  int           // connections accepted before freeze have gen < limit
+}
+
+func newFreezingProxy(t *testing.T, target string) *freezingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezingProxy{ln: ln, target: target, frozen: make(chan struct{}), limit: -1}
+	t.Cleanup(func() { ln.Close(); close(p.frozen) })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			gen := p.gen
+			p.gen++
+			p.mu.Unlock()
+			go p.serve(c, gen)
+		}
+	}()
+	return p
+}
+
+func (p *freezingProxy) isFrozen(gen int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return gen < p.limit
+}
+
+func (p *freezingProxy) freeze() {
+	p.mu.Lock()
+	p.limit = p.gen
+	p.mu.Unlock()
+}
+
+func (p *freezingProxy) serve(c net.Conn, gen int) {
+	defer c.Close()
+	s, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	pump := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if p.isFrozen(gen) {
+					<-p.frozen // the bytes go nowhere, the connection stays open
+					return
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	done := make(chan struct{}, 2)
+	go func() { pump(s, c); done <- struct{}{} }()
+	go func() { pump(c, s); done <- struct{}{} }()
+	<-done
+}
+
+// TestAdminPoolFrozenSession: the pooled admin session's connection stops
+// carrying bytes (a network cut that drops packets). The check before
+// reuse gives up after the config's connect timeout, as a new connection
+// would, and the rotation goes on over a new session instead of hanging
+// until its context ends.
+func TestAdminPoolFrozenSession(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	adminName, admin := h.newRotatableAdmin(t)
+	proxy := newFreezingProxy(t, net.JoinHostPort(h.host, strconv.Itoa(h.port)))
+	var a map[string]any
+	_ = json.Unmarshal(admin.Reveal(), &a)
+	a["port"] = proxy.ln.Addr().(*net.TCPAddr).Port
+	viaProxy, _ := json.Marshal(a)
+	admin = rotators.Value(viaProxy)
+	cur := h.newAccountFor(t, testenv.Unique("rt_pool_frz_"), adminName)
+	r := New()
+	t.Cleanup(func() { r.Close() })
+	cfg := json.RawMessage(`{"strategy":"admin","admin_secret":"pool-admin","connect_timeout":"1s"}`)
+	cur, err := rotateOnce(ctx, r, cfg, cur, nil, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.freeze()
+	start := time.Now()
+	cur, err = rotateOnce(ctx, r, cfg, cur, nil, admin)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("rotation after the pooled session froze: %v (after %v)", err, took)
+	}
+	if took < time.Second || took > 10*time.Second {
+		t.Errorf("the rotation took %v; want about the 1s connect timeout (the frozen session given up on), far below the 30s context", took)
+	}
+	if who, err := h.login(ctx, cur); err != nil || who != userOf(cur) {
+		t.Errorf("login with the new password: %q, %v", who, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,7 +57,9 @@ func (r *Rotator) Close() error {
 func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
 	r.poolsOnce.Do(func() {
 		r.pools = rotators.NewAdminPools(r.Pool, rotators.PoolDriver[*session]{
-			Alive: func(ctx context.Context, s *session) error { return s.conn.PingContext(ctx) },
+			// A connection a network cut left silent is given up on after
+			// the connect timeout, as a new one would be.
+			Alive: func(ctx context.Context, s *session) error { return s.alive(ctx) },
 			Close: (*session).close,
 			AuthFailed: func(err error) bool {
 				return isAuthFailure(err) || errors.Is(err, rotators.ErrWrongIdentity)
@@ -594,6 +597,11 @@ var testDialer pq.Dialer
 // settings SET ROLE at login, or a server that maps the name, is refused
 // with ErrWrongIdentity).
 func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) (*sql.DB, error) {
+	return openWith(ctx, cfg, c, testDialer)
+}
+
+// openWith is open through dialer (nil: the driver's own).
+func openWith(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials, dialer pq.Dialer) (*sql.DB, error) {
 	mode, err := c.Mode()
 	if err != nil {
 		return nil, err
@@ -621,8 +629,8 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 	if err != nil {
 		return nil, err
 	}
-	if testDialer != nil {
-		conn.Dialer(testDialer)
+	if dialer != nil {
+		conn.Dialer(dialer)
 	}
 	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(1)
@@ -646,14 +654,24 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 // session is one admin connection, pinned: a broken connection fails the
 // calls on it (and the pool closes it) instead of being replaced behind
 // the pool's back by a login that neither it nor the identity check saw.
+//
+// lib/pq answers a cancelled context by asking the server to cancel the
+// statement and then still waits for the server's answer, so on a
+// connection that a network cut left open but silent a call would wait
+// forever. The session keeps its TCP connection and sets deadlines on it:
+// the connect timeout for the ping before a reuse, then the context's
+// deadline (none without one) for the rotation's statements.
 type session struct {
-	db   *sql.DB
-	conn *sql.Conn
+	db      *sql.DB
+	conn    *sql.Conn
+	nc      net.Conn      // the TCP (or TLS-carrying) connection under conn
+	timeout time.Duration // the config's connect timeout: bounds the ping before a reuse
 }
 
 // openSession opens a session with c (open, then pins its connection).
 func openSession(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) (*session, error) {
-	db, err := open(ctx, cfg, c)
+	d := &captureDialer{base: testDialer}
+	db, err := openWith(ctx, cfg, c, d)
 	if err != nil {
 		return nil, err
 	}
@@ -662,7 +680,80 @@ func openSession(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCreden
 		db.Close()
 		return nil, err
 	}
-	return &session{db: db, conn: conn}, nil
+	s := &session{db: db, conn: conn, nc: d.first(), timeout: cfg.Timeout()}
+	if s.nc == nil {
+		s.close()
+		return nil, errors.New("postgres: the driver opened no connection")
+	}
+	s.lend(ctx)
+	return s, nil
+}
+
+// alive pings the session within the connect timeout, then lends it
+// until ctx's deadline.
+func (s *session) alive(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	dl, _ := ctx.Deadline()
+	if err := s.nc.SetDeadline(dl); err != nil {
+		return err
+	}
+	if err := s.conn.PingContext(ctx); err != nil {
+		return err
+	}
+	s.lend(ctx)
+	return nil
+}
+
+// lend bounds every read and write on the session by ctx's deadline.
+func (s *session) lend(ctx context.Context) {
+	dl, _ := ctx.Deadline() // zero: no deadline
+	_ = s.nc.SetDeadline(dl)
+}
+
+// captureDialer dials like base (nil: a plain net.Dialer) and remembers
+// the first connection (later ones are the driver's cancel requests).
+type captureDialer struct {
+	base pq.Dialer
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+func (d *captureDialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+func (d *captureDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.DialContext(ctx, network, address)
+}
+
+func (d *captureDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	switch b := d.base.(type) {
+	case nil:
+		c, err = (&net.Dialer{}).DialContext(ctx, network, address)
+	case pq.DialerContext:
+		c, err = b.DialContext(ctx, network, address)
+	default:
+		c, err = b.Dial(network, address)
+	}
+	if err == nil {
+		d.mu.Lock()
+		if d.conn == nil {
+			d.conn = c
+		}
+		d.mu.Unlock()
+	}
+	return c, err
+}
+
+func (d *captureDialer) first() net.Conn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conn
 }
 
 func (s *session) close() {
