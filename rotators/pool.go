@@ -267,20 +267,6 @@ func (l *Lease[S]) Release(err error) {
 	}
 }
 
-// Drop drops the pool the lease came from, as a refused login does: its
-// idle sessions are closed now, the lent ones (this one too) when they
-// come back.
-func (l *Lease[S]) Drop() {
-	ps := l.ps
-	ps.mu.Lock()
-	var drop []idleSession[S]
-	if ps.pools[l.p.key] == l.p {
-		drop = ps.killLocked(l.p)
-	}
-	ps.mu.Unlock()
-	ps.closeAll(drop)
-}
-
 // reap closes the sessions of p idle for IdleTimeout, and runs again
 // while any stay idle.
 func (ps *AdminPools[S]) reap(p *pool[S]) {
