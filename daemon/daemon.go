@@ -15,6 +15,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -64,6 +65,9 @@ type Daemon struct {
 	kms     *kms.Manager
 	secrets *secrets.Service
 	engine  *rotation.Engine
+	// builtin are the built-in rotators; Stop closes those that hold
+	// connections (the database rotators' admin pools).
+	builtin rotation.Registry
 	runner  *schedules.Runner
 	house   *schedules.Housekeeper
 	api     *api.Server
@@ -274,10 +278,11 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		}
 		return []sensitive.Bytes{sensitive.Bytes(cfg.RootToken)}
 	})
+	d.builtin = d.rotators()
 	d.engine, err = rotation.New(rotation.Config{
 		// The engine commits its steps' events (rotated, rotation_failed)
 		// in its own transactions: through the store that wakes the relay.
-		Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Secrets: d.secrets, Rotators: resolver{builtin: d.rotators(), host: d.plugins}, Logger: d.log, Owner: leaseOwner(cfg.Listen),
+		Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Secrets: d.secrets, Rotators: resolver{builtin: d.builtin, host: d.plugins}, Logger: d.log, Owner: leaseOwner(cfg.Listen),
 		MinInterval: cfg.MinRotationInterval, BackoffBase: base, BackoffMax: maxB,
 		LeaseFor: cfg.RotationLease, Failpoint: cfg.Failpoint, Now: cfg.Now, After: cfg.After,
 		OnResult: func(rotator, result string) {
@@ -626,6 +631,16 @@ func (d *Daemon) Stop() error {
 		}
 		if left := <-engineDone; len(left) > 0 {
 			d.log.Warn("rotations still running at shutdown; they resume from their step at the next start", "rotations", strings.Join(left, ","))
+		}
+		// The database rotators' pooled admin sessions end with the
+		// rotations (a step still running closes its session when it
+		// gives it back).
+		for name, r := range d.builtin {
+			if c, ok := r.(io.Closer); ok {
+				if e := c.Close(); e != nil {
+					d.log.Warn("shutting down: close the rotator", "rotator", name, "err", e)
+				}
+			}
 		}
 		if d.cancel != nil {
 			d.cancel()

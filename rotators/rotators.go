@@ -35,6 +35,13 @@
 // that the server checks the user's password at all (ErrWrongIdentity);
 // test_query is one read-only statement (ErrTestQuery).
 //
+// The database rotators keep the admin sessions of the admin and
+// alternating strategies open between rotations, one bounded pool per
+// admin secret and server, dropped when the admin credential changes or
+// its login is refused (AdminPools, pool.go): a rotation then opens one
+// new connection, the test login. Rotators that hold such resources
+// implement io.Closer; the daemon closes them when it stops.
+//
 // Request structs let the contract grow without breaking plugins. Values
 // are sensitive.Bytes so that they never print; errors returned by a
 // rotator are passed through sensitive.Sanitize with every value the engine

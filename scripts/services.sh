@@ -27,6 +27,9 @@ wait_for() { # name, tries, command...
 
 need_install=()
 command -v pg_ctlcluster >/dev/null 2>&1 || need_install+=(postgresql)
+# pgbench (Debian ships it with the server, postgresql-NN): BenchmarkRotateAdmin
+# in rotators/postgres measures the connection rate with `pgbench -C`.
+command -v pgbench >/dev/null 2>&1 || need_install+=(postgresql-contrib)
 [ -x /usr/sbin/mariadbd ] || need_install+=(mariadb-server)
 command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
 command -v rabbitmq-server >/dev/null 2>&1 || need_install+=(rabbitmq-server)

@@ -34,6 +34,7 @@ type session struct {
 	version string
 	current account // CURRENT_USER(): the account the server matched
 	id      uint64  // CONNECTION_ID()
+	timeout time.Duration
 }
 
 // driverConfig builds the connection settings for c. The DSN is never
@@ -70,8 +71,14 @@ func driverConfig(c rotators.DBCredentials, timeout time.Duration) (*driver.Conf
 	}
 	mc.MultiStatements = false
 	mc.InterpolateParams = false
+	if testDial != nil {
+		mc.DialFunc = testDial
+	}
 	return mc, nil
 }
+
+// testDial, when set by a test, opens the TCP connections (to count them).
+var testDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // connect logs in with c over TCP and returns a session on one connection.
 // Connecting and the first query are bounded by timeout as well as ctx.
@@ -94,7 +101,7 @@ func connect(ctx context.Context, c rotators.DBCredentials, timeout time.Duratio
 		db.Close()
 		return nil, fmt.Errorf("mysql: connect to %s as %q: %w", mc.Addr, c.Username, err)
 	}
-	s := &session{db: db, conn: conn}
+	s := &session{db: db, conn: conn, timeout: timeout}
 	var mode, cur string
 	err = conn.QueryRowContext(cctx, "SELECT VERSION(), @@SESSION.sql_mode, CURRENT_USER(), CONNECTION_ID()").
 		Scan(&s.version, &mode, &cur, &s.id)

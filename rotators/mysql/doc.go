@@ -113,4 +113,20 @@
 // Rollback (rotators.Rollbacker): after an alternating Set whose pending
 // value failed its test, the admin gives the other user a random password
 // stored nowhere (nothing to undo for single-user and admin).
+//
+// # Admin sessions are pooled
+//
+// Set, Finish and Rollback of the admin and alternating strategies run
+// over a session lent by the Rotator's admin pool (rotators.AdminPools:
+// one pool per admin secret and server, at most 8 sessions by default,
+// Rotator.Pool). A session is opened with the admin value, its
+// CURRENT_USER() checked as above, pinged before it is lent again, and
+// closed when anything failed on it. The pool is dropped, and its sessions
+// closed, when a rotation hands in another admin value than the one it was
+// opened with (the admin secret was rotated) or when the admin's login is
+// refused (access denied, or another account matched). So an admin
+// rotation opens one connection, the test login with the new password; a
+// single-user rotation opens three: the refused wrong-password probe, the
+// user's login that sets, the test login. Close (the daemon calls it when
+// it stops) closes every pool.
 package mysql

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/rotary-secrets/rotary/rotators"
 	"github.com/rotary-secrets/rotary/sensitive"
@@ -70,11 +71,46 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 	return c, nil
 }
 
-// Rotator rotates the passwords of MySQL and MariaDB accounts.
-type Rotator struct{}
+// Rotator rotates the passwords of MySQL and MariaDB accounts. The zero
+// value is ready to use.
+type Rotator struct {
+	// Pool bounds the pool of admin sessions kept per admin secret and
+	// server (strategies admin and alternating; see rotators.AdminPools).
+	// Zero fields take the defaults. Read once, at the first rotation.
+	Pool rotators.PoolLimits
+
+	poolsOnce sync.Once
+	pools     *rotators.AdminPools[*session]
+}
 
 // New returns the rotator.
 func New() *Rotator { return &Rotator{} }
+
+// Close closes the pooled admin sessions (those lent to a running
+// rotation when it gives them back). The rotator must not be used after.
+// Idempotent.
+func (r *Rotator) Close() error {
+	return r.adminPools().Close()
+}
+
+func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
+	r.poolsOnce.Do(func() {
+		r.pools = rotators.NewAdminPools(r.Pool, rotators.PoolDriver[*session]{
+			Alive: func(ctx context.Context, s *session) error {
+				// A connection a network cut left hanging is given up on
+				// after the connect timeout, as a new one would be.
+				ctx, cancel := context.WithTimeout(ctx, s.timeout)
+				defer cancel()
+				return s.conn.PingContext(ctx)
+			},
+			Close: (*session).close,
+			AuthFailed: func(err error) bool {
+				return isAccessDenied(err) || errors.Is(err, rotators.ErrWrongIdentity)
+			},
+		})
+	})
+	return r.pools
+}
 
 var (
 	_ rotators.Rotator         = (*Rotator)(nil)
@@ -178,7 +214,7 @@ func (*Rotator) Create(_ context.Context, req rotators.CreateRequest) (_ rotator
 }
 
 // Set makes the pending value work. It is idempotent.
-func (*Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) {
+func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) {
 	defer func() { err = scrub(err, passwordsIn(req.Current, req.Pending, req.Admin)...) }()
 	cfg, err := ParseConfig(req.Config)
 	if err != nil {
@@ -199,7 +235,7 @@ func (*Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) {
 		if pend.Username != cur.Username {
 			return fmt.Errorf("mysql: strategy admin: pending user %q is not the current user %q", pend.Username, cur.Username)
 		}
-		return setByAdmin(ctx, cfg, req.Admin, pend)
+		return r.setByAdmin(ctx, cfg, req.Admin, pend)
 	case rotators.StrategyAlternating:
 		if pend.Username == cur.Username {
 			return fmt.Errorf("mysql: alternating: pending user %q is the current user", pend.Username)
@@ -207,7 +243,7 @@ func (*Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) {
 		if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
 			return fmt.Errorf("mysql: set: %w", err)
 		}
-		return setAlternate(ctx, cfg, req.Admin, cur, pend)
+		return r.setAlternate(ctx, cfg, req.Admin, cur, pend)
 	}
 	return fmt.Errorf("mysql: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
 }
@@ -272,33 +308,41 @@ func checkPasswordChecked(ctx context.Context, cfg Config, c rotators.DBCredenti
 	}
 }
 
-// adminSession logs in with the admin value and checks that the server
-// matched the admin's own account.
-func adminSession(ctx context.Context, cfg Config, admin rotators.Value) (*session, error) {
+// adminSession lends a session of the admin from the pool of the admin
+// secret and server (see rotators.AdminPools), opening one if none is
+// free: a login with the admin value that checks that the server matched
+// the admin's own account. Give it back with Release(err): a session on
+// which something failed is closed.
+func (r *Rotator) adminSession(ctx context.Context, cfg Config, admin rotators.Value) (*rotators.Lease[*session], error) {
 	adm, err := parseValue("admin", admin)
 	if err != nil {
 		return nil, fmt.Errorf("%w (strategy %s needs the admin secret %q)", err, cfg.Strategy, cfg.AdminSecret)
 	}
-	s, err := connect(ctx, adm, cfg.Timeout())
-	if err != nil {
-		return nil, fmt.Errorf("admin: %w", err)
-	}
-	if err := s.checkIdentity(adm.Username, ""); err != nil {
-		s.close()
-		return nil, fmt.Errorf("admin: %w", err)
-	}
-	return s, nil
+	cred := rotators.AdminCredential(adm)
+	defer clear(cred)
+	return r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg.DBConfig, adm), cred, func(ctx context.Context) (*session, error) {
+		s, err := connect(ctx, adm, cfg.Timeout())
+		if err != nil {
+			return nil, fmt.Errorf("admin: %w", err)
+		}
+		if err := s.checkIdentity(adm.Username, ""); err != nil {
+			s.close()
+			return nil, fmt.Errorf("admin: %w", err)
+		}
+		return s, nil
+	})
 }
 
 // setByAdmin: the admin changes the user's password (ALTER USER, which
 // needs CREATE USER; finding the account needs SELECT on mysql.user unless
 // account_host is set).
-func setByAdmin(ctx context.Context, cfg Config, admin rotators.Value, pend rotators.DBCredentials) error {
-	s, err := adminSession(ctx, cfg, admin)
+func (r *Rotator) setByAdmin(ctx context.Context, cfg Config, admin rotators.Value, pend rotators.DBCredentials) (err error) {
+	lease, err := r.adminSession(ctx, cfg, admin)
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	defer func() { lease.Release(err) }()
+	s := lease.S
 	acct, err := s.resolve(ctx, pend.Username, cfg.AccountHost, nil)
 	if err != nil {
 		return err
@@ -309,12 +353,13 @@ func setByAdmin(ctx context.Context, cfg Config, admin rotators.Value, pend rota
 // setAlternate: the admin gives the other user of the pair the pending
 // password, creating it on first use on the current user's host, and
 // copies the current user's grants to it (see copyGrants).
-func setAlternate(ctx context.Context, cfg Config, admin rotators.Value, cur, pend rotators.DBCredentials) error {
-	s, err := adminSession(ctx, cfg, admin)
+func (r *Rotator) setAlternate(ctx context.Context, cfg Config, admin rotators.Value, cur, pend rotators.DBCredentials) (err error) {
+	lease, err := r.adminSession(ctx, cfg, admin)
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	defer func() { lease.Release(err) }()
+	s := lease.S
 	from, err := s.resolve(ctx, cur.Username, cfg.AccountHost, nil)
 	if err != nil {
 		return err
@@ -431,7 +476,7 @@ func (s *session) runReadOnly(ctx context.Context, q string) error {
 // credential nobody will store: the admin replaces it with a random
 // password stored nowhere. A missing account (Set never created it) is
 // fine.
-func (*Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (err error) {
+func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (err error) {
 	defer func() { err = scrub(err, passwordsIn(req.Current, req.Pending, req.Admin)...) }()
 	cfg, err := ParseConfig(req.Config)
 	if err != nil {
@@ -454,11 +499,12 @@ func (*Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (err
 	if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
 		return fmt.Errorf("mysql: rollback: %w", err)
 	}
-	s, err := adminSession(ctx, cfg, req.Admin)
+	lease, err := r.adminSession(ctx, cfg, req.Admin)
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	defer func() { lease.Release(err) }()
+	s := lease.S
 	acct := account{User: pend.Username, Host: cfg.AccountHost}
 	if cfg.AccountHost == "" {
 		accts, err := s.accountsOf(ctx, pend.Username)
@@ -489,7 +535,7 @@ func (*Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (err
 // changed the one password; alternating: the previous user gets a random
 // password that is stored nowhere) and, unless KeepSessions, ends the
 // previous user's sessions.
-func (*Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err error) {
+func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err error) {
 	defer func() { err = scrub(err, passwordsIn(req.Current, req.Previous, req.Admin)...) }()
 	cfg, err := ParseConfig(req.Config)
 	if err != nil {
@@ -534,11 +580,12 @@ func (*Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err err
 	if !scramble && req.KeepSessions {
 		return nil
 	}
-	s, err := adminSession(ctx, cfg, req.Admin)
+	lease, err := r.adminSession(ctx, cfg, req.Admin)
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	defer func() { lease.Release(err) }()
+	s := lease.S
 	if scramble {
 		acct, err := s.resolve(ctx, prevUser, cfg.AccountHost, nil)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,5 +203,89 @@ func BenchmarkRotate(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+}
+
+// BenchmarkRotateAdmin: admin-strategy rotations of 1,000 users by 8
+// workers on one Rotator (one admin pool), each a full Create → Set (ALTER
+// USER over a pooled admin session) → Test (a new login with the new
+// password) → Finish. It reports rotations/s, the connections the rotator
+// opened per rotation (counted by a dial hook: 1, the test login, plus
+// the pool's own sessions at the start) and the mean time of each step.
+// The aim of issue 12 is ≥ 1,000 rotations/s at 8 concurrent.
+func BenchmarkRotateAdmin(b *testing.B) {
+	e := newEnv(b)
+	vals := benchAccounts(b, e, benchUsers)
+	var dials atomic.Int64
+	testDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	b.Cleanup(func() { testDial = nil })
+	r := New()
+	b.Cleanup(func() { r.Close() })
+	cfg := json.RawMessage(`{"strategy":"admin","admin_secret":"bench-admin"}`)
+	var mu sync.Mutex // guards vals between sub-benchmark runs
+	const conc = 8
+	b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+		var next atomic.Int64
+		var tSet, tTest, tOther atomic.Int64
+		var failed atomic.Value
+		dials.Store(0)
+		b.ResetTimer()
+		start := time.Now()
+		var wg sync.WaitGroup
+		for w := range conc {
+			wg.Go(func() {
+				ctx := context.Background()
+				for k := w; ; k += conc {
+					if next.Add(1) > int64(b.N) {
+						return
+					}
+					i := k % benchUsers // worker w owns the users with i%conc == w
+					mu.Lock()
+					cur := vals[i]
+					mu.Unlock()
+					sec := rotators.Secret{Name: "bench", Type: SecretType}
+					t0 := time.Now()
+					resp, err := r.Create(ctx, rotators.CreateRequest{Secret: sec, Config: cfg, Current: cur})
+					t1 := time.Now()
+					if err == nil {
+						err = r.Set(ctx, rotators.SetRequest{Secret: sec, Config: cfg, Current: cur, Pending: resp.Value, Admin: e.admin})
+					}
+					t2 := time.Now()
+					if err == nil {
+						err = r.Test(ctx, rotators.TestRequest{Secret: sec, Config: cfg, Value: resp.Value})
+					}
+					t3 := time.Now()
+					if err == nil {
+						err = r.Finish(ctx, rotators.FinishRequest{Secret: sec, Config: cfg, Current: resp.Value, Previous: cur, Admin: e.admin})
+					}
+					t4 := time.Now()
+					if err != nil {
+						failed.CompareAndSwap(nil, err)
+						return
+					}
+					tSet.Add(int64(t2.Sub(t1)))
+					tTest.Add(int64(t3.Sub(t2)))
+					tOther.Add(int64(t1.Sub(t0) + t4.Sub(t3)))
+					mu.Lock()
+					vals[i] = resp.Value
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		elapsed := time.Since(start)
+		b.StopTimer()
+		if err, _ := failed.Load().(error); err != nil {
+			b.Fatalf("rotation: %v", err)
+		}
+		n := float64(b.N)
+		b.ReportMetric(n/elapsed.Seconds(), "rotations/s")
+		b.ReportMetric(float64(dials.Load())/n, "conns/rot")
+		b.ReportMetric(float64(tSet.Load())/n/1e6, "set-ms/rot")
+		b.ReportMetric(float64(tTest.Load())/n/1e6, "test-ms/rot")
+		b.ReportMetric(float64(tOther.Load())/n/1e6, "create+finish-ms/rot")
 	})
 }

@@ -306,7 +306,9 @@ func quoteAccount(user string) string { return "'" + strings.ReplaceAll(user, "'
 
 func TestConformance(t *testing.T) {
 	e := newEnv(t)
-	rotatortest.Run(t, e.harness())
+	h := e.harness()
+	t.Cleanup(func() { h.Rotator.(*Rotator).Close() })
+	rotatortest.Run(t, h)
 }
 
 func ctx(t *testing.T) context.Context {
@@ -319,6 +321,7 @@ func ctx(t *testing.T) context.Context {
 func rotate(t *testing.T, cfg json.RawMessage, cur, prev, admin rotators.Value, emergency bool) (rotators.Value, error) {
 	t.Helper()
 	r := New()
+	defer r.Close()
 	sec := rotators.Secret{Name: "t", Type: SecretType}
 	resp, err := r.Create(ctx(t), rotators.CreateRequest{Secret: sec, Config: cfg, Current: cur, Previous: prev, Emergency: emergency})
 	if err != nil {

@@ -111,6 +111,26 @@
 //     both users: the new current user's old password (the version before
 //     previous) was a working credential until Set replaced it.
 //
+// # Admin sessions are pooled
+//
+// Set, Finish and Rollback of the admin and alternating strategies run
+// over a session lent by the Rotator's admin pool (rotators.AdminPools:
+// one pool per admin secret and server, at most 8 sessions by default,
+// Rotator.Pool). A session is one pinned connection (a broken one fails
+// instead of being silently replaced by an unchecked login), opened with
+// the admin value and its identity checked as above, pinged before it is
+// lent again (within the connect timeout: lib/pq itself would wait forever
+// for an answer on a connection a network cut left silent, so the session
+// sets deadlines on its TCP connection, then the context's deadline for
+// the statements), and closed when anything failed on it. The pool is dropped,
+// and its sessions closed, when a rotation hands in another admin value
+// than the one it was opened with (the admin secret was rotated) or when
+// the admin's login is refused (28P01, 28000, or another session user).
+// So an admin rotation opens one connection, the test login with the new
+// password, which no pool can avoid; a single-user rotation opens three:
+// the refused wrong-password probe, the role's login that sets, the test
+// login. Close (the daemon calls it when it stops) closes every pool.
+//
 // Every connection has the config's connect timeout (shortened to the
 // context's deadline) and every statement honours the context (lib/pq
 // sends a cancel request).

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lib/pq"
@@ -27,6 +29,13 @@ type Rotator struct {
 	// iterations make a stolen verifier harder to brute-force and every
 	// login (the application's and the rotator's own) slower.
 	Iterations int
+	// Pool bounds the pool of admin sessions kept per admin secret and
+	// server (strategies admin and alternating; see rotators.AdminPools).
+	// Zero fields take the defaults. Read once, at the first rotation.
+	Pool rotators.PoolLimits
+
+	poolsOnce sync.Once
+	pools     *rotators.AdminPools[*session]
 }
 
 var (
@@ -37,6 +46,39 @@ var (
 
 // New returns a Rotator with the default iteration count.
 func New() *Rotator { return &Rotator{} }
+
+// Close closes the pooled admin sessions (those lent to a running
+// rotation when it gives them back). The rotator must not be used after.
+// Idempotent.
+func (r *Rotator) Close() error {
+	return r.adminPools().Close()
+}
+
+func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
+	r.poolsOnce.Do(func() {
+		r.pools = rotators.NewAdminPools(r.Pool, rotators.PoolDriver[*session]{
+			// A connection a network cut left silent is given up on after
+			// the connect timeout, as a new one would be.
+			Alive: func(ctx context.Context, s *session) error { return s.alive(ctx) },
+			Close: (*session).close,
+			AuthFailed: func(err error) bool {
+				return isAuthFailure(err) || errors.Is(err, rotators.ErrWrongIdentity)
+			},
+		})
+	})
+	return r.pools
+}
+
+// adminSession lends a session of the admin from the pool of the admin
+// secret and server, opening one if none is free. Give it back with
+// Release(err): a session on which something failed is closed.
+func (r *Rotator) adminSession(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials) (*rotators.Lease[*session], error) {
+	cred := rotators.AdminCredential(admin)
+	defer clear(cred)
+	return r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg, admin), cred, func(ctx context.Context) (*session, error) {
+		return openSession(ctx, cfg, admin)
+	})
+}
 
 func (r *Rotator) iterations() (int, error) {
 	n := r.Iterations
@@ -164,12 +206,13 @@ func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) 
 		if err != nil {
 			return err
 		}
-		db, err := open(ctx, cfg, admin)
+		lease, err := r.adminSession(ctx, cfg, admin)
 		if err != nil {
 			return fmt.Errorf("postgres: set: connect as the admin %q: %w", admin.Username, err)
 		}
-		defer db.Close()
-		if _, err := db.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier)); err != nil {
+		_, err = lease.S.conn.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
+		lease.Release(err)
+		if err != nil {
 			return fmt.Errorf("postgres: set: change the password of %q: %w", pend.Username, err)
 		}
 		return nil
@@ -250,12 +293,13 @@ func checkPasswordChecked(ctx context.Context, cfg rotators.DBConfig, c rotators
 // user on first use with the first user's attributes and memberships, and
 // on every run grants it any membership of the first user it lacks; all
 // in one transaction, so a crash leaves either nothing or everything.
-func (r *Rotator) setAlternating(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials, first, second, verifier string) error {
-	db, err := open(ctx, cfg, admin)
+func (r *Rotator) setAlternating(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials, first, second, verifier string) (err error) {
+	lease, err := r.adminSession(ctx, cfg, admin)
 	if err != nil {
 		return fmt.Errorf("postgres: set: connect as the admin %q: %w", admin.Username, err)
 	}
-	defer db.Close()
+	defer func() { lease.Release(err) }()
+	db := lease.S.conn
 	var versionNum string
 	if err := db.QueryRowContext(ctx, queryVersionNum).Scan(&versionNum); err != nil {
 		return fmt.Errorf("postgres: set: server version: %w", err)
@@ -435,11 +479,12 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		if err != nil {
 			return err
 		}
-		db, err := open(ctx, cfg, admin)
+		lease, err := r.adminSession(ctx, cfg, admin)
 		if err != nil {
 			return fmt.Errorf("postgres: finish: connect as the admin %q: %w", admin.Username, err)
 		}
-		defer db.Close()
+		defer func() { lease.Release(err) }()
+		db := lease.S.conn
 		if cfg.Strategy == rotators.StrategyAlternating && prev.Username != cur.Username {
 			verifier, err := r.unknownPasswordVerifier()
 			if err != nil {
@@ -505,12 +550,12 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 	if err != nil {
 		return fmt.Errorf("postgres: rollback: %w", err)
 	}
-	db, err := open(ctx, cfg, admin)
+	lease, err := r.adminSession(ctx, cfg, admin)
 	if err != nil {
 		return fmt.Errorf("postgres: rollback: connect as the admin %q: %w", admin.Username, err)
 	}
-	defer db.Close()
-	_, err = db.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
+	_, err = lease.S.conn.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
+	lease.Release(err)
 	var pe *pq.Error
 	if errors.As(err, &pe) && pe.Code == "42704" { // undefined_object: Set never created the role
 		return nil
@@ -521,7 +566,12 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 	return nil
 }
 
-func terminate(ctx context.Context, db *sql.DB, role string) error {
+// rowQuerier is a *sql.DB or a *sql.Conn.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func terminate(ctx context.Context, db rowQuerier, role string) error {
 	var n int
 	if err := db.QueryRowContext(ctx, queryTerminate, role).Scan(&n); err != nil {
 		return fmt.Errorf("postgres: finish: end the sessions of %q: %w", role, err)
@@ -547,6 +597,11 @@ var testDialer pq.Dialer
 // settings SET ROLE at login, or a server that maps the name, is refused
 // with ErrWrongIdentity).
 func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) (*sql.DB, error) {
+	return openWith(ctx, cfg, c, testDialer)
+}
+
+// openWith is open through dialer (nil: the driver's own).
+func openWith(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials, dialer pq.Dialer) (*sql.DB, error) {
 	mode, err := c.Mode()
 	if err != nil {
 		return nil, err
@@ -574,8 +629,8 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 	if err != nil {
 		return nil, err
 	}
-	if testDialer != nil {
-		conn.Dialer(testDialer)
+	if dialer != nil {
+		conn.Dialer(dialer)
 	}
 	db := sql.OpenDB(conn)
 	db.SetMaxOpenConns(1)
@@ -594,6 +649,116 @@ func open(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) 
 			"(a role setting or a server-side mapping changed it); refusing to act as another role", rotators.ErrWrongIdentity, c.Username, sess, cur)
 	}
 	return db, nil
+}
+
+// session is one admin connection, pinned: a broken connection fails the
+// calls on it (and the pool closes it) instead of being replaced behind
+// the pool's back by a login that neither it nor the identity check saw.
+//
+// lib/pq answers a cancelled context by asking the server to cancel the
+// statement and then still waits for the server's answer, so on a
+// connection that a network cut left open but silent a call would wait
+// forever. The session keeps its TCP connection and sets deadlines on it:
+// the connect timeout for the ping before a reuse, then the context's
+// deadline (none without one) for the rotation's statements.
+type session struct {
+	db      *sql.DB
+	conn    *sql.Conn
+	nc      net.Conn      // the TCP (or TLS-carrying) connection under conn
+	timeout time.Duration // the config's connect timeout: bounds the ping before a reuse
+}
+
+// openSession opens a session with c (open, then pins its connection).
+func openSession(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) (*session, error) {
+	d := &captureDialer{base: testDialer}
+	db, err := openWith(ctx, cfg, c, d)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &session{db: db, conn: conn, nc: d.first(), timeout: cfg.Timeout()}
+	if s.nc == nil {
+		s.close()
+		return nil, errors.New("postgres: the driver opened no connection")
+	}
+	s.lend(ctx)
+	return s, nil
+}
+
+// alive pings the session within the connect timeout, then lends it
+// until ctx's deadline.
+func (s *session) alive(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	dl, _ := ctx.Deadline()
+	if err := s.nc.SetDeadline(dl); err != nil {
+		return err
+	}
+	if err := s.conn.PingContext(ctx); err != nil {
+		return err
+	}
+	s.lend(ctx)
+	return nil
+}
+
+// lend bounds every read and write on the session by ctx's deadline.
+func (s *session) lend(ctx context.Context) {
+	dl, _ := ctx.Deadline() // zero: no deadline
+	_ = s.nc.SetDeadline(dl)
+}
+
+// captureDialer dials like base (nil: a plain net.Dialer) and remembers
+// the first connection (later ones are the driver's cancel requests).
+type captureDialer struct {
+	base pq.Dialer
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+func (d *captureDialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+func (d *captureDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.DialContext(ctx, network, address)
+}
+
+func (d *captureDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	switch b := d.base.(type) {
+	case nil:
+		c, err = (&net.Dialer{}).DialContext(ctx, network, address)
+	case pq.DialerContext:
+		c, err = b.DialContext(ctx, network, address)
+	default:
+		c, err = b.Dial(network, address)
+	}
+	if err == nil {
+		d.mu.Lock()
+		if d.conn == nil {
+			d.conn = c
+		}
+		d.mu.Unlock()
+	}
+	return c, err
+}
+
+func (d *captureDialer) first() net.Conn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conn
+}
+
+func (s *session) close() {
+	s.conn.Close()
+	s.db.Close()
 }
 
 // pqConfig is the driver config for c, built field by field: no

@@ -4,6 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -224,4 +229,153 @@ func BenchmarkLogin(b *testing.B) {
 			db.Close()
 		}
 	})
+}
+
+// benchAdmin creates an admin role for the benchmarks (CREATEROLE, its
+// password checked), dropped at the end.
+func benchAdmin(b *testing.B, h *harness) rotators.Value {
+	b.Helper()
+	name := testenv.Unique("rt_bench_admin_")
+	pw, err := rotators.GeneratePassword(rotators.PasswordPolicy{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := h.db.Exec("CREATE ROLE " + pq.QuoteIdentifier(name) + " LOGIN CREATEROLE IN ROLE rotary_pwcheck PASSWORD " + pq.QuoteLiteral(string(pw.Reveal()))); err != nil {
+		b.Fatalf("create the admin: %v", sensitive.Sanitize(err, pw))
+	}
+	b.Cleanup(func() { h.dropRoles(b, name) })
+	return h.value(name, pw)
+}
+
+// pgbenchConnect runs `pgbench -C -c 8 -j jobs -T secs -n` with a script
+// of one SELECT 1: every transaction a new connection, so its tps is the
+// server's connection rate as PostgreSQL's own client measures it. login
+// is the role it connects as: a role of rotary_pwcheck (a SCRAM-SHA-256
+// login, like the rotator's test login) or the trusted superuser.
+func pgbenchConnect(b *testing.B, h *harness, login rotators.Value, jobs, secs int) float64 {
+	b.Helper()
+	c, err := rotators.ParseDBCredentials(login)
+	if err != nil {
+		b.Fatal(err)
+	}
+	script := filepath.Join(b.TempDir(), "select1.sql")
+	if err := os.WriteFile(script, []byte("SELECT 1;\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command("pgbench", "-C", "-c", "8", "-j", strconv.Itoa(jobs), "-T", strconv.Itoa(secs), "-n", "-f", script,
+		"-h", c.Host, "-p", strconv.Itoa(c.Port), "-U", c.Username, c.DBName)
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+c.Password, "PGSSLMODE=disable")
+	out, err := cmd.CombinedOutput()
+	text := sensitive.SanitizeString(string(out), sensitive.Bytes(c.Password))
+	if err != nil {
+		b.Fatalf("pgbench (install postgresql, scripts/services.sh): %v\n%s", err, text)
+	}
+	m := regexp.MustCompile(`(?m)^tps = ([0-9.]+)`).FindStringSubmatch(text)
+	if m == nil {
+		b.Fatalf("pgbench printed no tps:\n%s", text)
+	}
+	tps, _ := strconv.ParseFloat(m[1], 64)
+	return tps
+}
+
+// BenchmarkRotateAdmin runs whole admin-strategy rotations (Create → Set
+// over a pooled admin session → Test, a new SCRAM login with the new
+// password → Finish) over 1,000 roles, 8 at a time, on one Rotator (one
+// admin pool of 4 or 8 sessions), and in the same run measures the
+// connection rate of `pgbench -C -c 8 -j 8` as a role whose password is
+// checked (SCRAM-SHA-256, like the rotator's test login): five rounds of
+// pgbench for 2 s, then a fifth of the rotations, so that both see the
+// same load on a shared machine. It reports rotations/s, the connections
+// the rotator opened per rotation (counted by a dialer: 1, the test
+// login, plus the pool's own sessions at the start), the mean time of
+// each step, the pgbench rate and rotations/s over it (the aim of issue
+// 12: ≥ 0.9). Once before, for reference, it runs the plain
+// `pgbench -C -c 8 -T 5` (one thread) as the same role and as the trusted
+// superuser (no SCRAM).
+func BenchmarkRotateAdmin(b *testing.B) {
+	h := newTarget(b)
+	roles := benchPool(b)
+	admin := benchAdmin(b, h)
+	probe := benchAdmin(b, h) // a password-checked role for pgbench
+	pgbench1 := pgbenchConnect(b, h, probe, 1, 5)
+	trusted := pgbenchConnect(b, h, rotators.Value(fmt.Sprintf(`{"host":%q,"port":%d,"username":%q,"password":"unused","dbname":%q}`,
+		h.host, h.port, h.superuser, h.dbname)), 1, 5)
+	dials := &countingDialer{}
+	testDialer = dials
+	b.Cleanup(func() { testDialer = nil })
+	cfg := json.RawMessage(`{"strategy":"admin","admin_secret":"bench-admin"}`)
+	var next atomic.Int64
+	for _, poolMax := range []int{4, 8} {
+		b.Run(fmt.Sprintf("pool=%d/concurrency=8", poolMax), func(b *testing.B) {
+			const conc, rounds = 8, 5
+			r := &Rotator{Pool: rotators.PoolLimits{MaxOpen: poolMax, MaxIdle: poolMax}}
+			defer r.Close()
+			var create, set, test, finish atomic.Int64 // nanoseconds, summed
+			var failed atomic.Value
+			ctx := context.Background()
+			dials.n.Store(0)
+			var rotTime time.Duration
+			var pgbenchSum float64
+			for round := range rounds {
+				b.StopTimer()
+				pgbenchSum += pgbenchConnect(b, h, probe, 8, 2)
+				b.StartTimer()
+				var work atomic.Int64
+				work.Store(int64(b.N*(round+1)/rounds - b.N*round/rounds))
+				start := time.Now()
+				var wg sync.WaitGroup
+				for range conc {
+					wg.Go(func() {
+						for work.Add(-1) >= 0 {
+							role := roles[next.Add(1)%benchRoles]
+							role.mu.Lock()
+							t0 := time.Now()
+							resp, err := r.Create(ctx, rotators.CreateRequest{Config: cfg, Current: role.value})
+							t1 := time.Now()
+							if err == nil {
+								err = r.Set(ctx, rotators.SetRequest{Config: cfg, Current: role.value, Pending: resp.Value, Admin: admin})
+							}
+							t2 := time.Now()
+							if err == nil {
+								err = r.Test(ctx, rotators.TestRequest{Config: cfg, Value: resp.Value})
+							}
+							t3 := time.Now()
+							if err == nil {
+								err = r.Finish(ctx, rotators.FinishRequest{Config: cfg, Current: resp.Value, Previous: role.value, Admin: admin})
+							}
+							t4 := time.Now()
+							if err != nil {
+								failed.CompareAndSwap(nil, err)
+							} else {
+								role.value = resp.Value
+							}
+							role.mu.Unlock()
+							create.Add(int64(t1.Sub(t0)))
+							set.Add(int64(t2.Sub(t1)))
+							test.Add(int64(t3.Sub(t2)))
+							finish.Add(int64(t4.Sub(t3)))
+						}
+					})
+				}
+				wg.Wait()
+				rotTime += time.Since(start)
+			}
+			b.StopTimer()
+			if err, _ := failed.Load().(error); err != nil {
+				b.Fatalf("rotation failed: %v", err)
+			}
+			n := float64(b.N)
+			rate := n / rotTime.Seconds()
+			pgbench8 := pgbenchSum / rounds
+			b.ReportMetric(rate, "rotations/s")
+			b.ReportMetric(float64(dials.n.Load())/n, "conns/rot")
+			b.ReportMetric(float64(set.Load())/n/1e6, "set-ms")
+			b.ReportMetric(float64(test.Load())/n/1e6, "test-ms")
+			b.ReportMetric(float64(create.Load()+finish.Load())/n/1e6, "create+finish-ms")
+			b.ReportMetric(pgbench8, "pgbench-C-j8-conn/s")
+			b.ReportMetric(rate/pgbench8, "ratio-to-pgbench")
+			b.ReportMetric(pgbench1, "pgbench-C-j1-conn/s")
+			b.ReportMetric(trusted, "pgbench-C-j1-trust-conn/s")
+		})
+	}
 }

@@ -328,6 +328,7 @@ func (h *harness) openSession(t *testing.T, value rotators.Value) func() bool {
 
 func TestConformance(t *testing.T) {
 	h := newHarness(t)
+	t.Cleanup(func() { h.Rotator.(*Rotator).Close() })
 	rotatortest.Run(t, h.Harness)
 }
 
