@@ -63,6 +63,7 @@ type Daemon struct {
 	st      store.Store
 	kms     *kms.Manager
 	secrets *secrets.Service
+	changes *postgres.Listener // PostgreSQL only: other daemons' writes invalidate the read cache
 	engine  *rotation.Engine
 	runner  *schedules.Runner
 	house   *schedules.Housekeeper
@@ -256,7 +257,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("config: regions: %q: %w", r, err)
 		}
 	}
-	d.secrets, err = secrets.New(secrets.Config{Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Keys: d.kms, Logger: d.log, AuditKey: auditKey, Now: cfg.Now})
+	var changes secrets.ChangeFeed // a nil interface on SQLite, never a nil *Listener
+	if pg, ok := d.st.(*postgres.Store); ok {
+		d.changes = pg.NewListener(postgres.ListenerConfig{Logger: d.log})
+		changes = d.changes
+	}
+	d.secrets, err = secrets.New(secrets.Config{Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Keys: d.kms, Logger: d.log, AuditKey: auditKey, Now: cfg.Now, Changes: changes})
 	if err != nil {
 		return nil, err
 	}
@@ -471,6 +477,11 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 	d.bg, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if d.changes != nil {
+		if err := d.changes.Start(ctx); err != nil {
+			return err
+		}
+	}
 	if err := d.runner.Start(d.bg); err != nil {
 		return err
 	}
@@ -637,6 +648,9 @@ func (d *Daemon) Stop() error {
 		}
 		if d.api != nil {
 			d.api.Stop()
+		}
+		if d.changes != nil {
+			d.changes.Stop()
 		}
 		d.closeStore()
 	})
