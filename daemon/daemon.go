@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/client"
@@ -339,6 +341,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, cfg.Now, running, d.engine.Failing, d.engine.Unschedulable)
+	if d.changes != nil {
+		registerListenerMetrics(d.api.Registry(), d.changes)
+	}
 	d.runner = schedules.NewRunner(schedules.RunnerConfig{
 		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: cfg.RotationLease, claimed: d.schedMetrics.claimed},
 		Handle: d.handleDue, Concurrency: cfg.RotationConcurrency, Logger: d.log,
@@ -350,6 +355,29 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	ok = true
 	return d, nil
+}
+
+// registerListenerMetrics exports the PostgreSQL change listener's state.
+func registerListenerMetrics(reg prometheus.Registerer, l *postgres.Listener) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rotary_read_cache_current",
+			Help: "1 while the change listener vouches for the read cache (reads are answered from it), 0 while reads bypass it.",
+		}, func() float64 {
+			if l.Current() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rotary_read_cache_invalidations_total",
+			Help: "Secret changes committed by any daemon that dropped a secret from this daemon's read cache.",
+		}, func() float64 { return float64(l.Stats().Changes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rotary_read_cache_resets_total",
+			Help: "Times the whole read cache was dropped because the change listener (re)connected.",
+		}, func() float64 { return float64(l.Stats().Resets) }),
+	)
 }
 
 // auditKeys derives the audit chain's HMAC key and the checkpoint
