@@ -57,10 +57,21 @@ type readCache struct {
 	versions map[string]map[versionKey]store.SecretVersion
 	nvers    int
 	bytes    int
-	// gen counts invalidations. A reader stores what it fetched only if no
-	// invalidation happened meanwhile, so a write that commits while a
-	// read is in flight cannot leave the read's stale copy behind.
-	gen uint64
+	// gen counts invalidations. A reader stores what it fetched only if
+	// no invalidation of that secret (or of everything) happened
+	// meanwhile, so a write that commits while a read is in flight cannot
+	// leave the read's stale copy behind. Per secret, so that the stream
+	// of other daemons' writes to other secrets does not keep a miss from
+	// filling the cache.
+	gen      uint64
+	genOf    map[string]uint64 // the gen of each secret's latest invalidation
+	genOfAll uint64            // the gen of the latest invalidateAll
+}
+
+// fillable reports whether a read of name that started at gen g may
+// store what it fetched. c.mu is held.
+func (c *readCache) fillable(name string, g uint64) bool {
+	return c.genOfAll <= g && c.genOf[name] <= g
 }
 
 type metaEntry struct {
@@ -76,7 +87,7 @@ type versionKey struct {
 }
 
 func newReadCache(ttl time.Duration, maxBytes int, now func() time.Time, feed ChangeFeed) *readCache {
-	return &readCache{ttl: ttl, maxBytes: maxBytes, now: now, feed: feed, meta: map[string]metaEntry{}, versions: map[string]map[versionKey]store.SecretVersion{}}
+	return &readCache{ttl: ttl, maxBytes: maxBytes, now: now, feed: feed, meta: map[string]metaEntry{}, versions: map[string]map[versionKey]store.SecretVersion{}, genOf: map[string]uint64{}}
 }
 
 // current reports whether cached metadata may be served: always without
@@ -93,6 +104,11 @@ func (c *readCache) invalidate(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	if len(c.genOf) >= 100_000 {
+		clear(c.genOf) // forget the oldest the coarse way
+		c.genOfAll = c.gen
+	}
+	c.genOf[name] = c.gen
 	delete(c.meta, name)
 	for _, v := range c.versions[name] {
 		c.bytes -= len(v.Envelope)
@@ -109,6 +125,8 @@ func (c *readCache) invalidateAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.genOfAll = c.gen
+	clear(c.genOf)
 	clear(c.meta)
 	clear(c.versions)
 	c.bytes, c.nvers = 0, 0
@@ -143,7 +161,7 @@ func (c *readCache) secret(ctx context.Context, st store.Store, name string) (st
 		if len(c.meta) > 100_000 {
 			clear(c.meta)
 		}
-		if c.gen == gen {
+		if c.fillable(name, gen) {
 			c.meta[name] = metaEntry{sec: sec, stages: stages, fetched: c.now()}
 		}
 		c.mu.Unlock()
@@ -173,7 +191,7 @@ func (c *readCache) version(ctx context.Context, st store.Store, sec store.Secre
 		for c.bytes+len(ver.Envelope) > c.maxBytes && c.nvers > 0 {
 			c.evictOne()
 		}
-		if _, dup := c.versions[k.name][k]; !dup && c.gen == gen {
+		if _, dup := c.versions[k.name][k]; !dup && c.fillable(k.name, gen) {
 			vs := c.versions[k.name]
 			if vs == nil {
 				vs = map[versionKey]store.SecretVersion{}
