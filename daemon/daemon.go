@@ -6,6 +6,11 @@
 // Start order: store (migrations) → root key → KMS (key check) → regions →
 // secrets service → root token bootstrap → API → listener. Stop runs the
 // other way round and is bounded by Config.ShutdownTimeout.
+//
+// On PostgreSQL the secrets service's read cache follows the other
+// daemons' writes through a postgres.Listener (LISTEN/NOTIFY; see package
+// store/postgres), started with the API and stopped just before the store
+// closes; its state is exported as the rotary_read_cache_* metrics.
 package daemon
 
 import (
