@@ -221,7 +221,7 @@ func (l *Listener) run(pql *pq.Listener, channel string) {
 	}()
 	if err := pql.Listen(channel); err != nil {
 		if !l.stopping() {
-			l.log.Error("postgres change listener: LISTEN failed; the read cache stays bypassed", "err", err)
+			l.log.Error("postgres change listener: LISTEN failed; the read cache stays bypassed", "err", sensitive.Sanitize(err, l.secrets()...))
 		}
 		return
 	}
