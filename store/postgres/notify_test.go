@@ -480,3 +480,31 @@ func BenchmarkCommitWithNotify(b *testing.B) {
 		})
 	}
 }
+
+// TestListenerLogsNoPassword: a listener that cannot connect says so in
+// the log, never with its DSN's password.
+func TestListenerLogsNoPassword(t *testing.T) {
+	_, dsn := freshSchema(t)
+	st := open(t, dsn)
+	const canary = "canary-Pw-7f3a9c"
+	var logs syncBuf
+	l := st.NewListener(postgres.ListenerConfig{
+		DSN:          "postgres://rotary:" + canary + "@127.0.0.1:1/test?sslmode=disable&connect_timeout=1",
+		ReconnectMin: 5 * time.Millisecond, ReconnectMax: 10 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	if err := l.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Stop)
+	eventually(t, 10*time.Second, "a log line about the failed connection", func() bool {
+		return bytes.Contains(logs.Bytes(), []byte("cannot connect"))
+	})
+	if l.Current() {
+		t.Errorf("Current() without a connection = true")
+	}
+	l.Stop()
+	if bytes.Contains(logs.Bytes(), []byte(canary)) {
+		t.Errorf("the log shows the DSN's password:\n%s", logs.Bytes())
+	}
+}
