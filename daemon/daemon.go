@@ -6,6 +6,11 @@
 // Start order: store (migrations) → root key → KMS (key check) → regions →
 // secrets service → root token bootstrap → API → listener. Stop runs the
 // other way round and is bounded by Config.ShutdownTimeout.
+//
+// On PostgreSQL the secrets service's read cache follows the other
+// daemons' writes through a postgres.Listener (LISTEN/NOTIFY; see package
+// store/postgres), started with the API and stopped just before the store
+// closes; its state is exported as the rotary_read_cache_* metrics.
 package daemon
 
 import (
@@ -25,6 +30,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/auth"
@@ -64,6 +71,7 @@ type Daemon struct {
 	st      store.Store
 	kms     *kms.Manager
 	secrets *secrets.Service
+	changes *postgres.Listener // PostgreSQL only: other daemons' writes invalidate the read cache
 	engine  *rotation.Engine
 	// builtin are the built-in rotators; Stop closes those that hold
 	// connections (the database rotators' admin pools).
@@ -260,7 +268,12 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("config: regions: %q: %w", r, err)
 		}
 	}
-	d.secrets, err = secrets.New(secrets.Config{Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Keys: d.kms, Logger: d.log, AuditKey: auditKey, Now: cfg.Now})
+	var changes secrets.ChangeFeed // a nil interface on SQLite, never a nil *Listener
+	if pg, ok := d.st.(*postgres.Store); ok {
+		d.changes = pg.NewListener(postgres.ListenerConfig{Logger: d.log})
+		changes = d.changes
+	}
+	d.secrets, err = secrets.New(secrets.Config{Store: wakingStore{Store: d.st, wake: d.wakeRelay}, Keys: d.kms, Logger: d.log, AuditKey: auditKey, Now: cfg.Now, Changes: changes})
 	if err != nil {
 		return nil, err
 	}
@@ -338,6 +351,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, err
 	}
 	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, cfg.Now, running, d.engine.Failing, d.engine.Unschedulable)
+	if d.changes != nil {
+		registerListenerMetrics(d.api.Registry(), d.changes)
+	}
 	d.runner = schedules.NewRunner(schedules.RunnerConfig{
 		Queue:  rotationQueue{st: d.st, owner: d.engine.Owner(), leaseFor: cfg.RotationLease, claimed: d.schedMetrics.claimed},
 		Handle: d.handleDue, Concurrency: cfg.RotationConcurrency, Logger: d.log,
@@ -349,6 +365,29 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	ok = true
 	return d, nil
+}
+
+// registerListenerMetrics exports the PostgreSQL change listener's state.
+func registerListenerMetrics(reg prometheus.Registerer, l *postgres.Listener) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rotary_read_cache_current",
+			Help: "1 while the change listener vouches for the read cache (reads are answered from it), 0 while reads bypass it.",
+		}, func() float64 {
+			if l.Current() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rotary_read_cache_invalidations_total",
+			Help: "Secret changes committed by any daemon that dropped a secret from this daemon's read cache.",
+		}, func() float64 { return float64(l.Stats().Changes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rotary_read_cache_resets_total",
+			Help: "Times the whole read cache was dropped because the change listener (re)connected.",
+		}, func() float64 { return float64(l.Stats().Resets) }),
+	)
 }
 
 // auditKeys derives the audit chain's HMAC key and the checkpoint
@@ -476,6 +515,11 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 	d.bg, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if d.changes != nil {
+		if err := d.changes.Start(ctx); err != nil {
+			return err
+		}
+	}
 	if err := d.runner.Start(d.bg); err != nil {
 		return err
 	}
@@ -652,6 +696,9 @@ func (d *Daemon) Stop() error {
 		}
 		if d.api != nil {
 			d.api.Stop()
+		}
+		if d.changes != nil {
+			d.changes.Stop()
 		}
 		d.closeStore()
 	})

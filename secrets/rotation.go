@@ -58,6 +58,9 @@ func (s *Service) PromoteTx(ctx context.Context, tx store.Ops, p PromoteParams) 
 	if err := tx.UpdateSecret(ctx, sec); err != nil {
 		return err
 	}
+	if err := tx.NotifySecretChanged(ctx, p.Name); err != nil {
+		return err
+	}
 	if err := s.outbox(ctx, tx, sec, ver, events.Rotated, p.Reason, []string{store.StageCurrent}); err != nil {
 		return err
 	}
@@ -74,6 +77,9 @@ func (s *Service) DropPendingTx(ctx context.Context, tx store.Ops, name string, 
 	}
 	if stages[store.StagePending] == version {
 		if err := tx.ClearStage(ctx, name, store.StagePending); err != nil {
+			return err
+		}
+		if err := tx.NotifySecretChanged(ctx, name); err != nil {
 			return err
 		}
 	}

@@ -65,8 +65,13 @@ type Config struct {
 	// once. ReadCacheBytes bounds the cached ciphertext (default 32 MiB).
 	ReadCacheTTL   time.Duration
 	ReadCacheBytes int
-	Now            func() time.Time
-	Logger         *slog.Logger
+	// Changes, when set, invalidates the read cache as soon as another
+	// daemon's write commits (see ChangeFeed); the cache is bypassed
+	// while it is not current. ReadCacheTTL then only bounds changes made
+	// behind rotary's back (say, a restored backup) and defaults to 1m.
+	Changes ChangeFeed
+	Now     func() time.Time
+	Logger  *slog.Logger
 	// AuditKey seals the audit records the Service writes (the keyed
 	// chain; see package audit). Required: the daemon derives it from
 	// the root key.
@@ -117,8 +122,14 @@ func New(cfg Config) (*Service, error) {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	ttl := cmp.Or(cfg.ReadCacheTTL, time.Second)
+	if cfg.Changes != nil {
+		ttl = cmp.Or(cfg.ReadCacheTTL, time.Minute)
+	}
 	if ttl > 0 {
-		s.cache = newReadCache(ttl, cmp.Or(cfg.ReadCacheBytes, 32<<20), s.now)
+		s.cache = newReadCache(ttl, cmp.Or(cfg.ReadCacheBytes, 32<<20), s.now, cfg.Changes)
+		if cfg.Changes != nil {
+			cfg.Changes.Subscribe(s.cache.invalidate, s.cache.invalidateAll)
+		}
 	}
 	return s, nil
 }
@@ -285,6 +296,9 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (Info, error) {
 			if errors.Is(err, store.ErrConflict) {
 				return fmt.Errorf("create %s: %w", p.Name, ErrExists)
 			}
+			return err
+		}
+		if err := tx.NotifySecretChanged(ctx, p.Name); err != nil {
 			return err
 		}
 		if p.Value != nil {
@@ -472,6 +486,9 @@ func (s *Service) PutTx(ctx context.Context, tx store.Ops, p PutParams) (Version
 	if err := tx.UpdateSecret(ctx, cur); err != nil {
 		return VersionInfo{}, err
 	}
+	if err := tx.NotifySecretChanged(ctx, p.Name); err != nil {
+		return VersionInfo{}, err
+	}
 	if _, ok := old[store.StagePending]; ok && slices.Contains(stages, store.StageCurrent) {
 		// A new current value written by hand overtakes a rotation in
 		// flight: its pending version is no longer the next one. The
@@ -508,6 +525,7 @@ func (s *Service) prune(ctx context.Context, tx store.Ops, name string) error {
 	}
 	cutoff := s.now().Add(-s.age)
 	excess := len(vs) - s.keep
+	pruned := false
 	for _, v := range vs { // ascending: oldest first
 		if excess == 0 {
 			break
@@ -519,6 +537,10 @@ func (s *Service) prune(ctx context.Context, tx store.Ops, name string) error {
 			return fmt.Errorf("prune %s version %d: %w", name, v.Version, err)
 		}
 		excess--
+		pruned = true
+	}
+	if pruned {
+		return tx.NotifySecretChanged(ctx, name)
 	}
 	return nil
 }
@@ -706,6 +728,9 @@ func (s *Service) Delete(ctx context.Context, p DeleteParams) (Info, error) {
 				return err
 			}
 		}
+		if err := tx.NotifySecretChanged(ctx, p.Name); err != nil {
+			return err
+		}
 		info = infoOf(sec)
 		reason := events.ReasonDelete
 		if p.Force {
@@ -744,6 +769,9 @@ func (s *Service) Restore(ctx context.Context, name string) (Info, error) {
 		if err := tx.UpdateSecret(ctx, sec); err != nil {
 			return err
 		}
+		if err := tx.NotifySecretChanged(ctx, name); err != nil {
+			return err
+		}
 		if err := s.outbox(ctx, tx, sec, store.SecretVersion{}, events.Restored, "restore", nil); err != nil {
 			return err
 		}
@@ -773,6 +801,9 @@ func (s *Service) PurgeDue(ctx context.Context) (int, error) {
 				return nil // restored meanwhile
 			}
 			if err := tx.DeleteSecret(ctx, name); err != nil {
+				return err
+			}
+			if err := tx.NotifySecretChanged(ctx, name); err != nil {
 				return err
 			}
 			n++

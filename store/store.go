@@ -127,6 +127,13 @@ type Ops interface {
 	// GetStages returns stage -> version for a secret.
 	GetStages(ctx context.Context, secret string) (map[string]int64, error)
 
+	// NotifySecretChanged tells the other daemons sharing the store that
+	// the secret name changed, so that they drop it from their read
+	// caches. Inside InTx the notice goes out when the transaction
+	// commits, and never if it rolls back; outside, at once. A no-op on a
+	// store that one daemon owns (SQLite). See store/postgres (notify.go).
+	NotifySecretChanged(ctx context.Context, name string) error
+
 	// Rotation settings and state, one row per secret that has any.
 	// PutRotation inserts or replaces a rotation's settings and state but
 	// never its lease (LeaseOwner and LeaseExpiresAt are ignored): a

@@ -34,6 +34,30 @@
 // timestamptz values, FOR UPDATE, LIKE matches, the claims with SKIP
 // LOCKED and the windowed outbox claim, and the advisory claim locks.
 //
+// Change notifications. Daemons sharing a schema keep their read caches
+// coherent with LISTEN/NOTIFY (notify.go). Every write of a secret calls
+// NotifySecretChanged inside its transaction: pg_notify on the schema's
+// channel (rotary_changes_ and 16 hex digits of md5(current_schema())),
+// with the secret's name as payload, which PostgreSQL delivers when the
+// transaction commits and drops if it rolls back. A Listener per daemon
+// holds its own connection (lib/pq's pq.Listener, which reconnects with
+// backoff) and hands each name to the read cache in commit order. After
+// every (re)connection it resets its subscribers (the whole cache goes),
+// since notices sent while it was away are lost. The fallback check: every
+// MaxLag/4 (default 250 ms) the listener NOTIFYs a sequence number of its
+// own through the pool; receiving it proves that every change committed
+// before it was sent has been handled, because notices arrive in commit
+// order. Current holds only while such a check came back within MaxLag
+// and no loss has been seen, so a connection that dies silently (a
+// half-open TCP connection) or a stalled listener makes the cache bypass
+// itself within MaxLag, and a lost one at once. Costs: one pg_notify per
+// write transaction, one tiny NOTIFY transaction per daemon every 250 ms,
+// one connection per daemon. PostgreSQL serializes the commits of
+// transactions that NOTIFY (a database-wide lock held through the commit
+// record's flush), so concurrent secret writes commit one at a time; see
+// BenchmarkCommitWithNotify. A listener that stops reading lets the
+// server's notification queue (8 GB) fill, after which NOTIFYs fail.
+//
 // Known limit: outbox IDs come from an identity sequence, so they are
 // allocated in insertion order but may become visible out of order when
 // transactions commit concurrently. ClaimOutbox is unaffected; a reader

@@ -36,7 +36,8 @@ const maxTxAttempts = 5
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	*ops
-	db *sql.DB
+	db  *sql.DB
+	dsn string // for the change listener's own connection (notify.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -67,7 +68,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, dsn: dsn}
 	s.ops = sqlops.New(dialect{}, pool{db})
 	return s, nil
 }

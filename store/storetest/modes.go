@@ -400,3 +400,7 @@ func (w txStore) TryLock(ctx context.Context, name, owner string, now, until tim
 func (w txStore) Unlock(ctx context.Context, name, owner string) error {
 	return w.s.InTx(ctx, func(tx store.Ops) error { return tx.Unlock(ctx, name, owner) })
 }
+
+func (w txStore) NotifySecretChanged(ctx context.Context, name string) error {
+	return w.s.InTx(ctx, func(tx store.Ops) error { return tx.NotifySecretChanged(ctx, name) })
+}

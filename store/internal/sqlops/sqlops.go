@@ -101,6 +101,16 @@ type Dialect interface {
 	// many ids one condition may hold (0: any number).
 	Int64In(col string, ids []int64) (cond string, args []any)
 	MaxInList() int
+
+	// NotifySecretChanged tells the other daemons on the database that
+	// secret name changed, on q (delivered when q's transaction commits),
+	// or does nothing where one daemon owns the store (SQLite).
+	NotifySecretChanged(ctx context.Context, q Querier, name string) error
+}
+
+// NotifySecretChanged implements store.Ops through the dialect.
+func (o *Ops) NotifySecretChanged(ctx context.Context, name string) error {
+	return o.d.NotifySecretChanged(ctx, o.w(), name)
 }
 
 // Ops implements store.Ops on a backend's database, or on one of its
