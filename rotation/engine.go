@@ -142,6 +142,9 @@ type Engine struct {
 	cancel   context.CancelFunc
 	drain    chan struct{}
 	stopOnce sync.Once
+
+	// batch is the group commit of scheduled offline rotations (batch.go).
+	batch batcher
 }
 
 // New returns an Engine.
@@ -178,7 +181,7 @@ func New(cfg Config) (*Engine, error) {
 	base, cancel := context.WithCancel(context.Background())
 	return &Engine{
 		cfg: cfg, st: cfg.Store, svc: cfg.Secrets, log: cfg.Logger, now: cfg.Now, running: map[string]bool{},
-		base: base, cancel: cancel, drain: make(chan struct{}),
+		base: base, cancel: cancel, drain: make(chan struct{}), batch: batcher{st: cfg.Store},
 	}, nil
 }
 

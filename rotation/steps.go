@@ -716,47 +716,47 @@ func (e *Engine) driveOffline(ctx context.Context, rot store.Rotation, run store
 		return run, a.sanitize(err)
 	}
 	var done store.RotationRun
-	err = secrets.RetryConflict(ctx, func() error {
-		return e.st.InTx(ctx, func(tx store.Ops) error {
-			if err := a.fenced(ctx, tx); err != nil {
+	// The commit may share its transaction with other rotations' (group
+	// commit, batch.go).
+	err = e.batch.commit(ctx, func(tx store.Ops) error {
+		if err := a.fenced(ctx, tx); err != nil {
+			return err
+		}
+		if err := tx.CreateRun(ctx, run); err != nil {
+			return err
+		}
+		vi, err := e.svc.PutTx(ctx, tx, secrets.PutParams{Name: a.secret.Name, Value: pending.Reveal(), Reason: run.Trigger, Stages: []string{store.StagePending}})
+		if err != nil {
+			return err
+		}
+		if err := e.svc.PromoteTx(ctx, tx, secrets.PromoteParams{Name: a.secret.Name, Version: vi.Version, Reason: run.Trigger}); err != nil {
+			return err
+		}
+		now := e.now().UTC()
+		done = run
+		done.PendingVersion, done.Step, done.State, done.EndedAt, done.UpdatedAt = vi.Version, StepCleanup, store.RunSucceeded, &now, now
+		if err := tx.UpdateRun(ctx, done); err != nil {
+			return err
+		}
+		for _, s := range steps {
+			if s.EndedAt == nil {
+				s.EndedAt = &now
+			}
+			if err := tx.AddRunStep(ctx, s); err != nil {
 				return err
 			}
-			if err := tx.CreateRun(ctx, run); err != nil {
-				return err
-			}
-			vi, err := e.svc.PutTx(ctx, tx, secrets.PutParams{Name: a.secret.Name, Value: pending.Reveal(), Reason: run.Trigger, Stages: []string{store.StagePending}})
-			if err != nil {
-				return err
-			}
-			if err := e.svc.PromoteTx(ctx, tx, secrets.PromoteParams{Name: a.secret.Name, Version: vi.Version, Reason: run.Trigger}); err != nil {
-				return err
-			}
-			now := e.now().UTC()
-			done = run
-			done.PendingVersion, done.Step, done.State, done.EndedAt, done.UpdatedAt = vi.Version, StepCleanup, store.RunSucceeded, &now, now
-			if err := tx.UpdateRun(ctx, done); err != nil {
-				return err
-			}
-			for _, s := range steps {
-				if s.EndedAt == nil {
-					s.EndedAt = &now
-				}
-				if err := tx.AddRunStep(ctx, s); err != nil {
-					return err
-				}
-			}
-			r, err := tx.GetRotationForUpdate(ctx, rot.Secret)
-			if err != nil {
-				return err
-			}
-			r.LastRotatedAt, r.LastError, r.ConsecutiveFailures, r.UpdatedAt = &now, "", 0, now
-			r.NextDueAt = e.nextDue(r, now)
-			if err := tx.PutRotation(ctx, r); err != nil {
-				return err
-			}
-			// The rotation is over: the lease goes with the same commit.
-			return tx.ReleaseRotation(ctx, rot.Secret, e.cfg.Owner)
-		})
+		}
+		r, err := tx.GetRotationForUpdate(ctx, rot.Secret)
+		if err != nil {
+			return err
+		}
+		r.LastRotatedAt, r.LastError, r.ConsecutiveFailures, r.UpdatedAt = &now, "", 0, now
+		r.NextDueAt = e.nextDue(r, now)
+		if err := tx.PutRotation(ctx, r); err != nil {
+			return err
+		}
+		// The rotation is over: the lease goes with the same commit.
+		return tx.ReleaseRotation(ctx, rot.Secret, e.cfg.Owner)
 	})
 	e.svc.Invalidate(a.secret.Name)
 	if err != nil {
