@@ -693,15 +693,19 @@ func (e *Engine) driveOffline(ctx context.Context, rot store.Rotation, run store
 	}
 	if err == nil {
 		err = step(StepSet, func() error {
+			// The failpoints of the durable path, at the same calls (crash
+			// tests): here a crash leaves only the due time.
+			a.e.failpoint("set-before")
 			sctx, cancel := a.stepCtx(ctx)
 			defer cancel()
 			return a.rotator.Set(sctx, rotators.SetRequest{Secret: a.rsecret(0), Config: a.config, Current: current, Pending: pending, Emergency: a.opts.Emergency})
 		})
 	}
 	if err == nil {
-		err = step(StepTest, func() error { return a.testValue(ctx, 0, pending) })
+		err = step(StepTest, func() error { a.e.failpoint("test-before"); return a.testValue(ctx, 0, pending) })
 	}
 	if err == nil {
+		a.e.failpoint("finish-before")
 		steps = append(steps, store.RunStep{RunID: run.ID, Step: StepFinish, StartedAt: e.now().UTC(), Result: "ok"})
 		err = step(StepCleanup, func() error {
 			sctx, cancel := a.stepCtx(ctx)

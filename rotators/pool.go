@@ -48,11 +48,13 @@ import (
 // rotations at once by default (with fewer, rotations queue for the admin
 // session while another one's commit waits for its WAL flush), all kept
 // between rotations (a session closed on return would be a login more at
-// the next rotation), until 5 minutes without a rotation.
+// the next rotation), until 30 seconds without a rotation: a burst of
+// rotations reuses them, and a fleet of admin secrets does not sit on the
+// server's connection slots (PostgreSQL's max_connections) in between.
 const (
 	DefaultPoolMaxOpen     = 8
 	DefaultPoolMaxIdle     = 8
-	DefaultPoolIdleTimeout = 5 * time.Minute
+	DefaultPoolIdleTimeout = 30 * time.Second
 	DefaultPoolMaxLifetime = 30 * time.Minute
 )
 
