@@ -209,8 +209,8 @@ func TestOpenConcurrently(t *testing.T) {
 	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.schema_migrations`).Scan(&count); err != nil || count != len(files) || count == 0 {
 		t.Errorf("schema_migrations rows = %d, %v; want %d (one per migration)", count, err, len(files))
 	}
-	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.audit_head`).Scan(&heads); err != nil || heads != 1 {
-		t.Errorf("audit_head rows = %d, %v; want 1", heads, err)
+	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.audit_heads`).Scan(&heads); err != nil || heads != 2 {
+		t.Errorf("audit_heads rows = %d, %v; want 2 (the legacy and the anchor chain)", heads, err)
 	}
 }
 

@@ -203,7 +203,7 @@ func TestSuiteModes(t *testing.T) {
 			if got, err := s.GetMeta(ctx, "x"); err != nil || string(got) != "1" {
 				t.Fatalf("GetMeta(x) = %q, %v; want 1", got, err)
 			}
-			if _, _, err := s.AuditHead(ctx); err != nil {
+			if _, _, err := s.AuditHead(ctx, 0); err != nil {
 				t.Fatal(err)
 			}
 			if got := c.txs.Load(); got != want[m.Name] {
