@@ -2068,3 +2068,54 @@ func testRotationLeaseAcrossStores(t *testing.T, a, b store.Store) {
 	}
 	wantErr(t, "a.CheckRotationLease(f, A) after B's claim", a.CheckRotationLease(ctx, "f", "A", at(2*time.Minute)), store.ErrLeaseLost)
 }
+
+// LegacyAuditRecords are the records a test writes, in the schema before
+// audit chains existed, to a store it then opens (migrating it); hand the
+// opened store to CheckLegacyAuditMigrated.
+func LegacyAuditRecords() []store.AuditRecord {
+	var recs []store.AuditRecord
+	var prev []byte
+	for i := int64(1); i <= 3; i++ {
+		r := auditRec(i, prev, "app/legacy", at(time.Duration(i)*time.Minute))
+		recs = append(recs, r)
+		prev = r.Hash
+	}
+	return recs
+}
+
+// CheckLegacyAuditMigrated checks a store migrated from the schema with
+// one audit chain holding LegacyAuditRecords: they are the legacy chain,
+// unchanged, with its head where the old head row was; the anchor chain
+// is empty, and writers get chains of their own.
+func CheckLegacyAuditMigrated(t *testing.T, s store.Store) {
+	t.Helper()
+	ctx := t.Context()
+	old := LegacyAuditRecords()
+	got, err := s.ListAudit(ctx, store.AuditFilter{ByChain: true, Chain: store.AuditLegacyChain})
+	noErr(t, "ListAudit(legacy chain)", err)
+	check(t, "the legacy chain after the migration", got, old)
+	seq, hash, err := s.AuditHead(ctx, store.AuditLegacyChain)
+	if err != nil || seq != 3 || !bytes.Equal(hash, old[2].Hash) {
+		t.Errorf("AuditHead(legacy) after the migration = %d, %q, %v; want 3, %q", seq, hash, err, old[2].Hash)
+	}
+	if seq, _, err := s.AuditHead(ctx, store.AuditAnchorChain); err != nil || seq != 0 {
+		t.Errorf("AuditHead(anchor) after the migration = %d, %v; want 0", seq, err)
+	}
+	var h store.AuditHead
+	noErr(t, "append to a writer chain after the migration", s.InTx(ctx, func(tx store.Ops) (err error) {
+		if h, err = tx.ClaimAuditChain(ctx); err != nil {
+			return err
+		}
+		r := auditRec(1, nil, "app/new", at(time.Hour))
+		r.Chain = h.Chain
+		return tx.AppendAudit(ctx, r)
+	}))
+	if h.Chain < store.AuditFirstWriterChain || h.Seq != 0 {
+		t.Errorf("ClaimAuditChain after the migration = %+v, want a new writer chain", h)
+	}
+	heads, err := s.AuditHeads(ctx)
+	noErr(t, "AuditHeads", err)
+	if len(heads) != 3 || heads[0].Chain != 0 || heads[0].Seq != 3 || heads[1].Chain != 1 || heads[2].Chain != h.Chain || heads[2].Seq != 1 {
+		t.Errorf("AuditHeads after the migration and one append = %+v", heads)
+	}
+}
