@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -235,6 +236,52 @@ func TestAuditLogTwoDaemons(t *testing.T) {
 			}
 			if name == "postgres" && writers < 2 {
 				t.Errorf("four writers on PostgreSQL used %d chain(s), want several", writers)
+			}
+		})
+	}
+}
+
+// TestAuditCheckpointV1StillVerifies: a checkpoint taken before the log
+// had several chains (format v1, no chain) names a record of the legacy
+// chain; it still parses and matches that chain after the upgrade. A v2
+// document naming chain 0, or v1 naming another chain, is refused.
+func TestAuditCheckpointV1StillVerifies(t *testing.T) {
+	t.Parallel()
+	for name, ss := range openStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			st := ss.pair[0]
+			legacy := appendChain(t, st, audit.LegacyChain, 3)
+			appendChain(t, st, 2, 2)
+			signer, err := audit.NewSigner(bytes.Repeat([]byte{9}, 32))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &Server{st: st, auditKey: testKey, signer: signer}
+			old := checkpointJSON(signer.Sign(audit.LegacyChain, 3, legacy[2].Hash, time.Now()))
+			if old.Format != audit.CheckpointFormatV1 || old.Chain != 0 {
+				t.Fatalf("a legacy-chain checkpoint = %+v, want format v1 without a chain", old)
+			}
+			cp, err := s.parseCheckpoint(old)
+			if err != nil {
+				t.Fatalf("parseCheckpoint(v1) = %v", err)
+			}
+			got, err := s.checkChain(ctx, map[int64][]int64{cp.Chain: {cp.Seq}})
+			if err != nil || got.bad != nil {
+				t.Fatalf("verify = %v, %v", got.bad, err)
+			}
+			if h := got.walks[audit.LegacyChain].hashAt(cp.Seq); !bytes.Equal(h, cp.Hash) {
+				t.Fatalf("legacy record 3 = %x, checkpoint says %x", h, cp.Hash)
+			}
+			bad := old
+			bad.Format = audit.CheckpointFormat
+			if _, err := s.parseCheckpoint(bad); err == nil || !strings.Contains(err.Error(), "chain") {
+				t.Fatalf("parseCheckpoint(v2 naming chain 0) = %v, want refused naming the chain", err)
+			}
+			bad = checkpointJSON(signer.Sign(audit.AnchorChain, 1, legacy[0].Hash, time.Now()))
+			bad.Format = audit.CheckpointFormatV1
+			if _, err := s.parseCheckpoint(bad); err == nil {
+				t.Fatal("parseCheckpoint(v1 naming chain 1) accepted")
 			}
 		})
 	}
