@@ -13,6 +13,7 @@ import (
 // Record is one entry of the audit log. Its fields are those of
 // store.AuditRecord.
 type Record struct {
+	Chain     int64 // which chain the record belongs to; see the package documentation
 	Seq       int64
 	Time      time.Time
 	TokenID   string
@@ -36,6 +37,21 @@ const KeySize = 32
 const (
 	tagV1 = "rotary-audit-v1\x00"
 	tagV2 = "rotary-audit-v2\x00"
+	tagV3 = "rotary-audit-v3\x00"
+)
+
+// The chains of the log (see the package documentation).
+const (
+	// LegacyChain is the single chain of stores written before the log
+	// had several: its records keep the version 2 encoding, which names
+	// no chain, and nothing appends to it once the daemon has migrated it.
+	LegacyChain int64 = 0
+	// AnchorChain holds the anchor records, which bind the heads of every
+	// other chain.
+	AnchorChain int64 = 1
+	// FirstWriterChain is the lowest chain a writer appends to; writers
+	// take chains FirstWriterChain, FirstWriterChain+1, … as they need them.
+	FirstWriterChain int64 = 2
 )
 
 // Genesis returns the PrevHash of the first record: 32 zero bytes.
@@ -73,15 +89,21 @@ func (Key) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 //
 //	HMAC-SHA-256(k, encoding of r with the v2 tag)
 //
-// It reads r's Seq, Time and text fields and ignores r.PrevHash and r.Hash.
-// It panics on an invalid Key: an unkeyed chain is what version 2 exists
+// It reads r's Chain, Seq, Time and text fields and ignores r.PrevHash
+// and r.Hash. Records of LegacyChain use the version 2 encoding (no chain
+// id); every other chain's use version 3, which starts with the chain id,
+// so a record moved to another chain no longer verifies. It panics on an invalid Key: an unkeyed chain is what version 2 exists
 // to prevent.
 func (k Key) Chain(prev []byte, r Record) []byte {
 	if !k.Valid() {
 		panic("audit: Chain with an invalid Key")
 	}
 	m := hmac.New(sha256.New, k.k)
-	m.Write(encode(tagV2, prev, r))
+	if r.Chain == LegacyChain {
+		m.Write(encode(tagV2, prev, r))
+	} else {
+		m.Write(encode(tagV3, prev, r))
+	}
 	return m.Sum(nil)
 }
 
@@ -95,10 +117,13 @@ func ChainV1(prev []byte, r Record) []byte {
 }
 
 func encode(tag string, prev []byte, r Record) []byte {
-	n := len(tag) + 8 + 8 + 4*7 + len(prev) + len(r.TokenID) + len(r.Action) +
+	n := len(tag) + 8 + 8 + 8 + 4*7 + len(prev) + len(r.TokenID) + len(r.Action) +
 		len(r.Target) + len(r.Result) + len(r.RequestID) + len(r.Detail)
 	b := make([]byte, 0, n)
 	b = append(b, tag...)
+	if tag == tagV3 {
+		b = binary.BigEndian.AppendUint64(b, uint64(r.Chain))
+	}
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Seq))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Time.UnixMicro()))
 	b = appendField(b, prev)
@@ -113,7 +138,7 @@ func appendField(b, f []byte) []byte {
 	return append(b, f...)
 }
 
-// Seal makes r the record with number seq following the record whose hash
+// Seal makes r (of chain r.Chain) the record with number seq following the record whose hash
 // is prevHash: it sets Seq, truncates Time to microseconds in UTC, and sets
 // PrevHash and the keyed Hash. An empty prevHash means r is the first
 // record and links to Genesis. Appending, with the head from the store:
@@ -147,12 +172,16 @@ var ErrBroken = errors.New("audit chain broken")
 
 // BrokenError names the first record of the log that cannot be trusted.
 type BrokenError struct {
+	Chain  int64
 	Seq    int64
 	Reason string
 }
 
 func (e *BrokenError) Error() string {
-	return fmt.Sprintf("audit chain broken at record %d: %s", e.Seq, e.Reason)
+	if e.Chain == LegacyChain {
+		return fmt.Sprintf("audit chain broken at record %d: %s", e.Seq, e.Reason)
+	}
+	return fmt.Sprintf("audit chain %d broken at record %d: %s", e.Chain, e.Seq, e.Reason)
 }
 
 // Is makes errors.Is(err, ErrBroken) true.
@@ -189,6 +218,13 @@ func (k Key) VerifyFrom(afterSeq int64, afterHash []byte, next func() (Record, b
 }
 
 func verifyFrom(chain func([]byte, Record) []byte, afterSeq int64, afterHash []byte, next func() (Record, bool, error)) (count int64, err error) {
+	var id int64 = -1 // the chain walked, from its first record
+	defer func() {
+		var b *BrokenError
+		if errors.As(err, &b) && id >= 0 {
+			b.Chain = id
+		}
+	}()
 	want := afterSeq + 1
 	prev := afterHash
 	if afterSeq == 0 && len(prev) == 0 {
@@ -201,6 +237,11 @@ func verifyFrom(chain func([]byte, Record) []byte, afterSeq int64, afterHash []b
 		}
 		if !ok {
 			return count, nil
+		}
+		if id < 0 {
+			id = r.Chain
+		} else if r.Chain != id {
+			return count, &BrokenError{Seq: want, Reason: fmt.Sprintf("record of chain %d found in chain %d", r.Chain, id)}
 		}
 		if !hmac.Equal(chain(r.PrevHash, r), r.Hash) {
 			// Whatever the record says its Seq is, it stands where record

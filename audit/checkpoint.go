@@ -15,6 +15,11 @@ import (
 // from the end leave a valid, shorter chain. It is signed with Ed25519, so
 // anyone holding the public key can check the signature offline.
 type Checkpoint struct {
+	// Chain is the chain of record Seq: AnchorChain for the checkpoints
+	// rotary signs now (an anchor binds the heads of every chain), or
+	// LegacyChain for a version 1 checkpoint taken when the log had one
+	// chain.
+	Chain     int64
 	Seq       int64
 	Hash      []byte
 	Time      time.Time
@@ -24,10 +29,27 @@ type Checkpoint struct {
 
 // checkpointTag starts the signed message, so a checkpoint signature can
 // never be taken for a signature over anything else.
-const checkpointTag = "rotary-audit-checkpoint-v1\x00"
+const (
+	checkpointTag   = "rotary-audit-checkpoint-v1\x00"
+	checkpointTagV2 = "rotary-audit-checkpoint-v2\x00"
+)
 
-// CheckpointFormat names the checkpoint encoding in its JSON form.
-const CheckpointFormat = "rotary-audit-checkpoint-v1"
+// CheckpointFormat names the checkpoint encoding in its JSON form: version
+// 2 names the chain (Chain); version 1, of logs with one chain, does not
+// and means LegacyChain.
+const (
+	CheckpointFormat   = "rotary-audit-checkpoint-v2"
+	CheckpointFormatV1 = "rotary-audit-checkpoint-v1"
+)
+
+// Format is c's format name: CheckpointFormatV1 for a checkpoint of the
+// legacy chain, CheckpointFormat otherwise.
+func (c Checkpoint) Format() string {
+	if c.Chain == LegacyChain {
+		return CheckpointFormatV1
+	}
+	return CheckpointFormat
+}
 
 // ErrCheckpoint matches every error about a checkpoint that does not
 // verify (a bad signature, another key, a malformed field) with errors.Is.
@@ -59,20 +81,25 @@ func (s Signer) PublicKey() ed25519.PublicKey {
 	return bytes.Clone(s.priv.Public().(ed25519.PublicKey))
 }
 
-// Sign makes the checkpoint of record seq, whose hash is hash, at time at
-// (truncated to microseconds, in UTC).
-func (s Signer) Sign(seq int64, hash []byte, at time.Time) Checkpoint {
-	c := Checkpoint{Seq: seq, Hash: bytes.Clone(hash), Time: at.UTC().Truncate(time.Microsecond), PublicKey: s.PublicKey()}
+// Sign makes the checkpoint of record seq of chain, whose hash is hash, at
+// time at (truncated to microseconds, in UTC).
+func (s Signer) Sign(chain, seq int64, hash []byte, at time.Time) Checkpoint {
+	c := Checkpoint{Chain: chain, Seq: seq, Hash: bytes.Clone(hash), Time: at.UTC().Truncate(time.Microsecond), PublicKey: s.PublicKey()}
 	c.Signature = ed25519.Sign(s.priv, c.message())
 	return c
 }
 
-// message is the signed encoding: the tag, Seq and Time (Unix
-// microseconds) as 8 bytes big-endian each, then Hash preceded by its
-// length as 4 bytes big-endian.
+// message is the signed encoding: the tag, (version 2: Chain,) Seq and
+// Time (Unix microseconds) as 8 bytes big-endian each, then Hash preceded
+// by its length as 4 bytes big-endian.
 func (c Checkpoint) message() []byte {
-	b := make([]byte, 0, len(checkpointTag)+8+8+4+len(c.Hash))
-	b = append(b, checkpointTag...)
+	b := make([]byte, 0, len(checkpointTagV2)+8+8+8+4+len(c.Hash))
+	if c.Chain == LegacyChain {
+		b = append(b, checkpointTag...)
+	} else {
+		b = append(b, checkpointTagV2...)
+		b = binary.BigEndian.AppendUint64(b, uint64(c.Chain))
+	}
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Seq))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Time.UnixMicro()))
 	b = appendField(b, c.Hash)
@@ -88,6 +115,8 @@ func (c Checkpoint) Verify(pub ed25519.PublicKey) error {
 		return fmt.Errorf("%w: the trusted public key is %d bytes, want %d", ErrCheckpoint, len(pub), ed25519.PublicKeySize)
 	case !bytes.Equal(c.PublicKey, pub):
 		return fmt.Errorf("%w: public_key: signed by another key than this log's", ErrCheckpoint)
+	case c.Chain < 0:
+		return fmt.Errorf("%w: chain: %d is negative", ErrCheckpoint, c.Chain)
 	case c.Seq < 0:
 		return fmt.Errorf("%w: seq: %d is negative", ErrCheckpoint, c.Seq)
 	case len(c.Hash) != HashSize:

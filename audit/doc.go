@@ -8,12 +8,48 @@
 // cannot tell a value from a description, so the callers that build records
 // are responsible.
 //
+// # Chains and anchors
+//
+// The log is several hash chains, so that writers never wait for each
+// other: each record names its Chain and is numbered (Seq) within it, and
+// each chain has its own head row in the store. LegacyChain (0) is the
+// single chain of stores written before there were several: its records
+// keep their version 2 hashes and nothing appends to it after the daemon
+// migrated it. AnchorChain (1) holds anchor records. Writers take chains
+// from FirstWriterChain (2) on: a group-commit transaction, or an audited
+// write's transaction, locks the head of a writer chain no other
+// transaction holds (PostgreSQL: FOR UPDATE SKIP LOCKED) and appends to
+// it, making a new chain when every one is held, so the number of chains
+// is the highest number of audit transactions ever open at once.
+//
+// An anchor record (Action AnchorAction, in AnchorChain) binds the heads
+// of every other chain, as committed when it was written: its Detail
+// lists chain:seq:hash for each (AnchorDetail), covered by its keyed hash.
+// The daemon writes one every N records or T seconds (1,000 records or 1
+// s by default) when a chain moved, and at shutdown; on PostgreSQL
+// whichever daemon gets there, the anchor chain's head row serializing
+// them.
+//
+// Verification walks every chain on its own (each record's Chain is part
+// of its hash, so a record moved to another chain does not verify there),
+// then checks every chain against the newest anchor naming it (Anchored):
+// a chain that now ends before the anchored record was truncated, a
+// different hash there means it was rewritten. So an edited, removed,
+// reordered or moved record in any chain is found and named by chain and
+// Seq, and so is any cut of records an anchor names. What anchors cannot
+// show: someone with the database can cut every chain back to a
+// consistent point (remove the newest anchors and every record after the
+// heads the remaining newest anchor names, and rewrite the head rows): in
+// particular the records written after the last anchor (at most about T
+// seconds or N records) can be removed with their head rows rewritten,
+// undetected. A checkpoint closes that gap up to its anchor.
+//
 // # The chain
 //
-// Record n carries PrevHash, the Hash of record n-1 (32 zero bytes for the
-// first record, Seq 1), and its own Hash:
+// Record n of a chain carries PrevHash, the Hash of record n-1 (32 zero
+// bytes for the first record, Seq 1), and its own Hash:
 //
-//	Hash = HMAC-SHA-256(chain key, encoding of Seq, Time, PrevHash and every text field)
+//	Hash = HMAC-SHA-256(chain key, encoding of Chain, Seq, Time, PrevHash and every text field)
 //
 // The chain key (a Key) is derived from the root key (kms.DeriveKey with
 // the label "rotary audit chain v2", HKDF-SHA-256) and never stored, so
@@ -22,8 +58,10 @@
 // removing one. Every writer seals with it: the API's group committer and
 // secrets.Service, inside the transaction of the change they record.
 //
-// The encoding is unambiguous: a version tag ("rotary-audit-v2\x00"),
-// then Seq as 8 bytes big-endian, Time as Unix microseconds (8 bytes
+// The encoding is unambiguous: a version tag ("rotary-audit-v3\x00"),
+// the Chain as 8 bytes big-endian (version 2, the tag
+// "rotary-audit-v2\x00" and no chain, is the encoding of LegacyChain's
+// records), then Seq as 8 bytes big-endian, Time as Unix microseconds (8 bytes
 // big-endian, two's complement), then PrevHash, TokenID, Action, Target,
 // Result, RequestID and Detail, each preceded by its length as 4 bytes
 // big-endian. No two different records encode the same way, so no field
@@ -84,20 +122,24 @@
 //
 // # Checkpoints
 //
-// The chain cannot see its tail being cut: a truncated log is a valid
-// shorter chain, and someone with the database can rewrite the head row to
-// match. A Checkpoint closes that gap: the daemon verifies the log, then
-// signs "record Seq has hash Hash, at Time" with an Ed25519 key derived
-// from the root key (label "rotary audit checkpoint v1"). The signed
-// message is "rotary-audit-checkpoint-v1\x00" ‖ Seq (8 bytes) ‖ Time in
-// Unix microseconds (8 bytes) ‖ len(Hash) (4 bytes) ‖ Hash, integers
-// big-endian; the public key travels with it, so the signature can be
+// The chains cannot see their tails being cut back to a consistent point
+// (see above). A Checkpoint closes that gap: the daemon anchors every
+// chain's head (or takes the newest anchor if nothing moved since),
+// verifies the log, then signs "record Seq of chain Chain (the anchor
+// chain) has hash Hash, at Time" with an Ed25519 key derived from the root
+// key (label "rotary audit checkpoint v1"). The signed message is
+// "rotary-audit-checkpoint-v2\x00" ‖ Chain (8 bytes) ‖ Seq (8 bytes) ‖
+// Time in Unix microseconds (8 bytes) ‖ len(Hash) (4 bytes) ‖ Hash,
+// integers big-endian (version 1, of logs with one chain, has the tag
+// "rotary-audit-checkpoint-v1\x00" and no Chain, and means LegacyChain;
+// such checkpoints still verify); the public key travels with it, so the signature can be
 // checked offline by anyone who pinned the key. Kept outside the store
 // (`rotary audit checkpoint -o json > FILE`), it is given back to
 // `rotary audit verify --checkpoint FILE`, which checks the signature
-// against the daemon's own key and that the log still holds record Seq
-// with that Hash: a log that now ends before Seq was truncated; a
-// different hash means the records up to Seq were rewritten. Nothing can
+// against the daemon's own key and that the log still holds that anchor
+// with that Hash: an anchor chain that now ends before Seq was truncated;
+// a different hash means records up to it were rewritten. The anchor in
+// turn vouches for every chain's records up to the heads it names. Nothing can
 // prove that records newer than the last exported checkpoint were not cut,
 // so export them often (a cron job, a log collector).
 package audit

@@ -18,7 +18,7 @@ func ExampleCheckpoint_Verify() {
 	// What the daemon did: sign the head of its log.
 	signer, _ := audit.NewSigner(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 	head := bytes.Repeat([]byte{0xab}, audit.HashSize)
-	made := signer.Sign(42, head, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	made := signer.Sign(audit.AnchorChain, 42, head, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	doc := map[string]string{ // its JSON fields
 		"hash":       hex.EncodeToString(made.Hash),
 		"public_key": base64.StdEncoding.EncodeToString(made.PublicKey),
@@ -27,7 +27,7 @@ func ExampleCheckpoint_Verify() {
 	pinned := signer.PublicKey() // kept by the auditor since set-up
 
 	// What an auditor does, offline.
-	cp := audit.Checkpoint{Seq: 42, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	cp := audit.Checkpoint{Chain: audit.AnchorChain, Seq: 42, Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	cp.Hash, _ = hex.DecodeString(doc["hash"])
 	cp.PublicKey, _ = base64.StdEncoding.DecodeString(doc["public_key"])
 	cp.Signature, _ = base64.StdEncoding.DecodeString(doc["signature"])

@@ -182,7 +182,7 @@ func TestCheckpoint(t *testing.T) {
 	}
 	hash := chain(3)[2].Hash
 	at := time.Date(2026, 1, 2, 3, 4, 5, 6789, time.FixedZone("x", 3600))
-	c := s.Sign(3, hash, at)
+	c := s.Sign(AnchorChain, 3, hash, at)
 	if c.Seq != 3 || !bytes.Equal(c.Hash, hash) || c.Time.Location() != time.UTC || c.Time.Nanosecond()%1000 != 0 {
 		t.Fatalf("Sign = %+v", c)
 	}
@@ -196,13 +196,15 @@ func TestCheckpoint(t *testing.T) {
 		field string
 	}{
 		"seq":         {func(c *Checkpoint) { c.Seq++ }, nil, "signature"},
+		"chain":       {func(c *Checkpoint) { c.Chain = 2 }, nil, "signature"},
+		"as v1":       {func(c *Checkpoint) { c.Chain = LegacyChain }, nil, "signature"},
 		"hash":        {func(c *Checkpoint) { c.Hash[0] ^= 1 }, nil, "signature"},
 		"time":        {func(c *Checkpoint) { c.Time = c.Time.Add(time.Microsecond) }, nil, "signature"},
 		"signature":   {func(c *Checkpoint) { c.Signature[5] ^= 1 }, nil, "signature"},
 		"short hash":  {func(c *Checkpoint) { c.Hash = c.Hash[:16] }, nil, "hash"},
 		"negative":    {func(c *Checkpoint) { c.Seq = -1 }, nil, "seq"},
 		"other key":   {func(*Checkpoint) {}, s2.PublicKey(), "public_key"},
-		"resigned":    {func(c *Checkpoint) { *c = s2.Sign(c.Seq, c.Hash, c.Time) }, nil, "public_key"},
+		"resigned":    {func(c *Checkpoint) { *c = s2.Sign(c.Chain, c.Seq, c.Hash, c.Time) }, nil, "public_key"},
 		"pub swapped": {func(c *Checkpoint) { c.PublicKey = s2.PublicKey() }, nil, "public_key"},
 	} {
 		cc := c
@@ -222,7 +224,7 @@ func TestCheckpoint(t *testing.T) {
 	}
 	// Deterministic: the same seed signs the same checkpoint the same way.
 	s3, _ := NewSigner(seed)
-	if !bytes.Equal(s3.Sign(3, hash, at).Signature, c.Signature) {
+	if !bytes.Equal(s3.Sign(AnchorChain, 3, hash, at).Signature, c.Signature) {
 		t.Error("Ed25519 signature not deterministic")
 	}
 }

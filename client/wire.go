@@ -280,6 +280,7 @@ type TokenList struct {
 
 // AuditRecord is one audit log entry.
 type AuditRecord struct {
+	Chain     int64     `json:"chain"`
 	Seq       int64     `json:"seq"`
 	Time      time.Time `json:"time"`
 	TokenID   string    `json:"token_id"`
@@ -298,8 +299,14 @@ type AuditList struct {
 
 // AuditVerify is POST /v1/audit/verify.
 type AuditVerify struct {
-	OK       bool   `json:"ok"`
-	Records  int64  `json:"records"`
+	OK      bool  `json:"ok"`
+	Records int64 `json:"records"` // in every chain
+	// Chains is how many chains were checked (the legacy, the anchor and
+	// every writer chain); Anchors how many anchor records bound them.
+	Chains  int   `json:"chains"`
+	Anchors int64 `json:"anchors"`
+	// BadChain and BadSeq name the first record that cannot be trusted.
+	BadChain *int64 `json:"bad_chain,omitempty"`
 	BadSeq   int64  `json:"bad_seq,omitempty"`
 	Problem  string `json:"problem,omitempty"`
 	HeadHash string `json:"head_hash,omitempty"`
@@ -317,7 +324,8 @@ type AuditVerify struct {
 // microseconds (8 bytes) ‖ hash length (4 bytes) ‖ hash, integers
 // big-endian, so it can be checked offline with the public key.
 type AuditCheckpoint struct {
-	Format    string    `json:"format"` // "rotary-audit-checkpoint-v1"
+	Format    string    `json:"format"`          // "rotary-audit-checkpoint-v2" (v1: a log with one chain)
+	Chain     int64     `json:"chain,omitempty"` // the anchor chain (v2); absent in v1
 	Seq       int64     `json:"seq"`
 	Hash      string    `json:"hash"` // hex
 	Time      time.Time `json:"time"`

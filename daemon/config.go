@@ -41,6 +41,13 @@ type Config struct {
 
 	MinRotationInterval time.Duration // default 1h; 1s in dev mode
 	RotationConcurrency int           // default 8
+	// AuditWriters, AuditAnchorEvery and AuditAnchorInterval: how many
+	// group-commit writers append request records, each on its own audit
+	// chain (default 2 on PostgreSQL, 1 on SQLite), and how often an
+	// anchor binds every chain's head (default 1,000 records or 1s).
+	AuditWriters        int
+	AuditAnchorEvery    int64
+	AuditAnchorInterval time.Duration
 
 	// Dev marks a development daemon: it prints the root token on Stdout
 	// and logs loudly that it is for development only.

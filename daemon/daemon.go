@@ -116,6 +116,12 @@ func (c *Config) Validate() error {
 	switch {
 	case c.RotationConcurrency < 0:
 		return errors.New("config: rotation_concurrency: must not be negative")
+	case c.AuditWriters < 0 || c.AuditWriters > 64:
+		return errors.New("config: audit_writers: between 0 (the default) and 64")
+	case c.AuditAnchorEvery < 0:
+		return errors.New("config: audit_anchor_every: must not be negative")
+	case c.AuditAnchorInterval < 0 || (c.AuditAnchorInterval > 0 && c.AuditAnchorInterval < 10*time.Millisecond):
+		return errors.New("config: audit_anchor_interval: at least 10ms")
 	case c.ShutdownTimeout < 0:
 		return errors.New("config: shutdown_timeout: must not be negative")
 	case c.RotationLease < 0 || (c.RotationLease > 0 && c.RotationLease < time.Second):
@@ -322,6 +328,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d.api, err = api.New(api.Config{
 		Store: d.st, Secrets: d.secrets, KMS: d.kms, Engine: d.engine, Logger: d.log,
 		AuditKey: auditKey, AuditSigner: auditSigner, Hooks: d.ev.hooks,
+		AuditWriters: cfg.AuditWriters, AuditAnchorEvery: cfg.AuditAnchorEvery, AuditAnchorInterval: cfg.AuditAnchorInterval,
 		EventsPoll: cfg.EventsPoll, EventsHeartbeat: cfg.EventsHeartbeat,
 		Plugins: d.plugins, PluginDir: cfg.PluginDir, Now: cfg.Now,
 		Ready: func(ctx context.Context) error {

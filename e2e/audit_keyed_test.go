@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,7 @@ import (
 // the database would.
 func dbAudit(t testing.TB, s *server, db *sql.DB) []audit.Record {
 	t.Helper()
-	rows, err := db.Query(`SELECT seq, time, token_id, action, target, result, request_id, detail, prev_hash, hash FROM audit ORDER BY seq`)
+	rows, err := db.Query(`SELECT chain, seq, time, token_id, action, target, result, request_id, detail, prev_hash, hash FROM audit ORDER BY chain, seq`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func dbAudit(t testing.TB, s *server, db *sql.DB) []audit.Record {
 	for rows.Next() {
 		var r audit.Record
 		var tm any
-		if err := rows.Scan(&r.Seq, &tm, &r.TokenID, &r.Action, &r.Target, &r.Result, &r.RequestID, &r.Detail, &r.PrevHash, &r.Hash); err != nil {
+		if err := rows.Scan(&r.Chain, &r.Seq, &tm, &r.TokenID, &r.Action, &r.Target, &r.Result, &r.RequestID, &r.Detail, &r.PrevHash, &r.Hash); err != nil {
 			t.Fatal(err)
 		}
 		switch v := tm.(type) {
@@ -69,13 +70,18 @@ func dialect(s *server, q string) string {
 }
 
 // rechainV1 is the attack the unkeyed chain allowed: it lets edit change
-// the text of the records, then recomputes with SHA-256 (version 1) the
-// hash of every record from seq from on, and the head row, so that the log
-// is a valid version 1 chain again. With deleteMarker it also removes the
-// store's "this log is keyed" marker. The daemon must be stopped.
-func rechainV1(t testing.TB, s *server, db *sql.DB, from int64, edit func(*audit.Record), deleteMarker bool) []audit.Record {
+// the text of the records of chain, then recomputes with SHA-256
+// (version 1) the hash of every record of that chain from seq from on,
+// and its head row, so that the chain is a valid version 1 chain again.
+// The daemon must be stopped.
+func rechainV1(t testing.TB, s *server, db *sql.DB, chain, from int64, edit func(*audit.Record)) []audit.Record {
 	t.Helper()
-	recs := dbAudit(t, s, db)
+	var recs []audit.Record
+	for _, r := range dbAudit(t, s, db) {
+		if r.Chain == chain {
+			recs = append(recs, r)
+		}
+	}
 	tx, err := db.Begin()
 	if err != nil {
 		t.Fatal(err)
@@ -91,19 +97,73 @@ func rechainV1(t testing.TB, s *server, db *sql.DB, from int64, edit func(*audit
 		r = audit.SealV1(prev, r.Seq, r)
 		recs[i] = r
 		prev = r.Hash
-		if _, err := tx.Exec(dialect(s, `UPDATE audit SET token_id = ?, action = ?, target = ?, result = ?, request_id = ?, detail = ?, prev_hash = ?, hash = ? WHERE seq = ?`),
-			r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail, r.PrevHash, r.Hash, r.Seq); err != nil {
+		if _, err := tx.Exec(dialect(s, `UPDATE audit SET token_id = ?, action = ?, target = ?, result = ?, request_id = ?, detail = ?, prev_hash = ?, hash = ? WHERE chain = ? AND seq = ?`),
+			r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail, r.PrevHash, r.Hash, chain, r.Seq); err != nil {
 			t.Fatal(err)
 		}
 	}
 	last := recs[len(recs)-1]
-	if _, err := tx.Exec(dialect(s, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`), last.Seq, last.Hash); err != nil {
+	if _, err := tx.Exec(dialect(s, `UPDATE audit_heads SET seq = ?, hash = ? WHERE chain = ?`), last.Seq, last.Hash, chain); err != nil {
 		t.Fatal(err)
 	}
-	if deleteMarker {
-		if _, err := tx.Exec(`DELETE FROM meta WHERE name = 'audit.chain'`); err != nil {
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
+// oldStoreV1 turns the store into what rotary left before the keyed chain
+// and before several chains: every record but the anchors in one chain
+// (chain 0, numbered from 1 in time order), chained with SHA-256, one head
+// row, no "this log is keyed" marker; edit may change a record's text
+// first. The daemon must be stopped.
+func oldStoreV1(t testing.TB, s *server, db *sql.DB, edit func(*audit.Record)) []audit.Record {
+	t.Helper()
+	var recs []audit.Record
+	for _, r := range dbAudit(t, s, db) {
+		if r.Chain != audit.AnchorChain {
+			recs = append(recs, r)
+		}
+	}
+	sort.SliceStable(recs, func(i, j int) bool {
+		if !recs[i].Time.Equal(recs[j].Time) {
+			return recs[i].Time.Before(recs[j].Time)
+		}
+		if recs[i].Chain != recs[j].Chain {
+			return recs[i].Chain < recs[j].Chain
+		}
+		return recs[i].Seq < recs[j].Seq
+	})
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, q := range []string{`DELETE FROM audit`, `DELETE FROM audit_heads WHERE chain > 1`, `UPDATE audit_heads SET seq = 0, hash = NULL WHERE chain = 1`,
+		`DELETE FROM meta WHERE name = 'audit.chain'`} {
+		if _, err := tx.Exec(q); err != nil {
 			t.Fatal(err)
 		}
+	}
+	var prev []byte
+	for i, r := range recs {
+		r.Chain = 0
+		r.Seq = int64(i + 1)
+		edit(&r)
+		r = audit.SealV1(prev, r.Seq, r)
+		recs[i] = r
+		prev = r.Hash
+		var tm any = r.Time
+		if s.kind == "sqlite" {
+			tm = r.Time.UnixMicro()
+		}
+		if _, err := tx.Exec(dialect(s, `INSERT INTO audit (chain, seq, time, token_id, action, target, result, request_id, detail, prev_hash, hash) VALUES (0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			r.Seq, tm, r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail, r.PrevHash, r.Hash); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tx.Exec(dialect(s, `UPDATE audit_heads SET seq = ?, hash = ? WHERE chain = 0`), len(recs), prev); err != nil {
+		t.Fatal(err)
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
@@ -136,17 +196,17 @@ func TestAuditKeyedChainCatchesRecomputedHashes(t *testing.T) {
 		if len(mine.Records) < 3 {
 			t.Fatalf("want at least 3 records for %s, got %d", name, len(mine.Records))
 		}
-		seq := mine.Records[1].Seq
+		seq, chain := mine.Records[1].Seq, mine.Records[1].Chain
 		s.stop()
 		db := storeDB(t, s)
-		forged := rechainV1(t, s, db, seq, func(r *audit.Record) {
+		forged := rechainV1(t, s, db, chain, seq, func(r *audit.Record) {
 			if r.Seq == seq {
 				r.Result, r.Detail = "denied", "forged"
 			}
-		}, false)
-		// Negative control: from the altered record on, the forged log is a
-		// sound SHA-256 chain, every check the unkeyed verifier made.
-		for i := seq - 1; i < int64(len(forged)); i++ {
+		})
+		// Negative control: from the altered record on, the forged chain is
+		// a sound SHA-256 chain, every check the unkeyed verifier made.
+		for i := max(seq-1, 1); i < int64(len(forged)); i++ {
 			r := forged[i]
 			if string(audit.ChainV1(r.PrevHash, r)) != string(r.Hash) || string(r.PrevHash) != string(forged[i-1].Hash) {
 				t.Fatalf("control: forged record %d is not a sound SHA-256 link", r.Seq)
@@ -156,8 +216,8 @@ func TestAuditKeyedChainCatchesRecomputedHashes(t *testing.T) {
 		errOut := c.fail(exitFailure, []string{"audit", fmt.Sprintf("record %d", seq), "hash mismatch"}, "audit", "verify")
 		t.Logf("audit verify after the forgery: %s", strings.TrimSpace(errOut))
 		v := verifyJSON(t, c)
-		if v.OK || v.BadSeq != seq {
-			t.Fatalf("audit verify -o json = %+v, want ok false and bad_seq %d", v, seq)
+		if v.OK || v.BadSeq != seq || v.BadChain == nil || *v.BadChain != chain {
+			t.Fatalf("audit verify -o json = %+v, want ok false, bad_chain %d and bad_seq %d", v, chain, seq)
 		}
 		// The daemon did not "migrate" the forged records: the store is
 		// marked keyed, so a restart never re-chains anything.
@@ -189,7 +249,7 @@ func TestAuditMigratesV1Store(t *testing.T) {
 		// Turn the store into what the old code left: every record
 		// chained with SHA-256, no marker.
 		db := storeDB(t, s)
-		old := rechainV1(t, s, db, 1, func(*audit.Record) {}, true)
+		old := oldStoreV1(t, s, db, func(*audit.Record) {})
 		if _, err := audit.VerifyV1(audit.Records(old)); err != nil {
 			t.Fatalf("control: the prepared store is not a valid version 1 log: %v", err)
 		}
@@ -228,7 +288,7 @@ func TestAuditMigrationRefusesBrokenV1Log(t *testing.T) {
 		auditActivity(c)
 		s.stop()
 		db := storeDB(t, s)
-		old := rechainV1(t, s, db, 1, func(*audit.Record) {}, true)
+		old := oldStoreV1(t, s, db, func(*audit.Record) {})
 		const bad = 3
 		if _, err := db.Exec(dialect(s, `UPDATE audit SET detail = 'tampered' WHERE seq = ?`), bad); err != nil {
 			t.Fatal(err)
@@ -273,7 +333,7 @@ func TestAuditCheckpointCatchesTruncation(t *testing.T) {
 			t.Errorf("audit checkpoint printed %q", out)
 		}
 		cp := okJSON[client.AuditCheckpoint](c, "audit", "checkpoint")
-		if cp.Format != audit.CheckpointFormat || cp.Seq < 4 || len(cp.Hash) != 64 || cp.PublicKey == "" || cp.Signature == "" {
+		if cp.Format != audit.CheckpointFormat || cp.Chain != audit.AnchorChain || cp.Seq < 1 || len(cp.Hash) != 64 || cp.PublicKey == "" || cp.Signature == "" {
 			t.Fatalf("audit checkpoint -o json = %+v", cp)
 		}
 		file := filepath.Join(t.TempDir(), "checkpoint.json")
@@ -322,32 +382,40 @@ func TestAuditCheckpointCatchesTruncation(t *testing.T) {
 		reader := createToken(c, `{"rules":[{"secrets":"*","actions":["read"]}]}`)
 		s.as(t, reader).fail(exitDenied, []string{"permission denied"}, "audit", "checkpoint")
 
-		// Cut the log back to before the checkpoint's record and make
-		// the head row agree.
-		keep := cp.Seq - 2
+		// Cut the writer chain holding this test's records back to before
+		// its newest records, make its head row agree, and drop the
+		// anchors that vouch for them (every anchor: a consistent cut).
+		mine := okJSON[client.AuditList](c, "audit", "list", "--limit", "100000")
+		var last client.AuditRecord
+		for _, r := range mine.Records {
+			if r.Chain >= audit.FirstWriterChain && r.Action == "secret.read" {
+				last = r
+			}
+		}
+		keep := last.Seq - 1
 		db := storeDB(t, s)
 		for _, q := range []string{
-			fmt.Sprintf(`DELETE FROM audit WHERE seq > %d`, keep),
-			fmt.Sprintf(`UPDATE audit_head SET seq = %d, hash = (SELECT hash FROM audit WHERE seq = %d) WHERE id = 1`, keep, keep),
+			fmt.Sprintf(`DELETE FROM audit WHERE chain = %d AND seq > %d`, last.Chain, keep),
+			fmt.Sprintf(`UPDATE audit_heads SET seq = %d, hash = (SELECT hash FROM audit WHERE chain = %d AND seq = %d) WHERE chain = %d`, keep, last.Chain, keep, last.Chain),
+			`DELETE FROM audit WHERE chain = 1`,
+			`UPDATE audit_heads SET seq = 0, hash = NULL WHERE chain = 1`,
 		} {
 			if _, err := db.Exec(q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
 		}
-		// Negative control: the chain alone cannot see it. (The verify
-		// request appends its own record, so the log grows again.)
+		// Negative control: the chains and anchors alone cannot see it.
 		v := verifyJSON(t, c)
 		if !v.OK {
 			t.Fatalf("control: audit verify after a consistent truncation = %+v, want ok", v)
 		}
+		// The checkpoint's anchor is gone (or its number was refilled by
+		// a newer anchor with other contents).
 		v = verifyJSON(t, c, "--checkpoint", file)
-		// The control's own record refilled record keep+1, so the log now
-		// ends just before the checkpoint's record.
-		if v.OK || v.BadSeq != cp.Seq || !strings.Contains(v.Problem, "truncated") || !strings.Contains(v.Problem, fmt.Sprintf("record %d", cp.Seq)) {
-			t.Fatalf("audit verify --checkpoint after truncation = %+v, want ok false, bad_seq %d, truncation naming record %d", v, cp.Seq, cp.Seq)
+		if v.OK || v.BadChain == nil || *v.BadChain != audit.AnchorChain || !strings.Contains(v.Problem, "checkpoint") {
+			t.Fatalf("audit verify --checkpoint after truncation = %+v, want ok false naming the checkpoint's anchor in chain 1", v)
 		}
-		// Now records refilled the checkpoint's number with other contents.
-		c.fail(exitFailure, []string{"audit", fmt.Sprintf("record %d", cp.Seq), "checkpoint"}, "audit", "verify", "--checkpoint", file)
+		c.fail(exitFailure, []string{"audit", "checkpoint"}, "audit", "verify", "--checkpoint", file)
 	})
 }
 
@@ -582,18 +650,20 @@ func TestAuditRemigrationCaughtByCheckpoint(t *testing.T) {
 	}
 	s.stop()
 	db := storeDB(t, s)
-	rechainV1(t, s, db, 1, func(r *audit.Record) {
+	oldStoreV1(t, s, db, func(r *audit.Record) {
 		if r.Seq == 2 {
 			r.Detail = "forged"
 		}
-	}, true)
+	})
 	s.start()
 	s.waitLog("re-chained the unkeyed (version 1) audit log", 10*time.Second)
 	if v := verifyJSON(t, c); !v.OK {
 		t.Fatalf("control: audit verify after a re-migration = %+v, want ok (the documented limit)", v)
 	}
+	// The rewrite had to drop the anchors (a store with anchors is not
+	// re-chained), so the checkpoint's anchor is gone or another record.
 	v := verifyJSON(t, c, "--checkpoint", file)
-	if v.OK || v.BadSeq != cp.Seq || !strings.Contains(v.Problem, "does not match the checkpoint") {
-		t.Fatalf("audit verify --checkpoint after a re-migration = %+v, want bad_seq %d, not matching the checkpoint", v, cp.Seq)
+	if v.OK || v.BadChain == nil || *v.BadChain != audit.AnchorChain || !strings.Contains(v.Problem, "checkpoint") {
+		t.Fatalf("audit verify --checkpoint after a re-migration = %+v, want the checkpoint's anchor (chain 1) missing or not matching", v)
 	}
 }

@@ -79,23 +79,23 @@ func TestAuditTampering(t *testing.T) {
 			if len(recs.Records) < 3 {
 				t.Fatalf("want at least 3 audit records for %s, got %d", name, len(recs.Records))
 			}
-			seq := recs.Records[1].Seq
+			seq, chain := recs.Records[1].Seq, recs.Records[1].Chain
 			db := s.sqliteDB(t)
 			var q string
 			switch tamper {
 			case "update":
-				q = "UPDATE audit SET result = 'denied', detail = 'tampered' WHERE seq = ?"
+				q = "UPDATE audit SET result = 'denied', detail = 'tampered' WHERE seq = ? AND chain = ?"
 			case "delete":
-				q = "DELETE FROM audit WHERE seq = ?"
+				q = "DELETE FROM audit WHERE seq = ? AND chain = ?"
 			case "delete-tail":
 				// The newest record: the chain still links up, but ends
 				// before the head the store keeps.
-				if err := db.QueryRow("SELECT MAX(seq) FROM audit").Scan(&seq); err != nil {
+				if err := db.QueryRow("SELECT MAX(seq) FROM audit WHERE chain = ?", chain).Scan(&seq); err != nil {
 					t.Fatal(err)
 				}
-				q = "DELETE FROM audit WHERE seq = ?"
+				q = "DELETE FROM audit WHERE seq = ? AND chain = ?"
 			}
-			res, err := db.Exec(q, seq)
+			res, err := db.Exec(q, seq, chain)
 			if err != nil {
 				t.Fatalf("%s audit row %d: %v", tamper, seq, err)
 			}

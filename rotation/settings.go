@@ -76,12 +76,13 @@ var errSettingsRaced = errors.New("rotation settings changed concurrently")
 const settingsAttempts = 8
 
 // lockSettings serializes changes of rotation settings inside tx: it
-// takes the audit head, which every audited write takes (PostgreSQL locks
-// its row until the transaction ends; SQLite has one writer), so the rows
-// read after it are the latest committed and no other settings change
-// commits before this transaction does.
+// locks the head row of the legacy audit chain, which nothing appends to
+// any more (PostgreSQL locks its row until the transaction ends; SQLite
+// has one writer), so the rows read after it are the latest committed and
+// no other settings change commits before this transaction does. Audited
+// writes take writer chains and do not queue here.
 func lockSettings(ctx context.Context, tx store.Ops) error {
-	if _, _, err := tx.AuditHead(ctx); err != nil {
+	if _, _, err := tx.AuditHead(ctx, store.AuditLegacyChain); err != nil {
 		return fmt.Errorf("lock rotation settings: %w", err)
 	}
 	return nil

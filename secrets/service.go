@@ -357,17 +357,19 @@ type AuditEntry struct {
 	Action, Target, Result, Detail string
 }
 
-// AuditTx appends one record to the hash chain inside tx.
+// AuditTx appends one record inside tx to a writer chain that no other
+// transaction holds (store.Ops.ClaimAuditChain), so audited writes of
+// several daemons never wait for each other's commits.
 func (s *Service) AuditTx(ctx context.Context, tx store.Ops, e AuditEntry) error {
 	a := ActorFrom(ctx)
 	if e.Actor != nil {
 		a = *e.Actor
 	}
-	seq, head, err := tx.AuditHead(ctx)
+	h, err := tx.ClaimAuditChain(ctx)
 	if err != nil {
 		return fmt.Errorf("audit head: %w", err)
 	}
-	r := s.audit.Seal(head, seq+1, audit.Record{
+	r := s.audit.Seal(h.Hash, h.Seq+1, audit.Record{Chain: h.Chain,
 		Time: s.now().UTC(), TokenID: a.TokenID, Action: e.Action, Target: e.Target,
 		Result: e.Result, RequestID: a.RequestID, Detail: e.Detail,
 	})

@@ -221,19 +221,40 @@ type Ops interface {
 	ListPolicies(ctx context.Context, p Page) ([]Policy, error)
 	DeletePolicy(ctx context.Context, name string) error
 
-	// Audit. AuditHead returns the newest record's Seq and Hash (0, nil on
-	// an empty log) and, inside InTx on PostgreSQL, locks the head so that
-	// appends serialize. AppendAudit inserts records whose Seq continues the
-	// head; ErrConflict if a Seq is taken.
-	AuditHead(ctx context.Context) (seq int64, hash []byte, err error)
+	// Audit: several hash chains (see package audit). Chain
+	// AuditLegacyChain holds the log of stores written before there were
+	// several, AuditAnchorChain the anchors, and writers append to chains
+	// from AuditFirstWriterChain on, each with its own head row.
+	//
+	// AuditHead returns chain's newest record's Seq and Hash (0, nil for a
+	// chain with no record) and, inside InTx on PostgreSQL, locks the
+	// chain's head so that appends to that chain serialize.
+	AuditHead(ctx context.Context, chain int64) (seq int64, hash []byte, err error)
+	// ClaimAuditChain, inside InTx, locks the head of a writer chain that
+	// no other transaction holds (PostgreSQL: FOR UPDATE SKIP LOCKED) and
+	// returns it; when every writer chain is held it makes a new one. So
+	// concurrent writers append to different chains and never wait for
+	// each other's commits. On SQLite (one writer) it returns the first.
+	ClaimAuditChain(ctx context.Context) (AuditHead, error)
+	// AuditHeads returns every chain's head row in chain order, and a
+	// head with Missing set for a chain that has records but no head row.
+	// It locks nothing.
+	AuditHeads(ctx context.Context) ([]AuditHead, error)
+	// AppendAudit inserts records (of one or several chains) whose Seqs
+	// continue their chains' heads, and moves each chain's head to its
+	// highest Seq (never backwards); ErrConflict if a (Chain, Seq) is
+	// taken.
 	AppendAudit(ctx context.Context, recs ...AuditRecord) error
-	// ListAudit returns records in Seq order matching the filter.
+	// ListAudit returns records matching the filter: with ByChain, the
+	// records of f.Chain in Seq order; otherwise of every chain, ordered
+	// by Time, Chain and Seq.
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, error)
 	// RehashAudit replaces PrevHash and Hash of the stored records with
-	// the Seqs of recs (their other fields are not written), and the head's
-	// hash when the head is among them: the one rewrite of the log, to move
-	// it to a new chain hash. ErrNotFound if a Seq is not stored. Call it
-	// inside InTx after AuditHead, so that no append runs meanwhile.
+	// the (Chain, Seq) of recs (their other fields are not written), and
+	// a chain head's hash when its head is among them: the one rewrite of
+	// the log, to move it to a new chain hash. ErrNotFound if a record is
+	// not stored. Call it inside InTx after AuditHead of the chain, so
+	// that no append runs meanwhile.
 	RehashAudit(ctx context.Context, recs ...AuditRecord) error
 
 	// Plugins and hooks.
@@ -511,8 +532,17 @@ type Policy struct {
 	UpdatedAt time.Time
 }
 
-// AuditRecord is one link of the hash-chained audit log.
+// The audit chains with a fixed role (the same numbers as package
+// audit's LegacyChain, AnchorChain and FirstWriterChain).
+const (
+	AuditLegacyChain      int64 = 0
+	AuditAnchorChain      int64 = 1
+	AuditFirstWriterChain int64 = 2
+)
+
+// AuditRecord is one link of one of the audit log's hash chains.
 type AuditRecord struct {
+	Chain     int64
 	Seq       int64
 	Time      time.Time
 	TokenID   string
@@ -529,8 +559,20 @@ type AuditRecord struct {
 type AuditFilter struct {
 	Since    time.Time // zero: from the start
 	Target   string    // exact match; "" for any
-	AfterSeq int64
+	ByChain  bool      // only Chain's records, in Seq order
+	Chain    int64
+	AfterSeq int64 // with ByChain: records after this Seq
 	Limit    int
+}
+
+// AuditHead is where one audit chain stands: its newest record's Seq and
+// Hash (0, nil for none). Missing marks a chain that has records but no
+// head row (AuditHeads).
+type AuditHead struct {
+	Chain   int64
+	Seq     int64
+	Hash    []byte
+	Missing bool
 }
 
 // Plugin states, from its last start.

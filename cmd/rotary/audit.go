@@ -75,8 +75,10 @@ func (a *app) auditVerifyCmd() *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "verify [--checkpoint FILE]",
-		Short: "Check the audit log's keyed hash chain; exits 1 naming the first bad record",
-		Long: `Check the audit log's keyed hash chain from the first record to the head.
+		Short: "Check the audit log's keyed hash chains; exits 1 naming the first bad record",
+		Long: `Check every keyed hash chain of the audit log from its first record to its
+head, and that every chain still holds the records the newest anchor
+vouches for.
 With --checkpoint (a file written by "rotary audit checkpoint -o json", or
 - for standard input), also check the checkpoint's signature and that the
 log still holds the record it vouches for with the same hash: this catches
@@ -125,14 +127,18 @@ the newest records being cut off, which the chain alone cannot show.`,
 					return err
 				}
 			} else if v.OK {
-				fmt.Fprintf(a.stdout, "audit log intact: %d records, head %s\n", v.Records, v.HeadHash)
+				fmt.Fprintf(a.stdout, "audit log intact: %d records in %d chains bound by %d anchors, head %s\n", v.Records, v.Chains, v.Anchors, v.HeadHash)
 				if v.CheckpointSeq != nil {
 					fmt.Fprintf(a.stdout, "checkpoint matches: record %d is unchanged\n", *v.CheckpointSeq)
 				}
 			}
 			if !v.OK {
 				problem := cmp.Or(v.Problem, "the hash chain does not match")
-				return exitError{code: exitFailure, msg: fmt.Sprintf("audit log altered at record %d: %s", v.BadSeq, problem)}
+				where := fmt.Sprintf("record %d", v.BadSeq)
+				if v.BadChain != nil && *v.BadChain != 0 {
+					where = fmt.Sprintf("chain %d record %d", *v.BadChain, v.BadSeq)
+				}
+				return exitError{code: exitFailure, msg: fmt.Sprintf("audit log altered at %s: %s", where, problem)}
 			}
 			return nil
 		},
@@ -144,9 +150,10 @@ the newest records being cut off, which the chain alone cannot show.`,
 func (a *app) auditCheckpointCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "checkpoint",
-		Short: "Sign the audit log's head (record, hash, time) for verifying later",
-		Long: `Verify the audit log and sign its head, the newest record's number and
-hash, with the daemon's Ed25519 checkpoint key (derived from the root key).
+		Short: "Sign an anchor of every audit chain's head for verifying later",
+		Long: `Anchor the heads of every audit chain (or take the newest anchor if no
+chain moved since), verify the log, and sign that anchor's number and hash
+with the daemon's Ed25519 checkpoint key (derived from the root key).
 Keep the JSON form (-o json) somewhere the daemon's database cannot reach,
 and give it to "rotary audit verify --checkpoint FILE" later. The public key
 is in the checkpoint; its signature can be checked offline.`,
@@ -165,7 +172,7 @@ is in the checkpoint; its signature can be checked offline.`,
 			if a.json() {
 				return printJSON(a.stdout, cp)
 			}
-			fmt.Fprintf(a.stdout, "checkpoint: record %d, hash %s, at %s\n", cp.Seq, cp.Hash, cp.Time.Format(time.RFC3339))
+			fmt.Fprintf(a.stdout, "checkpoint: chain %d record %d, hash %s, at %s\n", cp.Chain, cp.Seq, cp.Hash, cp.Time.Format(time.RFC3339))
 			fmt.Fprintf(a.stdout, "public key (ed25519, base64): %s\n", cp.PublicKey)
 			fmt.Fprintf(a.stdout, "signature (base64): %s\n", cp.Signature)
 			fmt.Fprintln(a.stdout, "save it for audit verify --checkpoint with: rotary audit checkpoint -o json > FILE")

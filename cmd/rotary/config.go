@@ -41,6 +41,9 @@ type fileConfig struct {
 	PluginCallTimeout   configDuration `yaml:"plugin_call_timeout"`
 	MinRotationInterval configDuration `yaml:"min_rotation_interval"`
 	RotationConcurrency int            `yaml:"rotation_concurrency"`
+	AuditWriters        int            `yaml:"audit_writers"`
+	AuditAnchorEvery    int64          `yaml:"audit_anchor_every"`
+	AuditAnchorInterval configDuration `yaml:"audit_anchor_interval"`
 	ShutdownTimeout     configDuration `yaml:"shutdown_timeout"`
 	RotationLease       configDuration `yaml:"rotation_lease"`
 	RetryBackoff        configDuration `yaml:"retry_backoff"`
@@ -355,6 +358,9 @@ func (fc *fileConfig) daemonConfig() (daemon.Config, error) {
 		PluginCallTimeout:   time.Duration(fc.PluginCallTimeout),
 		MinRotationInterval: time.Duration(fc.MinRotationInterval),
 		RotationConcurrency: fc.RotationConcurrency,
+		AuditWriters:        fc.AuditWriters,
+		AuditAnchorEvery:    fc.AuditAnchorEvery,
+		AuditAnchorInterval: time.Duration(fc.AuditAnchorInterval),
 		ShutdownTimeout:     time.Duration(fc.ShutdownTimeout),
 		RotationLease:       time.Duration(fc.RotationLease),
 		RetryBackoffBase:    time.Duration(fc.RetryBackoff),

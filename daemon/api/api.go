@@ -73,6 +73,15 @@ type Config struct {
 	// checkpoints of it. Both are derived from the root key. Required.
 	AuditKey    audit.Key
 	AuditSigner audit.Signer
+	// AuditWriters is how many group-commit writers append request
+	// records, each on its own audit chain (default: 2 on PostgreSQL, 1
+	// on SQLite, which has one writer). AuditAnchorEvery and
+	// AuditAnchorInterval: an anchor binding every chain's head after that
+	// many records committed here or that long, whichever comes first
+	// (DefaultAuditAnchorEvery, DefaultAuditAnchorInterval).
+	AuditWriters        int
+	AuditAnchorEvery    int64
+	AuditAnchorInterval time.Duration
 	// EventsPoll is how often GET /v1/events looks for events other
 	// daemons wrote (DefaultEventsPoll); EventsWritten wakes it for this
 	// daemon's own. EventsHeartbeat is the keepalive interval of the
@@ -131,7 +140,13 @@ func New(cfg Config) (*Server, error) {
 		mux: http.NewServeMux(), auditKey: cfg.AuditKey, signer: cfg.AuditSigner,
 	}
 	s.authn = newAuthenticator(cfg.Store, cfg.TokenCacheTTL, cfg.Now)
-	s.audit = newAuditLog(cfg.Store, cfg.AuditKey, cfg.Now, cfg.Logger)
+	if cfg.AuditWriters <= 0 {
+		cfg.AuditWriters = 1
+		if cfg.Store.Dialect() == "postgres" {
+			cfg.AuditWriters = 2
+		}
+	}
+	s.audit = newAuditLog(cfg.Store, cfg.AuditKey, cfg.Now, cfg.Logger, cfg.AuditWriters, cfg.AuditAnchorEvery, cfg.AuditAnchorInterval)
 	s.metrics = newMetrics(cfg.Store)
 	s.hub = newEventHub(cfg.Store, cfg.EventsPoll, cfg.Now, cfg.Logger)
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

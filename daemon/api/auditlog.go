@@ -2,23 +2,32 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/store"
 )
 
-// auditLog appends request records to the hash chain with group commit:
-// callers block in Append until their record is committed, and one writer
-// goroutine commits whatever has queued up in a single transaction. Under
-// load this turns thousands of appends into a few transactions per second
-// without ever answering a request before its record is durable.
+// auditLog appends request records to the audit chains with group
+// commit: callers block in Append until their record is committed, and
+// writer goroutines (AuditWriters of them) each commit whatever has
+// queued up in a single transaction, with multi-row inserts, on a writer
+// chain no other transaction holds (store.Ops.ClaimAuditChain). Under load
+// this turns thousands of appends into a few transactions per second
+// without ever answering a request before its record is durable, and the
+// writers of several daemons never wait for each other's commits.
+//
+// An anchorer binds the heads of every chain in an anchor record (chain
+// audit.AnchorChain) every anchorEvery records this daemon committed or
+// anchorInterval, whichever comes first, and once more at Stop.
 type auditLog struct {
 	st  store.Store
 	key audit.Key
@@ -26,9 +35,18 @@ type auditLog struct {
 	log *slog.Logger
 
 	queue    chan pending
+	writers  int
 	stopOnce sync.Once
 	done     chan struct{}
 	started  bool
+
+	anchorEvery    int64
+	anchorInterval time.Duration
+	sinceAnchor    atomic.Int64
+	anchorNow      chan struct{}
+	stopAnchor     chan struct{}
+	anchorDone     chan struct{}
+	anchorMu       sync.Mutex // one anchor at a time on this daemon
 
 	// failures rate-limits the records of failed authentication; the
 	// summary goroutine writes what it suppressed every summaryEvery.
@@ -43,25 +61,47 @@ type pending struct {
 	done chan error
 }
 
-func newAuditLog(st store.Store, key audit.Key, now func() time.Time, log *slog.Logger) *auditLog {
+// Defaults of the audit log's writers and anchors.
+const (
+	// DefaultAuditAnchorEvery: an anchor after this many records committed
+	// by one daemon's group committer.
+	DefaultAuditAnchorEvery = 1000
+	// DefaultAuditAnchorInterval: an anchor at least this often while any
+	// chain moves.
+	DefaultAuditAnchorInterval = time.Second
+)
+
+func newAuditLog(st store.Store, key audit.Key, now func() time.Time, log *slog.Logger, writers int, anchorEvery int64, anchorInterval time.Duration) *auditLog {
 	return &auditLog{
 		st: st, key: key, now: now, log: log, queue: make(chan pending, 4096), done: make(chan struct{}),
+		writers:     max(writers, 1),
+		anchorEvery: cmp.Or(anchorEvery, DefaultAuditAnchorEvery), anchorInterval: cmp.Or(anchorInterval, DefaultAuditAnchorInterval),
+		anchorNow: make(chan struct{}, 1), stopAnchor: make(chan struct{}), anchorDone: make(chan struct{}),
 		failures: newFailedAuth(now), summaryEvery: failedAuthSummary,
 		stopSummary: make(chan struct{}), summaryDone: make(chan struct{}),
 	}
 }
 
-// Start runs the writer and the summary of suppressed failures until Stop.
+// Start runs the writers, the anchorer and the summary of suppressed
+// failures until Stop.
 func (l *auditLog) Start(ctx context.Context) error {
 	l.started = true
 	ctx = context.WithoutCancel(ctx)
-	go l.run(ctx)
+	var wg sync.WaitGroup
+	for range l.writers {
+		wg.Go(func() { l.run(ctx) })
+	}
+	go func() {
+		wg.Wait()
+		close(l.done)
+	}()
 	go l.summarize(ctx)
+	go l.anchorLoop(ctx)
 	return nil
 }
 
-// Stop writes the summary of suppressed failures, commits what is queued
-// and stops the writer. Idempotent.
+// Stop writes the summary of suppressed failures, commits what is queued,
+// stops the writers, and writes a last anchor. Idempotent.
 func (l *auditLog) Stop() {
 	l.stopOnce.Do(func() {
 		if !l.started {
@@ -71,7 +111,82 @@ func (l *auditLog) Stop() {
 		<-l.summaryDone
 		close(l.queue)
 		<-l.done
+		close(l.stopAnchor)
+		<-l.anchorDone
 	})
+}
+
+// anchorLoop writes an anchor every anchorInterval, when the writers ask
+// (anchorEvery records), and at Stop; each only if a chain moved since
+// the last anchor.
+func (l *auditLog) anchorLoop(ctx context.Context) {
+	defer close(l.anchorDone)
+	t := time.NewTicker(l.anchorInterval)
+	defer t.Stop()
+	for {
+		stop := false
+		select {
+		case <-t.C:
+		case <-l.anchorNow:
+		case <-l.stopAnchor:
+			stop = true
+		}
+		if _, err := l.Anchor(ctx); err != nil {
+			l.log.Error("audit: writing an anchor", "err", err)
+		}
+		if stop {
+			return
+		}
+	}
+}
+
+// Anchor appends an anchor record binding the heads of every chain but
+// the anchor chain, read as committed, and returns it. If no chain moved
+// since the newest anchor it writes nothing and returns that anchor (the
+// zero record if there is none and nothing to bind). The anchor chain's
+// head is locked for the transaction, so anchors of several daemons
+// queue there (a short transaction, off the request path).
+func (l *auditLog) Anchor(ctx context.Context) (store.AuditRecord, error) {
+	l.anchorMu.Lock()
+	defer l.anchorMu.Unlock()
+	l.sinceAnchor.Store(0)
+	var out store.AuditRecord
+	err := l.st.InTx(ctx, func(tx store.Ops) error {
+		out = store.AuditRecord{}
+		seq, head, err := tx.AuditHead(ctx, audit.AnchorChain)
+		if err != nil {
+			return err
+		}
+		hs, err := tx.AuditHeads(ctx)
+		if err != nil {
+			return err
+		}
+		var heads []audit.Head
+		for _, h := range hs {
+			if h.Chain != audit.AnchorChain && !h.Missing && h.Seq > 0 {
+				heads = append(heads, audit.Head{Chain: h.Chain, Seq: h.Seq, Hash: h.Hash})
+			}
+		}
+		if seq > 0 {
+			last, err := tx.ListAudit(ctx, store.AuditFilter{ByChain: true, Chain: audit.AnchorChain, AfterSeq: seq - 1, Limit: 1})
+			if err != nil {
+				return err
+			}
+			if len(last) == 1 && last[0].Detail == audit.AnchorDetail(heads) {
+				out = last[0]
+				return nil
+			}
+		} else if len(heads) == 0 {
+			return nil
+		}
+		r := l.key.Seal(head, seq+1, audit.Record{
+			Chain: audit.AnchorChain, Time: l.now(), TokenID: "system", Action: audit.AnchorAction, Target: "audit",
+			Result: "ok", Detail: audit.AnchorDetail(heads),
+		})
+		out = store.AuditRecord(r)
+		return tx.AppendAudit(ctx, out)
+	})
+	return out, err
 }
 
 // summarize writes, every summaryEvery and once more at Stop, one record
@@ -122,7 +237,6 @@ func (l *auditLog) Append(ctx context.Context, rec store.AuditRecord) (err error
 }
 
 func (l *auditLog) run(ctx context.Context) {
-	defer close(l.done)
 	const maxBatch = 512
 	batch := make([]pending, 0, maxBatch)
 	for {
@@ -146,6 +260,11 @@ func (l *auditLog) run(ctx context.Context) {
 		err := l.commit(ctx, batch)
 		if err != nil {
 			l.log.Error("audit commit failed", "records", len(batch), "err", err)
+		} else if l.sinceAnchor.Add(int64(len(batch))) >= l.anchorEvery {
+			select {
+			case l.anchorNow <- struct{}{}:
+			default:
+			}
 		}
 		for _, p := range batch {
 			p.done <- err
@@ -157,13 +276,16 @@ func (l *auditLog) commit(ctx context.Context, batch []pending) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		err = l.st.InTx(ctx, func(tx store.Ops) error {
-			seq, head, err := tx.AuditHead(ctx)
+			h, err := tx.ClaimAuditChain(ctx)
 			if err != nil {
 				return err
 			}
+			seq, head := h.Seq, h.Hash
 			recs := make([]store.AuditRecord, len(batch))
 			for i, p := range batch {
-				r := l.key.Seal(head, seq+1, audit.Record(p.rec))
+				rec := audit.Record(p.rec)
+				rec.Chain = h.Chain
+				r := l.key.Seal(head, seq+1, rec)
 				recs[i] = store.AuditRecord(r)
 				seq, head = r.Seq, r.Hash
 			}
@@ -202,7 +324,7 @@ func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now tim
 	var migrated int64
 	err := st.InTx(ctx, func(tx store.Ops) error {
 		migrated = 0
-		headSeq, headHash, err := tx.AuditHead(ctx)
+		headSeq, headHash, err := tx.AuditHead(ctx, audit.LegacyChain)
 		if err != nil {
 			return err
 		}
@@ -211,8 +333,19 @@ func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now tim
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("audit chain marker: %w", err)
 		}
+		// Only the legacy chain can hold version 1 records; records in any
+		// other chain were written by a keyed daemon.
+		heads, err := tx.AuditHeads(ctx)
+		if err != nil {
+			return err
+		}
+		for _, h := range heads {
+			if h.Chain != audit.LegacyChain && (h.Seq > 0 || h.Missing) {
+				return fmt.Errorf("%w: chain %d holds records of the keyed log, yet the store's %q marker is gone: someone with the database removed it; restore the store from a backup", errNoMigration, h.Chain, MetaAuditChain)
+			}
+		}
 		// A store migrated before holds its audit.migrate record.
-		prior, err := tx.ListAudit(ctx, store.AuditFilter{Target: "audit"})
+		prior, err := tx.ListAudit(ctx, store.AuditFilter{ByChain: true, Chain: audit.LegacyChain, Target: "audit"})
 		if err != nil {
 			return err
 		}
@@ -224,7 +357,7 @@ func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now tim
 		m := key.MigrateV1()
 		var after int64
 		for {
-			recs, err := tx.ListAudit(ctx, store.AuditFilter{AfterSeq: after, Limit: 5000})
+			recs, err := tx.ListAudit(ctx, store.AuditFilter{ByChain: true, Chain: audit.LegacyChain, AfterSeq: after, Limit: 5000})
 			if err != nil {
 				return err
 			}
@@ -261,11 +394,11 @@ func MigrateAuditLog(ctx context.Context, st store.Store, key audit.Key, now tim
 		if migrated == 0 {
 			return nil
 		}
-		seq, head, err := tx.AuditHead(ctx)
+		seq, head, err := tx.AuditHead(ctx, audit.LegacyChain)
 		if err != nil {
 			return err
 		}
-		rec := key.Seal(head, seq+1, audit.Record{
+		rec := key.Seal(head, seq+1, audit.Record{Chain: audit.LegacyChain,
 			Time: now, TokenID: "system", Action: migrateAction, Target: "audit", Result: "ok",
 			Detail: fmt.Sprintf("re-chained records 1 to %d under the keyed hash; their version 1 head was %x", migrated, m.HeadV1()),
 		})

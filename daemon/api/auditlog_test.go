@@ -83,7 +83,7 @@ func writeV1(t *testing.T, st store.Store, n int) []store.AuditRecord {
 
 func verifyAll(t *testing.T, st store.Store) (int64, error) {
 	t.Helper()
-	w := newChainWalk(context.Background(), st)
+	w := newChainWalk(context.Background(), st, audit.LegacyChain)
 	return testKey.Verify(w.next)
 }
 

@@ -136,8 +136,12 @@ func (c *storeCounts) get() struct{ secrets, keys, audit float64 } {
 	if n, err := c.st.CountKeys(ctx); err == nil {
 		c.last.keys = float64(n)
 	}
-	if seq, _, err := c.st.AuditHead(ctx); err == nil {
-		c.last.audit = float64(seq)
+	if heads, err := c.st.AuditHeads(ctx); err == nil {
+		var n int64
+		for _, h := range heads {
+			n += h.Seq
+		}
+		c.last.audit = float64(n)
 	}
 	c.at = time.Now()
 	return c.last

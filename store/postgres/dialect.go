@@ -32,6 +32,12 @@ func (dialect) IsForeignKey(err error) bool { return isFK(err) }
 // ForUpdate locks the selected rows until the transaction ends.
 func (dialect) ForUpdate() string { return " FOR UPDATE" }
 
+// SkipLocked locks the selected rows, skipping those others hold.
+func (dialect) SkipLocked() string { return " FOR UPDATE SKIP LOCKED" }
+
+// NewAuditChain draws from a sequence: never the same number twice.
+func (dialect) NewAuditChain() string { return `SELECT nextval('audit_chain_ids')` }
+
 func (dialect) StageList() string { return `string_agg(st.stage, chr(31) ORDER BY st.stage)` }
 
 // PrefixMatch is a LIKE with '%', '_' and '\' escaped; with the "C"

@@ -23,9 +23,12 @@
 // Concurrency. Claims of due rotations and outbox events select their rows
 // FOR UPDATE SKIP LOCKED and update them in the same statement, so each
 // row goes to exactly one claimer; see package storetest for the lease
-// protocol. AuditHead inside InTx locks the one-row audit_head table
-// (SELECT ... FOR UPDATE), which AppendAudit advances, so appenders that
-// read the head and append head+1 serialize and the log stays gap-free.
+// protocol. The audit log is several chains, each with a row in
+// audit_heads: ClaimAuditChain inside InTx locks the head of a writer
+// chain no other transaction holds (FOR UPDATE SKIP LOCKED; a new chain
+// numbered from the audit_chain_ids sequence when every one is held), so
+// audit appenders of every daemon never wait for each other, and each
+// chain stays gap-free; AuditHead inside InTx locks one chain's head.
 //
 // Code. The operations are written once for both SQL backends in
 // store/internal/sqlops, with ? placeholders that this package's querier

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -209,8 +210,8 @@ func TestOpenConcurrently(t *testing.T) {
 	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.schema_migrations`).Scan(&count); err != nil || count != len(files) || count == 0 {
 		t.Errorf("schema_migrations rows = %d, %v; want %d (one per migration)", count, err, len(files))
 	}
-	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.audit_head`).Scan(&heads); err != nil || heads != 1 {
-		t.Errorf("audit_head rows = %d, %v; want 1", heads, err)
+	if err := db.QueryRow(`SELECT COUNT(*) FROM ` + schema + `.audit_heads`).Scan(&heads); err != nil || heads != 2 {
+		t.Errorf("audit_heads rows = %d, %v; want 2 (the legacy and the anchor chain)", heads, err)
 	}
 }
 
@@ -360,4 +361,55 @@ func TestOpenErrorHidesPassword(t *testing.T) {
 			t.Errorf("(*Store)(nil).Close() = %v, want nil", cerr)
 		}
 	}
+}
+
+// TestMigrateAuditChains opens a schema written before audit chains
+// (migrations up to 0004, one chain, the audit_head row): its records
+// become the legacy chain, unchanged.
+func TestMigrateAuditChains(t *testing.T) {
+	schema, dsn := freshSchema(t)
+	db := admin(t)
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(`SET LOCAL search_path TO ` + schema); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())`); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("migrations/*.sql")
+	for _, f := range files {
+		var v int
+		fmt.Sscanf(filepath.Base(f), "%04d", &v)
+		if v >= 5 {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(string(b)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if _, err := tx.Exec(`INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, v, filepath.Base(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := storetest.LegacyAuditRecords()
+	for _, r := range old {
+		if _, err := tx.Exec(`INSERT INTO audit (seq, time, token_id, action, target, result, request_id, detail, prev_hash, hash)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, r.Seq, r.Time.Truncate(time.Microsecond), r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail, r.PrevHash, r.Hash); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tx.Exec(`UPDATE audit_head SET seq = 3, hash = $1 WHERE id = 1`, old[2].Hash); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	storetest.CheckLegacyAuditMigrated(t, open(t, dsn))
 }

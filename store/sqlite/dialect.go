@@ -33,6 +33,15 @@ func (dialect) IsForeignKey(err error) bool { return isFK(err) }
 // ForUpdate is empty: the IMMEDIATE transaction holds the write lock.
 func (dialect) ForUpdate() string { return "" }
 
+// SkipLocked is empty: the IMMEDIATE transaction holds the write lock.
+func (dialect) SkipLocked() string { return "" }
+
+// NewAuditChain is the one after the highest writer chain: one writer at
+// a time.
+func (dialect) NewAuditChain() string {
+	return `SELECT COALESCE(MAX(chain) + 1, 2) FROM audit_heads WHERE chain >= 2`
+}
+
 func (dialect) StageList() string { return `group_concat(st.stage, char(31))` }
 
 // PrefixMatch is a byte range, so '%', '_' and '\' in names are literal

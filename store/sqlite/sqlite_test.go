@@ -3,7 +3,9 @@ package sqlite_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -203,7 +205,7 @@ func TestSuiteModes(t *testing.T) {
 			if got, err := s.GetMeta(ctx, "x"); err != nil || string(got) != "1" {
 				t.Fatalf("GetMeta(x) = %q, %v; want 1", got, err)
 			}
-			if _, _, err := s.AuditHead(ctx); err != nil {
+			if _, _, err := s.AuditHead(ctx, 0); err != nil {
 				t.Fatal(err)
 			}
 			if got := c.txs.Load(); got != want[m.Name] {
@@ -211,4 +213,48 @@ func TestSuiteModes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMigrateAuditChains opens a store written with the schema before
+// audit chains (migrations up to 0005, one chain, the audit_head row):
+// its records become the legacy chain, unchanged.
+func TestMigrateAuditChains(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rotary.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("migrations/*.sql")
+	for _, f := range files {
+		var v int
+		fmt.Sscanf(filepath.Base(f), "%04d", &v)
+		if v >= 6 {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(string(b)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if _, err := db.Exec(`INSERT INTO schema_migrations VALUES (?, ?, 0)`, v, filepath.Base(f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := storetest.LegacyAuditRecords()
+	for _, r := range old {
+		if _, err := db.Exec(`INSERT INTO audit (seq, time, token_id, action, target, result, request_id, detail, prev_hash, hash)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Seq, r.Time.UnixMicro(), r.TokenID, r.Action, r.Target, r.Result, r.RequestID, r.Detail, r.PrevHash, r.Hash); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`UPDATE audit_head SET seq = 3, hash = ? WHERE id = 1`, old[2].Hash); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	storetest.CheckLegacyAuditMigrated(t, open(t, path))
 }

@@ -67,9 +67,13 @@
 // owner holds it and is otherwise a no-op, so a deferred Unlock after the
 // lock was lost is harmless.
 //
-// Audit appends are not leases but serialize the same way: AuditHead
-// inside InTx takes the PostgreSQL row lock on the one-row audit_head
-// table (SQLite's IMMEDIATE transaction already holds the write lock), so
-// concurrent InTx{head -> append head+1} callers queue and the sequence is
-// gap-free.
+// Audit appends to one chain serialize the same way: AuditHead(chain)
+// inside InTx takes the PostgreSQL row lock on that chain's head row
+// (SQLite's IMMEDIATE transaction already holds the write lock), so
+// concurrent InTx{head -> append head+1} callers queue and the chain is
+// gap-free. ClaimAuditChain instead hands concurrent transactions
+// different chains (SKIP LOCKED): every chain is still gap-free, and on
+// PostgreSQL one transaction holding its chain open does not hold up
+// another's append (AuditChainsDoNotWait, with the negative control that
+// asking for the held chain itself does wait).
 package storetest

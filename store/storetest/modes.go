@@ -301,12 +301,20 @@ func (w txStore) DeletePolicy(ctx context.Context, name string) error {
 	return w.s.InTx(ctx, func(tx store.Ops) error { return tx.DeletePolicy(ctx, name) })
 }
 
-func (w txStore) AuditHead(ctx context.Context) (seq int64, hash []byte, err error) {
+func (w txStore) AuditHead(ctx context.Context, chain int64) (seq int64, hash []byte, err error) {
 	err = w.s.InTx(ctx, func(tx store.Ops) (err error) {
-		seq, hash, err = tx.AuditHead(ctx)
+		seq, hash, err = tx.AuditHead(ctx, chain)
 		return err
 	})
 	return seq, hash, err
+}
+
+func (w txStore) ClaimAuditChain(ctx context.Context) (store.AuditHead, error) {
+	return inTx(ctx, w.s, func(tx store.Ops) (store.AuditHead, error) { return tx.ClaimAuditChain(ctx) })
+}
+
+func (w txStore) AuditHeads(ctx context.Context) ([]store.AuditHead, error) {
+	return inTx(ctx, w.s, func(tx store.Ops) ([]store.AuditHead, error) { return tx.AuditHeads(ctx) })
 }
 
 func (w txStore) AppendAudit(ctx context.Context, recs ...store.AuditRecord) error {

@@ -65,6 +65,8 @@ func RunMode(t *testing.T, m Mode, newStore func(t *testing.T) store.Store) {
 		{"PluginCatalog", testPluginCatalog},
 		{"Audit", testAudit},
 		{"AuditConcurrentAppends", func(t *testing.T, s store.Store) { testAuditConcurrent(t, s, s) }},
+		{"AuditChains", testAuditChains},
+		{"AuditChainsConcurrentAppends", func(t *testing.T, s store.Store) { testAuditChainsConcurrent(t, s, s) }},
 		{"InTx", testInTx},
 		{"Locks", testLocks},
 		{"TimePrecision", testTimePrecision},
@@ -114,6 +116,14 @@ func runConcurrentStores(t *testing.T, newPair func(t *testing.T) (store.Store, 
 	t.Run("AuditAppends", func(t *testing.T) {
 		a, b := newPair(t)
 		testAuditConcurrent(t, a, b)
+	})
+	t.Run("AuditChainAppends", func(t *testing.T) {
+		a, b := newPair(t)
+		testAuditChainsConcurrent(t, a, b)
+	})
+	t.Run("AuditChainsDoNotWait", func(t *testing.T) {
+		a, b := newPair(t)
+		testAuditChainsDoNotWait(t, a, b)
 	})
 	t.Run("RotationLeaseWrites", func(t *testing.T) {
 		a, b := newPair(t)
@@ -1351,7 +1361,7 @@ func auditRec(seq int64, prev []byte, target string, tm time.Time) store.AuditRe
 
 func testAudit(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	seq, hash, err := s.AuditHead(ctx)
+	seq, hash, err := s.AuditHead(ctx, 0)
 	if err != nil || seq != 0 || hash != nil {
 		t.Errorf("AuditHead on empty log = %d, %x, %v; want 0, nil, nil", seq, hash, err)
 	}
@@ -1369,13 +1379,13 @@ func testAudit(t *testing.T, s store.Store) {
 	noErr(t, "AppendAudit(1)", s.AppendAudit(ctx, recs[0]))
 	noErr(t, "AppendAudit(2..6)", s.AppendAudit(ctx, recs[1:]...))
 	noErr(t, "AppendAudit()", s.AppendAudit(ctx))
-	seq, hash, err = s.AuditHead(ctx)
+	seq, hash, err = s.AuditHead(ctx, 0)
 	if err != nil || seq != 6 || !bytes.Equal(hash, recs[5].Hash) {
 		t.Errorf("AuditHead = %d, %q, %v; want 6, %q, nil", seq, hash, err, recs[5].Hash)
 	}
 	wantErr(t, "AppendAudit(seq 3 again)", s.AppendAudit(ctx, auditRec(3, nil, "x", base)), store.ErrConflict)
 	wantErr(t, "AppendAudit(7, 6 taken)", s.AppendAudit(ctx, auditRec(7, recs[5].Hash, "x", base), auditRec(6, nil, "x", base)), store.ErrConflict)
-	seq, _, _ = s.AuditHead(ctx)
+	seq, _, _ = s.AuditHead(ctx, 0)
 	if seq != 6 {
 		t.Errorf("AuditHead after refused batch = %d, want 6 (batch is atomic)", seq)
 	}
@@ -1404,7 +1414,7 @@ func testAudit(t *testing.T, s store.Store) {
 		rehashed[i] = r
 	}
 	noErr(t, "RehashAudit(1..6)", s.InTx(ctx, func(tx store.Ops) error {
-		if _, _, err := tx.AuditHead(ctx); err != nil {
+		if _, _, err := tx.AuditHead(ctx, 0); err != nil {
 			return err
 		}
 		return tx.RehashAudit(ctx, rehashed...)
@@ -1412,7 +1422,7 @@ func testAudit(t *testing.T, s store.Store) {
 	got, err := s.ListAudit(ctx, store.AuditFilter{})
 	noErr(t, "ListAudit after RehashAudit", err)
 	check(t, "ListAudit after RehashAudit", got, rehashed)
-	seq, hash, err = s.AuditHead(ctx)
+	seq, hash, err = s.AuditHead(ctx, 0)
 	if err != nil || seq != 6 || !bytes.Equal(hash, rehashed[5].Hash) {
 		t.Errorf("AuditHead after RehashAudit = %d, %q, %v; want 6, %q, nil", seq, hash, err, rehashed[5].Hash)
 	}
@@ -1425,7 +1435,7 @@ func testAudit(t *testing.T, s store.Store) {
 	r7 := auditRec(7, rehashed[5].Hash, "app/a", at(7*time.Minute))
 	r8 := auditRec(8, r7.Hash, "app/b", at(8*time.Minute))
 	noErr(t, "AppendAudit(8, 7)", s.AppendAudit(ctx, r8, r7))
-	seq, hash, err = s.AuditHead(ctx)
+	seq, hash, err = s.AuditHead(ctx, 0)
 	if err != nil || seq != 8 || !bytes.Equal(hash, r8.Hash) {
 		t.Errorf("AuditHead after AppendAudit(8, 7) = %d, %q, %v; want 8, %q, nil", seq, hash, err, r8.Hash)
 	}
@@ -1449,7 +1459,7 @@ func testAuditConcurrent(t *testing.T, a, b store.Store) {
 		wg.Go(func() {
 			for i := range each {
 				err := s.InTx(ctx, func(tx store.Ops) error {
-					seq, hash, err := tx.AuditHead(ctx)
+					seq, hash, err := tx.AuditHead(ctx, 0)
 					if err != nil {
 						return err
 					}
@@ -1480,6 +1490,235 @@ func testAuditConcurrent(t *testing.T, a, b store.Store) {
 		}
 		prev = r.Hash
 	}
+}
+
+// testAuditChains: records of several chains live side by side, each
+// chain numbered from 1 with its own head; a Seq taken in one chain is
+// free in another; ListAudit reads one chain or all of them.
+func testAuditChains(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	heads, err := s.AuditHeads(ctx)
+	noErr(t, "AuditHeads on a new store", err)
+	for _, h := range heads {
+		if h.Seq != 0 || h.Missing {
+			t.Errorf("AuditHeads on a new store: %+v, want every chain empty", h)
+		}
+	}
+	chainRec := func(chain, seq int64, prev []byte, min int) store.AuditRecord {
+		r := auditRec(seq, prev, fmt.Sprintf("c%d", chain), at(time.Duration(min)*time.Minute))
+		r.Chain, r.Hash = chain, fmt.Appendf(nil, "c%d-h%d", chain, seq)
+		return r
+	}
+	a1 := chainRec(2, 1, nil, 1)
+	b1 := chainRec(3, 1, nil, 2)
+	a2 := chainRec(2, 2, a1.Hash, 3)
+	b2 := chainRec(3, 2, b1.Hash, 4)
+	b3 := chainRec(3, 3, b2.Hash, 5)
+	// One batch may hold several chains, in any order.
+	noErr(t, "AppendAudit(2:1, 3:1, 3:2)", s.AppendAudit(ctx, b2, a1, b1))
+	noErr(t, "AppendAudit(3:3, 2:2)", s.AppendAudit(ctx, b3, a2))
+	wantErr(t, "AppendAudit(3:2 again)", s.AppendAudit(ctx, chainRec(3, 2, nil, 9)), store.ErrConflict)
+	for _, w := range []struct {
+		chain, seq int64
+		hash       []byte
+	}{{2, 2, a2.Hash}, {3, 3, b3.Hash}, {0, 0, nil}} {
+		seq, hash, err := s.AuditHead(ctx, w.chain)
+		if err != nil || seq != w.seq || !bytes.Equal(hash, w.hash) {
+			t.Errorf("AuditHead(%d) = %d, %q, %v; want %d, %q", w.chain, seq, hash, err, w.seq, w.hash)
+		}
+	}
+	heads, err = s.AuditHeads(ctx)
+	noErr(t, "AuditHeads", err)
+	got := map[int64]store.AuditHead{}
+	for _, h := range heads {
+		got[h.Chain] = h
+	}
+	if h := got[2]; h.Seq != 2 || !bytes.Equal(h.Hash, a2.Hash) || h.Missing {
+		t.Errorf("AuditHeads chain 2 = %+v, want seq 2", h)
+	}
+	if h := got[3]; h.Seq != 3 || !bytes.Equal(h.Hash, b3.Hash) || h.Missing {
+		t.Errorf("AuditHeads chain 3 = %+v, want seq 3", h)
+	}
+	for _, tc := range []struct {
+		f    store.AuditFilter
+		want []store.AuditRecord
+	}{
+		{store.AuditFilter{}, []store.AuditRecord{a1, b1, a2, b2, b3}},
+		{store.AuditFilter{ByChain: true, Chain: 3}, []store.AuditRecord{b1, b2, b3}},
+		{store.AuditFilter{ByChain: true, Chain: 3, AfterSeq: 1, Limit: 1}, []store.AuditRecord{b2}},
+		{store.AuditFilter{ByChain: true, Chain: 2, Target: "c3"}, nil},
+		{store.AuditFilter{ByChain: true, Chain: 9}, nil},
+	} {
+		got, err := s.ListAudit(ctx, tc.f)
+		noErr(t, "ListAudit", err)
+		check(t, fmt.Sprintf("ListAudit(%+v)", tc.f), got, tc.want)
+	}
+	// RehashAudit names records by chain and Seq.
+	a2r := a2
+	a2r.Hash = []byte("rehashed")
+	noErr(t, "RehashAudit(2:2)", s.RehashAudit(ctx, a2r))
+	if seq, hash, _ := s.AuditHead(ctx, 2); seq != 2 || string(hash) != "rehashed" {
+		t.Errorf("AuditHead(2) after RehashAudit = %d, %q", seq, hash)
+	}
+	if seq, hash, _ := s.AuditHead(ctx, 3); seq != 3 || !bytes.Equal(hash, b3.Hash) {
+		t.Errorf("AuditHead(3) after RehashAudit of chain 2 = %d, %q, want it untouched", seq, hash)
+	}
+	wantErr(t, "RehashAudit(4:1, not stored)", s.RehashAudit(ctx, chainRec(4, 1, nil, 1)), store.ErrNotFound)
+	// Claiming inside a transaction returns a writer chain and its head.
+	var h store.AuditHead
+	noErr(t, "InTx(ClaimAuditChain)", s.InTx(ctx, func(tx store.Ops) (err error) {
+		h, err = tx.ClaimAuditChain(ctx)
+		return err
+	}))
+	if h.Chain < store.AuditFirstWriterChain {
+		t.Errorf("ClaimAuditChain = %+v, want a writer chain (>= %d)", h, store.AuditFirstWriterChain)
+	}
+	if seq, hash, _ := s.AuditHead(ctx, h.Chain); seq != h.Seq || !bytes.Equal(hash, h.Hash) {
+		t.Errorf("ClaimAuditChain = %+v, but AuditHead(%d) = %d, %q", h, h.Chain, seq, hash)
+	}
+}
+
+// testAuditChainsConcurrent: goroutines append through InTx{claim a
+// chain -> append head+1 to it}. Every chain must come out gap-free and
+// linked, with its head at its last record, and no conflict reaching the
+// callers.
+func testAuditChainsConcurrent(t *testing.T, a, b store.Store) {
+	ctx := t.Context()
+	const workers, each = 6, 10
+	var wg sync.WaitGroup
+	for w := range workers {
+		s := a
+		if w%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			for i := range each {
+				err := s.InTx(ctx, func(tx store.Ops) error {
+					h, err := tx.ClaimAuditChain(ctx)
+					if err != nil {
+						return err
+					}
+					r := auditRec(h.Seq+1, h.Hash, fmt.Sprintf("w%d/%d", w, i), base)
+					r.Chain = h.Chain
+					r.Hash = append(fmt.Appendf(nil, "c%d:", h.Chain), byte(h.Seq+1))
+					return tx.AppendAudit(ctx, r)
+				})
+				if err != nil {
+					t.Errorf("worker %d append %d: InTx err = %v", w, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	heads, err := a.AuditHeads(ctx)
+	noErr(t, "AuditHeads", err)
+	total := 0
+	for _, h := range heads {
+		if h.Chain < store.AuditFirstWriterChain {
+			continue
+		}
+		recs, err := a.ListAudit(ctx, store.AuditFilter{ByChain: true, Chain: h.Chain})
+		noErr(t, "ListAudit", err)
+		total += len(recs)
+		var prev []byte
+		for i, r := range recs {
+			if r.Seq != int64(i+1) || r.Chain != h.Chain {
+				t.Fatalf("chain %d: record %d is %d:%d, want %d:%d (gap-free)", h.Chain, i, r.Chain, r.Seq, h.Chain, i+1)
+			}
+			if !bytes.Equal(r.PrevHash, prev) {
+				t.Fatalf("chain %d record %d PrevHash = %x, want %x (chain)", h.Chain, r.Seq, r.PrevHash, prev)
+			}
+			prev = r.Hash
+		}
+		if h.Seq != int64(len(recs)) || !bytes.Equal(h.Hash, prev) || h.Missing {
+			t.Errorf("chain %d head = %+v, want seq %d hash %x", h.Chain, h, len(recs), prev)
+		}
+	}
+	if total != workers*each {
+		t.Fatalf("the writer chains hold %d records, want %d", total, workers*each)
+	}
+}
+
+// testAuditChainsDoNotWait: on PostgreSQL, a transaction holding a
+// writer chain (as a slow request would, through its commit) does not
+// hold up another store's append: that one claims another chain and
+// commits while the first is still open. The negative control: locking
+// the first transaction's chain itself (AuditHead) does wait. SQLite has
+// one writer, so there is nothing to check there.
+func testAuditChainsDoNotWait(t *testing.T, a, b store.Store) {
+	if a.Dialect() != "postgres" {
+		return
+	}
+	ctx := t.Context()
+	// One committed writer chain, so that the slow transaction locks a
+	// row every store sees (the negative control locks it too).
+	noErr(t, "first append", a.InTx(ctx, func(tx store.Ops) error {
+		h, err := tx.ClaimAuditChain(ctx)
+		if err != nil {
+			return err
+		}
+		r := auditRec(h.Seq+1, h.Hash, "first", base)
+		r.Chain = h.Chain
+		return tx.AppendAudit(ctx, r)
+	}))
+	held := make(chan store.AuditHead)
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- a.InTx(ctx, func(tx store.Ops) error {
+			h, err := tx.ClaimAuditChain(ctx)
+			if err != nil {
+				close(held)
+				return err
+			}
+			r := auditRec(h.Seq+1, h.Hash, "slow", base)
+			r.Chain = h.Chain
+			if err := tx.AppendAudit(ctx, r); err != nil {
+				close(held)
+				return err
+			}
+			held <- h
+			<-release
+			return nil
+		})
+	}()
+	h, ok := <-held
+	if !ok {
+		t.Fatalf("the slow transaction failed: %v", <-done)
+	}
+	// While a's transaction is open, b appends to another chain and
+	// commits: if it waited on a's chain this would never return before
+	// release (bounded by the deadline instead of hanging the suite).
+	fast, cancel := context.WithTimeout(ctx, 5*time.Second)
+	var hb store.AuditHead
+	err := b.InTx(fast, func(tx store.Ops) (err error) {
+		hb, err = tx.ClaimAuditChain(fast)
+		if err != nil {
+			return err
+		}
+		r := auditRec(hb.Seq+1, hb.Hash, "fast", base)
+		r.Chain = hb.Chain
+		return tx.AppendAudit(fast, r)
+	})
+	cancel()
+	noErr(t, "append on b while a holds its chain", err)
+	if hb.Chain == h.Chain {
+		t.Errorf("b claimed chain %d, which a holds", hb.Chain)
+	}
+	// Negative control: asking for a's chain itself waits until the
+	// deadline.
+	short, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	err = b.InTx(short, func(tx store.Ops) error {
+		_, _, err := tx.AuditHead(short, h.Chain)
+		return err
+	})
+	cancel2()
+	if err == nil {
+		t.Errorf("AuditHead(%d) on b while a holds it returned at once; the lock test proves nothing", h.Chain)
+	}
+	close(release)
+	noErr(t, "the slow transaction", <-done)
 }
 
 // --- transactions ---
@@ -1828,4 +2067,55 @@ func testRotationLeaseAcrossStores(t *testing.T, a, b store.Store) {
 		t.Errorf("after A's commit and B's claim: lease %q, last error %q; want B and A's step", got.LeaseOwner, got.LastError)
 	}
 	wantErr(t, "a.CheckRotationLease(f, A) after B's claim", a.CheckRotationLease(ctx, "f", "A", at(2*time.Minute)), store.ErrLeaseLost)
+}
+
+// LegacyAuditRecords are the records a test writes, in the schema before
+// audit chains existed, to a store it then opens (migrating it); hand the
+// opened store to CheckLegacyAuditMigrated.
+func LegacyAuditRecords() []store.AuditRecord {
+	var recs []store.AuditRecord
+	var prev []byte
+	for i := int64(1); i <= 3; i++ {
+		r := auditRec(i, prev, "app/legacy", at(time.Duration(i)*time.Minute))
+		recs = append(recs, r)
+		prev = r.Hash
+	}
+	return recs
+}
+
+// CheckLegacyAuditMigrated checks a store migrated from the schema with
+// one audit chain holding LegacyAuditRecords: they are the legacy chain,
+// unchanged, with its head where the old head row was; the anchor chain
+// is empty, and writers get chains of their own.
+func CheckLegacyAuditMigrated(t *testing.T, s store.Store) {
+	t.Helper()
+	ctx := t.Context()
+	old := LegacyAuditRecords()
+	got, err := s.ListAudit(ctx, store.AuditFilter{ByChain: true, Chain: store.AuditLegacyChain})
+	noErr(t, "ListAudit(legacy chain)", err)
+	check(t, "the legacy chain after the migration", got, old)
+	seq, hash, err := s.AuditHead(ctx, store.AuditLegacyChain)
+	if err != nil || seq != 3 || !bytes.Equal(hash, old[2].Hash) {
+		t.Errorf("AuditHead(legacy) after the migration = %d, %q, %v; want 3, %q", seq, hash, err, old[2].Hash)
+	}
+	if seq, _, err := s.AuditHead(ctx, store.AuditAnchorChain); err != nil || seq != 0 {
+		t.Errorf("AuditHead(anchor) after the migration = %d, %v; want 0", seq, err)
+	}
+	var h store.AuditHead
+	noErr(t, "append to a writer chain after the migration", s.InTx(ctx, func(tx store.Ops) (err error) {
+		if h, err = tx.ClaimAuditChain(ctx); err != nil {
+			return err
+		}
+		r := auditRec(1, nil, "app/new", at(time.Hour))
+		r.Chain = h.Chain
+		return tx.AppendAudit(ctx, r)
+	}))
+	if h.Chain < store.AuditFirstWriterChain || h.Seq != 0 {
+		t.Errorf("ClaimAuditChain after the migration = %+v, want a new writer chain", h)
+	}
+	heads, err := s.AuditHeads(ctx)
+	noErr(t, "AuditHeads", err)
+	if len(heads) != 3 || heads[0].Chain != 0 || heads[0].Seq != 3 || heads[1].Chain != 1 || heads[2].Chain != h.Chain || heads[2].Seq != 1 {
+		t.Errorf("AuditHeads after the migration and one append = %+v", heads)
+	}
 }

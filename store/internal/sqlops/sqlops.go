@@ -63,6 +63,16 @@ type Dialect interface {
 	// until the transaction ends (" FOR UPDATE"), or "" where a write
 	// transaction already keeps every other writer out (SQLite).
 	ForUpdate() string
+	// SkipLocked is the clause appended to a SELECT that must lock its
+	// rows and skip those other transactions hold (" FOR UPDATE SKIP
+	// LOCKED"), or "" where a write transaction keeps every other writer
+	// out (SQLite).
+	SkipLocked() string
+	// NewAuditChain is a query returning the number of a new writer chain
+	// (at least store.AuditFirstWriterChain) that no concurrent
+	// transaction is given too, or where one writer runs at a time
+	// (SQLite), the one after the highest.
+	NewAuditChain() string
 	// StageList is the expression joining a version's stage names with
 	// char(31), from the rows of secret_stages st.
 	StageList() string
@@ -127,6 +137,7 @@ type Ops struct {
 type queries struct {
 	getVersion, listVersions, listVersionsNoEnvelope, versionsNotOnKeyVersion string
 	rotationForUpdate, checkRotationLease, earliestDue, auditHeadForUpdate    string
+	claimAuditChain                                                           string
 }
 
 // New returns the operations of db outside any transaction.
@@ -148,6 +159,8 @@ func New(d Dialect, db DB) *Ops {
 		earliestDue: `SELECT next_due_at, lease_owner, lease_expires_at FROM rotations
 		WHERE ` + d.IsTrue("enabled") + ` AND next_due_at IS NOT NULL ORDER BY next_due_at LIMIT 64`,
 		auditHeadForUpdate: auditHeadQuery + d.ForUpdate(),
+		claimAuditChain: `SELECT chain, seq, hash FROM audit_heads WHERE chain >= ?
+		ORDER BY chain LIMIT 1` + d.SkipLocked(),
 	}}
 }
 
