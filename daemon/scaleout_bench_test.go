@@ -97,8 +97,9 @@ func startCluster(tb testing.TB, kind string, n int) *benchCluster {
 
 // pgWaits samples, every 10 ms until the returned stop is called, what
 // the PostgreSQL sessions named app are doing (pg_stat_activity: state,
-// wait event, statement), when ROTARY_BENCH_PG_WAITS is set; stop logs the
-// most frequent, as average sessions (samples / rounds). A session
+// wait event, statement), when ROTARY_BENCH_PG_WAITS is set; stop prints
+// the most frequent, as average sessions (samples / rounds), on stdout
+// (a benchmark's log keeps only 10 lines). A session
 // "active" without a wait event is on CPU (or ready to run); "idle in
 // transaction" is a transaction open while its client works; "Lock" +
 // "object" on COMMIT is the database-wide lock that orders the commits of
@@ -158,11 +159,11 @@ func pgWaits(tb testing.TB, app string) (stop func()) {
 		}
 		slices.SortFunc(all, func(a, b kv) int { return cmp.Compare(b.n, a.n) })
 		var sb strings.Builder
-		fmt.Fprintf(&sb, "pg_stat_activity of %s: %d rounds of 10 ms, %.2f non-idle sessions on average\n", app, rounds, float64(total)/float64(max(rounds, 1)))
+		fmt.Fprintf(&sb, "%s: pg_stat_activity of %s: %d rounds of 10 ms, %.2f non-idle sessions on average\n", tb.Name(), app, rounds, float64(total)/float64(max(rounds, 1)))
 		for _, e := range all[:min(len(all), 25)] {
 			fmt.Fprintf(&sb, "  %6.3f  %5.1f%%  %s\n", float64(e.n)/float64(max(rounds, 1)), 100*float64(e.n)/float64(max(total, 1)), e.k)
 		}
-		tb.Log(sb.String())
+		fmt.Print(sb.String())
 	}
 }
 
