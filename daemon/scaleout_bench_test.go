@@ -216,7 +216,7 @@ func benchReadScaleOut(b *testing.B, kind string, daemons, clients int, measure 
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	b.ResetTimer()
-	var stopWaits func()
+	var stopWaits, stopCPU func()
 	var load0 string
 	var cpu0 time.Duration
 	started := make(chan struct{})
@@ -224,7 +224,7 @@ func benchReadScaleOut(b *testing.B, kind string, daemons, clients int, measure 
 		defer close(started)
 		time.Sleep(time.Until(measureFrom))
 		load0, cpu0 = loadavg(), cpuTime()
-		stopWaits = pgWaits(b, cl.app)
+		stopWaits, stopCPU = pgWaits(b, cl.app), startCPUWaits(b)
 	}()
 	for w := range clients {
 		wg.Add(1)
@@ -267,6 +267,7 @@ func benchReadScaleOut(b *testing.B, kind string, daemons, clients int, measure 
 	<-started
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
+	stopCPU()
 	stopWaits()
 	all := slices.Concat(lat...)
 	slices.Sort(all)
@@ -281,4 +282,65 @@ func benchReadScaleOut(b *testing.B, kind string, daemons, clients int, measure 
 	// The process's CPU (daemons and clients), in percent of one core;
 	// PostgreSQL's is not in it.
 	b.ReportMetric(100*cpu.Seconds()/measure.Seconds(), "cpu-%")
+}
+
+// cpuPressure is the machine's CPU pressure stall counter (Linux PSI,
+// /proc/pressure/cpu "some" total: microseconds in which at least one
+// runnable task waited for a CPU), or -1.
+func cpuPressure() time.Duration {
+	b, err := os.ReadFile("/proc/pressure/cpu")
+	if err != nil {
+		return -1
+	}
+	for _, f := range strings.Fields(strings.SplitN(string(b), "\n", 2)[0]) {
+		if v, ok := strings.CutPrefix(f, "total="); ok {
+			us, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return -1
+			}
+			return time.Duration(us) * time.Microsecond
+		}
+	}
+	return -1
+}
+
+// runqWait is the time this process's threads have spent runnable but
+// waiting for a CPU (the second field of /proc/self/task/*/schedstat,
+// summed over the threads alive now), or -1.
+func runqWait() time.Duration {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return -1
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		ns, _ := strconv.ParseInt(f[1], 10, 64)
+		sum += time.Duration(ns)
+	}
+	return sum
+}
+
+// startCPUWaits reports, from its call to the call of the
+// function it returns, the machine's CPU pressure (percent of the wall
+// time in which some task waited for a CPU) and this process's threads'
+// run-queue wait (in cores: 1 = one thread waiting all the time).
+func startCPUWaits(b *testing.B) (stop func()) {
+	p0, q0, t0 := cpuPressure(), runqWait(), time.Now()
+	return func() {
+		p1, q1, wall := cpuPressure(), runqWait(), time.Since(t0)
+		if p0 >= 0 && p1 >= 0 {
+			b.ReportMetric(100*(p1-p0).Seconds()/wall.Seconds(), "cpu-pressure-%")
+		}
+		if q0 >= 0 && q1 >= 0 {
+			b.ReportMetric((q1-q0).Seconds()/wall.Seconds(), "runq-wait-cores")
+		}
+	}
 }

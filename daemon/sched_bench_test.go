@@ -342,7 +342,7 @@ func BenchmarkSchedDue10k(b *testing.B) {
 			b.ResetTimer()
 			load0 := loadavg()
 			cpu0 := cpuTime()
-			stopWaits := pgWaits(b, e.cl.app)
+			stopWaits, stopCPU := pgWaits(b, e.cl.app), startCPUWaits(b)
 			deadline := time.Now().Add(20 * time.Minute)
 			for {
 				rots, err := e.st.ListRotations(ctx, store.ListRotationsParams{})
@@ -365,6 +365,7 @@ func BenchmarkSchedDue10k(b *testing.B) {
 			}
 			cpu, wall := cpuTime()-cpu0, time.Since(due)
 			b.StopTimer()
+			stopCPU()
 			stopWaits()
 			claimed := make([]float64, len(e.cl.ds))
 			for i, d := range e.cl.ds {
