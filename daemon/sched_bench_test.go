@@ -341,8 +341,8 @@ func BenchmarkSchedDue10k(b *testing.B) {
 			// Wait until all have rotated. The daemons' metrics say when
 			// they have claimed n and run none (a few small HTTP requests
 			// every 100 ms); only then is the rotations table read (a scan
-			// of all n rows, which a once-a-second poll made a visible
-			// share of the process's CPU on SQLite).
+			// of all n rows, kept out of the drain so that the harness
+			// takes as little CPU from the daemons as it can).
 			b.ResetTimer()
 			load0 := loadavg()
 			cpu0 := cpuTime()
