@@ -34,7 +34,7 @@ test: services fmt-check vet ## the whole suite with the race detector (needs th
 
 .PHONY: bench
 bench: services ## run the benchmarks (results go to bench.out; record them in BENCHMARKS.md)
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS) | tee bench.out
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 60m $(PKGS) | tee bench.out
 
 .PHONY: fuzz
 fuzz: ## run every fuzzer for FUZZTIME each (default 20s)
