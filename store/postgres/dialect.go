@@ -188,7 +188,7 @@ func rebind(q string) string {
 }
 
 // IsTrue is the column itself, as the partial indexes have it
-// (rotations_due).
+// (rotations_due_claim).
 func (dialect) IsTrue(col string) string { return col }
 
 // ClaimDueRotations selects the due rows FOR UPDATE SKIP LOCKED:

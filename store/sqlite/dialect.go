@@ -102,7 +102,7 @@ func (p pools) Atomic(ctx context.Context, fn func(q sqlops.Querier) error) erro
 	return nil
 }
 
-// IsTrue compares with 1, as the partial indexes do (rotations_due).
+// IsTrue compares with 1, as the partial indexes do (rotations_due_claim).
 func (dialect) IsTrue(col string) string { return col + " = 1" }
 
 // ClaimDueRotations is one UPDATE statement: it holds the write lock from
