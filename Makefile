@@ -9,6 +9,10 @@ TEST_TIMEOUT ?= 19m
 # services (the suite used under half of 2 cores at the default of
 # GOMAXPROCS), so more of them run at once.
 TEST_PARALLEL ?= 4
+# Packages tested at once: the two longest (e2e and the RabbitMQ example,
+# about 200 s each) mostly wait on daemons and services, so a third lane
+# keeps the cores busy meanwhile.
+TEST_PACKAGES ?= 3
 
 .DEFAULT_GOAL := help
 
@@ -30,7 +34,7 @@ services: ## install, start and prepare PostgreSQL, MariaDB and Redis for the te
 
 .PHONY: test
 test: services fmt-check vet ## the whole suite with the race detector (needs the services)
-	$(GO) test -race -count=1 -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -p $(TEST_PACKAGES) -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) $(PKGS)
 
 .PHONY: bench
 bench: services ## run the benchmarks (results go to bench.out; record them in BENCHMARKS.md)
