@@ -214,7 +214,11 @@ func (a *attempt) commit(ctx context.Context, t transition, stepErr error) error
 				// start a rotation nobody asked for: its success clears them
 				// as finish did.
 				if t.rotated || rot.LastError != "" || rot.ConsecutiveFailures != 0 {
-					a.e.succeeded(&rot, now, t.rotated)
+					if t.rotated {
+						rot.LastRotatedAt = &now
+					}
+					rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = "", 0, now
+					rot.NextDueAt = a.e.nextDue(rot, now)
 					if err := tx.PutRotation(ctx, rot); err != nil {
 						return err
 					}
@@ -231,16 +235,6 @@ func (a *attempt) commit(ctx context.Context, t transition, stepErr error) error
 	}
 	a.run = run
 	return nil
-}
-
-// succeeded clears r's failure state at now and schedules its next
-// rotation; rotated also records a rotation at now.
-func (e *Engine) succeeded(r *store.Rotation, now time.Time, rotated bool) {
-	if rotated {
-		r.LastRotatedAt = &now
-	}
-	r.LastError, r.ConsecutiveFailures, r.UpdatedAt = "", 0, now
-	r.NextDueAt = e.nextDue(*r, now)
 }
 
 // runningTx reads the run inside tx and checks that it is still this
@@ -356,19 +350,24 @@ func (a *attempt) step(ctx context.Context) error {
 		t   transition
 		err error
 	)
-	switch a.curStep {
-	case StepCreate:
-		t, err = a.create(ctx)
-	case StepSet:
-		t, err = a.set(ctx)
-	case StepTest:
-		t, err = a.test(ctx)
-	case StepFinish:
-		t, err = a.finish(ctx)
-	case StepCleanup:
-		t, err = a.cleanup(ctx)
-	default:
-		err = fmt.Errorf("run %s has an unknown step %q", a.run.ID, a.curStep)
+	if a.curStep != StepCreate && a.curStep != StepCleanup {
+		err = a.stillPending(ctx)
+	}
+	if err == nil {
+		switch a.curStep {
+		case StepCreate:
+			t, err = a.create(ctx)
+		case StepSet:
+			t, err = a.set(ctx)
+		case StepTest:
+			t, err = a.test(ctx)
+		case StepFinish:
+			t, err = a.finish(ctx)
+		case StepCleanup:
+			t, err = a.cleanup(ctx)
+		default:
+			err = fmt.Errorf("run %s has an unknown step %q", a.run.ID, a.curStep)
+		}
 	}
 	if errors.Is(err, errAbandoned) {
 		return a.abandon(ctx)
@@ -405,6 +404,19 @@ func (a *attempt) step(ctx context.Context) error {
 	return err
 }
 
+// stillPending checks, before a step between create and finish touches
+// the target, that no put overtook the run (errAbandoned).
+func (a *attempt) stillPending(ctx context.Context) error {
+	info, err := a.e.svc.Describe(ctx, a.secret.Name)
+	if err != nil {
+		return err
+	}
+	if v, ok := info.Stages[store.StagePending]; !ok || v != a.run.PendingVersion {
+		return errAbandoned
+	}
+	return nil
+}
+
 func (a *attempt) create(ctx context.Context) (transition, error) {
 	current, _, err := a.value(ctx, 0, "current")
 	if err != nil {
@@ -435,19 +447,12 @@ func (a *attempt) create(ctx context.Context) (transition, error) {
 	}}, nil
 }
 
-// pending reads the run's pending version through the secret's pending
-// stage: a put that overtook the run cleared that stage (errAbandoned),
-// so set and test stop before they touch the target. (Finish touches
-// nothing before its commit, which checks the same.)
 func (a *attempt) pending(ctx context.Context) (sensitive.Bytes, error) {
-	v, version, err := a.value(ctx, 0, store.StagePending)
-	if err != nil {
-		return nil, err
+	v, _, err := a.value(ctx, a.run.PendingVersion, "")
+	if errors.Is(err, secrets.ErrNotFound) {
+		return nil, fmt.Errorf("pending version %d is gone", a.run.PendingVersion)
 	}
-	if version != a.run.PendingVersion {
-		return nil, errAbandoned
-	}
-	return v, nil
+	return v, err
 }
 
 func (a *attempt) testValue(ctx context.Context, version int64, v sensitive.Bytes) error {
@@ -749,7 +754,8 @@ func (e *Engine) driveOffline(ctx context.Context, rot store.Rotation, run store
 		if err != nil {
 			return err
 		}
-		e.succeeded(&r, now, true)
+		r.LastRotatedAt, r.LastError, r.ConsecutiveFailures, r.UpdatedAt = &now, "", 0, now
+		r.NextDueAt = e.nextDue(r, now)
 		if err := tx.PutRotation(ctx, r); err != nil {
 			return err
 		}

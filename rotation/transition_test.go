@@ -228,7 +228,13 @@ func TestStepTransactionsMayBeReplayed(t *testing.T) {
 	}
 }
 
-func join(s []string) string { return strings.Join(s, "\n") + "\n" }
+func join(s []string) string {
+	out := ""
+	for _, l := range s {
+		out += l + "\n"
+	}
+	return out
+}
 
 // TestPutEndsTheRunAtOnce: Engine.Put (the API's secret put) ends a
 // rotation in flight in its own transaction, so the history shows it
