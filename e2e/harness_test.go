@@ -136,6 +136,13 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// Len is the number of bytes written so far.
+func (b *syncBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
+}
+
 // server is one rotary daemon under test; restart keeps its store.
 type server struct {
 	t         testing.TB
@@ -317,6 +324,7 @@ func (s *server) start() {
 	t.Helper()
 	cmd := exec.Command(rotaryBin, s.args...)
 	cmd.Env = cleanEnv(s.env...)
+	logStart := s.logs.Len()
 	cmd.Stdout = s.logs
 	cmd.Stderr = s.logs
 	if err := cmd.Start(); err != nil {
@@ -356,12 +364,17 @@ func (s *server) start() {
 			t.Fatalf("rotary server exited with %d before it was ready:\n%s", s.exitStatus(), s.logs.String())
 		default:
 		}
-		resp, err := hc.Get(s.addr + "/readyz")
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
+		// Until this process says it listens, whatever answers on its port
+		// is another test's daemon (a port freePort handed out twice, or one
+		// a restarting daemon let go of for a moment).
+		if strings.Contains(s.logs.String()[logStart:], "rotary is listening") {
+			resp, err := hc.Get(s.addr + "/readyz")
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
 			}
 		}
 		if time.Now().After(deadline) {

@@ -109,7 +109,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	wdb.SetConnMaxIdleTime(0)
 	wdb.SetConnMaxLifetime(0)
 
-	if err := migrate(ctx, wdb); err != nil {
+	if err := migrateWhenFree(ctx, wdb); err != nil {
 		wdb.Close()
 		return nil, err
 	}
@@ -241,6 +241,26 @@ func isCode(err error, codes ...int) bool {
 
 //go:embed migrations/*.sql
 var migrationFS embed.FS
+
+// migrateWhenFree runs migrate, trying again for up to busyTimeout while
+// another process holds the file. SQLite does not always wait by itself: a
+// connection that meets the file while another one turns it to WAL mode gets
+// SQLITE_BUSY at once, whatever its busy timeout.
+func migrateWhenFree(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(busyTimeout)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		err := migrate(ctx, db)
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
 
 // migrate applies pending migrations in one IMMEDIATE transaction, so two
 // processes opening the same file at once apply them once.
