@@ -152,8 +152,7 @@ func New(cfg Config) (*Server, error) {
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "rotary_event_stream_subscribers", Help: "Open GET /v1/events streams on this daemon.",
 	}, func() float64 { return float64(s.hub.count()) }))
-	s.routes()
-	s.openapiRoutes()
+	s.registerRoutes()
 	return s, nil
 }
 

@@ -18,6 +18,12 @@ var openapiDoc []byte
 // OpenAPI returns the OpenAPI 3 document of the HTTP API (JSON).
 func OpenAPI() []byte { return slices.Clone(openapiDoc) }
 
+// registerRoutes registers every route on s.mux.
+func (s *Server) registerRoutes() {
+	s.routes()
+	s.openapiRoutes()
+}
+
 // openapiRoutes serves the document. It needs no token, like /healthz:
 // it describes the API and holds nothing else.
 func (s *Server) openapiRoutes() {

@@ -40,12 +40,13 @@ import (
 // engine with the random rotator) behind an HTTP listener, and a client
 // that checks every request and answer against an OpenAPI document.
 type liveAPI struct {
-	t     *testing.T
-	url   string
-	root  string
-	doc   *openapi3.T
-	token string // sent as the bearer token; "" sends none
-	seen  map[string]bool
+	t      *testing.T
+	server *Server
+	url    string
+	root   string
+	doc    *openapi3.T
+	token  string // sent as the bearer token; "" sends none
+	seen   map[string]bool
 	// badRequest: the request is meant to break the document's rules.
 	badRequest bool
 }
@@ -106,7 +107,7 @@ func startLiveAPI(t *testing.T) *liveAPI {
 	if err := st.CreateToken(ctx, store.Token{ID: id, Hash: hash, Name: "root", Policies: []string{RootPolicyName}, CreatedAt: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
 	}
-	return &liveAPI{t: t, url: srv.URL, root: plain, token: plain, doc: loadOpenAPI(t, OpenAPI()), seen: map[string]bool{}}
+	return &liveAPI{t: t, server: s, url: srv.URL, root: plain, token: plain, doc: loadOpenAPI(t, OpenAPI()), seen: map[string]bool{}}
 }
 
 // answer is what a call returned.
@@ -259,6 +260,9 @@ func (l *liveAPI) validateJSON(schema string, data []byte) error {
 func TestOpenAPILiveAnswers(t *testing.T) {
 	t.Parallel()
 	l := startLiveAPI(t)
+	for _, p := range checkRoutes(l.doc, l.server.mux.Patterns()) {
+		t.Errorf("router of New: %s", p)
+	}
 	const (
 		http200, http201, http202 = http.StatusOK, http.StatusCreated, http.StatusAccepted
 	)

@@ -35,13 +35,13 @@ func loadOpenAPI(t testing.TB, data []byte) *openapi3.T {
 	return doc
 }
 
-// routePatterns are the patterns registered on the router of a Server
-// built as New builds it.
+// routePatterns are the patterns New registers (registerRoutes), on a
+// Server with only what registering needs. TestOpenAPILiveAnswers checks
+// the router of a Server built by New too.
 func routePatterns(t testing.TB) []string {
 	t.Helper()
 	s := &Server{mux: newRouteMux(), metrics: newMetrics(nil)}
-	s.routes()
-	s.openapiRoutes()
+	s.registerRoutes()
 	return s.mux.Patterns()
 }
 
