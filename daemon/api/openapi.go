@@ -8,9 +8,10 @@ import (
 
 // openapiDoc is the OpenAPI 3 document of every route, served at
 // GET /v1/openapi.json. It is written by hand; openapi_test.go fails when
-// it drifts from the router (a route or method missing on either side)
-// or from the Go types the handlers encode and decode (a field missing on
-// either side), and validates real answers against it.
+// it drifts from the router (a route or method missing on either side),
+// from the query parameters and headers the handlers read, or from the Go
+// types the handlers encode and decode (a field missing on either side),
+// and validates real requests and answers against it.
 //
 //go:embed openapi.json
 var openapiDoc []byte
