@@ -111,7 +111,7 @@ type Server struct {
 	auditKey audit.Key
 	signer   audit.Signer
 	metrics  *metrics
-	mux      *http.ServeMux
+	mux      *routeMux
 	hub      *eventHub
 	stopHub  context.CancelFunc
 }
@@ -137,7 +137,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, st: cfg.Store, svc: cfg.Secrets, kms: cfg.KMS, engine: cfg.Engine, log: cfg.Logger, now: cfg.Now,
-		mux: http.NewServeMux(), auditKey: cfg.AuditKey, signer: cfg.AuditSigner,
+		mux: newRouteMux(), auditKey: cfg.AuditKey, signer: cfg.AuditSigner,
 	}
 	s.authn = newAuthenticator(cfg.Store, cfg.TokenCacheTTL, cfg.Now)
 	if cfg.AuditWriters <= 0 {
@@ -152,7 +152,7 @@ func New(cfg Config) (*Server, error) {
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "rotary_event_stream_subscribers", Help: "Open GET /v1/events streams on this daemon.",
 	}, func() float64 { return float64(s.hub.count()) }))
-	s.routes()
+	s.registerRoutes()
 	return s, nil
 }
 
