@@ -154,7 +154,6 @@ func TestSnapshotUnderConcurrentWrites(t *testing.T) {
 	}
 }
 
-
 func TestVerifySnapshotRejects(t *testing.T) {
 	ctx := t.Context()
 	s, _ := newBackupStore(t)
