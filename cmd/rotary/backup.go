@@ -40,7 +40,7 @@ one instant.
 
 The snapshot holds secrets only sealed under master keys that the root key
 wraps, so it is useless without the root key, and the two together open every
-secret: keep the root key with the backup, but not beside it.
+secret: keep the root key as safely as the backup, but not in the same place.
 
 On PostgreSQL the daemon answers with the pg_dump command that backs it up.
 

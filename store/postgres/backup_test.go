@@ -22,7 +22,11 @@ func TestDumpCommand(t *testing.T) {
 		withPW = dsn + " password=" + password
 	}
 	s := open(t, withPW)
-	cmd, err := s.DumpCommand(t.Context())
+	ctx := t.Context()
+	if err := s.PutMetaIfAbsent(ctx, "backup.test", []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := s.DumpCommand(ctx)
 	if err != nil {
 		t.Fatalf("DumpCommand err = %v", err)
 	}
@@ -56,5 +60,24 @@ func TestDumpCommand(t *testing.T) {
 	}
 	if st, _ := os.Stat(files[0]); st != nil && st.Size() == 0 {
 		t.Errorf("dump is empty")
+	}
+
+	// The restore the README gives: the schema emptied (here: dropped and
+	// made again), pg_restore into it, and the store reads as before.
+	s.Close()
+	db := admin(t)
+	if _, err := db.Exec(`DROP SCHEMA ` + schema + ` CASCADE; CREATE SCHEMA ` + schema); err != nil {
+		t.Fatal(err)
+	}
+	restore := strings.Replace(strings.Replace(cmd, "pg_dump --format=custom", "pg_restore --no-owner", 1),
+		"--file=", "", 1)
+	run = exec.CommandContext(ctx, "sh", "-c", restore)
+	run.Dir = dir
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", restore, err, out)
+	}
+	got, err := open(t, dsn).GetMeta(ctx, "backup.test")
+	if err != nil || string(got) != "kept" {
+		t.Errorf("after pg_restore: GetMeta(backup.test) = %q, %v; want kept", got, err)
 	}
 }
