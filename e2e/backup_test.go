@@ -333,11 +333,23 @@ func TestBackupRestoreDrill(t *testing.T) {
 		t.Errorf("backup --force did not replace the file")
 	}
 
-	// Damaged copies are named as such and never restored.
+	// Only ciphertext: no value of any secret is in the file.
 	data, err := os.ReadFile(backup)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for name, st := range static {
+		for v, val := range st.Values {
+			if strings.Contains(string(data), val) {
+				t.Errorf("the backup holds version %d of %s in the clear", v, name)
+			}
+		}
+	}
+	if strings.Contains(string(data), a.rootToken) {
+		t.Errorf("the backup holds the root token in the clear")
+	}
+
+	// Damaged copies are named as such and never restored.
 	truncated := filepath.Join(dir, "truncated.bak")
 	if err := os.WriteFile(truncated, data[:len(data)*2/3], 0o600); err != nil {
 		t.Fatal(err)

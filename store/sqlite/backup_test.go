@@ -234,3 +234,28 @@ func TestVerifySnapshotRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotRemovesStaleLeftovers: a folder a killed snapshot left
+// beside the database goes once it is an hour old; a younger one (another
+// snapshot may be writing it) stays.
+func TestSnapshotRemovesStaleLeftovers(t *testing.T) {
+	s, dir := newBackupStore(t)
+	old := filepath.Join(dir, ".rotary.db.backup-123")
+	young := filepath.Join(dir, ".rotary.db.backup-456")
+	for _, d := range []string{old, young} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	saveSnapshot(t, s)
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("stale leftover %s: Stat err = %v, want it removed", old, err)
+	}
+	if _, err := os.Stat(young); err != nil {
+		t.Errorf("young leftover %s: Stat err = %v, want it kept", young, err)
+	}
+}
