@@ -108,7 +108,7 @@ func placeSnapshot(ctx context.Context, path string, replace bool, fill func(io.
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("write %s: %w", path, err)
 	}
 	tmp := f.Name()
 	done := false

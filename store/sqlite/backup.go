@@ -151,6 +151,12 @@ func VerifySnapshot(ctx context.Context, path string) (SnapshotInfo, error) {
 		return info, badSnapshot("%s is not a regular file", path)
 	}
 	info.Bytes = fi.Size()
+	// A snapshot is one self-contained file. Beside a -wal file it is a
+	// live store, or a copy made without its WAL, which lacks the newest
+	// commits: read alone, it would look fine.
+	if wal, err := os.Stat(path + "-wal"); err == nil && wal.Size() > 0 {
+		return info, badSnapshot("%s-wal exists: %s is a live store or a copy without its write-ahead log; take a snapshot with rotary backup", path, path)
+	}
 	if err := checkHeader(path, fi.Size()); err != nil {
 		return info, err
 	}

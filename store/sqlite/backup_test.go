@@ -224,6 +224,13 @@ func TestVerifySnapshotRejects(t *testing.T) {
 			return edit(t, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, 'future', 0)`)
 		}, "newer than this binary"},
 		{"table missing", func(t *testing.T) string { return edit(t, `DROP TABLE secret_stages`) }, "table secret_stages is missing"},
+		{"beside a WAL", func(t *testing.T) string {
+			p := write(t, data)
+			if err := os.WriteFile(p+"-wal", []byte("wal frames"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, "write-ahead log"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
