@@ -37,8 +37,8 @@
 //   - "keys" rules allow encrypt, decrypt and admin on KMS keys whose names
 //     match.
 //   - "system" rules allow only admin, on the daemon's own resources:
-//     policies, tokens, audit, plugins, hooks and keys (see the System*
-//     constants). A system glob must match at least one of them, so a typo
+//     policies, tokens, audit, plugins, hooks, keys and backup (see the
+//     System* constants). A system glob must match at least one of them, so a typo
 //     is refused instead of silently granting nothing.
 //
 // admin implies every other action valid on what the rule matches. No other
@@ -97,4 +97,7 @@
 //	policy …, token …           admin on system "policies" / "tokens"
 //	audit list, verify          admin on system "audit"
 //	plugin …, hook …            admin on system "plugins" / "hooks"
+//	backup                      admin on system "backup" (a copy of the
+//	                            whole store: every envelope, token hash and
+//	                            audit record)
 package auth

@@ -49,10 +49,11 @@ const (
 	SystemAudit    = "audit"
 	SystemPlugins  = "plugins"
 	SystemHooks    = "hooks"
-	SystemKeys     = "keys" // creating and listing keys, rewrapping a region
+	SystemKeys     = "keys"   // creating and listing keys, rewrapping a region
+	SystemBackup   = "backup" // taking a snapshot of the whole store
 )
 
-var systemNames = []string{SystemPolicies, SystemTokens, SystemAudit, SystemPlugins, SystemHooks, SystemKeys}
+var systemNames = []string{SystemPolicies, SystemTokens, SystemAudit, SystemPlugins, SystemHooks, SystemKeys, SystemBackup}
 
 // SystemNames returns the names of the system resources.
 func SystemNames() []string { return slices.Clone(systemNames) }

@@ -153,7 +153,13 @@ func (c *Client) newRequest(ctx context.Context, method, path string, q url.Valu
 }
 
 func (c *Client) send(req *http.Request) (*http.Response, error) {
-	resp, err := c.hc.Do(req)
+	return c.sendWith(c.hc, req)
+}
+
+// sendWith is send through hc (a copy of the client's with other
+// timeouts).
+func (c *Client) sendWith(hc *http.Client, req *http.Request) (*http.Response, error) {
+	resp, err := hc.Do(req)
 	if errors.Is(err, ErrRedirect) {
 		return nil, &APIError{Status: http.StatusBadRequest, Message: rootCause(err).Error()}
 	}

@@ -208,7 +208,7 @@ Exit codes: 0 ok, 1 failure, 2 usage or invalid input, 3 not found,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
 	root.AddCommand(a.secretCmd(), a.keyCmd(), a.kmsCmd(), a.policyCmd(), a.tokenCmd(),
-		a.auditCmd(), a.rotationCmd(), a.rotateCmd(), a.statusCmd(), a.serverCmd(), a.hookCmd(), a.pluginCmd())
+		a.auditCmd(), a.rotationCmd(), a.rotateCmd(), a.statusCmd(), a.serverCmd(), a.hookCmd(), a.pluginCmd(), a.backupCmd())
 	root.AddCommand(a.refreshCmds()...)
 	return root
 }

@@ -56,6 +56,7 @@ func (s *Server) routes() {
 	s.rotationRoutes()
 	s.hookRoutes()
 	s.pluginRoutes()
+	s.backupRoutes()
 	s.handle("POST /v1/audit/verify", s.verifyAudit)
 	s.handle("GET /v1/audit/checkpoint", s.auditCheckpoint)
 

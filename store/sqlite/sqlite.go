@@ -55,8 +55,9 @@ const busyTimeout = 10 * time.Second
 // Store is a store.Store on one SQLite database file.
 type Store struct {
 	*ops
-	wdb *sql.DB // one connection, IMMEDIATE transactions
-	rdb *sql.DB // several query-only connections
+	path string  // the database file (Snapshot writes beside it)
+	wdb  *sql.DB // one connection, IMMEDIATE transactions
+	rdb  *sql.DB // several query-only connections
 
 	wstmts, rstmts *stmtCache
 
@@ -139,7 +140,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	cdb.SetMaxOpenConns(1)
 
-	s := &Store{wdb: wdb, rdb: rdb, cdb: cdb, wstmts: newStmtCache(wdb), rstmts: newStmtCache(rdb),
+	s := &Store{path: path, wdb: wdb, rdb: rdb, cdb: cdb, wstmts: newStmtCache(wdb), rstmts: newStmtCache(rdb),
 		stopCkpt: make(chan struct{}), ckptDone: make(chan struct{})}
 	s.ops = sqlops.New(dialect{}, pools{s})
 	go s.checkpointer()
