@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -223,8 +225,9 @@ func (l *liveAPI) do(method, template string, params map[string]string, query st
 		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
 	}
 	// Streams (NDJSON, server-sent events) are checked line by line by
-	// the test; here only that their content type is the documented one.
-	if ct := a.header.Get("Content-Type"); ct == "application/x-ndjson" || ct == "text/event-stream" {
+	// the test, a backup by its checksum; here only that their content
+	// type is the documented one.
+	if ct := a.header.Get("Content-Type"); ct == "application/x-ndjson" || ct == "text/event-stream" || ct == "application/vnd.sqlite3" {
 		out.Options.ExcludeResponseBody = true
 		if r := input.Route.Operation.Responses.Status(a.status); r == nil || r.Value.Content.Get(ct) == nil {
 			problems = append(problems, fmt.Errorf("%s %s answered %d %s, which openapi.json does not document", method, target, a.status, ct))
@@ -381,6 +384,12 @@ func TestOpenAPILiveAnswers(t *testing.T) {
 		t.Errorf("last rewrap line %s, want done", lines[len(lines)-1])
 	}
 	l.checkEvents()
+
+	// A backup: the SQLite file, whose checksum the header gives.
+	a = l.want(l.call("GET", "/v1/backup", nil, "", nil), http200)
+	if sum := sha256.Sum256(a.body); !bytes.HasPrefix(a.body, []byte("SQLite format 3\x00")) || a.header.Get("X-Rotary-Backup-Sha256") != hex.EncodeToString(sum[:]) {
+		t.Errorf("GET /v1/backup: %d bytes, header sha256 %q; want an SQLite file with its checksum", len(a.body), a.header.Get("X-Rotary-Backup-Sha256"))
+	}
 
 	// A rotation started without waiting (the engine's Stop waits for it).
 	l.want(l.call("POST", "/v1/secrets/{name}/rotate", db, "", nil), http202)
