@@ -166,6 +166,10 @@ type FinishRequest struct {
 	// sessions of Previous's user.
 	Emergency    bool
 	KeepSessions bool
+	// Effects, when not nil, receives what Finish did on the target
+	// beyond the rotation (sessions ended, a credential made useless),
+	// for the run's record. Report with Effects.Add (nil-safe).
+	Effects *Effects
 }
 
 // Value is secret bytes as the rotator sees them.
