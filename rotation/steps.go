@@ -405,8 +405,11 @@ func (a *attempt) step(ctx context.Context) error {
 	case a.curStep == StepFinish:
 		a.e.failpoint("finish-after")
 	case a.run.State == store.RunSucceeded:
-		a.e.log.Info("rotated", "secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", a.run.Trigger, "run", a.run.ID,
-			"effects", rotators.EffectsSummary(RunEffects(a.run)))
+		attrs := []any{"secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", a.run.Trigger, "run", a.run.ID}
+		if fx := RunEffects(a.run); len(fx) > 0 {
+			attrs = append(attrs, "effects", rotators.EffectsSummary(fx))
+		}
+		a.e.log.Info("rotated", attrs...)
 	}
 	return err
 }
