@@ -322,3 +322,44 @@ func TestRotateLoginRefusedSaysWhatToDo(t *testing.T) {
 	}
 	noLeaks(t, s, c, name, pw0, pwX, pw)
 }
+
+// TestRotateAdminRefusedSaysWhatToDo: when the admin credential no
+// longer logs in, the message names the admin role and the admin secret
+// to put; after that put the same rotation completes.
+func TestRotateAdminRefusedSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	db := pgSuper(t)
+	s := startPGServer(t, newPGFixture(t), "retry_backoff: 10m\n")
+	c := s.root(t)
+	user := "e2e_admref_" + randHex(4)
+	pw0 := pgRole(t, db, user)
+	name := "prod/" + user
+	c.ok("secret", "create", name, "--type", "db-credentials", "--value", pgValue(user, pw0, 5432))
+	adm, admPw := pgAdminRole(t, db)
+	admName := "prod/admin-" + randHex(4)
+	c.ok("secret", "create", admName, "--type", "db-credentials", "--value", pgValue(adm, admPw, 5432))
+	c.ok("rotation", "set", name, "--rotator", "postgres", "--schedule", "none",
+		"--config-json", `{"strategy":"admin","admin_secret":"`+admName+`"}`)
+
+	admX := "Behind-" + randHex(12)
+	if _, err := db.Exec("ALTER ROLE " + pq.QuoteIdentifier(adm) + " PASSWORD " + pq.QuoteLiteral(admX)); err != nil {
+		t.Fatal(err)
+	}
+	mustRefuse(t, "stored admin (changed behind rotary's back)", adm, admPw)
+	want := fmt.Sprintf(`%s: the admin password of role %q does not log in to 127.0.0.1:5432 (password authentication failed); `+
+		`store the working one in the admin secret with "rotary secret put %s", next try at `, name, adm, admName)
+	errOut := c.fail(exitFailure, []string{want}, "rotate", name, "--wait")
+	if !nextTryRe.MatchString(errOut) || strings.Contains(errOut, "postgres: ") || strings.Contains(errOut, "set: ") {
+		t.Errorf("the error %q has layer prefixes or no next try", errOut)
+	}
+	mustLogin(t, "the role (untouched)", user, pw0)
+
+	c.withStdin([]byte(pgValue(adm, admX, 5432))).ok("secret", "put", admName, "--value-stdin")
+	if out := c.ok("rotate", name, "--wait"); !strings.Contains(out, "rotated "+name) {
+		t.Fatalf("rotate after the fix printed %q", out)
+	}
+	u, pw := pgCurrent(c, name)
+	mustLogin(t, "rotated after the fix", u, pw)
+	mustRefuse(t, "old", user, pw0)
+	noLeaks(t, s, c, name, pw0, admPw, admX, pw)
+}

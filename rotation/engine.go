@@ -589,7 +589,7 @@ func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.Rotati
 		err = fmt.Errorf("%w (%w)", cause, err) // the step failed because the run was stopped
 	}
 	if err != nil {
-		err = explain(rot.Secret, a.sanitize(err))
+		err = explain(rot.Secret, rot.Config, a.sanitize(err))
 		retry := a.fail(ctx, err)
 		if e.cfg.OnResult != nil {
 			e.cfg.OnResult(rot.Rotator, "failed")

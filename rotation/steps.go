@@ -663,10 +663,22 @@ func (a *attempt) fail(ctx context.Context, err error) *time.Time {
 // in, the rotator's account and server, then the command that fixes it
 // (the step and rotator prefixes add nothing there). Other errors pass
 // unchanged.
-func explain(secret string, err error) error {
+//
+// Likewise when the target refuses the admin credential: the fix is a put
+// of the admin secret (named in the config).
+func explain(secret string, config json.RawMessage, err error) error {
 	var nw *rotators.NoWorkingCredentialError
 	if errors.As(err, &nw) {
 		return &actionError{err: nw, msg: nw.Error() + `; store the working one with "rotary secret put ` + secret + `"`}
+	}
+	var ar *rotators.AdminRefusedError
+	if errors.As(err, &ar) {
+		var c struct {
+			AdminSecret string `json:"admin_secret"`
+		}
+		if json.Unmarshal(config, &c) == nil && c.AdminSecret != "" {
+			return &actionError{err: ar, msg: ar.Error() + `; store the working one in the admin secret with "rotary secret put ` + c.AdminSecret + `"`}
+		}
 	}
 	return err
 }
@@ -698,7 +710,7 @@ func (e *FailedError) Error() string {
 	msg := e.Secret + ": " + e.Err.Error()
 	if e.NextTry != nil {
 		sep := "; "
-		if errors.Is(e.Err, rotators.ErrNoWorkingCredential) {
+		if errors.Is(e.Err, rotators.ErrNoWorkingCredential) || errors.Is(e.Err, rotators.ErrAdminRefused) {
 			sep = ", "
 		}
 		msg += sep + "next try at " + e.NextTry.UTC().Format("15:04:05 MST") + " (" + inDuration(e.NextTry.Sub(e.now)) + ")"

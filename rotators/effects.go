@@ -108,3 +108,26 @@ func (e *NoWorkingCredentialError) Error() string {
 
 // Is makes errors.Is(err, ErrNoWorkingCredential) true.
 func (e *NoWorkingCredentialError) Is(target error) bool { return target == ErrNoWorkingCredential }
+
+// ErrAdminRefused matches an AdminRefusedError: the target refused the
+// admin secret's credential (strategies admin and alternating).
+var ErrAdminRefused = errors.New("the admin credential does not log in")
+
+// AdminRefusedError is returned by a rotator whose admin login the
+// target refused. The engine adds the admin secret's name and the fix.
+type AdminRefusedError struct {
+	Account string // e.g. role "rotary_admin"
+	Server  string // host:port
+	Reason  string // e.g. "password authentication failed"
+}
+
+func (e *AdminRefusedError) Error() string {
+	msg := fmt.Sprintf("the admin password of %s does not log in to %s", e.Account, e.Server)
+	if e.Reason != "" {
+		msg += " (" + e.Reason + ")"
+	}
+	return msg
+}
+
+// Is makes errors.Is(err, ErrAdminRefused) true.
+func (e *AdminRefusedError) Is(target error) bool { return target == ErrAdminRefused }

@@ -107,7 +107,7 @@ func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
 			},
 			Close: (*session).close,
 			AuthFailed: func(err error) bool {
-				return isAccessDenied(err) || errors.Is(err, rotators.ErrWrongIdentity)
+				return isAccessDenied(err) || errors.Is(err, rotators.ErrAdminRefused) || errors.Is(err, rotators.ErrWrongIdentity)
 			},
 		})
 	})
@@ -331,6 +331,11 @@ func (r *Rotator) adminSession(ctx context.Context, cfg Config, admin rotators.V
 	defer clear(cred)
 	return r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg.DBConfig, adm), cred, func(ctx context.Context) (*session, error) {
 		s, err := connect(ctx, adm, cfg.Timeout())
+		if isAccessDenied(err) {
+			return nil, &rotators.AdminRefusedError{
+				Account: userTarget(adm.Username), Server: net.JoinHostPort(adm.Host, strconv.Itoa(adm.Port)), Reason: "access denied",
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("admin: %w", err)
 		}

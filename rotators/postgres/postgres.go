@@ -75,9 +75,13 @@ func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
 func (r *Rotator) adminSession(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials) (*rotators.Lease[*session], error) {
 	cred := rotators.AdminCredential(admin)
 	defer clear(cred)
-	return r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg, admin), cred, func(ctx context.Context) (*session, error) {
+	lease, err := r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg, admin), cred, func(ctx context.Context) (*session, error) {
 		return openSession(ctx, cfg, admin)
 	})
+	if err != nil && isAuthFailure(err) {
+		return nil, &rotators.AdminRefusedError{Account: roleTarget(admin.Username), Server: hostPort(admin), Reason: authReason(err)}
+	}
+	return lease, err
 }
 
 func (r *Rotator) iterations() (int, error) {
@@ -602,9 +606,13 @@ func terminate(ctx context.Context, db rowQuerier, role string, effects *rotator
 func noWorkingCredential(c rotators.DBCredentials, err error) error {
 	return &rotators.NoWorkingCredentialError{
 		Account: roleTarget(c.Username),
-		Server:  net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(c.Host, "["), "]"), strconv.Itoa(c.Port)),
+		Server:  hostPort(c),
 		Reason:  authReason(err),
 	}
+}
+
+func hostPort(c rotators.DBCredentials) string {
+	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(c.Host, "["), "]"), strconv.Itoa(c.Port))
 }
 
 // authReason is the server's refusal in a few words, without the
