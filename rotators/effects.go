@@ -96,6 +96,7 @@ type NoWorkingCredentialError struct {
 	Account string // e.g. role "app"
 	Server  string // host:port
 	Reason  string // the server's refusal in a few words, e.g. "password authentication failed"
+	Err     error  // the driver's error, for errors.As; not part of the message
 }
 
 func (e *NoWorkingCredentialError) Error() string {
@@ -109,6 +110,9 @@ func (e *NoWorkingCredentialError) Error() string {
 // Is makes errors.Is(err, ErrNoWorkingCredential) true.
 func (e *NoWorkingCredentialError) Is(target error) bool { return target == ErrNoWorkingCredential }
 
+// Unwrap returns the driver's error.
+func (e *NoWorkingCredentialError) Unwrap() error { return e.Err }
+
 // ErrAdminRefused matches an AdminRefusedError: the target refused the
 // admin secret's credential (strategies admin and alternating).
 var ErrAdminRefused = errors.New("the admin credential does not log in")
@@ -119,6 +123,7 @@ type AdminRefusedError struct {
 	Account string // e.g. role "rotary_admin"
 	Server  string // host:port
 	Reason  string // e.g. "password authentication failed"
+	Err     error  // the driver's error, for errors.As; not part of the message
 }
 
 func (e *AdminRefusedError) Error() string {
@@ -131,3 +136,6 @@ func (e *AdminRefusedError) Error() string {
 
 // Is makes errors.Is(err, ErrAdminRefused) true.
 func (e *AdminRefusedError) Is(target error) bool { return target == ErrAdminRefused }
+
+// Unwrap returns the driver's error.
+func (e *AdminRefusedError) Unwrap() error { return e.Err }

@@ -278,6 +278,7 @@ func setOwn(ctx context.Context, cfg Config, cur, pend rotators.DBCredentials) e
 				Account: userTarget(cur.Username),
 				Server:  net.JoinHostPort(cur.Host, strconv.Itoa(cur.Port)),
 				Reason:  "access denied",
+				Err:     err2,
 			}
 		}
 		return err
@@ -333,7 +334,7 @@ func (r *Rotator) adminSession(ctx context.Context, cfg Config, admin rotators.V
 		s, err := connect(ctx, adm, cfg.Timeout())
 		if isAccessDenied(err) {
 			return nil, &rotators.AdminRefusedError{
-				Account: userTarget(adm.Username), Server: net.JoinHostPort(adm.Host, strconv.Itoa(adm.Port)), Reason: "access denied",
+				Account: userTarget(adm.Username), Server: net.JoinHostPort(adm.Host, strconv.Itoa(adm.Port)), Reason: "access denied", Err: err,
 			}
 		}
 		if err != nil {

@@ -79,7 +79,7 @@ func (r *Rotator) adminSession(ctx context.Context, cfg rotators.DBConfig, admin
 		return openSession(ctx, cfg, admin)
 	})
 	if err != nil && isAuthFailure(err) {
-		return nil, &rotators.AdminRefusedError{Account: roleTarget(admin.Username), Server: hostPort(admin), Reason: authReason(err)}
+		return nil, &rotators.AdminRefusedError{Account: roleTarget(admin.Username), Server: hostPort(admin), Reason: authReason(err), Err: err}
 	}
 	return lease, err
 }
@@ -608,6 +608,7 @@ func noWorkingCredential(c rotators.DBCredentials, err error) error {
 		Account: roleTarget(c.Username),
 		Server:  hostPort(c),
 		Reason:  authReason(err),
+		Err:     err,
 	}
 }
 
