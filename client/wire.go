@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rotary-secrets/rotary/rotators"
 )
 
 // The JSON documents of the HTTP API. The daemon encodes and decodes these
@@ -408,7 +410,20 @@ type Run struct {
 	EndedAt        *time.Time `json:"ended_at,omitempty"`
 	Error          string     `json:"error,omitempty"`
 	Steps          []RunStep  `json:"steps"`
+	// Effects: what the rotation did on the target beyond the rotation
+	// (sessions ended, credentials made useless), once its cleanup ran.
+	Effects []RunEffect `json:"effects,omitempty"`
 }
+
+// RunEffect is one effect of a rotation on its target, e.g.
+// {"kind":"sessions_ended","target":"role \"app\"","count":3}; its
+// String says it in words. Never a value.
+type RunEffect = rotators.Effect
+
+// EffectsSummary says in one line what the run did beyond the rotation,
+// e.g. `ended 3 sessions of role "app"; made the previous credential of
+// role "app_b" useless`; "" for nothing.
+func (r Run) EffectsSummary() string { return rotators.EffectsSummary(r.Effects) }
 
 // RunStep is one step of a run.
 type RunStep struct {

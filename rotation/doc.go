@@ -28,7 +28,13 @@
 //	         moves the run to "cleanup".
 //	cleanup  the rotator's Finish: drop the old Redis password, and in an
 //	         emergency change the other alternating user and end the old
-//	         credential's sessions. Then the run ends succeeded.
+//	         credential's sessions. Then the run ends succeeded. What
+//	         Finish reports it did beyond the rotation
+//	         (FinishRequest.Effects: sessions ended with their count, the
+//	         credential made useless) is committed with that end, in the
+//	         run's options JSON ("effects"; RunEffects reads it), so
+//	         `rotate --wait`, the history and the API show it. Names of
+//	         accounts only, never a value.
 //
 // Each step computes a transition (the run's next step or its end, and
 // what it does to the secret: store the pending version, move the stages,
@@ -142,4 +148,15 @@
 // finish), so a stale retry time never starts a rotation nobody asked for.
 // Errors pass through sensitive.Sanitize with every value the engine holds,
 // so no password reaches the store, the logs or the API.
+//
+// Each layer of a failure's message names itself once: the engine the
+// step ("set: …"), the rotator its engine ("postgres: …"), and the
+// caller's error (FailedError) the secret and the next try, e.g.
+// "prod/app-db: set: postgres: connect as \"app\": …; next try at
+// 09:13:10 UTC (in 10m)". A failure the operator must fix by hand says
+// the fix instead of the layers: when the rotator reports that neither
+// the current nor the pending credential logs in
+// (rotators.NoWorkingCredentialError, a password changed behind
+// rotary's back), the message is that sentence plus `store the working
+// one with "rotary secret put NAME"`, stored as last_error as well.
 package rotation

@@ -504,9 +504,38 @@ func (e *Engine) runClaimed(ctx context.Context, rot store.Rotation, p RotatePar
 	return e.drive(ctx, rot, run, false)
 }
 
+// runOptions is a run's Options JSON: how it was asked for and, once
+// its cleanup ran, what it did on the target beyond the rotation.
 type runOptions struct {
-	Emergency    bool `json:"emergency,omitempty"`
-	KeepSessions bool `json:"keep_sessions,omitempty"`
+	Emergency    bool              `json:"emergency,omitempty"`
+	KeepSessions bool              `json:"keep_sessions,omitempty"`
+	Effects      []rotators.Effect `json:"effects,omitempty"`
+}
+
+// RunEffects returns what a run did on the target beyond the rotation
+// (sessions ended, credentials made useless), as its rotator reported
+// them; none for a run that has not cleaned up. Never a value.
+func RunEffects(run store.RotationRun) []rotators.Effect {
+	var o runOptions
+	_ = json.Unmarshal(run.Options, &o)
+	return o.Effects
+}
+
+// withEffects returns options with effects added to them (other keys
+// kept as they are).
+func withEffects(options []byte, effects []rotators.Effect) []byte {
+	m := map[string]json.RawMessage{}
+	_ = json.Unmarshal(options, &m)
+	b, err := json.Marshal(effects)
+	if err != nil {
+		return options
+	}
+	m["effects"] = b
+	out, err := json.Marshal(m)
+	if err != nil {
+		return options
+	}
+	return out
 }
 
 // newRunID returns an ID that sorts by creation: a secret's runs are
@@ -560,12 +589,12 @@ func (e *Engine) drive(ctx context.Context, rot store.Rotation, run store.Rotati
 		err = fmt.Errorf("%w (%w)", cause, err) // the step failed because the run was stopped
 	}
 	if err != nil {
-		err = a.sanitize(err)
-		a.fail(ctx, err)
+		err = explain(rot.Secret, rot.Config, a.sanitize(err))
+		retry := a.fail(ctx, err)
 		if e.cfg.OnResult != nil {
 			e.cfg.OnResult(rot.Rotator, "failed")
 		}
-		return a.run, fmt.Errorf("rotate %s: %w", rot.Secret, err)
+		return a.run, &FailedError{Secret: rot.Secret, Err: err, NextTry: retry, now: e.now()}
 	}
 	if e.cfg.OnResult != nil {
 		e.cfg.OnResult(rot.Rotator, a.run.State)

@@ -167,7 +167,13 @@ func (e *Engine) configure(ctx context.Context, s Settings) (Configured, error) 
 	g := e.guard(rot, want.Rotator)
 	if v, ok := rot.(rotators.ConfigValidator); ok {
 		if err := g.validate(ctx, v, info.Type, want.Config); err != nil {
-			return Configured{}, fmt.Errorf("%w: config: rotator %s: %v", secrets.ErrInvalid, want.Rotator, err)
+			// Each layer names itself once: "rotator postgres: config: …",
+			// not "config: rotator postgres: postgres: config: …".
+			msg := strings.TrimPrefix(err.Error(), want.Rotator+": ")
+			if !strings.HasPrefix(msg, "config") {
+				msg = "config: " + msg
+			}
+			return Configured{}, fmt.Errorf("%w: rotator %s: %s", secrets.ErrInvalid, want.Rotator, msg)
 		}
 	}
 	if err := e.checkAdminSecret(ctx, info, want.Config); err != nil {

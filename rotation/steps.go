@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/rotary-secrets/rotary/rotators"
@@ -59,6 +60,8 @@ type transition struct {
 	drop    bool               // rollback: clear the pending stage
 	rotated bool               // finish: the rotation state records a rotation
 	clear   bool               // cleanup: clear a failure recorded since finish
+
+	effects []rotators.Effect // cleanup: what Finish did beyond the rotation, kept with the run
 }
 
 func (t transition) zero() bool { return t.next == "" && t.end == "" }
@@ -192,6 +195,9 @@ func (a *attempt) commit(ctx context.Context, t transition, stepErr error) error
 				if err := a.e.svc.DropPendingTx(ctx, tx, a.secret.Name, run.PendingVersion); err != nil {
 					return err
 				}
+			}
+			if len(t.effects) > 0 {
+				run.Options = withEffects(run.Options, t.effects)
 			}
 			if t.end != "" {
 				run.State, run.EndedAt, run.Error = t.end, &now, ""
@@ -399,7 +405,11 @@ func (a *attempt) step(ctx context.Context) error {
 	case a.curStep == StepFinish:
 		a.e.failpoint("finish-after")
 	case a.run.State == store.RunSucceeded:
-		a.e.log.Info("rotated", "secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", a.run.Trigger, "run", a.run.ID)
+		attrs := []any{"secret", a.secret.Name, "version", a.run.PendingVersion, "trigger", a.run.Trigger, "run", a.run.ID}
+		if fx := RunEffects(a.run); len(fx) > 0 {
+			attrs = append(attrs, "effects", rotators.EffectsSummary(fx))
+		}
+		a.e.log.Info("rotated", attrs...)
 	}
 	return err
 }
@@ -576,14 +586,15 @@ func (a *attempt) cleanup(ctx context.Context) (transition, error) {
 	previous = a.checkPrevious(ctx, previous)
 	sctx, cancel := a.stepCtx(ctx)
 	defer cancel()
+	var effects rotators.Effects
 	err = a.rotator.Finish(sctx, rotators.FinishRequest{
 		Secret: a.rsecret(a.run.PendingVersion), Config: a.config, Current: current, Previous: previous,
-		Admin: a.admin, Emergency: a.opts.Emergency, KeepSessions: a.opts.KeepSessions,
+		Admin: a.admin, Emergency: a.opts.Emergency, KeepSessions: a.opts.KeepSessions, Effects: &effects,
 	})
 	if err != nil {
 		return transition{}, fmt.Errorf("finish on the target: %w", err)
 	}
-	return transition{end: store.RunSucceeded, clear: true}, nil
+	return transition{end: store.RunSucceeded, clear: true, effects: effects.List()}, nil
 }
 
 // fenced is the fencing check of a step's commit (Engine.fenced).
@@ -594,11 +605,14 @@ func (a *attempt) fenced(ctx context.Context, tx store.Ops) error {
 // fail records a failed attempt: the run keeps its step (or is rolled
 // back), the rotation gets last_error and its next try, and the
 // rotation_failed event and audit record are written.
-func (a *attempt) fail(ctx context.Context, err error) {
+//
+// It returns the time of the next try, or nil when it recorded none.
+func (a *attempt) fail(ctx context.Context, err error) *time.Time {
 	ctx = context.WithoutCancel(ctx)
 	msg := truncate(err.Error(), 500)
 	now := a.e.now().UTC()
 	var run store.RotationRun
+	var next *time.Time
 	werr := a.e.st.InTx(ctx, func(tx store.Ops) error {
 		if err := a.e.fenced(ctx, tx, a.rot.Secret); err != nil {
 			return err
@@ -623,6 +637,9 @@ func (a *attempt) fail(ctx context.Context, err error) {
 		rot.LastError, rot.ConsecutiveFailures, rot.UpdatedAt = msg, rot.ConsecutiveFailures+1, now
 		retry := now.Add(a.e.backoff(rot.ConsecutiveFailures))
 		rot.NextDueAt = &retry
+		if rot.Enabled { // a disabled rotation's retry time is not a due time
+			next = &retry
+		}
 		return tx.PutRotation(ctx, rot)
 	})
 	if werr == nil {
@@ -631,12 +648,89 @@ func (a *attempt) fail(ctx context.Context, err error) {
 	if errors.Is(werr, store.ErrLeaseLost) {
 		// Fenced: the lease is gone, so is the run; its new owner records.
 		a.e.log.Warn("rotation stopped without recording: this daemon no longer holds the lease", "secret", a.rot.Secret, "run", a.run.ID, "step", a.run.Step, "err", msg)
-		return
+		return nil
 	}
 	if werr != nil {
 		a.e.log.Error("record rotation failure", "secret", a.rot.Secret, "err", werr)
+		return nil
 	}
-	a.e.log.Warn("rotation failed", "secret", a.rot.Secret, "run", a.run.ID, "step", a.run.Step, "err", msg)
+	a.e.log.Warn("rotation failed", "secret", a.rot.Secret, "run", a.run.ID, "step", a.run.Step, "err", msg, "next_try", next)
+	return next
+}
+
+// explain rewrites a failure the operator must act on so that it says
+// what to do: when neither the current nor the pending credential logs
+// in, the rotator's account and server, then the command that fixes it
+// (the step and rotator prefixes add nothing there). Other errors pass
+// unchanged.
+//
+// Likewise when the target refuses the admin credential: the fix is a put
+// of the admin secret (named in the config).
+func explain(secret string, config json.RawMessage, err error) error {
+	var nw *rotators.NoWorkingCredentialError
+	if errors.As(err, &nw) {
+		return &actionError{err: nw, msg: nw.Error() + `; store the working one with "rotary secret put ` + secret + `"`}
+	}
+	var ar *rotators.AdminRefusedError
+	if errors.As(err, &ar) {
+		var c struct {
+			AdminSecret string `json:"admin_secret"`
+		}
+		if json.Unmarshal(config, &c) == nil && c.AdminSecret != "" {
+			return &actionError{err: ar, msg: ar.Error() + `; store the working one in the admin secret with "rotary secret put ` + c.AdminSecret + `"`}
+		}
+	}
+	return err
+}
+
+// actionError is an error with a message that says what to do next.
+type actionError struct {
+	err error
+	msg string
+}
+
+func (e *actionError) Error() string { return e.msg }
+func (e *actionError) Unwrap() error { return e.err }
+
+// FailedError is the error of a rotation attempt that failed and was
+// recorded: the secret, the cause, and when the next attempt is due.
+// Its text is one line, e.g.
+//
+//	prod/app-db: neither the current nor the pending password of role "app" logs in to 127.0.0.1:5432
+//	(password authentication failed); store the working one with "rotary secret put prod/app-db",
+//	next try at 09:13:10 UTC (in 10m)
+type FailedError struct {
+	Secret  string
+	Err     error
+	NextTry *time.Time // nil: none recorded (the lease was lost, or no retry is due)
+	now     time.Time
+}
+
+func (e *FailedError) Error() string {
+	msg := e.Secret + ": " + e.Err.Error()
+	if e.NextTry != nil {
+		sep := "; "
+		if errors.Is(e.Err, rotators.ErrNoWorkingCredential) || errors.Is(e.Err, rotators.ErrAdminRefused) {
+			sep = ", "
+		}
+		msg += sep + "next try at " + e.NextTry.UTC().Format("15:04:05 MST") + " (" + inDuration(e.NextTry.Sub(e.now)) + ")"
+	}
+	return msg
+}
+
+func (e *FailedError) Unwrap() error { return e.Err }
+
+// inDuration says when d from now is, roughly: "in 10s", "in 10m",
+// "in 2h5m".
+func inDuration(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "now"
+	case d < time.Minute:
+		return "in " + max(d.Round(time.Second), time.Second).String()
+	default:
+		return "in " + strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
+	}
 }
 
 // offline reports whether rot's rotator touches nothing outside rotary
@@ -671,6 +765,7 @@ func (e *Engine) driveOffline(ctx context.Context, rot store.Rotation, run store
 		return nil
 	}
 	var current, previous, pending sensitive.Bytes
+	var effects rotators.Effects
 	err := a.guard("prepare", func() error { return a.prepare(ctx) })
 	if err == nil {
 		err = step(StepCreate, func() error {
@@ -712,7 +807,7 @@ func (e *Engine) driveOffline(ctx context.Context, rot store.Rotation, run store
 			defer cancel()
 			return a.rotator.Finish(sctx, rotators.FinishRequest{
 				Secret: a.rsecret(0), Config: a.config, Current: pending, Previous: current,
-				Emergency: a.opts.Emergency, KeepSessions: a.opts.KeepSessions,
+				Emergency: a.opts.Emergency, KeepSessions: a.opts.KeepSessions, Effects: &effects,
 			})
 		})
 	}
@@ -739,6 +834,9 @@ func (e *Engine) driveOffline(ctx context.Context, rot store.Rotation, run store
 		now := e.now().UTC()
 		done = run
 		done.PendingVersion, done.Step, done.State, done.EndedAt, done.UpdatedAt = vi.Version, StepCleanup, store.RunSucceeded, &now, now
+		if fx := effects.List(); len(fx) > 0 {
+			done.Options = withEffects(done.Options, fx)
+		}
 		if err := tx.UpdateRun(ctx, done); err != nil {
 			return err
 		}

@@ -201,7 +201,7 @@ func CheckSQLTestQuery(q string) error {
 			for {
 				k := strings.IndexByte(q[j:], ch)
 				if k < 0 {
-					return fmt.Errorf("config: test_query: %w: unterminated %c quote", ErrTestQuery, ch)
+					return fmt.Errorf("config: %w: unterminated %c quote", ErrTestQuery, ch)
 				}
 				j += k + 1
 				if j < len(q) && q[j] == ch { // doubled quote: still inside
@@ -224,7 +224,7 @@ func CheckSQLTestQuery(q string) error {
 			}
 			e := strings.Index(q[i+len(tag):], tag)
 			if e < 0 {
-				return fmt.Errorf("config: test_query: %w: unterminated %s quote", ErrTestQuery, tag)
+				return fmt.Errorf("config: %w: unterminated %s quote", ErrTestQuery, tag)
 			}
 			i += len(tag) + e + len(tag)
 		case ch == '-' && strings.HasPrefix(q[i:], "--"):
@@ -236,7 +236,7 @@ func CheckSQLTestQuery(q string) error {
 		case ch == '/' && strings.HasPrefix(q[i:], "/*"):
 			k := strings.Index(q[i+2:], "*/")
 			if k < 0 {
-				return fmt.Errorf("config: test_query: %w: unterminated /* comment", ErrTestQuery)
+				return fmt.Errorf("config: %w: unterminated /* comment", ErrTestQuery)
 			}
 			i += 2 + k + 2
 		case ch == ';':
@@ -254,18 +254,18 @@ func CheckSQLTestQuery(q string) error {
 	}
 	if end >= 0 {
 		if hasCode(q[end+1:]) {
-			return fmt.Errorf("config: test_query: %w: it holds more than one statement (a ';' followed by more)", ErrTestQuery)
+			return fmt.Errorf("config: %w: it holds more than one statement (a ';' followed by more)", ErrTestQuery)
 		}
 	}
 	if len(words) == 0 {
-		return fmt.Errorf("config: test_query: %w: no statement", ErrTestQuery)
+		return fmt.Errorf("config: %w: no statement", ErrTestQuery)
 	}
 	if !readOnlyKeywords[words[0]] {
-		return fmt.Errorf("config: test_query: %w: it starts with %s; use SELECT, WITH, VALUES, TABLE or SHOW", ErrTestQuery, words[0])
+		return fmt.Errorf("config: %w: it starts with %s; use SELECT, WITH, VALUES, TABLE or SHOW", ErrTestQuery, words[0])
 	}
 	for _, w := range words {
 		if w == "OUTFILE" || w == "DUMPFILE" {
-			return fmt.Errorf("config: test_query: %w: it writes a file (INTO %s)", ErrTestQuery, w)
+			return fmt.Errorf("config: %w: it writes a file (INTO %s)", ErrTestQuery, w)
 		}
 	}
 	return nil

@@ -19,9 +19,14 @@
 //     to learn which one the target accepts.
 //  4. Finish: called after the store has made pending current. Cleans up on
 //     the target (drop the old Redis password, in an emergency change the
-//     other alternating user and end the old credential's sessions). A
-//     Finish failure never loses the new credential: it is already current
-//     and working.
+//     other alternating user and end the old credential's sessions), and
+//     reports what it did there through FinishRequest.Effects (effects.go).
+//     A Finish failure never loses the new credential: it is already
+//     current and working.
+//
+// A Set that finds neither the current nor the pending value accepted by
+// the target returns a NoWorkingCredentialError, which the engine turns
+// into a message that tells the operator how to fix it.
 //
 // When Test refuses the pending value and the current one still works,
 // the engine rolls back: it calls Rollback of rotators that implement
@@ -166,6 +171,10 @@ type FinishRequest struct {
 	// sessions of Previous's user.
 	Emergency    bool
 	KeepSessions bool
+	// Effects, when not nil, receives what Finish did on the target
+	// beyond the rotation (sessions ended, a credential made useless),
+	// for the run's record. Report with Effects.Add (nil-safe).
+	Effects *Effects
 }
 
 // Value is secret bytes as the rotator sees them.

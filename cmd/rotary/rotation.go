@@ -280,7 +280,7 @@ func (a *app) rotationHistoryCmd() *cobra.Command {
 				return printJSON(a.stdout, client.RunList{Runs: runs})
 			}
 			now := time.Now()
-			t := newTable(a.stdout, "RUN", "TRIGGER", "STATE", "STEP", "VERSION", "STARTED", "DURATION", "STEPS", "ERROR")
+			t := newTable(a.stdout, "RUN", "TRIGGER", "STATE", "STEP", "VERSION", "STARTED", "DURATION", "STEPS", "EFFECTS", "ERROR")
 			for _, r := range runs {
 				dur := ""
 				if r.EndedAt != nil {
@@ -291,7 +291,7 @@ func (a *app) rotationHistoryCmd() *cobra.Command {
 					steps = append(steps, s.Step+":"+s.Result)
 				}
 				t.row(r.ID, r.Trigger, r.State, r.Step, strconv.FormatInt(r.PendingVersion, 10),
-					relTime(now, r.StartedAt), dur, strings.Join(steps, " "), r.Error)
+					relTime(now, r.StartedAt), dur, strings.Join(steps, " "), r.EffectsSummary(), r.Error)
 			}
 			return t.flush()
 		},
@@ -337,6 +337,13 @@ passwords) and ends the old credential's open sessions unless --keep-sessions.`,
 				return exitError{code: 1, msg: fmt.Sprintf("rotation of %s ended %s: %s", args[0], r.State, r.Error)}
 			}
 			fmt.Fprintf(a.stdout, "rotated %s: version %d is current (run %s, trigger %s)\n", args[0], r.PendingVersion, r.ID, r.Trigger)
+			// What else it did on the target: sessions ended, credentials
+			// made useless (an emergency's purpose, so say when none).
+			if fx := r.EffectsSummary(); fx != "" {
+				fmt.Fprintln(a.stdout, fx)
+			} else if emergency {
+				fmt.Fprintln(a.stdout, "the rotator reported no sessions ended and no credential made useless")
+			}
 			return nil
 		},
 	}

@@ -262,7 +262,7 @@ func (s *Server) runJSON(ctx context.Context, run store.RotationRun) client.Run 
 	out := client.Run{
 		ID: run.ID, Secret: run.Secret, Trigger: run.Trigger, State: run.State, Step: run.Step,
 		PendingVersion: run.PendingVersion, Attempt: run.Attempt, StartedAt: run.StartedAt, EndedAt: run.EndedAt,
-		Error: run.Error, Steps: []client.RunStep{},
+		Error: run.Error, Steps: []client.RunStep{}, Effects: rotation.RunEffects(run),
 	}
 	steps, err := s.st.ListRunSteps(ctx, run.ID)
 	if err == nil {

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -105,7 +107,7 @@ func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
 			},
 			Close: (*session).close,
 			AuthFailed: func(err error) bool {
-				return isAccessDenied(err) || errors.Is(err, rotators.ErrWrongIdentity)
+				return isAccessDenied(err) || errors.Is(err, rotators.ErrAdminRefused) || errors.Is(err, rotators.ErrWrongIdentity)
 			},
 		})
 	})
@@ -241,7 +243,7 @@ func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) 
 			return fmt.Errorf("mysql: alternating: pending user %q is the current user", pend.Username)
 		}
 		if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
-			return fmt.Errorf("mysql: set: %w", err)
+			return fmt.Errorf("mysql: %w", err)
 		}
 		return r.setAlternate(ctx, cfg, req.Admin, cur, pend)
 	}
@@ -265,10 +267,18 @@ func setOwn(ctx context.Context, cfg Config, cur, pend rotators.DBCredentials) e
 		if !isAccessDenied(err) {
 			return err
 		}
-		if s2, err2 := connect(ctx, pend, cfg.Timeout()); err2 == nil {
+		s2, err2 := connect(ctx, pend, cfg.Timeout())
+		if err2 == nil {
 			defer s2.close()
 			if s2.checkIdentity(pend.Username, cfg.AccountHost) == nil {
 				return nil // already set
+			}
+		} else if isAccessDenied(err2) {
+			return &rotators.NoWorkingCredentialError{
+				Account: userTarget(cur.Username),
+				Server:  net.JoinHostPort(cur.Host, strconv.Itoa(cur.Port)),
+				Reason:  "access denied",
+				Err:     err2,
 			}
 		}
 		return err
@@ -322,6 +332,11 @@ func (r *Rotator) adminSession(ctx context.Context, cfg Config, admin rotators.V
 	defer clear(cred)
 	return r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg.DBConfig, adm), cred, func(ctx context.Context) (*session, error) {
 		s, err := connect(ctx, adm, cfg.Timeout())
+		if isAccessDenied(err) {
+			return nil, &rotators.AdminRefusedError{
+				Account: userTarget(adm.Username), Server: net.JoinHostPort(adm.Host, strconv.Itoa(adm.Port)), Reason: "access denied", Err: err,
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("admin: %w", err)
 		}
@@ -494,10 +509,10 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 		return err
 	}
 	if pend.Username == cur.Username {
-		return fmt.Errorf("mysql: rollback: alternating: pending user %q is the current user; refusing to change the current password", pend.Username)
+		return fmt.Errorf("mysql: alternating: pending user %q is the current user; refusing to change the current password", pend.Username)
 	}
 	if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
-		return fmt.Errorf("mysql: rollback: %w", err)
+		return fmt.Errorf("mysql: %w", err)
 	}
 	lease, err := r.adminSession(ctx, cfg, req.Admin)
 	if err != nil {
@@ -515,7 +530,7 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 			return nil // Set never created it
 		}
 		if len(accts) > 1 {
-			return fmt.Errorf("mysql: rollback: %w named %q: set account_host", errAmbiguous, pend.Username)
+			return fmt.Errorf("mysql: %w named %q: set account_host", errAmbiguous, pend.Username)
 		}
 		acct = accts[0]
 	}
@@ -558,6 +573,9 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 	}
 	switch cfg.Strategy {
 	case rotators.StrategySingleUser:
+		if len(req.Previous) > 0 { // Set replaced the user's one password
+			req.Effects.Add(revoked(prevUser))
+		}
 		if req.KeepSessions {
 			return nil
 		}
@@ -570,13 +588,15 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		if err := s.checkIdentity(cur.Username, cfg.AccountHost); err != nil {
 			return err
 		}
-		_, err = s.killSessions(ctx, cur.Username)
-		return err
+		return killSessions(ctx, s, cur.Username, req.Effects)
 	case rotators.StrategyAdmin, rotators.StrategyAlternating:
 	default:
 		return fmt.Errorf("mysql: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
 	}
 	scramble := cfg.Strategy == rotators.StrategyAlternating && prevUser != cur.Username
+	if !scramble && len(req.Previous) > 0 {
+		req.Effects.Add(revoked(prevUser)) // Set replaced its one password
+	}
 	if !scramble && req.KeepSessions {
 		return nil
 	}
@@ -601,18 +621,35 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		if err != nil {
 			return err
 		}
+		req.Effects.Add(revoked(prevUser))
 	}
 	if req.KeepSessions {
 		return nil
 	}
-	if _, err = s.killSessions(ctx, prevUser); err != nil {
+	if err = killSessions(ctx, s, prevUser, req.Effects); err != nil {
 		return err
 	}
 	if scramble {
 		// The current user's old password was a working credential until
 		// Set replaced it; its sessions end too (the process list does not
 		// say which password a session used, so new ones reconnect).
-		_, err = s.killSessions(ctx, cur.Username)
+		err = killSessions(ctx, s, cur.Username, req.Effects)
 	}
 	return err
 }
+
+// killSessions ends every other session of user and reports how many
+// (those ended before a failure too).
+func killSessions(ctx context.Context, s *session, user string, effects *rotators.Effects) error {
+	n, err := s.killSessions(ctx, user)
+	if err == nil || n > 0 {
+		effects.Add(rotators.Effect{Kind: rotators.EffectSessionsEnded, Target: userTarget(user), Count: n})
+	}
+	return err
+}
+
+func revoked(user string) rotators.Effect {
+	return rotators.Effect{Kind: rotators.EffectCredentialRevoked, Target: userTarget(user)}
+}
+
+func userTarget(user string) string { return "user " + strconv.Quote(user) }

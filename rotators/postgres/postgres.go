@@ -75,9 +75,13 @@ func (r *Rotator) adminPools() *rotators.AdminPools[*session] {
 func (r *Rotator) adminSession(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials) (*rotators.Lease[*session], error) {
 	cred := rotators.AdminCredential(admin)
 	defer clear(cred)
-	return r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg, admin), cred, func(ctx context.Context) (*session, error) {
+	lease, err := r.adminPools().Acquire(ctx, rotators.AdminPoolKey(cfg, admin), cred, func(ctx context.Context) (*session, error) {
 		return openSession(ctx, cfg, admin)
 	})
+	if err != nil && isAuthFailure(err) {
+		return nil, &rotators.AdminRefusedError{Account: roleTarget(admin.Username), Server: hostPort(admin), Reason: authReason(err), Err: err}
+	}
+	return lease, err
 }
 
 func (r *Rotator) iterations() (int, error) {
@@ -140,7 +144,7 @@ func (r *Rotator) Create(_ context.Context, req rotators.CreateRequest) (rotator
 		return rotators.CreateResponse{}, err
 	}
 	if req.Current.Len() == 0 {
-		return rotators.CreateResponse{}, errors.New("postgres: create: the secret has no current value to rotate")
+		return rotators.CreateResponse{}, errors.New("postgres: the secret has no current value to rotate")
 	}
 	cur, err := parseValue("current value", req.Current)
 	if err != nil {
@@ -154,16 +158,16 @@ func (r *Rotator) Create(_ context.Context, req rotators.CreateRequest) (rotator
 	}
 	user := cfg.PendingUsername(cur.Username, prevUser)
 	if err := checkRoleName(user); err != nil {
-		return rotators.CreateResponse{}, fmt.Errorf("postgres: create: pending user: %w", err)
+		return rotators.CreateResponse{}, fmt.Errorf("postgres: pending user: %w", err)
 	}
 	pw, err := rotators.GeneratePassword(cfg.Password)
 	if err != nil {
-		return rotators.CreateResponse{}, fmt.Errorf("postgres: create: %w", err)
+		return rotators.CreateResponse{}, fmt.Errorf("postgres: %w", err)
 	}
 	v, err := rotators.WithCredentials(req.Current, user, pw)
 	pw.Wipe()
 	if err != nil {
-		return rotators.CreateResponse{}, fmt.Errorf("postgres: create: %w", err)
+		return rotators.CreateResponse{}, fmt.Errorf("postgres: %w", err)
 	}
 	return rotators.CreateResponse{Value: v}, nil
 }
@@ -190,17 +194,17 @@ func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) 
 	}
 	verifier, err := ScramVerifier(sensitive.Bytes(pend.Password), iter)
 	if err != nil {
-		return fmt.Errorf("postgres: set: %w", err)
+		return fmt.Errorf("postgres: %w", err)
 	}
 	switch cfg.Strategy {
 	case rotators.StrategySingleUser:
 		if pend.Username != cur.Username {
-			return fmt.Errorf("postgres: set: single-user: the pending user %q is not the current user %q", pend.Username, cur.Username)
+			return fmt.Errorf("postgres: single-user: the pending user %q is not the current user %q", pend.Username, cur.Username)
 		}
 		return r.setSingleUser(ctx, cfg, cur, pend, verifier)
 	case rotators.StrategyAdmin:
 		if pend.Username != cur.Username {
-			return fmt.Errorf("postgres: set: admin: the pending user %q is not the current user %q", pend.Username, cur.Username)
+			return fmt.Errorf("postgres: admin: the pending user %q is not the current user %q", pend.Username, cur.Username)
 		}
 		admin, err := parseAdmin(req.Admin)
 		if err != nil {
@@ -208,20 +212,20 @@ func (r *Rotator) Set(ctx context.Context, req rotators.SetRequest) (err error) 
 		}
 		lease, err := r.adminSession(ctx, cfg, admin)
 		if err != nil {
-			return fmt.Errorf("postgres: set: connect as the admin %q: %w", admin.Username, err)
+			return fmt.Errorf("postgres: connect as the admin %q: %w", admin.Username, err)
 		}
 		_, err = lease.S.conn.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
 		lease.Release(err)
 		if err != nil {
-			return fmt.Errorf("postgres: set: change the password of %q: %w", pend.Username, err)
+			return fmt.Errorf("postgres: change the password of %q: %w", pend.Username, err)
 		}
 		return nil
 	case rotators.StrategyAlternating:
 		if pend.Username == cur.Username {
-			return fmt.Errorf("postgres: set: alternating: the pending user is the current user %q; want the other user of the pair", cur.Username)
+			return fmt.Errorf("postgres: alternating: the pending user is the current user %q; want the other user of the pair", cur.Username)
 		}
 		if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
-			return fmt.Errorf("postgres: set: %w", err)
+			return fmt.Errorf("postgres: %w", err)
 		}
 		admin, err := parseAdmin(req.Admin)
 		if err != nil {
@@ -246,18 +250,21 @@ func (r *Rotator) setSingleUser(ctx context.Context, cfg rotators.DBConfig, cur,
 	db, err := open(ctx, cfg, cur)
 	if err != nil {
 		if !isAuthFailure(err) {
-			return fmt.Errorf("postgres: set: connect as %q: %w", cur.Username, err)
+			return fmt.Errorf("postgres: connect as %q: %w", cur.Username, err)
 		}
 		db2, err2 := open(ctx, cfg, pend)
 		if err2 != nil {
-			return fmt.Errorf("postgres: set: connect as %q: neither the current nor the pending password is accepted: %w", cur.Username, err)
+			if isAuthFailure(err2) {
+				return noWorkingCredential(cur, err2)
+			}
+			return fmt.Errorf("postgres: connect as %q: the current password is refused (%s) and the pending one could not be tried: %w", cur.Username, authReason(err), err2)
 		}
 		db2.Close()
 		return nil // already set, by an earlier run of Set
 	}
 	defer db.Close()
 	if _, err := db.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier)); err != nil {
-		return fmt.Errorf("postgres: set: change the password of %q: %w", pend.Username, err)
+		return fmt.Errorf("postgres: change the password of %q: %w", pend.Username, err)
 	}
 	return nil
 }
@@ -270,7 +277,7 @@ func (r *Rotator) setSingleUser(ctx context.Context, cfg rotators.DBConfig, cur,
 func checkPasswordChecked(ctx context.Context, cfg rotators.DBConfig, c rotators.DBCredentials) error {
 	wrong, err := rotators.GeneratePassword(rotators.PasswordPolicy{Length: 32})
 	if err != nil {
-		return fmt.Errorf("postgres: set: %w", err)
+		return fmt.Errorf("postgres: %w", err)
 	}
 	probe := c
 	probe.Password = "rotary-wrong-" + string(wrong.Reveal())
@@ -279,13 +286,13 @@ func checkPasswordChecked(ctx context.Context, cfg rotators.DBConfig, c rotators
 	switch {
 	case err == nil:
 		db.Close()
-		return fmt.Errorf("postgres: set: %w: the server let %q in with a wrong password (trust or peer authentication in pg_hba.conf): "+
+		return fmt.Errorf("postgres: %w: the server let %q in with a wrong password (trust or peer authentication in pg_hba.conf): "+
 			"a password it does not check cannot be rotated, and any value naming another role would change that role's password; "+
 			"make pg_hba.conf require scram-sha-256 for this user and address", rotators.ErrWrongIdentity, c.Username)
 	case isAuthFailure(err):
 		return nil
 	default:
-		return fmt.Errorf("postgres: set: connect as %q: %w", c.Username, err)
+		return fmt.Errorf("postgres: connect as %q: %w", c.Username, err)
 	}
 }
 
@@ -296,39 +303,39 @@ func checkPasswordChecked(ctx context.Context, cfg rotators.DBConfig, c rotators
 func (r *Rotator) setAlternating(ctx context.Context, cfg rotators.DBConfig, admin rotators.DBCredentials, first, second, verifier string) (err error) {
 	lease, err := r.adminSession(ctx, cfg, admin)
 	if err != nil {
-		return fmt.Errorf("postgres: set: connect as the admin %q: %w", admin.Username, err)
+		return fmt.Errorf("postgres: connect as the admin %q: %w", admin.Username, err)
 	}
 	defer func() { lease.Release(err) }()
 	db := lease.S.conn
 	var versionNum string
 	if err := db.QueryRowContext(ctx, queryVersionNum).Scan(&versionNum); err != nil {
-		return fmt.Errorf("postgres: set: server version: %w", err)
+		return fmt.Errorf("postgres: server version: %w", err)
 	}
 	v16, _ := strconv.Atoi(versionNum)
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("postgres: set: begin: %w", err)
+		return fmt.Errorf("postgres: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	var exists bool
 	if err := tx.QueryRowContext(ctx, queryRoleExists, second).Scan(&exists); err != nil {
-		return fmt.Errorf("postgres: set: look up %q: %w", second, err)
+		return fmt.Errorf("postgres: look up %q: %w", second, err)
 	}
 	if exists {
 		if _, err := tx.ExecContext(ctx, alterPasswordSQL(second, verifier)); err != nil {
-			return fmt.Errorf("postgres: set: change the password of %q: %w", second, err)
+			return fmt.Errorf("postgres: change the password of %q: %w", second, err)
 		}
 	} else {
 		var a roleAttrs
 		err := tx.QueryRowContext(ctx, queryRoleAttrs, first).Scan(&a.Inherit, &a.ConnLimit, &a.ValidUntil)
 		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("postgres: set: the current user %q does not exist", first)
+			return fmt.Errorf("postgres: the current user %q does not exist", first)
 		}
 		if err != nil {
-			return fmt.Errorf("postgres: set: read the attributes of %q: %w", first, err)
+			return fmt.Errorf("postgres: read the attributes of %q: %w", first, err)
 		}
 		if _, err := tx.ExecContext(ctx, createRoleSQL(second, verifier, a)); err != nil {
-			return fmt.Errorf("postgres: set: create the second user %q: %w", second, err)
+			return fmt.Errorf("postgres: create the second user %q: %w", second, err)
 		}
 	}
 	firstM, err := memberships(ctx, tx, first, v16 >= 160000)
@@ -341,11 +348,11 @@ func (r *Rotator) setAlternating(ctx context.Context, cfg rotators.DBConfig, adm
 	}
 	for _, m := range missingMemberships(firstM, secondM) {
 		if _, err := tx.ExecContext(ctx, grantSQL(m, second)); err != nil {
-			return fmt.Errorf("postgres: set: grant %q to %q (as %q has it): %w", m.Group, second, first, err)
+			return fmt.Errorf("postgres: grant %q to %q (as %q has it): %w", m.Group, second, first, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("postgres: set: commit: %w", err)
+		return fmt.Errorf("postgres: commit: %w", err)
 	}
 	return nil
 }
@@ -357,7 +364,7 @@ func memberships(ctx context.Context, tx *sql.Tx, role string, v16 bool) ([]memb
 	}
 	rows, err := tx.QueryContext(ctx, q, role)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: set: read the memberships of %q: %w", role, err)
+		return nil, fmt.Errorf("postgres: read the memberships of %q: %w", role, err)
 	}
 	defer rows.Close()
 	var out []membership
@@ -368,12 +375,12 @@ func memberships(ctx context.Context, tx *sql.Tx, role string, v16 bool) ([]memb
 			dest = append(dest, &m.Inherit, &m.Set)
 		}
 		if err := rows.Scan(dest...); err != nil {
-			return nil, fmt.Errorf("postgres: set: read the memberships of %q: %w", role, err)
+			return nil, fmt.Errorf("postgres: read the memberships of %q: %w", role, err)
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: set: read the memberships of %q: %w", role, err)
+		return nil, fmt.Errorf("postgres: read the memberships of %q: %w", role, err)
 	}
 	return out, nil
 }
@@ -392,7 +399,7 @@ func (r *Rotator) Test(ctx context.Context, req rotators.TestRequest) (err error
 	}
 	db, err := open(ctx, cfg, c)
 	if err != nil {
-		return fmt.Errorf("postgres: test: log in as %q: %w", c.Username, err)
+		return fmt.Errorf("postgres: log in as %q: %w", c.Username, err)
 	}
 	defer db.Close()
 	q := cfg.TestQuery
@@ -400,7 +407,7 @@ func (r *Rotator) Test(ctx context.Context, req rotators.TestRequest) (err error
 		q = "SELECT 1"
 	}
 	if err := runReadOnly(ctx, db, q); err != nil {
-		return fmt.Errorf("postgres: test: the test query failed as %q: %w", c.Username, err)
+		return fmt.Errorf("postgres: the test query failed as %q: %w", c.Username, err)
 	}
 	return nil
 }
@@ -462,18 +469,24 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		// Set already replaced the one password of the role. The role
 		// itself, logged in with its new password, ends its other sessions
 		// (a role may signal its own backends).
+		req.Effects.Add(revoked(prev.Username))
 		if req.KeepSessions {
 			return nil
 		}
 		db, err := open(ctx, cfg, cur)
 		if err != nil {
-			return fmt.Errorf("postgres: finish: connect as %q: %w", cur.Username, err)
+			return fmt.Errorf("postgres: connect as %q: %w", cur.Username, err)
 		}
 		defer db.Close()
-		return terminate(ctx, db, prev.Username)
+		return terminate(ctx, db, prev.Username, req.Effects)
 	case rotators.StrategyAdmin, rotators.StrategyAlternating:
-		if cfg.Strategy == rotators.StrategyAdmin && req.KeepSessions {
-			return nil // Set already replaced the role's only password
+		alternate := cfg.Strategy == rotators.StrategyAlternating && prev.Username != cur.Username
+		if !alternate {
+			// Set already replaced the role's only password.
+			req.Effects.Add(revoked(prev.Username))
+			if req.KeepSessions {
+				return nil
+			}
 		}
 		admin, err := parseAdmin(req.Admin)
 		if err != nil {
@@ -481,36 +494,43 @@ func (r *Rotator) Finish(ctx context.Context, req rotators.FinishRequest) (err e
 		}
 		lease, err := r.adminSession(ctx, cfg, admin)
 		if err != nil {
-			return fmt.Errorf("postgres: finish: connect as the admin %q: %w", admin.Username, err)
+			return fmt.Errorf("postgres: connect as the admin %q: %w", admin.Username, err)
 		}
 		defer func() { lease.Release(err) }()
 		db := lease.S.conn
-		if cfg.Strategy == rotators.StrategyAlternating && prev.Username != cur.Username {
+		if alternate {
 			verifier, err := r.unknownPasswordVerifier()
 			if err != nil {
-				return fmt.Errorf("postgres: finish: %w", err)
+				return fmt.Errorf("postgres: %w", err)
 			}
 			if _, err := db.ExecContext(ctx, alterPasswordSQL(prev.Username, verifier)); err != nil {
-				return fmt.Errorf("postgres: finish: revoke the password of the previous user %q: %w", prev.Username, err)
+				return fmt.Errorf("postgres: revoke the password of the previous user %q: %w", prev.Username, err)
 			}
+			req.Effects.Add(revoked(prev.Username))
 		}
 		if req.KeepSessions {
 			return nil
 		}
-		if err := terminate(ctx, db, prev.Username); err != nil {
+		if err := terminate(ctx, db, prev.Username, req.Effects); err != nil {
 			return err
 		}
-		if cfg.Strategy == rotators.StrategyAlternating && prev.Username != cur.Username {
+		if alternate {
 			// The current user's old password was a working credential
 			// until Set replaced it (it was the version before previous);
 			// sessions opened with it end too. PostgreSQL cannot tell which
 			// password a session used, so new sessions reconnect.
-			return terminate(ctx, db, cur.Username)
+			return terminate(ctx, db, cur.Username, req.Effects)
 		}
 		return nil
 	}
 	return fmt.Errorf("postgres: strategy %q: %w", cfg.Strategy, rotators.ErrUnsupported)
 }
+
+func revoked(role string) rotators.Effect {
+	return rotators.Effect{Kind: rotators.EffectCredentialRevoked, Target: roleTarget(role)}
+}
+
+func roleTarget(role string) string { return "role " + strconv.Quote(role) }
 
 // Rollback undoes Set of a pending value that failed its test while the
 // current value still works. Single-user and admin have nothing to undo
@@ -537,10 +557,10 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 		return err
 	}
 	if pend.Username == cur.Username {
-		return fmt.Errorf("postgres: rollback: alternating: the pending user is the current user %q; refusing to change the current password", cur.Username)
+		return fmt.Errorf("postgres: alternating: the pending user is the current user %q; refusing to change the current password", cur.Username)
 	}
 	if err := cfg.CheckPair(cur.Username, pend.Username); err != nil {
-		return fmt.Errorf("postgres: rollback: %w", err)
+		return fmt.Errorf("postgres: %w", err)
 	}
 	admin, err := parseAdmin(req.Admin)
 	if err != nil {
@@ -548,11 +568,11 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 	}
 	verifier, err := r.unknownPasswordVerifier()
 	if err != nil {
-		return fmt.Errorf("postgres: rollback: %w", err)
+		return fmt.Errorf("postgres: %w", err)
 	}
 	lease, err := r.adminSession(ctx, cfg, admin)
 	if err != nil {
-		return fmt.Errorf("postgres: rollback: connect as the admin %q: %w", admin.Username, err)
+		return fmt.Errorf("postgres: connect as the admin %q: %w", admin.Username, err)
 	}
 	_, err = lease.S.conn.ExecContext(ctx, alterPasswordSQL(pend.Username, verifier))
 	lease.Release(err)
@@ -561,7 +581,7 @@ func (r *Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) (e
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("postgres: rollback: revoke the pending password of %q: %w", pend.Username, err)
+		return fmt.Errorf("postgres: revoke the pending password of %q: %w", pend.Username, err)
 	}
 	return nil
 }
@@ -571,12 +591,42 @@ type rowQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func terminate(ctx context.Context, db rowQuerier, role string) error {
+// terminate ends every other session of role and reports how many.
+func terminate(ctx context.Context, db rowQuerier, role string, effects *rotators.Effects) error {
 	var n int
 	if err := db.QueryRowContext(ctx, queryTerminate, role).Scan(&n); err != nil {
-		return fmt.Errorf("postgres: finish: end the sessions of %q: %w", role, err)
+		return fmt.Errorf("postgres: end the sessions of %q: %w", role, err)
 	}
+	effects.Add(rotators.Effect{Kind: rotators.EffectSessionsEnded, Target: roleTarget(role), Count: n})
 	return nil
+}
+
+// noWorkingCredential is the error of a login that refused both the
+// current and the pending password of c's role.
+func noWorkingCredential(c rotators.DBCredentials, err error) error {
+	return &rotators.NoWorkingCredentialError{
+		Account: roleTarget(c.Username),
+		Server:  hostPort(c),
+		Reason:  authReason(err),
+		Err:     err,
+	}
+}
+
+func hostPort(c rotators.DBCredentials) string {
+	return net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(c.Host, "["), "]"), strconv.Itoa(c.Port))
+}
+
+// authReason is the server's refusal in a few words, without the
+// driver's prefix and code.
+func authReason(err error) string {
+	var pe *pq.Error
+	if !errors.As(err, &pe) {
+		return err.Error()
+	}
+	if pe.Code == "28P01" {
+		return "password authentication failed"
+	}
+	return pe.Message
 }
 
 func parseAdmin(v rotators.Value) (rotators.DBCredentials, error) {

@@ -66,7 +66,7 @@ func parseConfig(raw json.RawMessage) (config, error) {
 			return config{}, errors.New(`config: test_query: a Redis command with its arguments separated by spaces, e.g. "GET app:health"`)
 		}
 		if !readOnlyCommands[strings.ToUpper(cmd[0])] {
-			return config{}, fmt.Errorf("config: test_query: %w: %q is not one of the read-only commands the redis rotator runs (%s)",
+			return config{}, fmt.Errorf("config: %w: %q is not one of the read-only commands the redis rotator runs (%s)",
 				rotators.ErrTestQuery, cmd[0], readOnlyCommandList)
 		}
 	}
@@ -323,19 +323,19 @@ func checkPasswordChecked(ctx context.Context, c creds, timeout time.Duration) e
 func (Rotator) Create(_ context.Context, req rotators.CreateRequest) (rotators.CreateResponse, error) {
 	cfg, err := parseConfig(req.Config)
 	if err != nil {
-		return rotators.CreateResponse{}, fmt.Errorf("redis: create: %w", err)
+		return rotators.CreateResponse{}, fmt.Errorf("redis: %w", err)
 	}
 	cur, err := parseValue(req.Current, "current")
 	if err != nil {
-		return rotators.CreateResponse{}, fmt.Errorf("redis: create: %w", err)
+		return rotators.CreateResponse{}, fmt.Errorf("redis: %w", err)
 	}
 	pw, err := rotators.GeneratePassword(cfg.Password)
 	if err != nil {
-		return rotators.CreateResponse{}, fmt.Errorf("redis: create: %w", err)
+		return rotators.CreateResponse{}, fmt.Errorf("redis: %w", err)
 	}
 	v, err := rotators.WithCredentials(req.Current, cur.Username, pw)
 	if err != nil {
-		return rotators.CreateResponse{}, fmt.Errorf("redis: create: %w", err)
+		return rotators.CreateResponse{}, fmt.Errorf("redis: %w", err)
 	}
 	return rotators.CreateResponse{Value: v}, nil
 }
@@ -379,57 +379,57 @@ func (s *session) persist(ctx context.Context, cfg config) error {
 func (Rotator) Set(ctx context.Context, req rotators.SetRequest) error {
 	cfg, err := parseConfig(req.Config)
 	if err != nil {
-		return fmt.Errorf("redis: set: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	cur, err := parseValue(req.Current, "current")
 	if err != nil {
-		return fmt.Errorf("redis: set: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	pend, err := parseValue(req.Pending, "pending")
 	if err != nil {
-		return fmt.Errorf("redis: set: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	if pend.user != cur.user {
-		return fmt.Errorf("redis: set: the pending value is for user %q, the current one for %q; the redis rotator changes one user's passwords", pend.user, cur.user)
+		return fmt.Errorf("redis: the pending value is for user %q, the current one for %q; the redis rotator changes one user's passwords", pend.user, cur.user)
 	}
 	as, err := executor(cfg, req.Current, req.Admin)
 	if err != nil {
-		return fmt.Errorf("redis: set: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	single := cfg.Strategy == rotators.StrategySingleUser
 	if single {
 		if err := checkPasswordChecked(ctx, as, cfg.Timeout()); err != nil {
-			return fmt.Errorf("redis: set: %w", err)
+			return fmt.Errorf("redis: %w", err)
 		}
 	}
 	s, err := dial(ctx, as, cfg.Timeout(), cur.pw, pend.pw)
 	if err != nil {
-		return fmt.Errorf("redis: set: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	defer s.close()
 	if err := s.checkWho(ctx, as.user, single); err != nil {
-		return fmt.Errorf("redis: set: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	if cfg.Strategy == rotators.StrategyAdmin {
 		// ACL SETUSER creates a missing user; a rotation must not.
 		err := s.do(ctx, cmdGetUser(pend.user)).Err()
 		switch {
 		case errors.Is(err, goredis.Nil):
-			return fmt.Errorf("redis: set: user %q does not exist on %s", pend.user, as.addr())
+			return fmt.Errorf("redis: user %q does not exist on %s", pend.user, as.addr())
 		case goredis.IsPermissionError(err):
-			return fmt.Errorf("redis: set: %w", permissionError(cfg, as, "ACL GETUSER", "+acl|getuser"))
+			return fmt.Errorf("redis: %w", permissionError(cfg, as, "ACL GETUSER", "+acl|getuser"))
 		case err != nil:
-			return fmt.Errorf("redis: set: %w", s.errorf("ACL GETUSER: %w", err))
+			return fmt.Errorf("redis: %w", s.errorf("ACL GETUSER: %w", err))
 		}
 	}
 	if err := s.do(ctx, cmdAddPassword(pend.user, pend.hash())).Err(); err != nil {
 		if goredis.IsPermissionError(err) {
-			return fmt.Errorf("redis: set: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
+			return fmt.Errorf("redis: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
 		}
-		return fmt.Errorf("redis: set: %w", s.errorf("ACL SETUSER %q (add the new password): %w", pend.user, err))
+		return fmt.Errorf("redis: %w", s.errorf("ACL SETUSER %q (add the new password): %w", pend.user, err))
 	}
 	if err := s.persist(ctx, cfg); err != nil {
-		return fmt.Errorf("redis: set: new password added but not saved: %w", err)
+		return fmt.Errorf("redis: new password added but not saved: %w", err)
 	}
 	return nil
 }
@@ -438,15 +438,15 @@ func (Rotator) Set(ctx context.Context, req rotators.SetRequest) error {
 func (Rotator) Test(ctx context.Context, req rotators.TestRequest) error {
 	cfg, err := parseConfig(req.Config)
 	if err != nil {
-		return fmt.Errorf("redis: test: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	v, err := parseValue(req.Value, "tested")
 	if err != nil {
-		return fmt.Errorf("redis: test: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	s, err := dial(ctx, v, cfg.Timeout())
 	if err != nil {
-		return fmt.Errorf("redis: test: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	defer s.close()
 	// The handshake refused bad credentials already; WHOAMI guards against
@@ -454,14 +454,14 @@ func (Rotator) Test(ctx context.Context, req rotators.TestRequest) error {
 	// connection authenticated as "default"). Users that may not run it are
 	// common and are not held against the credential.
 	if err := s.checkWho(ctx, v.user, false); err != nil {
-		return fmt.Errorf("redis: test: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	args := make([]any, len(cfg.testCommand))
 	for i, a := range cfg.testCommand {
 		args[i] = a
 	}
 	if err := s.do(ctx, args).Err(); err != nil && !errors.Is(err, goredis.Nil) {
-		return fmt.Errorf("redis: test: %w", s.errorf("test command %s: %w", cfg.testCommand[0], err))
+		return fmt.Errorf("redis: %w", s.errorf("test command %s: %w", cfg.testCommand[0], err))
 	}
 	return nil
 }
@@ -472,21 +472,21 @@ func (Rotator) Test(ctx context.Context, req rotators.TestRequest) error {
 func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 	cfg, err := parseConfig(req.Config)
 	if err != nil {
-		return fmt.Errorf("redis: finish: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	cur, err := parseValue(req.Current, "current")
 	if err != nil {
-		return fmt.Errorf("redis: finish: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	var prev creds
 	havePrev := len(req.Previous) > 0
 	if havePrev {
 		if prev, err = parseValue(req.Previous, "previous"); err != nil {
-			return fmt.Errorf("redis: finish: %w", err)
+			return fmt.Errorf("redis: %w", err)
 		}
 	}
 	if req.Emergency && havePrev && prev.user != cur.user {
-		return fmt.Errorf("redis: finish: the previous value is for user %q, the current one for %q: "+
+		return fmt.Errorf("redis: the previous value is for user %q, the current one for %q: "+
 			"the redis rotator resets only %q; change %q's password by hand", prev.user, cur.user, cur.user, prev.user)
 	}
 	if !req.Emergency && (!havePrev || prev.user != cur.user || prev.hash() == cur.hash()) {
@@ -494,7 +494,7 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 	}
 	as, err := executor(cfg, req.Current, req.Admin)
 	if err != nil {
-		return fmt.Errorf("redis: finish: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	secrets := []sensitive.Bytes{cur.pw}
 	if havePrev {
@@ -502,11 +502,11 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 	}
 	s, err := dial(ctx, as, cfg.Timeout(), secrets...)
 	if err != nil {
-		return fmt.Errorf("redis: finish: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	defer s.close()
 	if err := s.checkWho(ctx, as.user, cfg.Strategy == rotators.StrategySingleUser); err != nil {
-		return fmt.Errorf("redis: finish: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 
 	if !req.Emergency {
@@ -516,13 +516,13 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 			// Removed now, or by an earlier Finish; save either way, as the
 			// earlier Finish may have failed to.
 			if err := s.persist(ctx, cfg); err != nil {
-				return fmt.Errorf("redis: finish: old password removed but not saved: %w", err)
+				return fmt.Errorf("redis: old password removed but not saved: %w", err)
 			}
 			return nil
 		case goredis.IsPermissionError(err):
-			return fmt.Errorf("redis: finish: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
+			return fmt.Errorf("redis: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
 		default:
-			return fmt.Errorf("redis: finish: %w", s.errorf("ACL SETUSER %q (remove the old password): %w", cur.user, err))
+			return fmt.Errorf("redis: %w", s.errorf("ACL SETUSER %q (remove the old password): %w", cur.user, err))
 		}
 	}
 
@@ -531,24 +531,31 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 	// in with an old password.
 	if err := s.do(ctx, cmdResetPasswords(cur.user, cur.hash())).Err(); err != nil {
 		if goredis.IsPermissionError(err) {
-			return fmt.Errorf("redis: finish: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
+			return fmt.Errorf("redis: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
 		}
-		return fmt.Errorf("redis: finish: %w", s.errorf("ACL SETUSER %q resetpass (keep only the current password): %w", cur.user, err))
+		return fmt.Errorf("redis: %w", s.errorf("ACL SETUSER %q resetpass (keep only the current password): %w", cur.user, err))
 	}
+	target := "user " + strconv.Quote(cur.user)
+	req.Effects.Add(rotators.Effect{Kind: rotators.EffectCredentialRevoked, Target: target})
 	if err := s.persist(ctx, cfg); err != nil {
-		return fmt.Errorf("redis: finish: old passwords removed but not saved: %w", err)
+		return fmt.Errorf("redis: old passwords removed but not saved: %w", err)
 	}
 	if req.KeepSessions {
 		return nil
 	}
 	// SKIPME yes spares this connection when it is authenticated as the
-	// same user (single-user), so the answer still arrives.
-	if err := s.do(ctx, cmdKillSessions(cur.user)).Err(); err != nil {
+	// same user (single-user), so the answer still arrives. The answer is
+	// the number of sessions closed.
+	n, err := s.do(ctx, cmdKillSessions(cur.user)).Int()
+	if err == nil {
+		req.Effects.Add(rotators.Effect{Kind: rotators.EffectSessionsEnded, Target: target, Count: n})
+	}
+	if err != nil {
 		if goredis.IsPermissionError(err) {
-			return fmt.Errorf("redis: finish: old passwords removed, but sessions stay open: %w",
+			return fmt.Errorf("redis: old passwords removed, but sessions stay open: %w",
 				permissionError(cfg, as, "CLIENT KILL", "+client|kill"))
 		}
-		return fmt.Errorf("redis: finish: old passwords removed, but sessions stay open: %w",
+		return fmt.Errorf("redis: old passwords removed, but sessions stay open: %w",
 			s.errorf("CLIENT KILL USER %q: %w", cur.user, err))
 	}
 	return nil
@@ -562,44 +569,44 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 func (Rotator) Rollback(ctx context.Context, req rotators.RollbackRequest) error {
 	cfg, err := parseConfig(req.Config)
 	if err != nil {
-		return fmt.Errorf("redis: rollback: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	cur, err := parseValue(req.Current, "current")
 	if err != nil {
-		return fmt.Errorf("redis: rollback: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	pend, err := parseValue(req.Pending, "pending")
 	if err != nil {
-		return fmt.Errorf("redis: rollback: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	if pend.user != cur.user {
-		return fmt.Errorf("redis: rollback: the pending value is for user %q, the current one for %q; the redis rotator changes one user's passwords", pend.user, cur.user)
+		return fmt.Errorf("redis: the pending value is for user %q, the current one for %q; the redis rotator changes one user's passwords", pend.user, cur.user)
 	}
 	if pend.hash() == cur.hash() {
 		return nil // removing it would remove the current password
 	}
 	as, err := executor(cfg, req.Current, req.Admin)
 	if err != nil {
-		return fmt.Errorf("redis: rollback: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	s, err := dial(ctx, as, cfg.Timeout(), cur.pw, pend.pw)
 	if err != nil {
-		return fmt.Errorf("redis: rollback: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	defer s.close()
 	if err := s.checkWho(ctx, as.user, cfg.Strategy == rotators.StrategySingleUser); err != nil {
-		return fmt.Errorf("redis: rollback: %w", err)
+		return fmt.Errorf("redis: %w", err)
 	}
 	err = s.do(ctx, cmdRemovePassword(pend.user, pend.hash())).Err()
 	switch {
 	case err == nil, isRedisError(err) && strings.Contains(err.Error(), errNoSuchPassword):
 		if err := s.persist(ctx, cfg); err != nil {
-			return fmt.Errorf("redis: rollback: pending password removed but not saved: %w", err)
+			return fmt.Errorf("redis: pending password removed but not saved: %w", err)
 		}
 		return nil
 	case goredis.IsPermissionError(err):
-		return fmt.Errorf("redis: rollback: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
+		return fmt.Errorf("redis: %w", permissionError(cfg, as, "ACL SETUSER", "+acl|setuser"))
 	default:
-		return fmt.Errorf("redis: rollback: %w", s.errorf("ACL SETUSER %q (remove the pending password): %w", pend.user, err))
+		return fmt.Errorf("redis: %w", s.errorf("ACL SETUSER %q (remove the pending password): %w", pend.user, err))
 	}
 }
