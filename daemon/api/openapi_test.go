@@ -135,6 +135,7 @@ var schemaBindings = map[string]binding{
 	"RotationChange":          resp(client.RotationChange{}),
 	"RotateResult":            resp(client.RotateResult{}),
 	"Run":                     resp(client.Run{}),
+	"RunEffect":               resp(client.RunEffect{}),
 	"RunStep":                 resp(client.RunStep{}),
 	"RunList":                 resp(client.RunList{}),
 	"StatusRow":               resp(client.StatusRow{}),
