@@ -828,6 +828,7 @@ func TestDeployUnitStartsDaemon(t *testing.T) {
 			if i := strings.LastIndex(line, "\n"); i >= 0 {
 				line = line[i+1:]
 			}
+			t.Logf("exit %d: %s", code, line)
 			for _, w := range tt.want {
 				if !strings.Contains(line, w) {
 					t.Fatalf("exit %d, last line %q: want it to mention %q\n%s", code, line, w, out)
