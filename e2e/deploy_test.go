@@ -271,6 +271,31 @@ func missingCredentials(u unitFile, config string) []string {
 	return out
 }
 
+// systemdVerify runs systemd-analyze verify on a unit text (ExecStart's
+// program replaced by one that exists here) and returns what it says.
+func systemdVerify(t *testing.T, text string) string {
+	t.Helper()
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatalf("systemd-analyze (Debian package systemd) is needed to check the unit: %v", err)
+	}
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "rotary.service")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(text, "/usr/local/bin/rotary", sh)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, sa, "verify", path).CombinedOutput()
+	if err != nil && len(out) == 0 {
+		t.Fatalf("systemd-analyze verify: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
 func readRepoFile(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -290,10 +315,12 @@ func loadUnit(t testing.TB, text string) unitFile {
 }
 
 // TestDeployUnitHardened: deploy/rotary.service has every hardening
-// setting rotary tolerates and loads every credential the example config
-// names; each setting removed from the unit is reported (the negative
-// controls), as are a secret put in Environment= and a credential the
-// config names but the unit does not load.
+// setting rotary tolerates, loads every credential the example config
+// names, and systemd-analyze verify finds nothing to say about it; each
+// setting removed from the unit is reported (the negative controls), as
+// are a secret put in Environment=, a widened address family list, a
+// credential the config names but the unit does not load, and (by
+// systemd-analyze) a misspelt key and a bad boolean.
 func TestDeployUnitHardened(t *testing.T) {
 	t.Parallel()
 	text := readRepoFile(t, unitPath)
@@ -307,6 +334,16 @@ func TestDeployUnitHardened(t *testing.T) {
 	}
 	if m := missingCredentials(u, config); len(m) > 0 {
 		t.Fatalf("deploy/rotary.yaml names credentials the unit does not load: %v", m)
+	}
+
+	// systemd's own parser knows every key and value (a misspelt
+	// directive is only a warning to systemd: the service would start
+	// without it).
+	if out := systemdVerify(t, text); out != "" {
+		t.Fatalf("systemd-analyze verify %s:\n%s", unitPath, out)
+	}
+	if out := systemdVerify(t, text+"\n[Service]\nProtectSytem=strict\nNoNewPrivileges=maybe\n"); !strings.Contains(out, "ProtectSytem") || !strings.Contains(out, "maybe") {
+		t.Fatalf("systemd-analyze verify of a unit with a misspelt key and a bad boolean said %q, want both named", out)
 	}
 
 	// Negative controls: the checks see each setting go.
@@ -660,6 +697,64 @@ func deployTLS(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
 
+// confineScript runs "$@" the way the unit confines the daemon, as far
+// as util-linux can without systemd: in a mount namespace where / and the
+// test's folder are read-only but the state directory (ProtectSystem=strict
+// with StateDirectory=), as an unprivileged user without capabilities or a
+// way to gain any (User=, CapabilityBoundingSet=, NoNewPrivileges=yes).
+const confineScript = `set -e
+state=$1 root=$2 uid=$3; shift 3
+mount --bind "$state" "$state"
+mount --rbind "$root" "$root"
+mount -o remount,bind,ro "$root"
+mount -o remount,bind,ro /
+exec setpriv --reuid="$uid" --regid="$uid" --clear-groups --no-new-privs --bounding-set=-all --inh-caps=-all -- "$@"`
+
+// nobodyUID stands in for the unit's User=rotary.
+const nobodyUID = 65534
+
+// confine wraps cmd in confineScript and hands the credentials and the
+// state directory to the unprivileged user, as systemd does. It needs
+// root (a mount namespace, setuid); the test machine runs tests as root.
+// It reports false, changing nothing, when the test does not run as root:
+// then the daemon runs as the test's own unprivileged user, unconfined.
+func (l *deployLayout) confine(t *testing.T, cmd *exec.Cmd) bool {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Logf("not root: the daemon runs as this user, without the unit's mount and privilege restrictions")
+		return false
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatalf("unshare (util-linux) is needed to confine the daemon as the unit does: %v", err)
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to confine the daemon as the unit does: %v", err)
+	}
+	// The folders on the way are traversable, the credentials and the
+	// state the user's (systemd: 0500/0400 and StateDirectoryMode=0700).
+	for _, d := range []string{filepath.Dir(l.root), l.root, filepath.Join(l.root, "etc"), l.etc, filepath.Join(l.root, "run"),
+		filepath.Dir(l.creds), filepath.Join(l.root, "var"), l.stateRoot, filepath.Dir(l.bin), l.plugins} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{l.creds, l.state} {
+		err := filepath.Walk(p, func(path string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(path, nobodyUID, nobodyUID)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := append([]string{unshare, "-m", "--propagation", "private", "sh", "-c", confineScript, "sh", l.state, l.root, strconv.Itoa(nobodyUID)}, cmd.Args...)
+	cmd.Path, cmd.Args = unshare, args
+	return true
+}
+
 // runUntilExit runs cmd, which must exit on its own within a minute, and
 // returns its exit code and output.
 func runUntilExit(t *testing.T, cmd *exec.Cmd) (int, string) {
@@ -685,7 +780,11 @@ func runUntilExit(t *testing.T, cmd *exec.Cmd) (int, string) {
 // way deploy/rotary.service does: its ExecStart= and Environment=, the
 // credentials of its LoadCredential= lines in a credentials directory,
 // its StateDirectory=, and deploy/rotary.yaml with this machine's
-// PostgreSQL and Redis. The daemon serves HTTPS with the certificate of
+// PostgreSQL and Redis; as root, confined as the unit confines it (a
+// read-only file system but the state directory, an unprivileged user,
+// no capabilities, no new privileges; checked in /proc, and the sandbox
+// itself checked with a probe that may write only the state directory).
+// The daemon serves HTTPS with the certificate of
 // the config and the key from its credential, and the root token from the
 // root-token credential works: a secret is created, rotated and read, and
 // the rotation reaches Redis. A wrong token is refused. Negative controls:
@@ -697,6 +796,19 @@ func TestDeployUnitStartsDaemon(t *testing.T) {
 		f := newDeployFixture(t)
 		f.loadCredentials(t, f.unit)
 		cmd := f.command(t, f.unit)
+		confined := f.confine(t, cmd)
+		if confined {
+			// The sandbox is real: in it, nothing outside the state
+			// directory is writable, and the user holds no capability.
+			probe := exec.Command("sh", "-c", `touch "$1/state-ok" && ! touch "$2/outside" 2>/dev/null && ! touch /rootfs-write 2>/dev/null && grep -q '^CapEff:[[:space:]]*0*$' /proc/self/status`, "sh", f.state, f.root)
+			f.confine(t, probe)
+			if out, err := probe.CombinedOutput(); err != nil {
+				t.Fatalf("the confinement does not hold (state writable, the rest read-only, no capabilities): %v\n%s", err, out)
+			}
+			if err := os.Remove(filepath.Join(f.state, "state-ok")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		var logs syncBuffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		if err := cmd.Start(); err != nil {
@@ -735,6 +847,14 @@ func TestDeployUnitStartsDaemon(t *testing.T) {
 			resp.Body.Close()
 			return resp.StatusCode == http.StatusOK
 		})
+		if confined {
+			status := readRepoFile(t, fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+			for _, want := range []string{fmt.Sprintf("Uid:\t%d\t%d", nobodyUID, nobodyUID), "NoNewPrivs:\t1", "CapBnd:\t0000000000000000", "CapEff:\t0000000000000000"} {
+				if !strings.Contains(status, want) {
+					t.Fatalf("the daemon's /proc status lacks %q:\n%s", want, status)
+				}
+			}
+		}
 		if !strings.Contains(logs.String(), `"addr":"`+addr+`"`) {
 			t.Fatalf("the daemon does not say it listens on %s (JSON log, as the unit asks):\n%s", addr, logs.String())
 		}
@@ -820,7 +940,9 @@ func TestDeployUnitStartsDaemon(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.prepare(f)
-			code, out := runUntilExit(t, f.command(t, f.unit))
+			cmd := f.command(t, f.unit)
+			f.confine(t, cmd)
+			code, out := runUntilExit(t, cmd)
 			if code == 0 {
 				t.Fatalf("rotary started and exited 0, want a refusal:\n%s", out)
 			}
