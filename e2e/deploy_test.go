@@ -41,6 +41,8 @@ import (
 
 	"github.com/google/shlex"
 	"gopkg.in/yaml.v3"
+
+	"github.com/rotary-secrets/rotary/plugins/examples/template/rotator"
 )
 
 const (
@@ -698,16 +700,25 @@ func deployTLS(t *testing.T) (caPEM, certPEM, keyPEM []byte) {
 }
 
 // confineScript runs "$@" the way the unit confines the daemon, as far
-// as util-linux can without systemd: in a mount namespace where / and the
-// test's folder are read-only but the state directory (ProtectSystem=strict
-// with StateDirectory=), as an unprivileged user without capabilities or a
-// way to gain any (User=, CapabilityBoundingSet=, NoNewPrivileges=yes).
+// as util-linux can without systemd: in a mount namespace where the file
+// system is read-only but the state directory (ProtectSystem=strict with
+// StateDirectory=) and /tmp is a private tmpfs (PrivateTmp=yes; the
+// folders of the test the daemon reads are carried over, read-only), as an
+// unprivileged user without capabilities or a way to gain any (User=,
+// CapabilityBoundingSet=, NoNewPrivileges=yes).
 const confineScript = `set -e
-state=$1 root=$2 uid=$3; shift 3
+state=$1 uid=$2 keep=$3; shift 3
 mount --bind "$state" "$state"
-mount --rbind "$root" "$root"
-mount -o remount,bind,ro "$root"
+IFS=:
+for d in $keep; do mount --rbind "$d" "$d"; mount -o remount,bind,ro "$d"; done
 mount -o remount,bind,ro /
+mount -t tmpfs -o mode=0700 tmpfs /srv
+i=0
+for d in $keep; do i=$((i+1)); mkdir /srv/$i; mount --rbind "$d" /srv/$i; done
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+i=0
+for d in $keep; do i=$((i+1)); mkdir -p "$d"; mount --rbind /srv/$i "$d"; mount -o remount,bind,ro "$d"; done
+unset IFS
 exec setpriv --reuid="$uid" --regid="$uid" --clear-groups --no-new-privs --bounding-set=-all --inh-caps=-all -- "$@"`
 
 // nobodyUID stands in for the unit's User=rotary.
@@ -750,7 +761,8 @@ func (l *deployLayout) confine(t *testing.T, cmd *exec.Cmd) bool {
 			t.Fatal(err)
 		}
 	}
-	args := append([]string{unshare, "-m", "--propagation", "private", "sh", "-c", confineScript, "sh", l.state, l.root, strconv.Itoa(nobodyUID)}, cmd.Args...)
+	keep := strings.Join([]string{l.root, filepath.Dir(l.bin)}, ":")
+	args := append([]string{unshare, "-m", "--propagation", "private", "sh", "-c", confineScript, "sh", l.state, strconv.Itoa(nobodyUID), keep}, cmd.Args...)
 	cmd.Path, cmd.Args = unshare, args
 	return true
 }
@@ -787,7 +799,8 @@ func runUntilExit(t *testing.T, cmd *exec.Cmd) (int, string) {
 // The daemon serves HTTPS with the certificate of
 // the config and the key from its credential, and the root token from the
 // root-token credential works: a secret is created, rotated and read, and
-// the rotation reaches Redis. A wrong token is refused. Negative controls:
+// the rotation reaches Redis; a rotator plugin the confined daemon execs
+// rotates too. A wrong token is refused. Negative controls:
 // the daemon refuses to start, with an error naming the problem and the
 // file, when the root-key or root-token credential is missing or the root
 // key is readable by the group.
@@ -795,18 +808,35 @@ func TestDeployUnitStartsDaemon(t *testing.T) {
 	t.Run("serves with the credentials", func(t *testing.T) {
 		f := newDeployFixture(t)
 		f.loadCredentials(t, f.unit)
+		// A rotator plugin, root's, in plugin_dir; the system it rotates
+		// (an account store) in the state directory, the daemon's user's.
+		plugin := filepath.Join(f.plugins, "testplugin")
+		if b, err := os.ReadFile(pluginBinary(t, "testplugin")); err != nil {
+			t.Fatal(err)
+		} else if err := os.WriteFile(plugin, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		accounts := filepath.Join(f.state, "accounts")
+		if err := os.MkdirAll(accounts, 0o700); err != nil {
+			t.Fatal(err)
+		}
 		cmd := f.command(t, f.unit)
 		confined := f.confine(t, cmd)
 		if confined {
 			// The sandbox is real: in it, nothing outside the state
 			// directory is writable, and the user holds no capability.
-			probe := exec.Command("sh", "-c", `touch "$1/state-ok" && ! touch "$2/outside" 2>/dev/null && ! touch /rootfs-write 2>/dev/null && grep -q '^CapEff:[[:space:]]*0*$' /proc/self/status`, "sh", f.state, f.root)
+			private := "rotary-private-tmp-" + randHex(6)
+			probe := exec.Command("sh", "-c", `touch "$1/state-ok" && ! touch "$2/outside" 2>/dev/null && ! touch /rootfs-write 2>/dev/null && touch "/tmp/$3" && test -r "$4" && grep -q '^CapEff:[[:space:]]*0*$' /proc/self/status`,
+				"sh", f.state, f.root, private, filepath.Join(f.creds, "root-key"))
 			f.confine(t, probe)
 			if out, err := probe.CombinedOutput(); err != nil {
-				t.Fatalf("the confinement does not hold (state writable, the rest read-only, no capabilities): %v\n%s", err, out)
+				t.Fatalf("the confinement does not hold (state writable, the rest read-only, a private /tmp, credentials readable, no capabilities): %v\n%s", err, out)
 			}
 			if err := os.Remove(filepath.Join(f.state, "state-ok")); err != nil {
 				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(os.TempDir(), private)); err == nil {
+				t.Fatal("the sandbox's /tmp is the host's")
 			}
 		}
 		var logs syncBuffer
@@ -873,6 +903,27 @@ func TestDeployUnitStartsDaemon(t *testing.T) {
 			out, err := exec.Command("redis-cli", "-h", "127.0.0.1", "-p", "6379", "GET", f.redisPrefix+"version:"+name).Output()
 			return err == nil && strings.TrimSpace(string(out)) == "2"
 		})
+		// A plugin, exec'd by the confined daemon, rotates too.
+		c.ok("plugin", "register", "tp", "--path", plugin)
+		basicAuthSecret(t, c, "tp", accounts, "deploy/plugin", "first-pw-1")
+		if confined {
+			err := filepath.Walk(accounts, func(path string, _ os.FileInfo, err error) error {
+				if err != nil {
+					return err
+				}
+				return os.Lchown(path, nobodyUID, nobodyUID)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.ok("rotate", "deploy/plugin", "--wait")
+		if v := currentVersion(t, c, "deploy/plugin"); v != 2 {
+			t.Fatalf("plugin secret version after the rotation = %d, want 2", v)
+		}
+		if err := (rotator.Store{Dir: accounts}).Check("deploy-plugin", currentPassword(t, c, "deploy/plugin")); err != nil {
+			t.Fatalf("the plugin's new password does not log in: %v", err)
+		}
 		wrong := cli{t: t, addr: addr, token: "deploy-wrong-" + randHex(24)}
 		if _, _, code := wrong.run("secret", "list"); code == 0 {
 			t.Fatal("a token that is not the credential's was accepted")
