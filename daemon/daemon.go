@@ -357,7 +357,8 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := d.newRelay(d.api.Registry()); err != nil {
 		return nil, err
 	}
-	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, cfg.Now, running, d.engine.Failing, d.engine.Unschedulable)
+	d.schedMetrics = newSchedulerMetrics(d.api.Registry(), d.st, cfg.Now, running, d.engine.Failing, d.engine.Unschedulable,
+		func(r store.Rotation, now time.Time) time.Duration { return rotationOverdue(d.engine, r, now) })
 	if d.changes != nil {
 		registerListenerMetrics(d.api.Registry(), d.changes)
 	}

@@ -54,7 +54,7 @@ type schedulerMetrics struct {
 	lag     prometheus.Histogram
 }
 
-func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, now func() time.Time, running func() int, failing, unschedulable func(store.Rotation) bool) *schedulerMetrics {
+func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, now func() time.Time, running func() int, failing, unschedulable func(store.Rotation) bool, overdue func(store.Rotation, time.Time) time.Duration) *schedulerMetrics {
 	m := &schedulerMetrics{
 		claimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "rotary_rotations_claimed_total", Help: "Due rotations claimed by this daemon."}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rotary_rotations_total", Help: "Rotation attempts by rotator and result."}, []string{"rotator", "result"}),
@@ -63,7 +63,7 @@ func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, now func() t
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
 	}
-	counts := &cachedCounts{st: st, now: now, failing: failing, unschedulable: unschedulable}
+	counts := &cachedCounts{st: st, now: now, failing: failing, unschedulable: unschedulable, overdue: overdue}
 	reg.MustRegister(m.claimed, m.results, m.lag,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rotary_rotations_running", Help: "Rotations running on this daemon."},
 			func() float64 { return float64(running()) }),
@@ -75,6 +75,10 @@ func newSchedulerMetrics(reg prometheus.Registerer, st store.Store, now func() t
 			Name: "rotary_rotations_unschedulable",
 			Help: "Enabled rotations with a schedule this daemon does not follow (e.g. under its min_rotation_interval); see rotary status.",
 		}, func() float64 { return counts.get().unschedulable }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rotary_rotation_overdue_seconds",
+			Help: "How long the latest enabled, scheduled rotation is past the time by which it should have succeeded (the first scheduled time after its last success, window included); 0 when none is late.",
+		}, func() float64 { return counts.get().overdue }),
 	)
 	return m
 }
@@ -85,11 +89,12 @@ type cachedCounts struct {
 	now           func() time.Time // the daemon's clock, for what is due
 	failing       func(store.Rotation) bool
 	unschedulable func(store.Rotation) bool
+	overdue       func(store.Rotation, time.Time) time.Duration
 	at            time.Time
 	last          counts
 }
 
-type counts struct{ due, failing, unschedulable float64 }
+type counts struct{ due, failing, unschedulable, overdue float64 }
 
 func (c *cachedCounts) get() counts {
 	c.mu.Lock()
@@ -117,9 +122,37 @@ func (c *cachedCounts) get() counts {
 		if c.unschedulable(r) {
 			c.last.unschedulable++
 		}
+		if c.overdue != nil {
+			c.last.overdue = max(c.last.overdue, c.overdue(r, now).Seconds())
+		}
 	}
 	c.at = time.Now()
 	return c.last
+}
+
+// rotationOverdue is how far r is past the time by which it should have
+// rotated successfully: the first scheduled time (its window's offset
+// included) after its last success; for a rotation that never succeeded,
+// its stored next due time. Zero when it is not late, or not on a schedule
+// this daemon follows (rotary_rotations_unschedulable counts those).
+func rotationOverdue(e *rotation.Engine, r store.Rotation, now time.Time) time.Duration {
+	if !r.Enabled || r.Schedule == "" || e.Unschedulable(r) {
+		return 0
+	}
+	spec, err := e.ParseSchedule(r.Schedule, r.Window)
+	if err != nil || spec.Manual() {
+		return 0
+	}
+	var expected time.Time
+	switch {
+	case r.LastRotatedAt != nil:
+		expected = spec.Due(r.Secret, spec.Next(*r.LastRotatedAt))
+	case r.NextDueAt != nil:
+		expected = *r.NextDueAt
+	default:
+		return 0
+	}
+	return max(now.Sub(expected), 0)
 }
 
 // handleDue runs one claimed rotation.

@@ -686,8 +686,13 @@ func newSupMetrics(reg prometheus.Registerer) (*supMetrics, error) {
 	return m, nil
 }
 
-func (m *supMetrics) start(name, result string) { m.starts.WithLabelValues(name, result).Inc() }
-func (m *supMetrics) restart(name string)       { m.restarts.WithLabelValues(name).Inc() }
+func (m *supMetrics) start(name, result string) {
+	m.starts.WithLabelValues(name, result).Inc()
+	// The plugin's restart count exists from its first start, at 0, so
+	// that increase() over it sees the first restart.
+	m.restarts.WithLabelValues(name)
+}
+func (m *supMetrics) restart(name string) { m.restarts.WithLabelValues(name).Inc() }
 func (m *supMetrics) call(name, method string, d time.Duration) {
 	m.duration.WithLabelValues(name, method).Observe(d.Seconds())
 }

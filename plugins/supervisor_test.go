@@ -140,6 +140,35 @@ func (sv *supervised) metric(t *testing.T, name string, labels ...string) float6
 	return 0
 }
 
+// hasSeries reports whether the registry holds a series of name with
+// labels.
+func (sv *supervised) hasSeries(t *testing.T, name string, labels ...string) bool {
+	t.Helper()
+	fams, err := sv.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue next
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
 // until calls f until it returns nil, failing the test after d.
 func until(t *testing.T, d time.Duration, what string, f func() error) {
 	t.Helper()
@@ -208,6 +237,11 @@ func TestSupervisorSharesOneProcessAmongConcurrentRotations(t *testing.T) {
 	}
 	if n := sv.metric(t, "rotary_plugin_starts_total", "plugin", "tpl", "result", "ok"); n != 1 {
 		t.Errorf("rotary_plugin_starts_total{ok} = %v; want 1", n)
+	}
+	// The restart count exists from the first start, at 0, so that
+	// increase() in an alert sees the first restart.
+	if !sv.hasSeries(t, "rotary_plugin_restarts_total", "plugin", "tpl") || sv.metric(t, "rotary_plugin_restarts_total", "plugin", "tpl") != 0 {
+		t.Errorf("rotary_plugin_restarts_total{plugin=tpl} missing or not 0 after one start")
 	}
 	if n := sv.metric(t, "rotary_plugin_call_duration_seconds", "plugin", "tpl", "method", "set"); n != 50 {
 		t.Errorf("rotary_plugin_call_duration_seconds{set} count = %v; want 50", n)

@@ -135,4 +135,34 @@ if ! mgmt_up; then
 fi
 wait_for "RabbitMQ management API" 120 mgmt_up
 
-log "PostgreSQL, MariaDB, Redis and RabbitMQ are ready"
+# --- promtool ---------------------------------------------------------------
+# e2e/deploy_test.go checks deploy/prometheus/ with `promtool check rules` and
+# `promtool test rules`. Debian's prometheus package ships promtool beside the
+# server; the server is not one of the test services: it must not be left
+# running (or enabled) on :9090 after the install.
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing promtool (Debian package prometheus)"
+  export DEBIAN_FRONTEND=noninteractive
+  # Keep the package's postinst from starting the server: an existing
+  # policy-rc.d is left alone, else a temporary one says "no" (exit 101).
+  policy_made=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    policy_made=1
+  fi
+  $SUDO apt-get install -y -q --no-install-recommends prometheus ||
+    { $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends prometheus; }
+  if [ -n "$policy_made" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+  command -v promtool >/dev/null 2>&1 || die "promtool missing after installing prometheus"
+fi
+# Whether installed now or earlier: the package's server is stopped and
+# disabled (it is ours, not a shared service).
+if [ -d /run/systemd/system ] && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+if [ -x /etc/init.d/prometheus ] && pgrep -x -u prometheus prometheus >/dev/null 2>&1; then
+  $SUDO /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+fi
+
+log "PostgreSQL, MariaDB, Redis and RabbitMQ are ready; promtool is installed"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/daemon"
@@ -19,23 +20,63 @@ const MinRootTokenLength = 32
 // token.
 const rootTokenEnv = "ROTARY_ROOT_TOKEN"
 
+// rootTokenFileEnv names the environment variable of a file holding an
+// operator-chosen root token: a systemd credential
+// (Environment=ROTARY_ROOT_TOKEN_FILE=%d/root-token with
+// LoadCredential=root-token:…) or a container secret. The file must give
+// group and others no access, like the root key file.
+const rootTokenFileEnv = "ROTARY_ROOT_TOKEN_FILE"
+
 // rootTokenFromEnv reads ROTARY_ROOT_TOKEN, checks it and removes it from
 // the environment, so that nothing the daemon starts later (hooks,
 // plugins) inherits it. Outside dev mode it must be at least
 // MinRootTokenLength characters. Errors never hold the token.
+//
+// ROTARY_ROOT_TOKEN_FILE names a file to read the token from instead; a
+// missing, empty or too open file is an error naming the variable and the
+// file, so a daemon given a credential that is not there does not start.
 func (a *app) rootTokenFromEnv(dev bool) (string, error) {
 	tok := a.getenv(rootTokenEnv)
+	file := a.getenv(rootTokenFileEnv)
 	// The client's token means nothing to the server: drop it too.
-	for _, name := range []string{rootTokenEnv, "ROTARY_TOKEN"} {
+	for _, name := range []string{rootTokenEnv, rootTokenFileEnv, "ROTARY_TOKEN"} {
 		if err := os.Unsetenv(name); err != nil {
 			return "", fmt.Errorf("%s: unset: %w", name, err)
+		}
+	}
+	src := rootTokenEnv
+	if file != "" {
+		src = rootTokenFileEnv
+		if tok != "" {
+			return "", fmt.Errorf("%s and %s are both set: give the root token one way", rootTokenEnv, rootTokenFileEnv)
+		}
+		var err error
+		if tok, err = readRootTokenFile(file); err != nil {
+			return "", err
 		}
 	}
 	if tok == "" {
 		return "", nil
 	}
 	if err := checkRootToken(tok, dev); err != nil {
-		return "", fmt.Errorf("%s: %w", rootTokenEnv, err)
+		return "", fmt.Errorf("%s: %w", src, err)
+	}
+	return tok, nil
+}
+
+// readRootTokenFile reads the root token from the file named by
+// ROTARY_ROOT_TOKEN_FILE (one line; a final newline is dropped).
+func readRootTokenFile(path string) (string, error) {
+	if err := checkPrivateFile(rootTokenFileEnv, path); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w (the file with the root token for the first start)", rootTokenFileEnv, err)
+	}
+	tok := strings.TrimRight(string(b), "\r\n")
+	if tok == "" {
+		return "", fmt.Errorf("%s: %s is empty: write the root token into it (openssl rand -base64 32)", rootTokenFileEnv, path)
 	}
 	return tok, nil
 }

@@ -171,3 +171,56 @@ func TestCheckRootFilesPassphrase(t *testing.T) {
 		t.Fatalf("checkRootFiles(absent file) = %v, want nil", err)
 	}
 }
+
+// TestRootTokenFileEnv: ROTARY_ROOT_TOKEN_FILE (a systemd credential or a
+// container secret) gives the root token from a file; a missing, empty,
+// too open or weak file, or both variables at once, is refused naming the
+// variable (and never printing the token); the variable is gone from the
+// environment afterwards. Not parallel: it sets the environment.
+func TestRootTokenFileEnv(t *testing.T) {
+	strong := "canary-" + strings.Repeat("y", 40)
+	tests := []struct {
+		name, content string
+		mode          os.FileMode
+		missing       bool
+		alsoEnv       bool
+		wantErr       string
+	}{
+		{name: "strong token", content: strong + "\n", mode: 0o400},
+		{name: "missing file", missing: true, wantErr: "no such file"},
+		{name: "empty file", content: "\n", mode: 0o600, wantErr: "is empty"},
+		{name: "readable by group", content: strong, mode: 0o640, wantErr: "group or others"},
+		{name: "weak token", content: "canary-short\n", mode: 0o600, wantErr: "the minimum is 32"},
+		{name: "both variables", content: strong, mode: 0o600, alsoEnv: true, wantErr: "both set"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			file := filepath.Join(dir, "root-token")
+			if !tt.missing {
+				if err := os.WriteFile(file, []byte(tt.content), tt.mode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Setenv(rootTokenFileEnv, file)
+			env := ""
+			if tt.alsoEnv {
+				env = strong
+			}
+			t.Setenv(rootTokenEnv, env)
+			a := &app{getenv: os.Getenv}
+			tok, err := a.rootTokenFromEnv(false)
+			switch {
+			case tt.wantErr == "" && (err != nil || tok != strong):
+				t.Fatalf("rootTokenFromEnv = (%d characters, %v), want the file's token", len(tok), err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "ROTARY_ROOT_TOKEN")):
+				t.Fatalf("rootTokenFromEnv err = %v, want one naming the variable and containing %q", err, tt.wantErr)
+			case err != nil && strings.Contains(err.Error(), "canary"):
+				t.Fatalf("rootTokenFromEnv error %q holds the token", err)
+			}
+			if _, ok := os.LookupEnv(rootTokenFileEnv); ok {
+				t.Errorf("after rootTokenFromEnv, %s is still set", rootTokenFileEnv)
+			}
+		})
+	}
+}

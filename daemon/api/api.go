@@ -148,6 +148,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.audit = newAuditLog(cfg.Store, cfg.AuditKey, cfg.Now, cfg.Logger, cfg.AuditWriters, cfg.AuditAnchorEvery, cfg.AuditAnchorInterval)
 	s.metrics = newMetrics(cfg.Store)
+	s.metrics.reg.MustRegister(s.audit.writeFailures)
 	s.hub = newEventHub(cfg.Store, cfg.EventsPoll, cfg.Now, cfg.Logger)
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "rotary_event_stream_subscribers", Help: "Open GET /v1/events streams on this daemon.",

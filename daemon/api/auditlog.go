@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/rotary-secrets/rotary/audit"
 	"github.com/rotary-secrets/rotary/store"
 )
@@ -54,6 +56,25 @@ type auditLog struct {
 	summaryEvery time.Duration
 	stopSummary  chan struct{}
 	summaryDone  chan struct{}
+
+	// writeFailures counts audit writes that failed, by kind: "records"
+	// (a batch of request records, each request refused with it) and
+	// "anchor".
+	writeFailures *prometheus.CounterVec
+}
+
+// Kinds of rotary_audit_write_failures_total.
+var auditWriteKinds = []string{"records", "anchor"}
+
+func newAuditWriteFailures() *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rotary_audit_write_failures_total",
+		Help: "Audit writes that failed, by kind: records (a group commit of request records; those requests were refused) and anchor.",
+	}, []string{"kind"})
+	for _, k := range auditWriteKinds {
+		c.WithLabelValues(k) // every series from 0, so increase() sees the first failure
+	}
+	return c
 }
 
 type pending struct {
@@ -79,6 +100,7 @@ func newAuditLog(st store.Store, key audit.Key, now func() time.Time, log *slog.
 		anchorNow: make(chan struct{}, 1), stopAnchor: make(chan struct{}), anchorDone: make(chan struct{}),
 		failures: newFailedAuth(now), summaryEvery: failedAuthSummary,
 		stopSummary: make(chan struct{}), summaryDone: make(chan struct{}),
+		writeFailures: newAuditWriteFailures(),
 	}
 }
 
@@ -132,6 +154,7 @@ func (l *auditLog) anchorLoop(ctx context.Context) {
 			stop = true
 		}
 		if _, err := l.Anchor(ctx); err != nil {
+			l.writeFailures.WithLabelValues("anchor").Inc()
 			l.log.Error("audit: writing an anchor", "err", err)
 		}
 		if stop {
@@ -259,6 +282,7 @@ func (l *auditLog) run(ctx context.Context) {
 		}
 		err := l.commit(ctx, batch)
 		if err != nil {
+			l.writeFailures.WithLabelValues("records").Inc()
 			l.log.Error("audit commit failed", "records", len(batch), "err", err)
 		} else if l.sinceAnchor.Add(int64(len(batch))) >= l.anchorEvery {
 			select {
