@@ -162,12 +162,19 @@ func (e *Engine) configure(ctx context.Context, s Settings) (Configured, error) 
 
 	rot, err := e.cfg.Rotators.Rotator(ctx, want.Rotator)
 	if err != nil {
+		if errors.Is(err, secrets.ErrInvalid) {
+			// "invalid input: rotator: plugin ...", the category once.
+			msg := strings.TrimPrefix(err.Error(), secrets.ErrInvalid.Error()+": ")
+			return Configured{}, &stepErr{msg: secrets.ErrInvalid.Error() + ": rotator: " + msg, err: err}
+		}
 		return Configured{}, fmt.Errorf("rotator: %w", err)
 	}
 	g := e.guard(rot, want.Rotator)
 	if v, ok := rot.(rotators.ConfigValidator); ok {
 		if err := g.validate(ctx, v, info.Type, want.Config); err != nil {
-			return Configured{}, fmt.Errorf("%w: config: rotator %s: %v", secrets.ErrInvalid, want.Rotator, err)
+			// A rotator's error names it already ("postgres: config: ...").
+			msg := strings.TrimPrefix(err.Error(), want.Rotator+": ")
+			return Configured{}, fmt.Errorf("%w: rotator %s: %s", secrets.ErrInvalid, want.Rotator, msg)
 		}
 	}
 	if err := e.checkAdminSecret(ctx, info, want.Config); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rotary-secrets/rotary/auth"
@@ -380,7 +381,10 @@ func rotateError(p *principal, name string, err error) error {
 		return err
 	default:
 		// The engine has already removed every value from the message.
-		return &httpError{http.StatusBadGateway, "rotation failed: " + revealError(p, name, err.Error())}
+		// "rotation failed: set: ...", not "rotation failed: rotate NAME: set:
+		// ...": the caller named the secret.
+		msg := strings.TrimPrefix(err.Error(), "rotate "+name+": ")
+		return &httpError{http.StatusBadGateway, "rotation failed: " + revealError(p, name, msg)}
 	}
 }
 
