@@ -478,3 +478,49 @@ func TestCLIVersion(t *testing.T) {
 		t.Fatalf("rotary version -o json: %q", out)
 	}
 }
+
+// Errors are one line that names each layer once: no "rotator postgres:
+// postgres: config:", no "set: postgres: set:", no "invalid input: ...
+// invalid input:".
+func TestCLIErrorsNameEachLayerOnce(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	name := uniq("ux/pg")
+	role := "nobody_" + randHex(4) // no such role: the rotation fails at set
+	val := `{"engine":"postgres","host":"127.0.0.1","port":5432,"username":"` + role + `","password":"pw-` + randHex(8) + `","dbname":"test","sslmode":"disable"}`
+	c.withStdin([]byte(val)).ok("secret", "create", name, "--type", "db-credentials", "--value-stdin")
+
+	repeated := func(errOut string) {
+		t.Helper()
+		line := strings.TrimPrefix(strings.TrimSpace(errOut), "error: ")
+		parts := strings.Split(line, ": ")
+		for i := 1; i < len(parts); i++ {
+			for j := 0; j < i; j++ {
+				if parts[i] == parts[j] && len(parts[i]) > 0 {
+					t.Errorf("error line %q repeats %q", errOut, parts[i])
+				}
+			}
+		}
+	}
+	errOut := c.fail(exitUsage, []string{`invalid input: rotator postgres: config: strategy "bogus"`},
+		"rotation", "set", name, "--rotator", "postgres", "--config-json", `{"strategy":"bogus"}`)
+	repeated(errOut)
+	errOut = c.fail(exitUsage, []string{`invalid input: rotator: plugin "nope-x" is not registered`},
+		"rotation", "set", name, "--rotator", "plugin:nope-x")
+	repeated(errOut)
+
+	c.ok("rotation", "set", name, "--rotator", "postgres")
+	errOut = c.fail(exitFailure, []string{"rotation failed: set: postgres: connect as " + strconvQuote(role)}, "rotate", name, "--wait")
+	repeated(errOut)
+	if strings.Contains(errOut, "rotate "+name+":") {
+		t.Errorf("rotate --wait: %q names the rotation twice", errOut)
+	}
+	if strings.Contains(errOut, "pw-") {
+		t.Fatalf("the error line shows the password: %q", errOut)
+	}
+	msg := jsonError(c, exitFailure, "rotation_failed", "rotate", name, "--wait")
+	if !strings.HasPrefix(msg, "rotation failed: set: postgres: ") {
+		t.Errorf("rotate --wait -o json: %q", msg)
+	}
+}
