@@ -30,11 +30,17 @@ func (s *Server) rotationRoutes() {
 // target's error text only if p may read the secret, its category
 // otherwise.
 func (s *Server) rotationInfo(p *principal, r store.Rotation) client.RotationInfo {
+	state, reason := s.engine.ScheduleState(r)
+	return s.rotationInfoIn(p, r, state, reason)
+}
+
+// rotationInfoIn is rotationInfo with the schedule state already known.
+func (s *Server) rotationInfoIn(p *principal, r store.Rotation, state, reason string) client.RotationInfo {
 	ri := client.RotationInfo{
 		Rotator: r.Rotator, Schedule: r.Schedule, Enabled: r.Enabled, LastRotatedAt: r.LastRotatedAt,
 		NextRotationAt: r.NextDueAt, LastError: revealError(p, r.Secret, r.LastError), Failing: s.engine.Failing(r),
 	}
-	ri.State, ri.StateReason = s.engine.ScheduleState(r)
+	ri.State, ri.StateReason = state, reason
 	if !r.Enabled {
 		// A disabled rotation is not due: a failed run's retry time stays
 		// stored but is not one.
