@@ -9,9 +9,12 @@
 //	   answered 400, 413, 415 or 422
 //	3  not found: the server answered 404
 //	4  permission denied (403) or authentication failed (401)
-//	5  the server could not be reached at all
+//	5  the server could not be reached at all, or went away (stopped,
+//	   restarted) before it answered
 //
-// On failure exactly one line "error: <reason>" goes to stderr.
+// On failure exactly one line "error: <reason>" goes to stderr; with
+// -o json one line {"error":"<reason>","code":"<word>"} instead (the code
+// words are the code* constants).
 package main
 
 import (
@@ -258,7 +261,8 @@ schedule and records every access in a tamper-evident audit log.
 "rotary server" runs the daemon; every other command is a client of its HTTP API.
 
 Exit codes: 0 ok, 1 failure, 2 usage or invalid input, 3 not found,
-4 permission denied or authentication failed, 5 server unreachable.`,
+4 permission denied or authentication failed, 5 server unreachable or gone.
+With -o json, errors are one JSON line on stderr: {"error":"...","code":"..."}.`,
 		Example: `  rotary server --dev
   export ROTARY_TOKEN=...
   rotary secret create app/db --value-stdin < password.txt
