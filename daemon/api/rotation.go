@@ -34,6 +34,30 @@ func (s *Server) rotationInfo(p *principal, r store.Rotation) client.RotationInf
 	return s.rotationInfoIn(p, r, state, reason)
 }
 
+// scheduleStates returns Engine.ScheduleState memoized for one listing.
+// ScheduleState parses the schedule and walks two years of its firings
+// (a few milliseconds each): rotations sharing a schedule share the
+// answer when it carries no reason (a reason names the secret).
+func (s *Server) scheduleStates() func(store.Rotation) (string, string) {
+	type key struct {
+		schedule        string
+		window          time.Duration
+		enabled, hasDue bool
+	}
+	memo := map[key]string{}
+	return func(r store.Rotation) (string, string) {
+		k := key{r.Schedule, r.Window, r.Enabled, r.NextDueAt != nil}
+		if state, ok := memo[k]; ok {
+			return state, ""
+		}
+		state, reason := s.engine.ScheduleState(r)
+		if reason == "" {
+			memo[k] = state
+		}
+		return state, reason
+	}
+}
+
 // rotationInfoIn is rotationInfo with the schedule state already known.
 func (s *Server) rotationInfoIn(p *principal, r store.Rotation, state, reason string) client.RotationInfo {
 	ri := client.RotationInfo{
@@ -414,6 +438,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 		return err
 	}
 	out := client.Status{Secrets: []client.StatusRow{}}
+	states := s.scheduleStates()
 	if len(rots) == limit {
 		out.Next = rots[len(rots)-1].Secret
 	}
@@ -430,7 +455,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 			LastRotatedAt: rot.LastRotatedAt, NextRotation: rot.NextDueAt, LastError: revealError(p, rot.Secret, rot.LastError),
 			Failing: s.engine.Failing(rot),
 		}
-		row.State, row.StateReason = s.engine.ScheduleState(rot)
+		row.State, row.StateReason = states(rot)
 		if !rot.Enabled {
 			row.NextRotation = nil
 		}

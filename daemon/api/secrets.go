@@ -226,15 +226,7 @@ func (s *Server) listRotations(r *http.Request, p *principal, secs []client.Secr
 	first, last := secs[0].Name, secs[len(secs)-1].Name
 	after := first[:len(first)-1] // the names after it start at first
 	globs := secretGlobs(p, auth.ActionDescribe)
-	// ScheduleState parses the schedule and walks two years of its
-	// firings (about 2 ms): secrets sharing a schedule share the answer
-	// when it carries no reason (a reason names the secret).
-	type stateKey struct {
-		schedule        string
-		window          time.Duration
-		enabled, hasDue bool
-	}
-	states := map[stateKey]string{}
+	states := s.scheduleStates()
 	for {
 		rots, err := s.st.ListRotations(r.Context(), store.ListRotationsParams{After: after, Limit: len(secs), Globs: globs})
 		if err != nil {
@@ -242,14 +234,7 @@ func (s *Server) listRotations(r *http.Request, p *principal, secs []client.Secr
 		}
 		for _, rot := range rots {
 			if i, ok := at[rot.Secret]; ok {
-				k := stateKey{rot.Schedule, rot.Window, rot.Enabled, rot.NextDueAt != nil}
-				state, cached := states[k]
-				reason := ""
-				if !cached {
-					if state, reason = s.engine.ScheduleState(rot); reason == "" {
-						states[k] = state
-					}
-				}
+				state, reason := states(rot)
 				ri := s.rotationInfoIn(p, rot, state, reason)
 				ri.Config, ri.BoundTo = nil, ""
 				secs[i].Rotation = &ri
