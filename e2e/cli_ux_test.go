@@ -438,6 +438,9 @@ func TestCLICompletion(t *testing.T) {
 	if got := complete(c, "rotate", p+"/t"); strings.Join(got, " ") != p+"/two" {
 		t.Fatalf("__complete rotate %s/t: %q", p, got)
 	}
+	if got := complete(c, "exec", "--env", "PW="+p+"/o"); strings.Join(got, " ") != "PW="+p+"/one" {
+		t.Fatalf("__complete exec --env PW=%s/o: %q", p, got)
+	}
 	if got := complete(c, "secret", "get", p+"/one", ""); len(got) != 0 {
 		t.Fatalf("__complete after the NAME: %q, want nothing", got)
 	}

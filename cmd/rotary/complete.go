@@ -163,6 +163,20 @@ func (a *app) registerCompletions(root *cobra.Command) {
 				return a.completePolicies(cmd, s)
 			})
 		}
+		if f := cmd.Flags().Lookup("env"); f != nil && path == "exec" {
+			// --env VAR=NAME: the secret name after the "=".
+			_ = cmd.RegisterFlagCompletionFunc("env", func(cmd *cobra.Command, _ []string, s string) ([]string, cobra.ShellCompDirective) {
+				v, name, ok := strings.Cut(s, "=")
+				if !ok {
+					return nil, noFiles | cobra.ShellCompDirectiveNoSpace
+				}
+				names, dir := a.completeSecrets(cmd, nil, name)
+				for i := range names {
+					names[i] = v + "=" + names[i]
+				}
+				return names, dir
+			})
+		}
 		if f := cmd.Flags().Lookup("rotator"); f != nil && path == "rotation set" {
 			_ = cmd.RegisterFlagCompletionFunc("rotator", func(cmd *cobra.Command, _ []string, s string) ([]string, cobra.ShellCompDirective) {
 				return a.completePlugins(cmd, s, true)
