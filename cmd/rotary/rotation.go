@@ -312,7 +312,7 @@ passwords) and ends the old credential's open sessions unless --keep-sessions.`,
 			}
 			out, err := c.Rotate(cmd.Context(), args[0], client.RotateOptions{Wait: wait, Emergency: emergency, KeepSessions: keep})
 			if err != nil {
-				return daemonGone(err, a.addr, args[0])
+				return daemonGone(err, a.addr, args[0], wait)
 			}
 			if a.json() {
 				return printJSON(a.stdout, out)
@@ -340,12 +340,18 @@ passwords) and ends the old credential's open sessions unless --keep-sessions.`,
 // answer because it stopped (503 while shutting down, or the connection
 // closed mid-request): the rotation, if it started, resumes at the
 // daemon's next start. Exit 5, like a daemon that cannot be reached.
-func daemonGone(err error, addr, name string) error {
+func daemonGone(err error, addr, name string, wait bool) error {
 	next := fmt.Sprintf("a rotation that started resumes from its step when the daemon starts again (see: rotary rotation history %s)", name)
+	if !wait {
+		next = fmt.Sprintf("the rotation of %s was not started; run it again once the daemon is back", name)
+		if errors.Is(err, client.ErrConnectionLost) {
+			next = fmt.Sprintf("if the rotation of %s started, it resumes when the daemon starts again (see: rotary rotation history %s)", name, name)
+		}
+	}
 	switch {
 	case errors.Is(err, client.ErrConnectionLost):
 		return exitError{code: exitUnreachable, word: codeUnavailable,
-			msg: fmt.Sprintf("the rotary server at %s went away before the rotation of %s ended; %s", addr, name, next)}
+			msg: fmt.Sprintf("the rotary server at %s went away before it answered; %s", addr, next)}
 	case client.StatusOf(err) == http.StatusServiceUnavailable && strings.Contains(err.Error(), "shutting down"):
 		return exitError{code: exitUnreachable, word: codeUnavailable,
 			msg: fmt.Sprintf("the rotary server at %s is shutting down; %s", addr, next)}

@@ -182,3 +182,32 @@ func TestVersion(t *testing.T) {
 		t.Errorf("without -ldflags: version %q, commit %q; want dev and the VCS revision or unknown", v, rev)
 	}
 }
+
+// A rotate the daemon did not answer because it stopped: exit 5, and
+// what becomes of the rotation.
+func TestDaemonGone(t *testing.T) {
+	t.Parallel()
+	const addr = "http://127.0.0.1:1"
+	lost := fmt.Errorf("%w: %s: %w", client.ErrUnreachable, addr, client.ErrConnectionLost)
+	stopping := &client.APIError{Status: 503, Message: "rotate app/db: the daemon is shutting down; rotations resume at its next start"}
+	for _, tt := range []struct {
+		err  error
+		wait bool
+		want string
+	}{
+		{lost, true, "went away before it answered; a rotation that started resumes"},
+		{stopping, true, "is shutting down; a rotation that started resumes"},
+		{stopping, false, "is shutting down; the rotation of app/db was not started"},
+		{lost, false, "went away before it answered; if the rotation of app/db started, it resumes"},
+	} {
+		f := describeError(daemonGone(tt.err, addr, "app/db", tt.wait), addr)
+		if f.exit != exitUnreachable || f.word != codeUnavailable || !strings.Contains(f.msg, tt.want) {
+			t.Errorf("daemonGone(%v, wait %v) = %+v, want exit 5, unavailable, %q", tt.err, tt.wait, f, tt.want)
+		}
+	}
+	// Other failures pass through.
+	other := &client.APIError{Status: 503, Message: "function hooks are not enabled in this daemon"}
+	if f := describeError(daemonGone(other, addr, "app/db", true), addr); f.exit != exitFailure {
+		t.Errorf("daemonGone(another 503) = %+v, want exit 1", f)
+	}
+}
