@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -21,7 +22,7 @@ func buildVersion() (ver, rev string) {
 	ver, rev = version, commit
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return cmpOr(ver, "dev"), cmpOr(rev, "unknown")
+		return cmp.Or(ver, "dev"), cmp.Or(rev, "unknown")
 	}
 	if ver == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		ver = bi.Main.Version // go install module@version
@@ -46,14 +47,7 @@ func buildVersion() (ver, rev string) {
 			}
 		}
 	}
-	return ver, cmpOr(rev, "unknown")
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
+	return ver, cmp.Or(rev, "unknown")
 }
 
 // versionLine is what `rotary version` and `rotary --version` print.
