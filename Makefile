@@ -20,9 +20,14 @@ TEST_PACKAGES ?= 3
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The version and commit `rotary version` prints.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+
 .PHONY: build
-build: ## build bin/rotary
-	$(GO) build -o $(BIN) ./cmd/rotary
+build: ## build bin/rotary (with the version and commit of the checkout)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/rotary
 
 .PHONY: run
 run: build ## run the daemon in dev mode on the embedded store (data in .rotary-dev/)

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -30,6 +31,11 @@ const (
 
 // ErrUnreachable wraps every failure to reach the server at all.
 var ErrUnreachable = errors.New("server unreachable")
+
+// ErrConnectionLost is wrapped (with ErrUnreachable) when the server
+// closed the connection before it answered: the daemon stopped or
+// restarted while the request was in flight.
+var ErrConnectionLost = errors.New("the server closed the connection before answering")
 
 // APIError is an error answer from the server.
 type APIError struct {
@@ -167,6 +173,9 @@ func (c *Client) sendWith(hc *http.Client, req *http.Request) (*http.Response, e
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
+		if connectionLost(err) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, c.addr, ErrConnectionLost)
+		}
 		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, rootCause(err))
 	}
 	if resp.StatusCode >= 400 {
@@ -179,6 +188,13 @@ func (c *Client) sendWith(hc *http.Client, req *http.Request) (*http.Response, e
 		return nil, &APIError{Status: resp.StatusCode, Message: eb.Error}
 	}
 	return resp, nil
+}
+
+// connectionLost reports whether err says the server hung up on a
+// request it had accepted (EOF, a reset connection) rather than refusing
+// the connection or not answering at all.
+func connectionLost(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 func rootCause(err error) error {
@@ -207,6 +223,9 @@ func (c *Client) Do(ctx context.Context, method, path string, q url.Values, body
 		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		if connectionLost(err) && ctx.Err() == nil {
+			return fmt.Errorf("%w: %s: %w", ErrUnreachable, c.addr, ErrConnectionLost)
+		}
 		return fmt.Errorf("decode answer to %s %s: %w", method, path, err)
 	}
 	return nil

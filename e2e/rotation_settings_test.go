@@ -67,7 +67,7 @@ func TestRotationSetMerges(t *testing.T) {
 
 	// Schedule alone, in text: the change is printed; config and window stay.
 	text := c.ok("rotation", "set", name, "--schedule", "@every 3h")
-	if !strings.Contains(text, "schedule: @every 2h0m0s -> @every 3h0m0s") {
+	if !strings.Contains(text, "schedule: @every 2h -> @every 3h") {
 		t.Fatalf("set --schedule printed:\n%s", text)
 	}
 	if strings.Contains(text, "config.") || strings.Contains(text, "rotator:") {

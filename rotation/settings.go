@@ -162,6 +162,11 @@ func (e *Engine) configure(ctx context.Context, s Settings) (Configured, error) 
 
 	rot, err := e.cfg.Rotators.Rotator(ctx, want.Rotator)
 	if err != nil {
+		if errors.Is(err, secrets.ErrInvalid) {
+			// "invalid input: rotator: plugin ...", the category once.
+			msg := strings.TrimPrefix(err.Error(), secrets.ErrInvalid.Error()+": ")
+			return Configured{}, &stepErr{msg: secrets.ErrInvalid.Error() + ": rotator: " + msg, err: err}
+		}
 		return Configured{}, fmt.Errorf("rotator: %w", err)
 	}
 	g := e.guard(rot, want.Rotator)

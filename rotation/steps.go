@@ -87,6 +87,32 @@ func (a *attempt) remember(vs ...sensitive.Bytes) {
 
 func (a *attempt) sanitize(err error) error { return sensitive.Sanitize(err, a.values...) }
 
+// stepErr is an error with its own text over the error it wraps: a
+// step's error that names the step once.
+type stepErr struct {
+	msg string
+	err error
+}
+
+func (e *stepErr) Error() string { return e.msg }
+func (e *stepErr) Unwrap() error { return e.err }
+
+// stepError prefixes a rotator's error with the step (and detail) once:
+// a rotator that already says "postgres: set: connect ..." reads
+// "set: postgres: connect ...", not "set: postgres: set: connect ...".
+func stepError(step, detail string, err error) error {
+	msg := err.Error()
+	if name, rest, ok := strings.Cut(msg, ": "); ok && !strings.Contains(name, " ") {
+		if r, ok := strings.CutPrefix(rest, step+": "); ok {
+			msg = name + ": " + r
+		}
+	}
+	if detail != "" {
+		msg = detail + ": " + msg
+	}
+	return &stepErr{msg: step + ": " + msg, err: err}
+}
+
 // guard runs f, turning a panic into the step's error: the run fails like
 // any failed step (and is retried), the daemon lives on. The log gets the
 // stack, never the panic's value.
@@ -446,7 +472,7 @@ func (a *attempt) create(ctx context.Context) (transition, error) {
 		Secret: a.rsecret(0), Config: a.config, Current: current, Previous: previous, Emergency: a.opts.Emergency,
 	})
 	if err != nil {
-		return transition{}, fmt.Errorf("create: %w", err)
+		return transition{}, stepError("create", "", err)
 	}
 	a.remember(resp.Value)
 	a.e.failpoint("create-before-store")
@@ -499,7 +525,7 @@ func (a *attempt) set(ctx context.Context) (transition, error) {
 		Admin: a.admin, Emergency: a.opts.Emergency,
 	})
 	if err != nil {
-		return transition{}, fmt.Errorf("set: %w", err)
+		return transition{}, stepError("set", "", err)
 	}
 	a.e.failpoint("set-after")
 	return transition{next: StepTest}, nil
@@ -533,7 +559,7 @@ func (a *attempt) test(ctx context.Context) (transition, error) {
 	if errors.Is(err, store.ErrLeaseLost) {
 		return transition{}, err // stopped before testing: nothing was learnt
 	}
-	testErr := fmt.Errorf("test: the pending credential does not work: %w", err)
+	testErr := stepError("test", "the pending credential does not work", err)
 	// Which credential does the target take? If current still works, roll
 	// back: drop pending, end the run; the next attempt starts afresh.
 	current, curVersion, cerr := a.value(ctx, 0, "current")

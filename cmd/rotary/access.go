@@ -229,8 +229,14 @@ expiry go to standard error. -o json prints the whole record, token included.`,
 			if tok.Name != "" {
 				named = fmt.Sprintf(" (%s)", tok.Name)
 			}
-			fmt.Fprintf(a.stderr, "token id %s%s, policies %s, expires %s; the token above is shown only once\n",
-				tok.ID, named, strings.Join(tok.Policies, ","), exp)
+			// The reminder is for someone reading a terminal; a script
+			// capturing the token gets the facts only.
+			once := ""
+			if a.isTerminal(a.stdout) {
+				once = "; the token above is shown only once"
+			}
+			fmt.Fprintf(a.stderr, "token id %s%s, policies %s, expires %s%s\n",
+				tok.ID, named, strings.Join(tok.Policies, ","), exp, once)
 			return nil
 		},
 	}

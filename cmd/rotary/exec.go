@@ -108,8 +108,8 @@ func resolveRef(ctx context.Context, c *client.Client, name, field string) ([]by
 // starts with label, with the exit code the failure deserves (not found
 // 3, denied 4, ...).
 func (a *app) refError(label string, err error) error {
-	code, msg := describeError(err, a.addr)
-	return exitError{code: code, msg: label + ": " + msg}
+	f := describeError(err, a.addr)
+	return exitError{code: f.exit, msg: label + ": " + f.msg, word: f.word}
 }
 
 func (a *app) execCmd() *cobra.Command {

@@ -318,8 +318,7 @@ func (a *app) renderWatch(ctx context.Context, c *client.Client, in, out string,
 				if ctx.Err() != nil {
 					return nil
 				}
-				_, msg := describeError(err, a.addr)
-				fmt.Fprintf(a.stderr, "warning: rotary render: %s; %s left as it was\n", oneLine(msg), out)
+				fmt.Fprintf(a.stderr, "warning: rotary render: %s; %s left as it was\n", oneLine(describeError(err, a.addr).msg), out)
 				continue
 			}
 			if next.Equal(last) {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -129,7 +131,7 @@ it to the new one.`,
 				fmt.Fprintln(a.stdout, "no change")
 			}
 			for _, ch := range out.Changes {
-				fmt.Fprintln(a.stdout, ch.String())
+				fmt.Fprintln(a.stdout, changeText(ch))
 			}
 			fmt.Fprintln(a.stdout)
 			return a.printRotation(out)
@@ -151,21 +153,17 @@ func (a *app) printRotation(r client.RotationShow) error {
 	t := newTable(a.stdout)
 	t.row("Secret:", r.Secret)
 	t.row("Rotator:", r.Rotator)
-	sched := r.Schedule
+	sched, loc := scheduleText(r.Schedule)
 	if sched == "" {
 		sched = "none (manual only)"
 	}
 	t.row("Schedule:", sched)
 	if r.Window != "" {
-		t.row("Window:", r.Window)
+		t.row("Window:", windowExplained(r.Window))
 	}
 	t.row("Enabled:", strconv.FormatBool(r.Enabled))
 	if r.State != "" {
-		state := r.State
-		if r.StateReason != "" {
-			state += ": " + r.StateReason
-		}
-		t.row("State:", state)
+		t.row("State:", stateText(r.State, r.StateReason))
 	}
 	if r.BoundTo != "" {
 		t.row("Bound to:", r.BoundTo)
@@ -174,32 +172,23 @@ func (a *app) printRotation(r client.RotationShow) error {
 		b, _ := json.Marshal(r.Config)
 		t.row("Config:", string(b))
 	}
-	t.row("Last rotated:", relTimePtr(now, r.LastRotatedAt))
+	t.row(labelLastRotated+":", relTimePtr(now, r.LastRotatedAt))
 	if r.LastError != "" {
-		t.row("Last error:", r.LastError)
+		t.row(labelLastError+":", r.LastError)
 	}
 	if r.Failing {
-		t.row("Failing:", "yes (retried at a slower rate)")
+		t.row("Failing:", "yes ("+failingNote+")")
 	}
 	if len(r.Next) > 0 {
 		for i, n := range r.Next {
 			label := " " // a continuation row, not an empty value
 			if i == 0 {
-				label = "Next rotations:"
+				label = labelNext + "s:"
 			}
-			t.row(label, fmt.Sprintf("%s (%s)", n.Local().Format(time.RFC3339), relTime(now, n)))
+			t.row(label, zoneTime(now, n, loc))
 		}
 	} else {
-		next := relTimePtr(now, r.NextRotationAt)
-		switch {
-		case !r.Enabled:
-			next = "none (disabled)"
-		case r.State == client.RotationUnschedulable && r.NextRotationAt == nil:
-			next = "none (unschedulable, see State)"
-		case r.State == client.RotationUnschedulable:
-			next += " (then none: unschedulable, see State)"
-		}
-		t.row("Next rotation:", next)
+		t.row(labelNext+":", nextRotationText(now, r.RotationInfo, false))
 	}
 	return t.flush()
 }
@@ -323,7 +312,7 @@ passwords) and ends the old credential's open sessions unless --keep-sessions.`,
 			}
 			out, err := c.Rotate(cmd.Context(), args[0], client.RotateOptions{Wait: wait, Emergency: emergency, KeepSessions: keep})
 			if err != nil {
-				return err
+				return daemonGone(err, a.addr, args[0], wait)
 			}
 			if a.json() {
 				return printJSON(a.stdout, out)
@@ -354,6 +343,29 @@ passwords) and ends the old credential's open sessions unless --keep-sessions.`,
 	return cmd
 }
 
+// daemonGone rewrites the error of a rotate call the daemon did not
+// answer because it stopped (503 while shutting down, or the connection
+// closed mid-request): the rotation, if it started, resumes at the
+// daemon's next start. Exit 5, like a daemon that cannot be reached.
+func daemonGone(err error, addr, name string, wait bool) error {
+	next := fmt.Sprintf("a rotation that started resumes from its step when the daemon starts again (see: rotary rotation history %s)", name)
+	if !wait {
+		next = fmt.Sprintf("the rotation of %s was not started; run it again once the daemon is back", name)
+		if errors.Is(err, client.ErrConnectionLost) {
+			next = fmt.Sprintf("if the rotation of %s started, it resumes when the daemon starts again (see: rotary rotation history %s)", name, name)
+		}
+	}
+	switch {
+	case errors.Is(err, client.ErrConnectionLost):
+		return exitError{code: exitUnreachable, word: codeUnavailable,
+			msg: fmt.Sprintf("the rotary server at %s went away before it answered; %s", addr, next)}
+	case client.StatusOf(err) == http.StatusServiceUnavailable && strings.Contains(err.Error(), "shutting down"):
+		return exitError{code: exitUnreachable, word: codeUnavailable,
+			msg: fmt.Sprintf("the rotary server at %s is shutting down; %s", addr, next)}
+	}
+	return err
+}
+
 func (a *app) statusCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:     "status",
@@ -376,25 +388,17 @@ func (a *app) statusCmd() *cobra.Command {
 				return printJSON(a.stdout, client.Status{Secrets: rows})
 			}
 			now := time.Now()
-			t := newTable(a.stdout, "NAME", "TYPE", "ROTATOR", "SCHEDULE", "STATE", "LAST ROTATED", "NEXT ROTATION", "LAST RESULT", "ERROR")
+			t := newTable(a.stdout, "NAME", "TYPE", "ROTATOR", "SCHEDULE", "STATE", "LAST ROTATED", "NEXT ROTATION", "LAST RESULT", "LAST ERROR")
 			for _, r := range rows {
-				next := relTimePtr(now, r.NextRotation)
-				switch {
-				case !r.Enabled:
-					next = "disabled"
-				case r.State == client.RotationUnschedulable && r.NextRotation == nil:
-					next = "none"
-				}
+				info := client.RotationInfo{Rotator: r.Rotator, Schedule: r.Schedule, Enabled: r.Enabled,
+					NextRotationAt: r.NextRotation, State: r.State, StateReason: r.StateReason}
 				result := r.LastResult
 				if r.Failing {
-					result += " (failing)"
+					result += " (" + failingNote + ")"
 				}
-				msg := r.LastError
-				if r.StateReason != "" {
-					msg = strings.TrimSpace(r.State + ": " + r.StateReason + "; " + msg)
-					msg = strings.TrimSuffix(msg, ";")
-				}
-				t.row(r.Name, r.Type, r.Rotator, r.Schedule, r.State, relTimePtr(now, r.LastRotatedAt), next, result, msg)
+				sched, _ := scheduleText(r.Schedule)
+				t.row(r.Name, r.Type, r.Rotator, sched, stateText(r.State, r.StateReason), relTimePtr(now, r.LastRotatedAt),
+					nextRotationText(now, info, true), result, r.LastError)
 			}
 			return t.flush()
 		},

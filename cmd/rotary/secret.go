@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -180,7 +181,8 @@ func (a *app) secretGetCmd() *cobra.Command {
 		Short: "Print a secret's value exactly as stored",
 		Long: `Print a secret's value exactly as stored, with no added newline.
 --field prints one top-level field of a JSON object value (strings raw, other
-values as JSON). -o json prints {"name","version","stages","value"}.`,
+values as JSON), with a newline after it on a terminal and none when piped.
+-o json prints {"name","version","stages","value"}.`,
 		Example: `  rotary secret get app/db
   rotary secret get app/db --field password
   rotary secret get app/db --stage previous
@@ -223,6 +225,11 @@ values as JSON). -o json prints {"name","version","stages","value"}.`,
 			}
 			if a.json() {
 				return printJSON(a.stdout, sv)
+			}
+			if field != "" && a.isTerminal(a.stdout) && !bytes.HasSuffix(val, []byte("\n")) {
+				// A field on a terminal ends its line so the prompt does
+				// not run on; piped, it stays byte for byte.
+				val = append(val, '\n')
 			}
 			_, err = a.stdout.Write(val)
 			return err
@@ -305,14 +312,21 @@ func (a *app) printSecret(s client.Secret) error {
 			state = "enabled"
 		}
 		t.row("Rotation:", fmt.Sprintf("%s, %s", r.Rotator, state))
-		t.row("Schedule:", r.Schedule)
+		sched, _ := scheduleText(r.Schedule)
+		t.row("Schedule:", cmp.Or(sched, "none (manual only)"))
 		if r.Window != "" {
-			t.row("Window:", r.Window)
+			t.row("Window:", windowText(r.Window))
 		}
-		t.row("Last rotated:", relTimePtr(now, r.LastRotatedAt))
-		t.row("Next rotation:", relTimePtr(now, r.NextRotationAt))
+		if r.State != "" {
+			t.row("State:", stateText(r.State, r.StateReason))
+		}
+		t.row(labelLastRotated+":", relTimePtr(now, r.LastRotatedAt))
+		t.row(labelNext+":", nextRotationText(now, *r, false))
 		if r.LastError != "" {
-			t.row("Last error:", r.LastError)
+			t.row(labelLastError+":", r.LastError)
+		}
+		if r.Failing {
+			t.row("Failing:", "yes ("+failingNote+")")
 		}
 	} else {
 		t.row("Rotation:", "none")
@@ -344,6 +358,7 @@ func (a *app) secretListCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List secrets (names and metadata, never values)",
 		Example: `  rotary secret list
+  rotary secret list --deleted        # also those scheduled for deletion, with their purge time
   rotary secret list --prefix app/ -o json`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -365,26 +380,39 @@ func (a *app) secretListCmd() *cobra.Command {
 				return printJSON(a.stdout, client.SecretList{Secrets: list})
 			}
 			now := time.Now()
-			t := newTable(a.stdout, "NAME", "TYPE", "REGION", "UPDATED", "ROTATION", "STATUS", "TAGS")
+			header := []string{"NAME", "TYPE", "REGION", "UPDATED", "ROTATOR", "SCHEDULE", "NEXT ROTATION"}
+			if deleted {
+				header = append(header, "STATUS", "PURGE AT")
+			}
+			t := newTable(a.stdout, append(header, "TAGS")...)
 			for _, s := range list {
-				rot := "-"
-				if s.Rotation != nil && s.Rotation.Rotator != "" {
-					rot = s.Rotation.Rotator
-					if !s.Rotation.Enabled {
-						rot += " (disabled)"
+				rotator, sched, next := "", "", ""
+				if r := s.Rotation; r != nil && r.Rotator != "" {
+					rotator = r.Rotator
+					sched, _ = scheduleText(r.Schedule)
+					if sched == "" {
+						sched = "manual"
 					}
+					next = nextRotationText(now, *r, true)
 				}
-				status := "active"
-				if s.DeletedAt != nil {
-					status = "deleted, purge " + relTimePtr(now, s.PurgeAt)
+				row := []string{s.Name, s.Type, s.Region, relTime(now, s.UpdatedAt), rotator, sched, next}
+				if deleted {
+					status, purge := "active", ""
+					if s.DeletedAt != nil {
+						status = "deleted " + relTimePtr(now, s.DeletedAt)
+						if s.PurgeAt != nil {
+							purge = fmt.Sprintf("%s (%s)", s.PurgeAt.Local().Format("2006-01-02 15:04 MST"), relTimePtr(now, s.PurgeAt))
+						}
+					}
+					row = append(row, status, purge)
 				}
-				t.row(s.Name, s.Type, s.Region, relTime(now, s.UpdatedAt), rot, status, kvString(s.Tags))
+				t.row(append(row, kvString(s.Tags))...)
 			}
 			return t.flush()
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only names starting with this prefix")
-	cmd.Flags().BoolVar(&deleted, "deleted", false, "include secrets scheduled for deletion")
+	cmd.Flags().BoolVar(&deleted, "deleted", false, "include secrets scheduled for deletion, with their purge time")
 	cmd.Flags().IntVar(&pageSize, "page-size", 0, "secrets per request (the server's default 100, at most 1000); every page is fetched")
 	return cmd
 }

@@ -171,7 +171,8 @@ func TestDescribeError(t *testing.T) {
 		{"other", errors.New("boom"), exitFailure, "boom"},
 	}
 	for _, tt := range tests {
-		code, msg := describeError(tt.err, addr)
+		f := describeError(tt.err, addr)
+		code, msg := f.exit, f.msg
 		if code != tt.wantCode || msg != tt.wantMsg {
 			t.Errorf("%s: describeError = %d, %q; want %d, %q", tt.name, code, msg, tt.wantCode, tt.wantMsg)
 		}

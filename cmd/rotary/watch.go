@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -107,7 +108,7 @@ func (a *app) watch(ctx context.Context, c *client.Client, pats []string, after 
 			if !connected || client.StatusOf(err) != 0 && client.StatusOf(err) < 500 {
 				return err
 			}
-			fmt.Fprintf(a.stderr, "warning: event stream: %s; reconnecting in %v\n", oneLine(err.Error()), backoff)
+			fmt.Fprintf(a.stderr, "warning: %s; reconnecting in %v\n", oneLine(describeError(err, a.addr).msg), backoff)
 			select {
 			case <-ctx.Done():
 				return nil
@@ -122,7 +123,11 @@ func (a *app) watch(ctx context.Context, c *client.Client, pats []string, after 
 			it, err := st.Next()
 			if err != nil {
 				if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-					fmt.Fprintf(a.stderr, "warning: event stream ended: %s; resuming after event %d\n", oneLine(err.Error()), st.LastID())
+					why := oneLine(err.Error())
+					if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, client.ErrConnectionLost) {
+						why = "the rotary server at " + a.addr + " went away (it stopped or restarted)"
+					}
+					fmt.Fprintf(a.stderr, "warning: event stream ended: %s; reconnecting to resume after event %d\n", why, st.LastID())
 				}
 				break
 			}

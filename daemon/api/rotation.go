@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rotary-secrets/rotary/auth"
@@ -29,11 +30,41 @@ func (s *Server) rotationRoutes() {
 // target's error text only if p may read the secret, its category
 // otherwise.
 func (s *Server) rotationInfo(p *principal, r store.Rotation) client.RotationInfo {
+	state, reason := s.engine.ScheduleState(r)
+	return s.rotationInfoIn(p, r, state, reason)
+}
+
+// scheduleStates returns Engine.ScheduleState memoized for one listing.
+// ScheduleState parses the schedule and walks two years of its firings
+// (a few milliseconds each): rotations sharing a schedule share the
+// answer when it carries no reason (a reason names the secret).
+func (s *Server) scheduleStates() func(store.Rotation) (string, string) {
+	type key struct {
+		schedule        string
+		window          time.Duration
+		enabled, hasDue bool
+	}
+	memo := map[key]string{}
+	return func(r store.Rotation) (string, string) {
+		k := key{r.Schedule, r.Window, r.Enabled, r.NextDueAt != nil}
+		if state, ok := memo[k]; ok {
+			return state, ""
+		}
+		state, reason := s.engine.ScheduleState(r)
+		if reason == "" {
+			memo[k] = state
+		}
+		return state, reason
+	}
+}
+
+// rotationInfoIn is rotationInfo with the schedule state already known.
+func (s *Server) rotationInfoIn(p *principal, r store.Rotation, state, reason string) client.RotationInfo {
 	ri := client.RotationInfo{
 		Rotator: r.Rotator, Schedule: r.Schedule, Enabled: r.Enabled, LastRotatedAt: r.LastRotatedAt,
 		NextRotationAt: r.NextDueAt, LastError: revealError(p, r.Secret, r.LastError), Failing: s.engine.Failing(r),
 	}
-	ri.State, ri.StateReason = s.engine.ScheduleState(r)
+	ri.State, ri.StateReason = state, reason
 	if !r.Enabled {
 		// A disabled rotation is not due: a failed run's retry time stays
 		// stored but is not one.
@@ -380,7 +411,10 @@ func rotateError(p *principal, name string, err error) error {
 		return err
 	default:
 		// The engine has already removed every value from the message.
-		return &httpError{http.StatusBadGateway, "rotation failed: " + revealError(p, name, err.Error())}
+		// "rotation failed: set: ...", not "rotation failed: rotate NAME: set:
+		// ...": the caller named the secret.
+		msg := strings.TrimPrefix(err.Error(), "rotate "+name+": ")
+		return &httpError{http.StatusBadGateway, "rotation failed: " + revealError(p, name, msg)}
 	}
 }
 
@@ -404,6 +438,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 		return err
 	}
 	out := client.Status{Secrets: []client.StatusRow{}}
+	states := s.scheduleStates()
 	if len(rots) == limit {
 		out.Next = rots[len(rots)-1].Secret
 	}
@@ -420,7 +455,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, p *principal) er
 			LastRotatedAt: rot.LastRotatedAt, NextRotation: rot.NextDueAt, LastError: revealError(p, rot.Secret, rot.LastError),
 			Failing: s.engine.Failing(rot),
 		}
-		row.State, row.StateReason = s.engine.ScheduleState(rot)
+		row.State, row.StateReason = states(rot)
 		if !rot.Enabled {
 			row.NextRotation = nil
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/rotary-secrets/rotary/auth"
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/secrets"
+	"github.com/rotary-secrets/rotary/store"
 )
 
 func (s *Server) routes() {
@@ -204,6 +205,49 @@ func (s *Server) withRotation(r *http.Request, p *principal, sec client.Secret) 
 	return sec
 }
 
+// listRotations fills the rotation summary (rotator, schedule, window,
+// state, last and next rotation, last error; not the config) of the
+// listed secrets the caller may describe. The secrets are in name order,
+// so their rotations are one range of the rotations table, read in
+// pages of len(secs): one query for a page of a listing unless rotations
+// of secrets left out of it (deleted, hidden) fill that range.
+func (s *Server) listRotations(r *http.Request, p *principal, secs []client.Secret) error {
+	if len(secs) == 0 {
+		return nil
+	}
+	at := make(map[string]int, len(secs))
+	for i, sec := range secs {
+		if p.allowed(auth.KindSecret, sec.Name, auth.ActionDescribe) {
+			at[sec.Name] = i
+		}
+	}
+	if len(at) == 0 {
+		return nil
+	}
+	first, last := secs[0].Name, secs[len(secs)-1].Name
+	after := first[:len(first)-1] // the names after it start at first
+	globs := secretGlobs(p, auth.ActionDescribe)
+	states := s.scheduleStates()
+	for {
+		rots, err := s.st.ListRotations(r.Context(), store.ListRotationsParams{After: after, Limit: len(secs), Globs: globs})
+		if err != nil {
+			return err
+		}
+		for _, rot := range rots {
+			if i, ok := at[rot.Secret]; ok {
+				state, reason := states(rot)
+				ri := s.rotationInfoIn(p, rot, state, reason)
+				ri.Config, ri.BoundTo = nil, ""
+				secs[i].Rotation = &ri
+			}
+		}
+		if len(rots) < len(secs) || rots[len(rots)-1].Secret >= last {
+			return nil
+		}
+		after = rots[len(rots)-1].Secret
+	}
+}
+
 func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request, p *principal) error {
 	prefix := r.URL.Query().Get("prefix")
 	ri := info(r)
@@ -233,8 +277,14 @@ func (s *Server) listSecrets(w http.ResponseWriter, r *http.Request, p *principa
 	out := client.SecretList{Secrets: []client.Secret{}}
 	for _, in := range list {
 		if p.allowed(auth.KindSecret, in.Name, auth.ActionList) {
-			out.Secrets = append(out.Secrets, redactSecret(p, secretJSON(in)))
+			out.Secrets = append(out.Secrets, secretJSON(in))
 		}
+	}
+	if err := s.listRotations(r, p, out.Secrets); err != nil {
+		return err
+	}
+	for i := range out.Secrets {
+		out.Secrets[i] = redactSecret(p, out.Secrets[i])
 	}
 	if len(list) == limit {
 		out.Next = list[len(list)-1].Name
