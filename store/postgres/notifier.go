@@ -165,7 +165,7 @@ func (n *notifier) run() {
 // flush sends the batch being filled, if any.
 func (n *notifier) flush() {
 	n.mu.Lock()
-	b, fp := n.cur, n.failpoint
+	b, fp, log := n.cur, n.failpoint, n.log
 	n.cur = nil
 	n.mu.Unlock()
 	if b == nil {
@@ -178,7 +178,7 @@ func (n *notifier) flush() {
 	if err := n.send(payload(b.changes)); err != nil {
 		// The changes are in secret_changes: the listeners' periodic
 		// check finds them within their MaxLag.
-		n.log.Warn("postgres change notices: NOTIFY failed; other daemons see these changes by their periodic check instead",
+		log.Warn("postgres change notices: NOTIFY failed; other daemons see these changes by their periodic check instead",
 			"secrets", len(b.changes), "err", sensitive.Sanitize(err, n.hidden()...))
 	}
 }
@@ -261,7 +261,10 @@ func (n *notifier) close() {
 		select {
 		case <-n.done:
 		case <-time.After(noticeSendTimeout):
-			n.log.Warn("postgres change notices: the notifier did not stop in time")
+			n.mu.Lock()
+			log := n.log
+			n.mu.Unlock()
+			log.Warn("postgres change notices: the notifier did not stop in time")
 		}
 	})
 }

@@ -416,8 +416,8 @@ func (p *proxy) setDown(down bool) {
 
 // BenchmarkNotifyDelivery: a transaction that calls NotifySecretChanged
 // commits, and the time until the listener has handed the notice to its
-// subscriber (the read cache's invalidation) is measured from the
-// commit's return ("deliver-ns/op").
+// subscriber (the read cache's invalidation) is measured from InTx's
+// return ("deliver-ns/op"), which waits for the notice to be sent.
 func BenchmarkNotifyDelivery(b *testing.B) {
 	ctx := b.Context()
 	_, dsn := freshSchema(b)
@@ -450,8 +450,10 @@ func BenchmarkNotifyDelivery(b *testing.B) {
 
 // BenchmarkCommitWithNotify: concurrent write transactions (8 per core,
 // one small insert each) with and without NotifySecretChanged, to show
-// what PostgreSQL's notify queue lock, which serializes the commits of
-// transactions that NOTIFY, costs.
+// what the change notice costs: its secret_changes row, and the wait
+// for its batch's NOTIFY after the commit (PostgreSQL serializes the
+// commits of transactions that NOTIFY, which is why the notice is no
+// longer sent inside the writing transaction).
 func BenchmarkCommitWithNotify(b *testing.B) {
 	for _, notify := range []bool{false, true} {
 		b.Run("notify="+strconv.FormatBool(notify), func(b *testing.B) {
