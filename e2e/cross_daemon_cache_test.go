@@ -189,10 +189,14 @@ func TestCrossDaemonCrashBeforeNotice(t *testing.T) {
 	servedFromCache(t, db, fx.schema, cb, name, 1)
 	found0 := metricValue(t, metricsText(t, b), "rotary_read_cache_check_invalidations_total")
 
-	ca.ok("secret", "put", name, "--value", "v2") // returns once its wait for the notice gives up
+	// The put commits, A's notifier stops at the failpoint, and A dies
+	// there, before it answered the put (which waits for the notice).
+	putDone := make(chan struct{})
+	go func() { defer close(putDone); ca.run("secret", "put", name, "--value", "v2") }()
 	a.waitLog("FAILPOINT notify-before-send", 30*time.Second)
 	committed := time.Now() // the commit came before the failpoint
 	a.kill9()
+	<-putDone
 	const maxLag = time.Second
 	stale := 0
 	for {
