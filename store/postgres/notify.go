@@ -470,7 +470,10 @@ func (l *Listener) handle(payload string) {
 	subs := l.subscribers()
 	for _, c := range cs {
 		if c.xid != 0 {
-			l.seen[c.name] = max(l.seen[c.name], c.xid)
+			if l.seen[c.name] >= c.xid {
+				continue // a check handed it over already, after its commit
+			}
+			l.seen[c.name] = c.xid
 		}
 		for _, s := range subs {
 			s.changed(c.name)
