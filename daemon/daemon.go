@@ -276,6 +276,10 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	var changes secrets.ChangeFeed // a nil interface on SQLite, never a nil *Listener
 	if pg, ok := d.st.(*postgres.Store); ok {
+		pg.SetLogger(d.log)
+		if cfg.Failpoint != nil { // test builds: crash tests stop between a commit and its notice
+			pg.SetNotifyFailpoint(cfg.Failpoint)
+		}
 		d.changes = pg.NewListener(postgres.ListenerConfig{Logger: d.log})
 		changes = d.changes
 	}
@@ -391,6 +395,10 @@ func registerListenerMetrics(reg prometheus.Registerer, l *postgres.Listener) {
 			Name: "rotary_read_cache_invalidations_total",
 			Help: "Secret changes committed by any daemon that dropped a secret from this daemon's read cache.",
 		}, func() float64 { return float64(l.Stats().Changes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "rotary_read_cache_check_invalidations_total",
+			Help: "Of those, changes found by the listener's periodic check of secret_changes before any notice of them (a notice late, or lost with a daemon that died after its commit).",
+		}, func() float64 { return float64(l.Stats().Found) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "rotary_read_cache_resets_total",
 			Help: "Times the whole read cache was dropped because the change listener (re)connected.",

@@ -20,8 +20,8 @@ import (
 // a secret in its read cache (shown by reading it while the secrets table
 // is locked: the read answers without the store). Then, eight times, a
 // put or a rotation on A is followed at once by `secret get` on B, which
-// returns the new version: A's commit invalidated B's cache through
-// LISTEN/NOTIFY. Without it B would answer the cached version for up to
+// returns the new version: A's change notice, sent after its commit and
+// before A answered, invalidated B's cache through LISTEN/NOTIFY. Without it B would answer the cached version for up to
 // its cache TTL (secrets.TestOtherDaemonCacheInvalidated has the negative
 // control). The time until B serves the new version over HTTP, polled
 // from the moment A's command returned, is logged with the number of
@@ -159,4 +159,67 @@ func servedFromCache(t *testing.T, db *sql.DB, schema string, c cli, name string
 	if code := <-described; code != 0 {
 		t.Fatalf("describe after the lock: exit %d", code)
 	}
+}
+
+// TestCrossDaemonCrashBeforeNotice: the crash gap of change notices sent
+// after commit. Daemon A (a failpoints build) holds its notifier before
+// its NOTIFY and is killed there (kill -9): its put committed, its
+// notice never went out. Daemon B, which had the secret in its read
+// cache, still serves the new version within its listener's MaxLag (1 s)
+// of the commit, found by its periodic check of secret_changes (its
+// rotary_read_cache_check_invalidations_total counts it) while its cache
+// stayed in use (current all along: not a bypass). Without that check B
+// would serve the old version for its cache TTL (5 minutes).
+func TestCrossDaemonCrashBeforeNotice(t *testing.T) {
+	t.Parallel()
+	fx := newPGFixture(t)
+	a := startPGServer(t, fx, "", withEnv("ROTARY_FAILPOINTS=notify-before-send"))
+	b := startPGServer(t, fx, "")
+	ca, cb := a.root(t), b.root(t)
+	name := uniq("xd/gap")
+	cb.ok("secret", "create", name, "--value", "v1") // on B: A's notifier must not be held yet
+	if got := okJSON[client.SecretValue](cb, "secret", "get", name); got.Version != 1 {
+		t.Fatalf("B reads version %d, want 1", got.Version)
+	}
+	db, err := sql.Open("postgres", fx.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	servedFromCache(t, db, fx.schema, cb, name, 1)
+	found0 := metricValue(t, metricsText(t, b), "rotary_read_cache_check_invalidations_total")
+
+	// The put commits, A's notifier stops at the failpoint, and A dies
+	// there, before it answered the put (which waits for the notice).
+	putDone := make(chan struct{})
+	go func() { defer close(putDone); ca.run("secret", "put", name, "--value", "v2") }()
+	a.waitLog("FAILPOINT notify-before-send", 30*time.Second)
+	committed := time.Now() // the commit came before the failpoint
+	a.kill9()
+	<-putDone
+	const maxLag = time.Second
+	stale := 0
+	for {
+		start := time.Now()
+		code, body := b.httpDo(t, http.MethodGet, "/v1/secrets/"+url.PathEscape(name)+"/value", b.rootToken, "", nil)
+		var got client.SecretValue
+		if code != http.StatusOK || json.Unmarshal(body, &got) != nil {
+			t.Fatalf("GET value on B: %d %s", code, body)
+		}
+		if got.Version == 2 && got.Value == "v2" {
+			t.Logf("B served version 2 %s after the failpoint (%d stale answers before)", time.Since(committed), stale)
+			break
+		}
+		if start.Sub(committed) > maxLag {
+			t.Fatalf("a read on B started %s after A's commit answered version %d: past the MaxLag of %s", start.Sub(committed), got.Version, maxLag)
+		}
+		stale++
+		time.Sleep(5 * time.Millisecond)
+	}
+	m := metricsText(t, b)
+	if metricValue(t, m, "rotary_read_cache_check_invalidations_total") <= found0 ||
+		metricValue(t, m, "rotary_read_cache_current") != 1 || metricValue(t, m, "rotary_read_cache_resets_total") != 1 {
+		t.Errorf("B's read cache metrics:\n%s\nwant check invalidations above %v (the check found A's change), current 1, resets 1", grepLines(m, "rotary_read_cache"), found0)
+	}
+	servedFromCache(t, db, fx.schema, cb, name, 2)
 }

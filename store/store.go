@@ -129,9 +129,10 @@ type Ops interface {
 
 	// NotifySecretChanged tells the other daemons sharing the store that
 	// the secret name changed, so that they drop it from their read
-	// caches. Inside InTx the notice goes out when the transaction
-	// commits, and never if it rolls back; outside, at once. A no-op on a
-	// store that one daemon owns (SQLite). See store/postgres (notify.go).
+	// caches. Inside InTx the notice goes out after the transaction
+	// commits (InTx returns once it was sent, or after a short bound),
+	// and never if it rolls back; outside, at once. A no-op on a store
+	// that one daemon owns (SQLite). See store/postgres (doc.go).
 	NotifySecretChanged(ctx context.Context, name string) error
 
 	// Rotation settings and state, one row per secret that has any.

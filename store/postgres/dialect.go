@@ -85,7 +85,10 @@ func likePrefix(p string) string {
 
 // pool is the Store's sqlops.DB: the connection pool, reads and writes
 // alike.
-type pool struct{ db *sql.DB }
+type pool struct {
+	db *sql.DB
+	n  *notifier
+}
 
 func (p pool) Reader() sqlops.Querier { return dbQuerier(p) }
 func (p pool) Writer() sqlops.Querier { return dbQuerier(p) }
@@ -96,7 +99,7 @@ func (p pool) Atomic(ctx context.Context, fn func(q sqlops.Querier) error) error
 	if err != nil {
 		return fmt.Errorf("postgres: begin: %w", err)
 	}
-	if err := fn(txQuerier{tx}); err != nil {
+	if err := fn(txQuerier{tx: tx}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -108,9 +111,17 @@ func (p pool) Atomic(ctx context.Context, fn func(q sqlops.Querier) error) error
 
 // dbQuerier and txQuerier run queries written with ? placeholders on the
 // pool or in a transaction, numbering the placeholders for PostgreSQL.
+// In a transaction of InTx, changes collects the secrets the transaction
+// changed, whose notices go out after its commit (notifier.go).
 type (
-	dbQuerier struct{ db *sql.DB }
-	txQuerier struct{ tx *sql.Tx }
+	dbQuerier struct {
+		db *sql.DB
+		n  *notifier
+	}
+	txQuerier struct {
+		tx      *sql.Tx
+		changes *[]change
+	}
 )
 
 func (q dbQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {

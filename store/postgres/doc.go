@@ -38,28 +38,53 @@
 // LOCKED and the windowed outbox claim, and the advisory claim locks.
 //
 // Change notifications. Daemons sharing a schema keep their read caches
-// coherent with LISTEN/NOTIFY (notify.go). Every write of a secret calls
-// NotifySecretChanged inside its transaction: pg_notify on the schema's
-// channel (rotary_changes_ and 16 hex digits of md5(current_schema())),
-// with the secret's name as payload, which PostgreSQL delivers when the
-// transaction commits and drops if it rolls back. A Listener per daemon
-// holds its own connection (lib/pq's pq.Listener, which reconnects with
-// backoff) and hands each name to the read cache in commit order. After
-// every (re)connection it resets its subscribers (the whole cache goes),
-// since notices sent while it was away are lost. The fallback check: every
-// MaxLag/4 (default 250 ms) the listener NOTIFYs a sequence number of its
-// own through the pool; receiving it proves that every change committed
-// before it was sent has been handled, because notices arrive in commit
-// order. Current holds only while such a check came back within MaxLag
-// and no loss has been seen, so a connection that dies silently (a
-// half-open TCP connection) or a stalled listener makes the cache bypass
-// itself within MaxLag, and a lost one at once. Costs: one pg_notify per
-// write transaction, one tiny NOTIFY transaction per daemon every 250 ms,
-// one connection per daemon. PostgreSQL serializes the commits of
-// transactions that NOTIFY (a database-wide lock held through the commit
-// record's flush), so concurrent secret writes commit one at a time; see
-// BenchmarkCommitWithNotify. A listener that stops reading lets the
-// server's notification queue (8 GB) fill, after which NOTIFYs fail.
+// coherent with LISTEN/NOTIFY (notify.go, notifier.go). Every write of a
+// secret calls NotifySecretChanged inside its transaction, which upserts
+// the secret's row in secret_changes with the transaction's id
+// (pg_current_xact_id()) and remembers the name; after the commit, InTx
+// hands the names to the store's notifier, and waits (at most 250 ms)
+// until they were sent. The notifier sends one NOTIFY per batch on the
+// schema's channel (rotary_changes_ and 16 hex digits of
+// md5(current_schema())), on a connection of its own: whatever
+// committed while the previous NOTIFY was on its way goes in the next,
+// as "!c xid:name xid:name …", or as "!many" when that would reach
+// PostgreSQL's 8000-byte payload limit. The notice used to be a
+// pg_notify inside the writing transaction, but PostgreSQL serializes
+// the commits of notifying transactions (a server-wide lock held through
+// the commit record's flush: 3,230 plain commits/s against 711–787 with
+// pg_notify in pgbench on the 2-vCPU VM; see BENCHMARKS.md), so every
+// secret write of every daemon committed one at a time. Now only the
+// notifiers' small transactions take that lock.
+//
+// A Listener per daemon holds its own connection (lib/pq's pq.Listener,
+// which reconnects with backoff) and hands each name to the read cache;
+// a lone name without "!" (a daemon before batching) is one change.
+// After every (re)connection it resets its subscribers (the whole cache
+// goes), since notices sent while it was away are lost. Two checks
+// bound what notices can miss. (1) A daemon that dies between its commit
+// and its notice, or a notice that is late: every MaxLag/4 (default
+// 250 ms) the listener reads a snapshot (pg_current_snapshot()) and then
+// the secret_changes rows of the transactions that may have committed
+// since its previous snapshot (ids at or past its xmax, or in progress
+// then) and hands over those no notice brought (it keeps the newest
+// id handed over per name). Whatever the second statement does not see
+// committed after the first one's snapshot, so the next check finds it;
+// the first snapshot is read before the reset of each (re)connection for
+// the same reason. A check started at t vouches for every change
+// committed before t. (2) A connection that dies silently (a half-open
+// TCP connection) or a stalled listener: every MaxLag/4 the listener
+// NOTIFYs a sequence number of its own through the pool; receiving it
+// proves that every notice sent before has arrived. Current holds only
+// while a check and a notice of its own both came back within MaxLag and
+// no loss has been seen, so a cache never answers with a change
+// committed more than MaxLag ago missing, and a lost connection bypasses
+// it at once. Costs: one upserted row per changed secret per write
+// transaction; one NOTIFY transaction per batch per daemon; two small
+// queries and one tiny NOTIFY transaction per daemon every 250 ms; two
+// connections per daemon (listener, notifier). secret_changes keeps one
+// row per secret name ever written (purged names included). A listener
+// that stops reading lets the server's notification queue (8 GB) fill,
+// after which NOTIFYs fail (and the checks take over).
 //
 // Known limit: outbox IDs come from an identity sequence, so they are
 // allocated in insertion order but may become visible out of order when

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -415,8 +416,8 @@ func (p *proxy) setDown(down bool) {
 
 // BenchmarkNotifyDelivery: a transaction that calls NotifySecretChanged
 // commits, and the time until the listener has handed the notice to its
-// subscriber (the read cache's invalidation) is measured from the
-// commit's return ("deliver-ns/op").
+// subscriber (the read cache's invalidation) is measured from InTx's
+// return ("deliver-ns/op"), which waits for the notice to be sent.
 func BenchmarkNotifyDelivery(b *testing.B) {
 	ctx := b.Context()
 	_, dsn := freshSchema(b)
@@ -449,8 +450,10 @@ func BenchmarkNotifyDelivery(b *testing.B) {
 
 // BenchmarkCommitWithNotify: concurrent write transactions (8 per core,
 // one small insert each) with and without NotifySecretChanged, to show
-// what PostgreSQL's notify queue lock, which serializes the commits of
-// transactions that NOTIFY, costs.
+// what the change notice costs: its secret_changes row, and the wait
+// for its batch's NOTIFY after the commit (PostgreSQL serializes the
+// commits of transactions that NOTIFY, which is why the notice is no
+// longer sent inside the writing transaction).
 func BenchmarkCommitWithNotify(b *testing.B) {
 	for _, notify := range []bool{false, true} {
 		b.Run("notify="+strconv.FormatBool(notify), func(b *testing.B) {
@@ -506,5 +509,123 @@ func TestListenerLogsNoPassword(t *testing.T) {
 	l.Stop()
 	if bytes.Contains(logs.Bytes(), []byte(canary)) {
 		t.Errorf("the log shows the DSN's password:\n%s", logs.Bytes())
+	}
+}
+
+// TestListenerFindsChangeWithoutNotice: the crash gap. Daemon A's
+// write commits but its notice is never sent (A's notifier is held
+// before its NOTIFY, as when A dies right after its commit). B's
+// listener, current all along, still hands the change over by its
+// check of secret_changes, and within MaxLag of the commit: whenever B
+// is current after that, it has the change. The control that the notice
+// really was not sent: A's notifier sent nothing.
+func TestListenerFindsChangeWithoutNotice(t *testing.T) {
+	ctx := t.Context()
+	_, dsn := freshSchema(t)
+	a := open(t, dsn)
+	held := make(chan struct{})
+	var reached atomic.Bool
+	reachedAt := make(chan time.Time, 1) // after the commit, before the NOTIFY
+	a.SetNotifyFailpoint(func(string) {
+		if !reached.Swap(true) {
+			reachedAt <- time.Now()
+		}
+		<-held
+	})
+	t.Cleanup(func() { close(held) }) // before a's Close (cleanups run last first)
+	const maxLag = 300 * time.Millisecond
+	l, rec := startListener(t, open(t, dsn), postgres.ListenerConfig{MaxLag: maxLag})
+
+	const name = "gap/after-commit"
+	if err := a.InTx(ctx, func(tx store.Ops) error {
+		if err := tx.PutMetaIfAbsent(ctx, "gap-marker", []byte("x")); err != nil {
+			return err
+		}
+		return tx.NotifySecretChanged(ctx, name)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	committed := <-reachedAt // the commit happened before
+	for !rec.has(name) {
+		if l.Current() && time.Since(committed) > maxLag {
+			t.Fatalf("listener current %s after the commit without the change (MaxLag %s)", time.Since(committed), maxLag)
+		}
+		if time.Since(committed) > 20*time.Second {
+			t.Fatalf("change never handed over (stats %+v)", l.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("handed over within %s of the commit", time.Since(committed))
+	if !reached.Load() || a.NoticesSent() != 0 {
+		t.Fatalf("failpoint reached %v, notices sent %d: want the notice held and none sent", reached.Load(), a.NoticesSent())
+	}
+	if st := l.Stats(); st.Found < 1 || st.Checks < 1 {
+		t.Errorf("stats %+v: want the change found by a check", st)
+	}
+	eventually(t, 10*time.Second, "listener current", l.Current)
+}
+
+// TestNoticesBatchedAfterCommit: concurrent write transactions of one
+// store share NOTIFYs (fewer notices than transactions), each
+// transaction's change reaches another store's listener by its notice
+// (not the check: the listener's check is slowed to a minute), and a
+// transaction whose names do not fit in one notice sends "many", on
+// which the listener checks at once.
+func TestNoticesBatchedAfterCommit(t *testing.T) {
+	ctx := t.Context()
+	_, dsn := freshSchema(t)
+	a := open(t, dsn)
+	// MaxLag of a minute: its own checks every 15 s, so what arrives
+	// within seconds came by notice.
+	l, rec := startListener(t, open(t, dsn), postgres.ListenerConfig{MaxLag: time.Minute})
+	checks := l.Stats().Checks
+
+	const writers, each = 16, 12
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				name := "batch/" + strconv.Itoa(w) + "/" + strconv.Itoa(i)
+				if err := a.InTx(ctx, func(tx store.Ops) error { return tx.NotifySecretChanged(ctx, name) }); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for w := range writers {
+		for i := range each {
+			rec.waitFor(t, "batch/"+strconv.Itoa(w)+"/"+strconv.Itoa(i))
+		}
+	}
+	sent := a.NoticesSent()
+	t.Logf("%d transactions, %d NOTIFYs", writers*each, sent)
+	if sent >= writers*each || sent == 0 {
+		t.Errorf("NOTIFYs sent = %d for %d concurrent transactions, want fewer (batched) and some", sent, writers*each)
+	}
+
+	// Too many names for one notice (8000 bytes): "many", then a check.
+	long := strings.Repeat("x", 200)
+	var names []string
+	if err := a.InTx(ctx, func(tx store.Ops) error {
+		for i := range 60 {
+			n := "many/" + long + "/" + strconv.Itoa(i)
+			names = append(names, n)
+			if err := tx.NotifySecretChanged(ctx, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		rec.waitFor(t, n)
+	}
+	if st := l.Stats(); st.Checks == checks || st.Found < uint64(len(names)) {
+		t.Errorf("stats %+v (checks before %d): want the names found by a check the \"many\" notice started", st, checks)
 	}
 }

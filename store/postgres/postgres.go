@@ -7,6 +7,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/url"
 	"regexp"
@@ -36,8 +37,9 @@ const maxTxAttempts = 5
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	*ops
-	db  *sql.DB
-	dsn string // for the change listener's own connection (notify.go)
+	db       *sql.DB
+	dsn      string    // for the change listener's own connection (notify.go)
+	notifier *notifier // sends the change notices of committed transactions (notifier.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -69,7 +71,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db, dsn: dsn}
-	s.ops = sqlops.New(dialect{}, pool{db})
+	s.notifier = newNotifier(db, func() []sensitive.Bytes { return dsnSecrets(dsn) })
+	s.ops = sqlops.New(dialect{}, pool{db: db, n: s.notifier})
 	return s, nil
 }
 
@@ -97,12 +100,23 @@ func dsnSecrets(dsn string) []sensitive.Bytes {
 // Dialect reports "postgres".
 func (s *Store) Dialect() string { return "postgres" }
 
-// Close closes the connection pool.
-// A nil *Store (what a failed Open returns) closes as a no-op.
+// SetLogger sets where the store logs what it cannot report to a caller
+// (a change notice that failed to go out after its commit).
+func (s *Store) SetLogger(l *slog.Logger) {
+	if l != nil {
+		s.notifier.mu.Lock()
+		s.notifier.log = l
+		s.notifier.mu.Unlock()
+	}
+}
+
+// Close sends the change notices still queued and closes the connection
+// pool. A nil *Store (what a failed Open returns) closes as a no-op.
 func (s *Store) Close() error {
 	if s == nil || s.db == nil {
 		return nil
 	}
+	s.notifier.close()
 	return s.db.Close()
 }
 
@@ -137,13 +151,17 @@ func (s *Store) inTx(ctx context.Context, fn func(tx store.Ops) error) error {
 			_ = tx.Rollback()
 		}
 	}()
-	if err := fn(sqlops.WithTx(s.ops, txQuerier{tx})); err != nil {
+	var changes []change
+	if err := fn(sqlops.WithTx(s.ops, txQuerier{tx: tx, changes: &changes})); err != nil {
 		return err
 	}
 	done = true
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("postgres: commit: %w", translate(err))
 	}
+	// Committed: the other daemons learn of it by the notice, sent by
+	// the notifier in a batch with other transactions' (see notifier.go).
+	s.notifier.sendAndWait(ctx, changes)
 	return nil
 }
 

@@ -113,8 +113,8 @@ type Dialect interface {
 	MaxInList() int
 
 	// NotifySecretChanged tells the other daemons on the database that
-	// secret name changed, on q (delivered when q's transaction commits),
-	// or does nothing where one daemon owns the store (SQLite).
+	// secret name changed, recorded on q (sent after q's transaction
+	// commits), or does nothing where one daemon owns the store (SQLite).
 	NotifySecretChanged(ctx context.Context, q Querier, name string) error
 }
 
