@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -130,6 +131,9 @@ it to the new one.`,
 			}
 			for _, ch := range out.Changes {
 				fmt.Fprintln(a.stdout, ch.String())
+			}
+			if note := alternatingNote(out); note != "" {
+				fmt.Fprintln(a.stdout, note)
 			}
 			fmt.Fprintln(a.stdout)
 			return a.printRotation(out)
@@ -392,4 +396,44 @@ func (a *app) statusCmd() *cobra.Command {
 			return t.flush()
 		},
 	}
+}
+
+// boundUsers reads the user names of a "Bound to" identity: username="a"
+// or, for an alternating pair, username="a"|"b".
+var boundUsers = regexp.MustCompile(`(?:^| )username=("(?:[^"\\]|\\.)*")(?:\|("(?:[^"\\]|\\.)*"))?`)
+
+// alternatingNote says what the alternating strategy makes on the server,
+// when a rotation set changed the rotator or config of a database rotation
+// to it: the second user of the pair, created by the first rotation if
+// missing. Empty otherwise.
+func alternatingNote(r client.RotationShow) string {
+	if r.Config["strategy"] != "alternating" || (r.Rotator != "postgres" && r.Rotator != "mysql") {
+		return ""
+	}
+	changed := false
+	for _, ch := range r.Changes {
+		changed = changed || ch.Field == "rotator" || strings.HasPrefix(ch.Field, "config")
+	}
+	if !changed {
+		return ""
+	}
+	first, second := "the secret's user", ""
+	if m := boundUsers.FindStringSubmatch(r.BoundTo); m != nil {
+		first, _ = strconv.Unquote(m[1])
+		second, _ = strconv.Unquote(m[2])
+	}
+	if alt, ok := r.Config["alternate_username"].(string); ok && alt != "" && second == "" {
+		second = alt
+	}
+	if second == "" {
+		second = first + "_b"
+	}
+	admin, _ := r.Config["admin_secret"].(string)
+	what := fmt.Sprintf("role %q (LOGIN, with %s's INHERIT, CONNECTION LIMIT, VALID UNTIL and role memberships; "+
+		"privileges granted to %s directly are not copied: grant them to a group role both are members of)", second, first, first)
+	if r.Rotator == "mysql" {
+		what = fmt.Sprintf("user %q on %s's account host, with every grant SHOW GRANTS lists for %s", second, first, first)
+	}
+	return fmt.Sprintf("alternating: rotations take turns between %q and %q; the first rotation creates %s "+
+		"if it does not exist, as the admin of %s, and every rotation adds the memberships and grants it lacks", first, second, what, admin)
 }
