@@ -586,7 +586,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	if d.lock != nil {
 		if err := d.lock.write(scheme + "://" + clientAddr(ln.Addr())); err != nil {
-			return err
+			d.log.Warn("the store's lock file does not say this daemon's address", "err", err)
 		}
 	}
 	go func() {

@@ -56,10 +56,9 @@ func acquireStoreLock(db string) (*storeLock, error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	l := &storeLock{f: f, path: path}
-	if err := l.write(""); err != nil {
-		l.release()
-		return nil, err
-	}
+	// What the file says only words the refusal of a second daemon; the
+	// flock is the lock. A full disk does not stop the daemon here.
+	_ = l.write("")
 	return l, nil
 }
 
