@@ -253,6 +253,11 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		}
 		d.lock = l
 	}
+	// A port in use is said now, before a dev daemon makes its keys and
+	// token in a new data folder for nothing.
+	if err := checkListen(cfg); err != nil {
+		return nil, err
+	}
 	st, err := openStore(ctx, cfg.Store)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)

@@ -141,6 +141,22 @@ func listenError(cfg Config, err error) error {
 	return fmt.Errorf("listen %s: address already in use; another process listens there: stop it or pick another with %s", cfg.Listen, how)
 }
 
+// checkListen reports a listen address another process holds, by
+// binding it for a moment (a fixed port only: port 0 is always free).
+func checkListen(cfg Config) error {
+	if _, port, err := net.SplitHostPort(cfg.Listen); err != nil || port == "0" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		if errors.Is(err, unix.EADDRINUSE) {
+			return listenError(cfg, err)
+		}
+		return nil // Start says what else is wrong, as it listens
+	}
+	return ln.Close()
+}
+
 // clientAddr is the host:port a client on this machine reaches a listener
 // at: a wildcard address (0.0.0.0, ::) becomes the loopback address.
 func clientAddr(a net.Addr) string {

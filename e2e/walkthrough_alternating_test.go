@@ -32,8 +32,8 @@ func TestRotationSetSaysWhatAlternatingCreates(t *testing.T) {
 	name := "pg/" + user
 	c.ok("secret", "create", name, "--type", "db-credentials", "--value", pgValue(user, pw, 5432))
 	out = c.ok("rotation", "set", name, "--rotator", "postgres", "--config-json", `{"strategy":"alternating","admin_secret":"`+admName+`"}`)
-	want := `alternating: rotations take turns between "` + user + `" and "` + user + `_b"; the first rotation creates role "` + user + `_b" (LOGIN`
-	if !strings.Contains(out, want) || !strings.Contains(out, "as the admin of "+admName) {
+	want := `alternating: rotations take turns between "` + user + `" and "` + user + `_b". The first rotation creates` + "\n" + `  role "` + user + `_b" on the server if it does not exist`
+	if !strings.Contains(out, want) || !strings.Contains(out, "with the admin secret "+admName+": LOGIN") {
 		t.Fatalf("rotation set alternating printed:\n%s\nwant %q", out, want)
 	}
 	if out := c.ok("rotation", "set", name, "--schedule", "@daily"); strings.Contains(out, "alternating:") {
@@ -52,14 +52,14 @@ func TestRotationSetSaysWhatAlternatingCreates(t *testing.T) {
 		t.Fatalf("current user %q, want %s_b", u, user)
 	}
 
-	// alternate_username names the second role.
+	// alternate_username names the second role (not rotated here: nothing to drop).
 	user2 := "e2e_altnote_" + randHex(4)
 	pw2 := pgRole(t, db, user2)
 	name2 := "pg/" + user2
 	c.ok("secret", "create", name2, "--type", "db-credentials", "--value", pgValue(user2, pw2, 5432))
 	out = c.ok("rotation", "set", name2, "--rotator", "postgres", "--config-json",
-		`{"strategy":"alternating","admin_secret":"`+admName+`","alternate_username":"`+user2+`_b"}`)
-	if !strings.Contains(out, `creates role "`+user2+`_b"`) {
+		`{"strategy":"alternating","admin_secret":"`+admName+`","alternate_username":"`+user2+`_two"}`)
+	if !strings.Contains(out, `and "`+user2+`_two". The first rotation creates`+"\n"+`  role "`+user2+`_two" on the server`) {
 		t.Fatalf("rotation set with alternate_username printed:\n%s", out)
 	}
 }

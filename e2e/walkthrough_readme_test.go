@@ -192,12 +192,16 @@ func TestQuickstartDevDaemon(t *testing.T) {
 	}
 
 	// A port in use is named, with the way to pick another.
-	third := exec.Command(rotaryBin, "server", "--dev", "--data-dir", t.TempDir(), "--listen", s.listen)
+	thirdData := t.TempDir()
+	third := exec.Command(rotaryBin, "server", "--dev", "--data-dir", thirdData, "--listen", s.listen)
 	third.Env = cleanEnv()
 	out, err = third.CombinedOutput()
 	want = "listen " + s.listen + ": address already in use; another process listens there: stop it or pick another with --listen 127.0.0.1:PORT (make run PORT=…)"
 	if err == nil || !strings.Contains(string(out), want) {
 		t.Fatalf("a dev daemon on a port in use: %v, output:\n%s\nwant %q", err, out, want)
+	}
+	if _, err := os.Stat(filepath.Join(thirdData, "root.key")); err == nil {
+		t.Error("a dev daemon refused its port made a root key first")
 	}
 
 	// Killed, the daemon leaves its lock file naming it; the next start

@@ -429,11 +429,12 @@ func alternatingNote(r client.RotationShow) string {
 		second = first + "_b"
 	}
 	admin, _ := r.Config["admin_secret"].(string)
-	what := fmt.Sprintf("role %q (LOGIN, with %s's INHERIT, CONNECTION LIMIT, VALID UNTIL and role memberships; "+
-		"privileges granted to %s directly are not copied: grant them to a group role both are members of)", second, first, first)
+	what := fmt.Sprintf("role %q on the server if it does not exist, with the admin secret %s: LOGIN, with %s's INHERIT,\n"+
+		"  CONNECTION LIMIT, VALID UNTIL and role memberships (privileges granted to %s directly are not copied:\n"+
+		"  grant them to a group role both are members of); later rotations add the memberships it lacks", second, admin, first, first)
 	if r.Rotator == "mysql" {
-		what = fmt.Sprintf("user %q on %s's account host, with every grant SHOW GRANTS lists for %s", second, first, first)
+		what = fmt.Sprintf("user %q on %s's account host if it does not exist, with the admin secret %s,\n"+
+			"  and gives it every grant SHOW GRANTS lists for %s; later rotations add the grants it lacks", second, first, admin, first)
 	}
-	return fmt.Sprintf("alternating: rotations take turns between %q and %q; the first rotation creates %s "+
-		"if it does not exist, as the admin of %s, and every rotation adds the memberships and grants it lacks", first, second, what, admin)
+	return fmt.Sprintf("alternating: rotations take turns between %q and %q. The first rotation creates\n  %s.", first, second, what)
 }
