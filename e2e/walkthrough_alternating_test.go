@@ -63,3 +63,28 @@ func TestRotationSetSaysWhatAlternatingCreates(t *testing.T) {
 		t.Fatalf("rotation set with alternate_username printed:\n%s", out)
 	}
 }
+
+// TestRotationSetAlternatingNoteMySQL: for MySQL/MariaDB the note names
+// the user and the grants the first rotation copies. Saving the settings
+// connects to nothing, so the values need no real accounts.
+func TestRotationSetAlternatingNoteMySQL(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	value := func(user string) string {
+		return `{"engine":"mysql","host":"127.0.0.1","port":3306,"username":"` + user + `","password":"Pw-123456789","dbname":"test"}`
+	}
+	c.ok("secret", "create", "my/admin", "--type", "db-credentials", "--value", value("rotary_admin"))
+	c.ok("secret", "create", "my/app", "--type", "db-credentials", "--value", value("app"))
+	out := c.ok("rotation", "set", "my/app", "--rotator", "mysql", "--config-json", `{"strategy":"alternating","admin_secret":"my/admin"}`)
+	want := `alternating: rotations take turns between "app" and "app_b". The first rotation creates` + "\n" +
+		`  user "app_b" on app's account host if it does not exist, with the admin secret my/admin,` + "\n" +
+		`  and gives it every grant SHOW GRANTS lists for app`
+	if !strings.Contains(out, want) {
+		t.Fatalf("rotation set alternating (mysql) printed:\n%s\nwant %q", out, want)
+	}
+	c.ok("secret", "create", "my/other", "--type", "db-credentials", "--value", value("other"))
+	if out := c.ok("rotation", "set", "my/other", "--rotator", "mysql", "--config-json", `{"strategy":"admin","admin_secret":"my/admin"}`); strings.Contains(out, "alternating:") {
+		t.Fatalf("strategy admin printed the alternating note:\n%s", out)
+	}
+}
