@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -179,6 +180,13 @@ func clientAddr(a net.Addr) string {
 func (d *Daemon) printDevLines(addr string) {
 	w := d.cfg.Stdout
 	fmt.Fprintf(w, "\nDevelopment daemon. In another terminal, point the CLI at it:\n\n")
+	if dir := cliDir(); dir != "" {
+		if q := shellQuote(dir); q == dir {
+			fmt.Fprintf(w, "    export PATH=\"%s:$PATH\"\n", dir)
+		} else {
+			fmt.Fprintf(w, "    export PATH=%s:\"$PATH\"\n", q)
+		}
+	}
 	fmt.Fprintf(w, "    export ROTARY_ADDR=%s\n", shellQuote(addr))
 	switch _, statErr := os.Stat(d.cfg.RootTokenFile); {
 	case d.cfg.RootToken != "":
@@ -192,6 +200,23 @@ func (d *Daemon) printDevLines(addr string) {
 	if d.devToken != "" {
 		fmt.Fprintf(w, "Root token: %s\n\n", d.devToken)
 	}
+}
+
+// cliDir is the folder of this binary when a shell with this process's
+// PATH would not find it as rotary (make run starts bin/rotary), else "".
+func cliDir() string {
+	exe, err := os.Executable()
+	if err != nil || filepath.Base(exe) != "rotary" {
+		return ""
+	}
+	if p, err := exec.LookPath("rotary"); err == nil {
+		if a, err1 := os.Stat(p); err1 == nil {
+			if b, err2 := os.Stat(exe); err2 == nil && os.SameFile(a, b) {
+				return ""
+			}
+		}
+	}
+	return filepath.Dir(exe)
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

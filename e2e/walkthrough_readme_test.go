@@ -153,6 +153,7 @@ func TestQuickstartDevDaemon(t *testing.T) {
 	data := filepath.Join(co.dir, ".rotary-dev")
 	logs := s.logs.String()
 	for _, want := range []string{
+		"\n    export PATH=\"" + filepath.Dir(rotaryBin) + ":$PATH\"\n", // rotary is not on the daemon's PATH
 		"\n    export ROTARY_ADDR=" + s.addr + "\n",
 		"\n    export ROTARY_TOKEN=$(cat " + filepath.Join(data, "root-token") + ")\n",
 		"\nRoot token: " + s.rootToken + "\n",
@@ -164,18 +165,19 @@ func TestQuickstartDevDaemon(t *testing.T) {
 	if n := strings.Count(logs, s.rootToken); n != 1 {
 		t.Errorf("the root token shows %d times in the daemon's output, want once (the Root token line):\n%s", n, logs)
 	}
-	// The printed lines, pasted into a shell, point the CLI at the daemon.
+	// The printed lines, pasted into a shell, make rotary available and
+	// point it at the daemon.
 	var paste []string
 	for _, l := range strings.Split(logs, "\n") {
-		if strings.HasPrefix(l, "    export ROTARY_") {
+		if strings.HasPrefix(l, "    export ") {
 			paste = append(paste, l)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "-euc", strings.Join(paste, "\n")+"\n\""+rotaryBin+"\" secret create pasted/x --value-stdin <<<v\n")
+	cmd := exec.CommandContext(ctx, "bash", "-euc", strings.Join(paste, "\n")+"\nrotary secret create pasted/x --value-stdin <<<v\n")
 	cmd.Dir = t.TempDir() // the lines work from any folder
-	cmd.Env = cleanEnv()
+	cmd.Env = cleanEnv("PATH=" + systemPath())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("the printed export lines do not reach the daemon: %v\n%s", err, out)
 	}

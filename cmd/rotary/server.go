@@ -51,7 +51,8 @@ ROTARY_ROOT_TOKEN environment variable, when set, becomes the root token.
 temporary folder by default), a generated root key kept beside it, the root
 token printed once (or the one given by --dev-root-token) and a minimum
 rotation interval of 1s. Once it listens it prints the export lines that
-point the CLI at it (ROTARY_ADDR, and ROTARY_TOKEN read from its file).
+point the CLI at it (PATH when rotary is not on it, ROTARY_ADDR, and
+ROTARY_TOKEN read from its file).
 Never use it for real secrets.
 
 A SQLite store (--data-dir, store.sqlite) serves one daemon at a time: a
