@@ -29,9 +29,29 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 build: ## build bin/rotary (with the version and commit of the checkout)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/rotary
 
+# make install: into GOBIN when it is set, else /usr/local/bin; PREFIX=DIR
+# (given to make) installs into DIR/bin instead, whatever GOBIN says.
+PREFIX ?= /usr/local
+ifeq ($(origin BINDIR),undefined)
+ifeq ($(origin PREFIX),file)
+BINDIR := $(or $(strip $(GOBIN)),$(PREFIX)/bin)
+else
+BINDIR := $(PREFIX)/bin
+endif
+endif
+
+# make run: LISTEN=host:port, or PORT=N for 127.0.0.1:N (LISTEN wins).
+PORT ?= 8420
+LISTEN ?= 127.0.0.1:$(PORT)
+
+.PHONY: install
+install: build ## install rotary into GOBIN if set, else /usr/local/bin (PREFIX=DIR: into DIR/bin)
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/rotary
+
 .PHONY: run
-run: build ## run the daemon in dev mode on the embedded store (data in .rotary-dev/)
-	$(BIN) server --dev --data-dir .rotary-dev
+run: build ## run a dev daemon on the embedded store (data in .rotary-dev/; PORT=8420 or LISTEN=host:port)
+	$(BIN) server --dev --data-dir .rotary-dev --listen $(LISTEN)
 
 .PHONY: services
 services: ## install, start and prepare PostgreSQL, MariaDB and Redis for the tests

@@ -86,6 +86,13 @@ type Daemon struct {
 	srv          *http.Server
 	ln           net.Listener
 
+	// lock keeps other daemons off a SQLite store (nil on PostgreSQL).
+	lock *storeLock
+	// devToken is what a dev daemon says about its root token once it
+	// listens: the token itself where it is printed, else nothing (it is
+	// in RootTokenFile).
+	devToken string
+
 	stopOnce sync.Once
 	served   chan error
 	// bg is cancelled at Stop; background work (resumed rotations) runs
@@ -237,6 +244,20 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		}
 	}()
 
+	if cfg.Store.SQLite != "" {
+		l, err := acquireStoreLock(cfg.Store.SQLite)
+		if errors.Is(err, errStoreInUse) {
+			return nil, storeInUseError(cfg, err)
+		} else if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		d.lock = l
+	}
+	// A port in use is said now, before a dev daemon makes its keys and
+	// token in a new data folder for nothing.
+	if err := checkListen(cfg); err != nil {
+		return nil, err
+	}
 	st, err := openStore(ctx, cfg.Store)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -456,13 +477,14 @@ func (d *Daemon) rootKey(ctx context.Context) (sensitive.Bytes, error) {
 
 // bootstrapRootToken makes the root token on the first start against an
 // empty store: the configured one, or a new random one written to
-// RootTokenFile (0600). It is never logged. In dev mode it is printed.
+// RootTokenFile (0600). It is never logged. In dev mode it is printed
+// (once the daemon listens, with the lines to paste: see printDevLines).
 func (d *Daemon) bootstrapRootToken(ctx context.Context) error {
 	now := d.cfg.Now().UTC()
 	if d.cfg.Dev && d.cfg.RootToken != "" {
 		// Dev mode takes the given token on every start.
 		if _, err := d.st.GetTokenByHash(ctx, auth.HashToken(d.cfg.RootToken)); err == nil {
-			d.printDevToken(d.cfg.RootToken)
+			d.devToken = d.cfg.RootToken
 			return nil
 		}
 	}
@@ -471,10 +493,7 @@ func (d *Daemon) bootstrapRootToken(ctx context.Context) error {
 			return fmt.Errorf("root token: %w", err)
 		}
 		if !(d.cfg.Dev && d.cfg.RootToken != "") {
-			if d.cfg.Dev && d.cfg.RootTokenFile != "" {
-				fmt.Fprintf(d.cfg.Stdout, "Root token: in %s (made on the first start)\n", d.cfg.RootTokenFile)
-			}
-			return nil // made on an earlier start
+			return nil // made on an earlier start: in RootTokenFile
 		}
 	}
 	plain, id, hash, err := auth.NewToken()
@@ -495,13 +514,9 @@ func (d *Daemon) bootstrapRootToken(ctx context.Context) error {
 		d.log.Info("wrote the root token", "file", d.cfg.RootTokenFile, "token_id", id)
 	}
 	if d.cfg.Dev {
-		d.printDevToken(plain)
+		d.devToken = plain
 	}
 	return nil
-}
-
-func (d *Daemon) printDevToken(tok string) {
-	fmt.Fprintf(d.cfg.Stdout, "Root token: %s\n", tok)
 }
 
 func writeSecretFile(path, content string) error {
@@ -576,12 +591,17 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	ln, err := net.Listen("tcp", d.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", d.cfg.Listen, err)
+		return listenError(d.cfg, err)
 	}
 	d.ln = ln
 	scheme, useTLS := "http", d.srv.TLSConfig != nil
 	if useTLS {
 		scheme = "https"
+	}
+	if d.lock != nil {
+		if err := d.lock.write(scheme + "://" + clientAddr(ln.Addr())); err != nil {
+			d.log.Warn("the store's lock file does not say this daemon's address", "err", err)
+		}
 	}
 	go func() {
 		var err error
@@ -600,6 +620,9 @@ func (d *Daemon) Start(ctx context.Context) error {
 			"data", d.cfg.Store.SQLite)
 	}
 	d.log.Info("rotary is listening", "addr", scheme+"://"+ln.Addr().String(), "store", d.st.Dialect())
+	if d.cfg.Dev {
+		d.printDevLines(scheme + "://" + clientAddr(ln.Addr()))
+	}
 	return nil
 }
 
@@ -738,6 +761,7 @@ func (d *Daemon) closeStore() {
 	if d.st != nil {
 		_ = d.st.Close()
 	}
+	d.lock.release()
 }
 
 // openStore opens the configured store. It returns a nil interface on

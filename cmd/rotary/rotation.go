@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -132,6 +133,9 @@ it to the new one.`,
 			}
 			for _, ch := range out.Changes {
 				fmt.Fprintln(a.stdout, changeText(ch))
+			}
+			if note := alternatingNote(out); note != "" {
+				fmt.Fprintln(a.stdout, note)
 			}
 			fmt.Fprintln(a.stdout)
 			return a.printRotation(out)
@@ -403,4 +407,45 @@ func (a *app) statusCmd() *cobra.Command {
 			return t.flush()
 		},
 	}
+}
+
+// boundUsers reads the user names of a "Bound to" identity: username="a"
+// or, for an alternating pair, username="a"|"b".
+var boundUsers = regexp.MustCompile(`(?:^| )username=("(?:[^"\\]|\\.)*")(?:\|("(?:[^"\\]|\\.)*"))?`)
+
+// alternatingNote says what the alternating strategy makes on the server,
+// when a rotation set changed the rotator or config of a database rotation
+// to it: the second user of the pair, created by the first rotation if
+// missing. Empty otherwise.
+func alternatingNote(r client.RotationShow) string {
+	if r.Config["strategy"] != "alternating" || (r.Rotator != "postgres" && r.Rotator != "mysql") {
+		return ""
+	}
+	changed := false
+	for _, ch := range r.Changes {
+		changed = changed || ch.Field == "rotator" || strings.HasPrefix(ch.Field, "config")
+	}
+	if !changed {
+		return ""
+	}
+	first, second := "the secret's user", ""
+	if m := boundUsers.FindStringSubmatch(r.BoundTo); m != nil {
+		first, _ = strconv.Unquote(m[1])
+		second, _ = strconv.Unquote(m[2])
+	}
+	if alt, ok := r.Config["alternate_username"].(string); ok && alt != "" && second == "" {
+		second = alt
+	}
+	if second == "" {
+		second = first + "_b"
+	}
+	admin, _ := r.Config["admin_secret"].(string)
+	what := fmt.Sprintf("role %q on the server if it does not exist, with the admin secret %s: LOGIN, with %s's INHERIT,\n"+
+		"  CONNECTION LIMIT, VALID UNTIL and role memberships (privileges granted to %s directly are not copied:\n"+
+		"  grant them to a group role both are members of); later rotations add the memberships it lacks", second, admin, first, first)
+	if r.Rotator == "mysql" {
+		what = fmt.Sprintf("user %q on %s's account host if it does not exist, with the admin secret %s,\n"+
+			"  and gives it every grant SHOW GRANTS lists for %s; later rotations add the grants it lacks", second, first, admin, first)
+	}
+	return fmt.Sprintf("alternating: rotations take turns between %q and %q. The first rotation creates\n  %s.", first, second, what)
 }

@@ -50,7 +50,13 @@ ROTARY_ROOT_TOKEN environment variable, when set, becomes the root token.
 --dev runs a development daemon: an embedded store in --data-dir (a fresh
 temporary folder by default), a generated root key kept beside it, the root
 token printed once (or the one given by --dev-root-token) and a minimum
-rotation interval of 1s. Never use it for real secrets.`,
+rotation interval of 1s. Once it listens it prints the export lines that
+point the CLI at it (PATH when rotary is not on it, ROTARY_ADDR, and
+ROTARY_TOKEN read from its file).
+Never use it for real secrets.
+
+A SQLite store (--data-dir, store.sqlite) serves one daemon at a time: a
+second one is refused, naming the pid and address of the first.`,
 		Example: `  rotary server --config /etc/rotary/rotary.yaml
   rotary server --dev
   rotary server --dev --listen 127.0.0.1:9000 --data-dir .rotary-dev --dev-root-token devroot`,
