@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -625,4 +626,42 @@ func processesOf(path string) []int {
 		}
 	}
 	return pids
+}
+
+// TestPluginEmergencyReportsEffects: a plugin's Finish reports what an
+// emergency rotation made useless, and `rotate --emergency --wait` and
+// the history show it; a plain rotation reports nothing.
+func TestPluginEmergencyReportsEffects(t *testing.T) {
+	t.Parallel()
+	s := startDev(t)
+	c := s.root(t)
+	bin := pluginCopy(t, "template")
+	c.ok("plugin", "register", "tpleff", "--path", bin, "--sha256", rotatortest.FileSHA256(t, bin))
+	acc := t.TempDir()
+	name := "app/" + uniq("eff")
+	user := strings.ReplaceAll(name, "/", "-")
+	basicAuthSecret(t, c, "tpleff", acc, name, "first-pw-1234")
+	out := c.ok("rotate", name, "--wait")
+	if strings.Contains(out, "useless") {
+		t.Fatalf("a plain rotation reported an effect:\n%s", out)
+	}
+	before := currentPassword(t, c, name)
+	out = c.ok("rotate", name, "--emergency", "--wait")
+	want := fmt.Sprintf("made the previous credential of user %q useless", user)
+	if !strings.Contains(out, want) {
+		t.Fatalf("rotate --emergency --wait printed:\n%s\nwant %q", out, want)
+	}
+	if err := (rotator.Store{Dir: acc}).Check(user, before); !errors.Is(err, rotator.ErrRefused) {
+		t.Fatalf("the credential reported useless still logs in (err %v)", err)
+	}
+	if err := (rotator.Store{Dir: acc}).Check(user, currentPassword(t, c, name)); err != nil {
+		t.Fatalf("the new password does not log in: %v", err)
+	}
+	runs := history(t, c, name)
+	if len(runs) < 2 || runs[0].EffectsSummary() != want || runs[1].EffectsSummary() != "" {
+		t.Fatalf("history: %+v; want the emergency run with %q first and the plain run without effects", runs, want)
+	}
+	if hist := c.ok("rotation", "history", name); !strings.Contains(hist, want) {
+		t.Errorf("rotation history does not show the effect:\n%s", hist)
+	}
 }

@@ -10,14 +10,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -553,14 +557,59 @@ func (p *Plugin) Test(ctx context.Context, req rotators.TestRequest) error {
 
 // Finish implements rotators.Rotator.
 func (p *Plugin) Finish(ctx context.Context, req rotators.FinishRequest) error {
-	return p.call(ctx, KindRotator, "finish", []sensitive.Bytes{req.Current, req.Previous, req.Admin}, func(ctx context.Context) error {
-		_, err := p.rpc.Finish(ctx, &proto.FinishRequest{
+	values := []sensitive.Bytes{req.Current, req.Previous, req.Admin}
+	return p.call(ctx, KindRotator, "finish", values, func(ctx context.Context) error {
+		resp, err := p.rpc.Finish(ctx, &proto.FinishRequest{
 			Secret: secretPB(req.Secret), Config: req.Config,
 			Current: req.Current.Reveal(), Previous: req.Previous.Reveal(), Admin: req.Admin.Reveal(),
 			Emergency: req.Emergency, KeepSessions: req.KeepSessions,
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		for _, e := range resp.GetEffects() {
+			if eff, ok := p.effect(e, expand(values...)); ok {
+				req.Effects.Add(eff)
+			}
+		}
+		return nil
 	})
+}
+
+// maxEffectTarget bounds the account name of an effect a plugin reports.
+const maxEffectTarget = 200
+
+// effect turns an effect a plugin reported into a rotators.Effect the run
+// keeps and shows: a kind the host knows, a count of zero or more, and a
+// target of one short line with every value sent to the call scrubbed out
+// (a target names an account; a plugin that put a password there must not
+// get it into the run history). Anything else is dropped and logged.
+func (p *Plugin) effect(e *proto.Effect, scrub []sensitive.Bytes) (rotators.Effect, bool) {
+	if k := e.GetKind(); k != rotators.EffectSessionsEnded && k != rotators.EffectCredentialRevoked {
+		p.cfg.Logger.Warn("plugin reported an effect of an unknown kind: dropped", "plugin", p.cfg.Name, "kind", strconv.Quote(truncateRunes(k, 40)))
+		return rotators.Effect{}, false
+	}
+	target := strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, e.GetTarget())
+	target = p.scrub.clean(sensitive.SanitizeString(target, scrub...))
+	target = truncateRunes(strings.TrimSpace(target), maxEffectTarget)
+	if target == "" || e.GetCount() < 0 {
+		p.cfg.Logger.Warn("plugin reported an effect without a target or with a negative count: dropped", "plugin", p.cfg.Name, "kind", e.GetKind())
+		return rotators.Effect{}, false
+	}
+	return rotators.Effect{Kind: e.GetKind(), Target: target, Count: int(min(e.GetCount(), math.MaxInt32))}, true
+}
+
+// truncateRunes cuts s to at most n runes, marking a cut with "…".
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
 }
 
 // Rollback implements rotators.Rollbacker; for a plugin that cannot roll

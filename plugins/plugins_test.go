@@ -798,3 +798,76 @@ func TestRollbackThroughGRPC(t *testing.T) {
 		})
 	}
 }
+
+// TestFinishEffectsThroughGRPC: what a plugin's Finish reports reaches the
+// host's collector; the template reports the credential an emergency made
+// useless only after checking its store refuses it, and nothing otherwise.
+func TestFinishEffectsThroughGRPC(t *testing.T) {
+	h, _ := templateHarness(t)
+	l := mustLaunch(t, binary(t, "template"), nil)
+	a := newAccount(t, h, "eff")
+	ctx := context.Background()
+	resp, err := l.p.Create(ctx, rotators.CreateRequest{Secret: a.sec, Config: a.cfg, Current: a.current})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.p.Set(ctx, rotators.SetRequest{Secret: a.sec, Config: a.cfg, Current: a.current, Pending: resp.Value}); err != nil {
+		t.Fatal(err)
+	}
+	for _, emergency := range []bool{false, true} {
+		var effects rotators.Effects
+		err := l.p.Finish(ctx, rotators.FinishRequest{Secret: a.sec, Config: a.cfg, Current: resp.Value, Previous: a.current, Emergency: emergency, Effects: &effects})
+		if err != nil {
+			t.Fatalf("Finish(emergency %v): %v", emergency, err)
+		}
+		want := []rotators.Effect(nil)
+		if emergency {
+			want = []rotators.Effect{{Kind: rotators.EffectCredentialRevoked, Target: `user "eff"`}}
+		}
+		if got := effects.List(); !slices.Equal(got, want) {
+			t.Errorf("Finish(emergency %v) reported %+v, want %+v", emergency, got, want)
+		}
+	}
+	// Negative control: an emergency whose previous password still logs in
+	// is an error, not a report.
+	var effects rotators.Effects
+	err = l.p.Finish(ctx, rotators.FinishRequest{Secret: a.sec, Config: a.cfg, Current: resp.Value, Previous: resp.Value, Emergency: true, Effects: &effects})
+	if err == nil || !strings.Contains(err.Error(), "still logs in") || len(effects.List()) != 0 {
+		t.Errorf("Finish with a previous password that works = %v, %+v; want an error and no effect", err, effects.List())
+	}
+}
+
+// TestFinishEffectsAreCheckedAndScrubbed: the host keeps a plugin's
+// effects only in the shape the run history may show: known kinds, a
+// count of zero or more, a target of one short line without the values
+// sent to the call.
+func TestFinishEffectsAreCheckedAndScrubbed(t *testing.T) {
+	h, _ := templateHarness(t)
+	l := mustLaunch(t, binary(t, "testplugin"), env("TESTPLUGIN_MODE=effects"))
+	a := newAccount(t, h, "effx")
+	var effects rotators.Effects
+	cur := rotator.Value("effx", "Another-Password-12345")
+	if err := l.p.Finish(context.Background(), rotators.FinishRequest{Secret: a.sec, Config: a.cfg, Current: cur, Previous: a.current, Emergency: true, Effects: &effects}); err != nil {
+		t.Fatal(err)
+	}
+	got := effects.List()
+	want := []rotators.Effect{
+		{Kind: rotators.EffectSessionsEnded, Target: `user "effx"`, Count: 2},
+		{Kind: rotators.EffectCredentialRevoked, Target: "user effx (password [redacted])"},
+		{Kind: rotators.EffectCredentialRevoked, Target: "user[31m redline"},
+		{Kind: rotators.EffectCredentialRevoked, Target: strings.Repeat("x", 199) + "…"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("effects kept:\n%+v\nwant\n%+v", got, want)
+	}
+	pw := password(t, a.current)
+	for _, e := range got {
+		if strings.Contains(e.Target, pw) {
+			t.Fatalf("an effect's target shows the previous password")
+		}
+	}
+	logs := l.logs.String()
+	if !strings.Contains(logs, "unknown kind") || !strings.Contains(logs, "negative count") || strings.Contains(logs, pw) {
+		t.Errorf("the dropped effects are not logged, or the log shows the password:\n%s", strings.ReplaceAll(logs, pw, "<LEAK>"))
+	}
+}

@@ -923,6 +923,115 @@ func (x *FinishRequest) GetKeepSessions() bool {
 	return false
 }
 
+// FinishResponse says what Finish did on the target beyond the rotation
+// (rotators.Effect): the host shows it with the run.
+type FinishResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Effects       []*Effect              `protobuf:"bytes,1,rep,name=effects,proto3" json:"effects,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishResponse) Reset() {
+	*x = FinishResponse{}
+	mi := &file_rotator_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishResponse) ProtoMessage() {}
+
+func (x *FinishResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rotator_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishResponse.ProtoReflect.Descriptor instead.
+func (*FinishResponse) Descriptor() ([]byte, []int) {
+	return file_rotator_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *FinishResponse) GetEffects() []*Effect {
+	if x != nil {
+		return x.Effects
+	}
+	return nil
+}
+
+// Effect: kind is "sessions_ended" (count sessions of target ended) or
+// "credential_revoked" (the credential of target that was current before
+// the rotation no longer logs in). target names an account, never a value.
+type Effect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Count         int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Effect) Reset() {
+	*x = Effect{}
+	mi := &file_rotator_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Effect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Effect) ProtoMessage() {}
+
+func (x *Effect) ProtoReflect() protoreflect.Message {
+	mi := &file_rotator_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Effect.ProtoReflect.Descriptor instead.
+func (*Effect) Descriptor() ([]byte, []int) {
+	return file_rotator_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Effect) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Effect) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Effect) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type RollbackRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Secret        *Secret                `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
@@ -936,7 +1045,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_rotator_proto_msgTypes[14]
+	mi := &file_rotator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1057,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[14]
+	mi := &file_rotator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1070,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{14}
+	return file_rotator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RollbackRequest) GetSecret() *Secret {
@@ -1012,7 +1121,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_rotator_proto_msgTypes[15]
+	mi := &file_rotator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1133,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_rotator_proto_msgTypes[15]
+	mi := &file_rotator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1146,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_rotator_proto_rawDescGZIP(), []int{15}
+	return file_rotator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ErrorDetail) GetKind() string {
@@ -1118,7 +1227,13 @@ const file_rotator_proto_rawDesc = "" +
 	"\bprevious\x18\x04 \x01(\fR\bprevious\x12\x14\n" +
 	"\x05admin\x18\x05 \x01(\fR\x05admin\x12\x1c\n" +
 	"\temergency\x18\x06 \x01(\bR\temergency\x12#\n" +
-	"\rkeep_sessions\x18\a \x01(\bR\fkeepSessions\"\xa5\x01\n" +
+	"\rkeep_sessions\x18\a \x01(\bR\fkeepSessions\"D\n" +
+	"\x0eFinishResponse\x122\n" +
+	"\aeffects\x18\x01 \x03(\v2\x18.rotary.plugin.v1.EffectR\aeffects\"J\n" +
+	"\x06Effect\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\"\xa5\x01\n" +
 	"\x0fRollbackRequest\x120\n" +
 	"\x06secret\x18\x01 \x01(\v2\x18.rotary.plugin.v1.SecretR\x06secret\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\fR\x06config\x12\x18\n" +
@@ -1126,15 +1241,15 @@ const file_rotator_proto_rawDesc = "" +
 	"\apending\x18\x04 \x01(\fR\apending\x12\x14\n" +
 	"\x05admin\x18\x05 \x01(\fR\x05admin\"!\n" +
 	"\vErrorDetail\x12\x12\n" +
-	"\x04kind\x18\x01 \x01(\tR\x04kind2\xc8\x04\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind2\xd1\x04\n" +
 	"\aRotator\x12E\n" +
 	"\x04Info\x12\x1d.rotary.plugin.v1.InfoRequest\x1a\x1e.rotary.plugin.v1.InfoResponse\x12R\n" +
 	"\x0eValidateConfig\x12'.rotary.plugin.v1.ValidateConfigRequest\x1a\x17.rotary.plugin.v1.Empty\x12K\n" +
 	"\x06Target\x12\x1f.rotary.plugin.v1.TargetRequest\x1a .rotary.plugin.v1.TargetResponse\x12K\n" +
 	"\x06Create\x12\x1f.rotary.plugin.v1.CreateRequest\x1a .rotary.plugin.v1.CreateResponse\x12<\n" +
 	"\x03Set\x12\x1c.rotary.plugin.v1.SetRequest\x1a\x17.rotary.plugin.v1.Empty\x12>\n" +
-	"\x04Test\x12\x1d.rotary.plugin.v1.TestRequest\x1a\x17.rotary.plugin.v1.Empty\x12B\n" +
-	"\x06Finish\x12\x1f.rotary.plugin.v1.FinishRequest\x1a\x17.rotary.plugin.v1.Empty\x12F\n" +
+	"\x04Test\x12\x1d.rotary.plugin.v1.TestRequest\x1a\x17.rotary.plugin.v1.Empty\x12K\n" +
+	"\x06Finish\x12\x1f.rotary.plugin.v1.FinishRequest\x1a .rotary.plugin.v1.FinishResponse\x12F\n" +
 	"\bRollback\x12!.rotary.plugin.v1.RollbackRequest\x1a\x17.rotary.plugin.v1.Empty2\x8a\x01\n" +
 	"\x04Hook\x12E\n" +
 	"\x04Info\x12\x1d.rotary.plugin.v1.InfoRequest\x1a\x1e.rotary.plugin.v1.InfoResponse\x12;\n" +
@@ -1152,7 +1267,7 @@ func file_rotator_proto_rawDescGZIP() []byte {
 	return file_rotator_proto_rawDescData
 }
 
-var file_rotator_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_rotator_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_rotator_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: rotary.plugin.v1.Event
 	(*Empty)(nil),                 // 1: rotary.plugin.v1.Empty
@@ -1168,8 +1283,10 @@ var file_rotator_proto_goTypes = []any{
 	(*SetRequest)(nil),            // 11: rotary.plugin.v1.SetRequest
 	(*TestRequest)(nil),           // 12: rotary.plugin.v1.TestRequest
 	(*FinishRequest)(nil),         // 13: rotary.plugin.v1.FinishRequest
-	(*RollbackRequest)(nil),       // 14: rotary.plugin.v1.RollbackRequest
-	(*ErrorDetail)(nil),           // 15: rotary.plugin.v1.ErrorDetail
+	(*FinishResponse)(nil),        // 14: rotary.plugin.v1.FinishResponse
+	(*Effect)(nil),                // 15: rotary.plugin.v1.Effect
+	(*RollbackRequest)(nil),       // 16: rotary.plugin.v1.RollbackRequest
+	(*ErrorDetail)(nil),           // 17: rotary.plugin.v1.ErrorDetail
 }
 var file_rotator_proto_depIdxs = []int32{
 	7,  // 0: rotary.plugin.v1.TargetResponse.fields:type_name -> rotary.plugin.v1.TargetField
@@ -1177,32 +1294,33 @@ var file_rotator_proto_depIdxs = []int32{
 	4,  // 2: rotary.plugin.v1.SetRequest.secret:type_name -> rotary.plugin.v1.Secret
 	4,  // 3: rotary.plugin.v1.TestRequest.secret:type_name -> rotary.plugin.v1.Secret
 	4,  // 4: rotary.plugin.v1.FinishRequest.secret:type_name -> rotary.plugin.v1.Secret
-	4,  // 5: rotary.plugin.v1.RollbackRequest.secret:type_name -> rotary.plugin.v1.Secret
-	2,  // 6: rotary.plugin.v1.Rotator.Info:input_type -> rotary.plugin.v1.InfoRequest
-	5,  // 7: rotary.plugin.v1.Rotator.ValidateConfig:input_type -> rotary.plugin.v1.ValidateConfigRequest
-	6,  // 8: rotary.plugin.v1.Rotator.Target:input_type -> rotary.plugin.v1.TargetRequest
-	9,  // 9: rotary.plugin.v1.Rotator.Create:input_type -> rotary.plugin.v1.CreateRequest
-	11, // 10: rotary.plugin.v1.Rotator.Set:input_type -> rotary.plugin.v1.SetRequest
-	12, // 11: rotary.plugin.v1.Rotator.Test:input_type -> rotary.plugin.v1.TestRequest
-	13, // 12: rotary.plugin.v1.Rotator.Finish:input_type -> rotary.plugin.v1.FinishRequest
-	14, // 13: rotary.plugin.v1.Rotator.Rollback:input_type -> rotary.plugin.v1.RollbackRequest
-	2,  // 14: rotary.plugin.v1.Hook.Info:input_type -> rotary.plugin.v1.InfoRequest
-	0,  // 15: rotary.plugin.v1.Hook.OnEvent:input_type -> rotary.plugin.v1.Event
-	3,  // 16: rotary.plugin.v1.Rotator.Info:output_type -> rotary.plugin.v1.InfoResponse
-	1,  // 17: rotary.plugin.v1.Rotator.ValidateConfig:output_type -> rotary.plugin.v1.Empty
-	8,  // 18: rotary.plugin.v1.Rotator.Target:output_type -> rotary.plugin.v1.TargetResponse
-	10, // 19: rotary.plugin.v1.Rotator.Create:output_type -> rotary.plugin.v1.CreateResponse
-	1,  // 20: rotary.plugin.v1.Rotator.Set:output_type -> rotary.plugin.v1.Empty
-	1,  // 21: rotary.plugin.v1.Rotator.Test:output_type -> rotary.plugin.v1.Empty
-	1,  // 22: rotary.plugin.v1.Rotator.Finish:output_type -> rotary.plugin.v1.Empty
-	1,  // 23: rotary.plugin.v1.Rotator.Rollback:output_type -> rotary.plugin.v1.Empty
-	3,  // 24: rotary.plugin.v1.Hook.Info:output_type -> rotary.plugin.v1.InfoResponse
-	1,  // 25: rotary.plugin.v1.Hook.OnEvent:output_type -> rotary.plugin.v1.Empty
-	16, // [16:26] is the sub-list for method output_type
-	6,  // [6:16] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	15, // 5: rotary.plugin.v1.FinishResponse.effects:type_name -> rotary.plugin.v1.Effect
+	4,  // 6: rotary.plugin.v1.RollbackRequest.secret:type_name -> rotary.plugin.v1.Secret
+	2,  // 7: rotary.plugin.v1.Rotator.Info:input_type -> rotary.plugin.v1.InfoRequest
+	5,  // 8: rotary.plugin.v1.Rotator.ValidateConfig:input_type -> rotary.plugin.v1.ValidateConfigRequest
+	6,  // 9: rotary.plugin.v1.Rotator.Target:input_type -> rotary.plugin.v1.TargetRequest
+	9,  // 10: rotary.plugin.v1.Rotator.Create:input_type -> rotary.plugin.v1.CreateRequest
+	11, // 11: rotary.plugin.v1.Rotator.Set:input_type -> rotary.plugin.v1.SetRequest
+	12, // 12: rotary.plugin.v1.Rotator.Test:input_type -> rotary.plugin.v1.TestRequest
+	13, // 13: rotary.plugin.v1.Rotator.Finish:input_type -> rotary.plugin.v1.FinishRequest
+	16, // 14: rotary.plugin.v1.Rotator.Rollback:input_type -> rotary.plugin.v1.RollbackRequest
+	2,  // 15: rotary.plugin.v1.Hook.Info:input_type -> rotary.plugin.v1.InfoRequest
+	0,  // 16: rotary.plugin.v1.Hook.OnEvent:input_type -> rotary.plugin.v1.Event
+	3,  // 17: rotary.plugin.v1.Rotator.Info:output_type -> rotary.plugin.v1.InfoResponse
+	1,  // 18: rotary.plugin.v1.Rotator.ValidateConfig:output_type -> rotary.plugin.v1.Empty
+	8,  // 19: rotary.plugin.v1.Rotator.Target:output_type -> rotary.plugin.v1.TargetResponse
+	10, // 20: rotary.plugin.v1.Rotator.Create:output_type -> rotary.plugin.v1.CreateResponse
+	1,  // 21: rotary.plugin.v1.Rotator.Set:output_type -> rotary.plugin.v1.Empty
+	1,  // 22: rotary.plugin.v1.Rotator.Test:output_type -> rotary.plugin.v1.Empty
+	14, // 23: rotary.plugin.v1.Rotator.Finish:output_type -> rotary.plugin.v1.FinishResponse
+	1,  // 24: rotary.plugin.v1.Rotator.Rollback:output_type -> rotary.plugin.v1.Empty
+	3,  // 25: rotary.plugin.v1.Hook.Info:output_type -> rotary.plugin.v1.InfoResponse
+	1,  // 26: rotary.plugin.v1.Hook.OnEvent:output_type -> rotary.plugin.v1.Empty
+	17, // [17:27] is the sub-list for method output_type
+	7,  // [7:17] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_rotator_proto_init() }
@@ -1216,7 +1334,7 @@ func file_rotator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rotator_proto_rawDesc), len(file_rotator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -47,7 +47,10 @@ type RotatorClient interface {
 	Create(ctx context.Context, in *CreateRequest, opts ...grpc.CallOption) (*CreateResponse, error)
 	Set(ctx context.Context, in *SetRequest, opts ...grpc.CallOption) (*Empty, error)
 	Test(ctx context.Context, in *TestRequest, opts ...grpc.CallOption) (*Empty, error)
-	Finish(ctx context.Context, in *FinishRequest, opts ...grpc.CallOption) (*Empty, error)
+	// Finish answers FinishResponse since effects were added; Empty and an
+	// empty FinishResponse are the same bytes on the wire, so plugins built
+	// before it still work.
+	Finish(ctx context.Context, in *FinishRequest, opts ...grpc.CallOption) (*FinishResponse, error)
 	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
@@ -119,9 +122,9 @@ func (c *rotatorClient) Test(ctx context.Context, in *TestRequest, opts ...grpc.
 	return out, nil
 }
 
-func (c *rotatorClient) Finish(ctx context.Context, in *FinishRequest, opts ...grpc.CallOption) (*Empty, error) {
+func (c *rotatorClient) Finish(ctx context.Context, in *FinishRequest, opts ...grpc.CallOption) (*FinishResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(Empty)
+	out := new(FinishResponse)
 	err := c.cc.Invoke(ctx, Rotator_Finish_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -151,7 +154,10 @@ type RotatorServer interface {
 	Create(context.Context, *CreateRequest) (*CreateResponse, error)
 	Set(context.Context, *SetRequest) (*Empty, error)
 	Test(context.Context, *TestRequest) (*Empty, error)
-	Finish(context.Context, *FinishRequest) (*Empty, error)
+	// Finish answers FinishResponse since effects were added; Empty and an
+	// empty FinishResponse are the same bytes on the wire, so plugins built
+	// before it still work.
+	Finish(context.Context, *FinishRequest) (*FinishResponse, error)
 	Rollback(context.Context, *RollbackRequest) (*Empty, error)
 	mustEmbedUnimplementedRotatorServer()
 }
@@ -181,7 +187,7 @@ func (UnimplementedRotatorServer) Set(context.Context, *SetRequest) (*Empty, err
 func (UnimplementedRotatorServer) Test(context.Context, *TestRequest) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Test not implemented")
 }
-func (UnimplementedRotatorServer) Finish(context.Context, *FinishRequest) (*Empty, error) {
+func (UnimplementedRotatorServer) Finish(context.Context, *FinishRequest) (*FinishResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Finish not implemented")
 }
 func (UnimplementedRotatorServer) Rollback(context.Context, *RollbackRequest) (*Empty, error) {

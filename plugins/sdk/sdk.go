@@ -352,17 +352,23 @@ func (s *server) Test(ctx context.Context, req *proto.TestRequest) (_ *proto.Emp
 	return &proto.Empty{}, nil
 }
 
-func (s *server) Finish(ctx context.Context, req *proto.FinishRequest) (_ *proto.Empty, err error) {
+func (s *server) Finish(ctx context.Context, req *proto.FinishRequest) (_ *proto.FinishResponse, err error) {
 	defer s.guard("finish", &err)
+	var effects rotators.Effects
 	err = s.r.Finish(ctx, rotators.FinishRequest{
 		Secret: secret(req.GetSecret()), Config: config(req.GetConfig()),
 		Current: value(req.GetCurrent()), Previous: value(req.GetPrevious()), Admin: value(req.GetAdmin()),
 		Emergency: req.GetEmergency(), KeepSessions: req.GetKeepSessions(),
+		Effects: &effects,
 	})
 	if err != nil {
 		return nil, wireError(err)
 	}
-	return &proto.Empty{}, nil
+	resp := &proto.FinishResponse{}
+	for _, e := range effects.List() {
+		resp.Effects = append(resp.Effects, &proto.Effect{Kind: e.Kind, Target: e.Target, Count: int64(e.Count)})
+	}
+	return resp, nil
 }
 
 func (s *server) Rollback(ctx context.Context, req *proto.RollbackRequest) (_ *proto.Empty, err error) {

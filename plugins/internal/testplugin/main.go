@@ -25,6 +25,9 @@
 //	                        answer, "panic" panic, "crash" exit; any
 //	                        other succeeds
 //	TESTPLUGIN_MODE=hook-only   the same hook, and no rotator
+//	TESTPLUGIN_MODE=effects     Finish reports one good effect and the
+//	                        ones the host must clean or drop (a value
+//	                        in the target, an unknown kind, ...)
 package main
 
 import (
@@ -82,6 +85,28 @@ func (f faulty) Target(ctx context.Context, req rotators.TargetRequest) (rotator
 		t = append(t, rotators.TargetField{Name: "undeclared", Value: "x"})
 	}
 	return t, err
+}
+
+func (f faulty) Finish(ctx context.Context, req rotators.FinishRequest) error {
+	if f.mode != "effects" {
+		return f.Rotator.Finish(ctx, req)
+	}
+	var prev rotator.Credentials
+	if err := json.Unmarshal(req.Previous.Reveal(), &prev); err != nil {
+		return err
+	}
+	for _, e := range []rotators.Effect{
+		{Kind: rotators.EffectSessionsEnded, Target: fmt.Sprintf("user %q", prev.Username), Count: 2},
+		{Kind: rotators.EffectCredentialRevoked, Target: "user " + prev.Username + " (password " + prev.Password + ")"},
+		{Kind: rotators.EffectCredentialRevoked, Target: "user\x1b[31m red\nline"},
+		{Kind: rotators.EffectCredentialRevoked, Target: strings.Repeat("x", 500)},
+		{Kind: "deleted_everything", Target: "user x"},
+		{Kind: rotators.EffectSessionsEnded, Target: "user x", Count: -1},
+		{Kind: rotators.EffectCredentialRevoked, Target: " \t "},
+	} {
+		req.Effects.Add(e)
+	}
+	return nil
 }
 
 // rollbacker undoes Set: the current password works again.

@@ -176,8 +176,31 @@ func (Rotator) Test(_ context.Context, req rotators.TestRequest) error {
 
 // Finish implements rotators.Rotator. With single-user the old password
 // stopped working in Set, so there is nothing left to clean up, in an
-// emergency either.
-func (Rotator) Finish(context.Context, rotators.FinishRequest) error { return nil }
+// emergency either. An emergency reports what the rotation made useless
+// (req.Effects; `rotary rotate --emergency --wait` shows it), once it has
+// checked that the account store really refuses the previous password.
+func (Rotator) Finish(_ context.Context, req rotators.FinishRequest) error {
+	if !req.Emergency || len(req.Previous) == 0 {
+		return nil
+	}
+	c, err := parseConfig(req.Secret.Type, req.Config)
+	if err != nil {
+		return err
+	}
+	prev, err := parseValue(req.Previous)
+	if err != nil {
+		return fmt.Errorf("previous value: %w", err)
+	}
+	switch err := (Store{Dir: c.AccountsDir}).Check(prev.Username, prev.Password); {
+	case err == nil:
+		return fmt.Errorf("the previous password of user %q still logs in", prev.Username)
+	case errors.Is(err, ErrRefused):
+		req.Effects.Add(rotators.Effect{Kind: rotators.EffectCredentialRevoked, Target: fmt.Sprintf("user %q", prev.Username)})
+		return nil
+	default:
+		return err
+	}
+}
 
 // Store is the account store: one file per user, named by the hex of the
 // user name, holding "SALT HASH" (hex, HASH = sha256(SALT || password)).
