@@ -514,7 +514,10 @@ func TestCLIErrorsNameEachLayerOnce(t *testing.T) {
 	repeated(errOut)
 
 	c.ok("rotation", "set", name, "--rotator", "postgres")
-	errOut = c.fail(exitFailure, []string{"rotation failed: set: postgres: connect as " + strconvQuote(role)}, "rotate", name, "--wait")
+	// The role does not exist: neither stored password logs in, and the
+	// line says so once, with what fixes it.
+	errOut = c.fail(exitFailure, []string{"rotation failed: " + name + ": neither the current nor the pending password of role " + strconvQuote(role) + " logs in",
+		`store the working one with "rotary secret put ` + name + `"`}, "rotate", name, "--wait")
 	repeated(errOut)
 	if strings.Contains(errOut, "rotate "+name+":") {
 		t.Errorf("rotate --wait: %q names the rotation twice", errOut)
@@ -523,7 +526,7 @@ func TestCLIErrorsNameEachLayerOnce(t *testing.T) {
 		t.Fatalf("the error line shows the password: %q", errOut)
 	}
 	msg := jsonError(c, exitFailure, "rotation_failed", "rotate", name, "--wait")
-	if !strings.HasPrefix(msg, "rotation failed: set: postgres: ") {
+	if !strings.HasPrefix(msg, "rotation failed: "+name+": neither the current nor the pending password") {
 		t.Errorf("rotate --wait -o json: %q", msg)
 	}
 }
