@@ -54,7 +54,7 @@ run: build ## run a dev daemon on the embedded store (data in .rotary-dev/; PORT
 	$(BIN) server --dev --data-dir .rotary-dev --listen $(LISTEN)
 
 .PHONY: services
-services: ## install, start and prepare PostgreSQL, MariaDB and Redis for the tests
+services: ## install, start and prepare PostgreSQL, MariaDB, Redis and RabbitMQ (and promtool) for the tests
 	./scripts/services.sh
 
 .PHONY: test
