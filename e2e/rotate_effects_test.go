@@ -102,19 +102,7 @@ func TestRotateEffectsPostgres(t *testing.T) {
 		t.Run(strategy, func(t *testing.T) {
 			t.Parallel()
 			c := s.root(t)
-			user := "e2e_fx_" + strings.ReplaceAll(strategy, "-", "") + "_" + randHex(4)
-			pw0 := pgRole(t, db, user)
-			mustRefuse(t, "wrong (negative control)", user, pw0+"x")
-			name := "pg-fx/" + user
-			c.ok("secret", "create", name, "--type", "db-credentials", "--value", pgValue(user, pw0, 5432))
-			cfg := `{"strategy":"` + strategy + `"}`
-			if strategy == "alternating" {
-				adm, admPw := pgAdminRole(t, db)
-				admName := "pg-fx/admin-" + randHex(4)
-				c.ok("secret", "create", admName, "--type", "db-credentials", "--value", pgValue(adm, admPw, 5432))
-				cfg = `{"strategy":"alternating","admin_secret":"` + admName + `"}`
-			}
-			c.ok("rotation", "set", name, "--rotator", "postgres", "--schedule", "none", "--config-json", cfg)
+			user, pw0, name := pgRotation(t, c, db, "e2e_fx_", "pg-fx", strategy)
 
 			// Negative control: sessions open during a regular rotation
 			// stay open, and nothing is reported.

@@ -443,3 +443,27 @@ func TestRotationTargetUnreachable(t *testing.T) {
 		})
 	}
 }
+
+// pgRotation makes a PostgreSQL role whose password PostgreSQL checks
+// (shown with a wrong one), its db-credentials secret under prefix, and a
+// manual postgres rotation of it with strategy (alternating gets an admin
+// role and secret of its own, under folder too). The role's name starts
+// with rolePrefix, the secret's is folder/ROLE. It returns the role, its
+// first password and the secret's name.
+func pgRotation(t *testing.T, c cli, db *sql.DB, rolePrefix, folder, strategy string) (user, pw0, name string) {
+	t.Helper()
+	user = rolePrefix + strings.ReplaceAll(strategy, "-", "") + "_" + randHex(4)
+	pw0 = pgRole(t, db, user)
+	mustRefuse(t, "wrong (negative control)", user, pw0+"x")
+	name = folder + "/" + user
+	c.ok("secret", "create", name, "--type", "db-credentials", "--value", pgValue(user, pw0, 5432))
+	cfg := `{"strategy":"` + strategy + `"}`
+	if strategy == "alternating" {
+		adm, admPw := pgAdminRole(t, db)
+		admName := folder + "/admin-" + randHex(4)
+		c.ok("secret", "create", admName, "--type", "db-credentials", "--value", pgValue(adm, admPw, 5432))
+		cfg = `{"strategy":"alternating","admin_secret":"` + admName + `"}`
+	}
+	c.ok("rotation", "set", name, "--rotator", "postgres", "--schedule", "none", "--config-json", cfg)
+	return user, pw0, name
+}

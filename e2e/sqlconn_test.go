@@ -91,19 +91,7 @@ func TestSQLConnPostgresPoolAcrossRotations(t *testing.T) {
 		t.Run(strategy, func(t *testing.T) {
 			t.Parallel()
 			c := s.root(t)
-			user := "e2e_sqlc_" + strings.ReplaceAll(strategy, "-", "") + "_" + randHex(4)
-			pw0 := pgRole(t, db, user)
-			mustRefuse(t, "wrong (negative control)", user, pw0+"x")
-			name := "sqlc/" + user
-			c.ok("secret", "create", name, "--type", "db-credentials", "--value", pgValue(user, pw0, 5432))
-			cfg := `{"strategy":"single-user"}`
-			if strategy == "alternating" {
-				adm, admPw := pgAdminRole(t, db)
-				admName := "sqlc/admin-" + randHex(4)
-				c.ok("secret", "create", admName, "--type", "db-credentials", "--value", pgValue(adm, admPw, 5432))
-				cfg = `{"strategy":"alternating","admin_secret":"` + admName + `"}`
-			}
-			c.ok("rotation", "set", name, "--rotator", "postgres", "--schedule", "none", "--config-json", cfg)
+			user, pw0, name := pgRotation(t, c, db, "e2e_sqlc_", "sqlc", strategy)
 
 			cc := newCacheClient(t, s, client.WithPollInterval(0))
 			if err := cc.WaitConnected(bg(t)); err != nil {
