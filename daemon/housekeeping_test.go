@@ -17,17 +17,7 @@ import (
 // records have been moved into the past, and checks each did its work.
 func TestHousekeepingJobs(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	d, err := New(ctx, Config{
-		Listen:  "127.0.0.1:0",
-		Store:   StoreConfig{SQLite: filepath.Join(dir, "r.db")},
-		RootKey: RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)), Stdout: io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Stop()
+	d := newSQLiteDaemon(t)
 	past := time.Now().Add(-time.Hour).UTC()
 
 	// A secret past its recovery window.
@@ -86,4 +76,22 @@ func TestHousekeepingJobs(t *testing.T) {
 	if evs, _ := d.st.ListOutboxAfter(ctx, id-1, 10); len(evs) > 0 && evs[0].ID == id {
 		t.Errorf("trim-outbox: the old delivered event is still there")
 	}
+}
+
+// newSQLiteDaemon makes a daemon (not started) on a fresh SQLite store
+// with a generated root key, stopped when the test ends.
+func newSQLiteDaemon(t *testing.T) *Daemon {
+	t.Helper()
+	dir := t.TempDir()
+	d, err := New(context.Background(), Config{
+		Listen:  "127.0.0.1:0",
+		Store:   StoreConfig{SQLite: filepath.Join(dir, "r.db")},
+		RootKey: RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)), Stdout: io.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Stop() })
+	return d
 }

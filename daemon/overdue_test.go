@@ -2,9 +2,6 @@ package daemon
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,17 +18,7 @@ import (
 // rotary_rotations_unschedulable).
 func TestRotationOverdue(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	d, err := New(ctx, Config{
-		Listen:  "127.0.0.1:0",
-		Store:   StoreConfig{SQLite: filepath.Join(dir, "r.db")},
-		RootKey: RootKeyConfig{File: filepath.Join(dir, "root.key"), Generate: true},
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)), Stdout: io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Stop()
+	d := newSQLiteDaemon(t)
 	now := time.Now().UTC().Truncate(time.Second)
 	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
 	daily := "@every 24h"
