@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rotary-secrets/rotary/plugins"
 	"github.com/rotary-secrets/rotary/rotators"
@@ -112,37 +113,26 @@ func (sv *supervised) status(t *testing.T, name string) plugins.Status {
 // histogram, with exactly these labels (0 when absent).
 func (sv *supervised) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	fams, err := sv.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	m := sv.series(t, name, labels...)
+	if m == nil {
+		return 0
 	}
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			if h := m.GetHistogram(); h != nil {
-				return float64(h.GetSampleCount())
-			}
-			return m.GetCounter().GetValue()
-		}
+	if h := m.GetHistogram(); h != nil {
+		return float64(h.GetSampleCount())
 	}
-	return 0
+	return m.GetCounter().GetValue()
 }
 
 // hasSeries reports whether the registry holds a series of name with
 // labels.
 func (sv *supervised) hasSeries(t *testing.T, name string, labels ...string) bool {
+	t.Helper()
+	return sv.series(t, name, labels...) != nil
+}
+
+// series returns the first series of name whose labels include labels
+// (name, value pairs), or nil.
+func (sv *supervised) series(t *testing.T, name string, labels ...string) *dto.Metric {
 	t.Helper()
 	fams, err := sv.reg.Gather()
 	if err != nil {
@@ -163,10 +153,10 @@ func (sv *supervised) hasSeries(t *testing.T, name string, labels ...string) boo
 					continue next
 				}
 			}
-			return true
+			return m
 		}
 	}
-	return false
+	return nil
 }
 
 // until calls f until it returns nil, failing the test after d.
