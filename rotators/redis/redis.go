@@ -233,6 +233,9 @@ type session struct {
 // dial opens a connection as c and authenticates: go-redis sends HELLO 2
 // AUTH user pass (falling back to AUTH user pass) on the first command and
 // fails the connection when the server refuses.
+// errCredentialRefused: the server refused a login (WRONGPASS).
+var errCredentialRefused = errors.New("the server refused the credential")
+
 func dial(ctx context.Context, c creds, timeout time.Duration, secrets ...sensitive.Bytes) (*session, error) {
 	s := &session{rdb: goredis.NewClient(options(c, timeout)), as: c, secrets: append(secrets, c.pw)}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -242,7 +245,7 @@ func dial(ctx context.Context, c creds, timeout time.Duration, secrets ...sensit
 	if err := s.rdb.Ping(ctx).Err(); err != nil && !goredis.IsPermissionError(err) {
 		s.close()
 		if goredis.IsAuthError(err) {
-			return nil, s.errorf("log in to %s as %q: the server refused the credential: %w", c.addr(), c.user, err)
+			return nil, s.errorf("log in to %s as %q: %w: %w", c.addr(), c.user, errCredentialRefused, err)
 		}
 		return nil, s.errorf("connect to %s as %q: %w", c.addr(), c.user, err)
 	}
@@ -404,6 +407,9 @@ func (Rotator) Set(ctx context.Context, req rotators.SetRequest) error {
 	}
 	s, err := dial(ctx, as, cfg.Timeout(), cur.pw, pend.pw)
 	if err != nil {
+		if single && errors.Is(err, errCredentialRefused) {
+			return setBefore(ctx, cfg, as, cur, pend)
+		}
 		return fmt.Errorf("redis: %w", err)
 	}
 	defer s.close()
@@ -432,6 +438,31 @@ func (Rotator) Set(ctx context.Context, req rotators.SetRequest) error {
 		return fmt.Errorf("redis: new password added but not saved: %w", err)
 	}
 	return nil
+}
+
+// setBefore answers a single-user Set whose current password the server
+// refused: when the pending one logs in as the user, Set ran before (a
+// re-run after a crash, or a Finish that removed the old password) and
+// there is nothing left to do; when it is refused too, nothing stored
+// works and the rotation cannot go on until someone stores one that does.
+func setBefore(ctx context.Context, cfg config, as, cur, pend creds) error {
+	p := as
+	p.pw = pend.pw
+	s, err := dial(ctx, p, cfg.Timeout(), cur.pw, pend.pw)
+	switch {
+	case err == nil:
+		defer s.close()
+		if err := s.checkWho(ctx, pend.user, true); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		return nil
+	case errors.Is(err, errCredentialRefused):
+		return &rotators.NoWorkingCredentialError{
+			Account: "user " + strconv.Quote(cur.user), Server: as.addr(), Reason: "WRONGPASS", Err: err,
+		}
+	default:
+		return fmt.Errorf("redis: %w", err)
+	}
 }
 
 // Test logs in with the value and runs the test command.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -817,5 +818,48 @@ func TestChangesSurviveACLReload(t *testing.T) {
 	noLeak(t, err, f.current, pending, f.admin)
 	if err == nil || !strings.Contains(err.Error(), "+acl|save") {
 		t.Errorf("Set by an admin without +acl|save = %v; want an error naming +acl|save", err)
+	}
+}
+
+// TestSingleUserPasswordChangedBehindRotary: the user's password was
+// changed on the server behind rotary's back. Set says that neither the
+// current nor the pending password logs in (no value in the error); when
+// instead only the pending one logs in (Set ran before and the old
+// password was removed), Set has nothing left to do.
+func TestSingleUserPasswordChangedBehindRotary(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, rotators.StrategySingleUser, append(append([]string{}, appRules...), selfRules...))
+	pending := f.create()
+	// Someone else sets a password rotary stores nowhere.
+	other := newPassword(t)
+	if err := f.rdb.ACLSetUser(context.Background(), f.user, "resetpass", "#"+sha(other)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := f.set(pending)
+	noLeak(t, err, f.current, pending)
+	var nw *rotators.NoWorkingCredentialError
+	if !errors.As(err, &nw) || !errors.Is(err, rotators.ErrNoWorkingCredential) {
+		t.Fatalf("Set with both stored passwords refused = %v; want a NoWorkingCredentialError", err)
+	}
+	if want := "user " + strconv.Quote(f.user); nw.Account != want || !strings.Contains(err.Error(), want) {
+		t.Errorf("Set error %q names %q; want %q", err, nw.Account, want)
+	}
+	if f.test(pending) == nil {
+		t.Error("the pending password logs in although Set could not log in")
+	}
+	// Negative control: with the pending password the only one, Set
+	// finds it set and succeeds without changing anything.
+	_, ppw := parse(pending)
+	if err := f.rdb.ACLSetUser(context.Background(), f.user, "resetpass", "#"+sha(sensitive.Bytes(ppw))).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.set(pending); err != nil {
+		t.Fatalf("Set when the pending password is already the user's = %v; want nil", err)
+	}
+	if err := f.test(pending); err != nil {
+		t.Errorf("Test(pending) = %v", err)
+	}
+	if f.test(f.current) == nil {
+		t.Error("the old password logs in again after the re-run Set")
 	}
 }
