@@ -264,6 +264,17 @@ func (Rotator) Finish(ctx context.Context, req rotators.FinishRequest) error {
 			if err := m.scramble(ctx, u); err != nil {
 				return fmt.Errorf("rabbitmq: finish: change the previous user %q's password: %w", prev.Username, err)
 			}
+			req.Effects.Add(rotators.Effect{Kind: rotators.EffectCredentialRevoked, Target: "user " + strconv.Quote(prev.Username)})
+		}
+	} else if len(req.Previous) > 0 {
+		// Set gave the user its new password: report the old one useless
+		// once the server's hash says so.
+		u, err := m.getUser(ctx, cur.Username)
+		if err != nil {
+			return fmt.Errorf("rabbitmq: finish: %w", err)
+		}
+		if !hashMatches(u.PasswordHash, u.Algorithm, prev.pw.Reveal()) {
+			req.Effects.Add(rotators.Effect{Kind: rotators.EffectCredentialRevoked, Target: "user " + strconv.Quote(cur.Username)})
 		}
 	}
 	if req.KeepSessions {

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,7 @@ type bundle struct {
 	previous  rotators.Value
 	sec       rotators.Secret
 	user, alt string
+	effects   []rotators.Effect // what the last Finish reported
 }
 
 func setup(t *testing.T, strategy string) *bundle {
@@ -69,10 +71,12 @@ func (b *bundle) rotate(t *testing.T, emergency, keep bool) rotators.Value {
 		t.Fatalf("Test(pending): %v", err)
 	}
 	b.previous, b.current = b.current, pending
+	var effects rotators.Effects
 	if err := b.r.Finish(ctx(t), rotators.FinishRequest{Secret: b.sec, Config: b.cfg, Current: b.current, Previous: b.previous, Admin: b.admin,
-		Emergency: emergency, KeepSessions: keep}); err != nil {
+		Emergency: emergency, KeepSessions: keep, Effects: &effects}); err != nil {
 		t.Fatalf("Finish: %v", err)
 	}
+	b.effects = effects.List()
 	b.sec.Version++
 	return b.current
 }
@@ -243,11 +247,22 @@ func TestEmergencyClosesConnections(t *testing.T) {
 			}
 			if strategy == rotators.StrategyAlternating {
 				b.rotate(t, false, false)
+				if len(b.effects) != 0 {
+					t.Fatalf("a regular rotation reported %+v; want nothing", b.effects)
+				}
 				open(b.previous)
 			}
 			open(b.current)
 			old, older := b.current, b.previous
 			b.rotate(t, true, false)
+			// It reports the credential it made useless: the old one's
+			// user, whose password Set replaced (admin) or which it
+			// scrambled (alternating: the other user took the new one).
+			revoked := username(t, old)
+			if want := []rotators.Effect{{Kind: rotators.EffectCredentialRevoked, Target: strconv.Quote(revoked)}}; len(b.effects) != 1 ||
+				b.effects[0].Kind != want[0].Kind || b.effects[0].Target != "user "+want[0].Target {
+				t.Errorf("the emergency reported %+v; want the credential of user %s made useless", b.effects, want[0].Target)
+			}
 			for i, c := range conns {
 				waitClosed(t, []string{"the old credential", "the previous user"}[min(i, 1)], c)
 			}
@@ -551,4 +566,14 @@ func TestAlternatingResumesPermissionCopy(t *testing.T) {
 	if err := b.r.Test(ctx(t), rotators.TestRequest{Secret: b.sec, Config: b.cfg, Value: resp.Value}); err != nil {
 		t.Errorf("Test(pending) after the retried Set: %v", err)
 	}
+}
+
+// username is the user of a RabbitMQ credential value.
+func username(t *testing.T, v rotators.Value) string {
+	t.Helper()
+	c, err := rabbit.ParseValue(v, "value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Username
 }
