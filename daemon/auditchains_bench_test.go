@@ -4,13 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/rotary-secrets/rotary/client"
 	"github.com/rotary-secrets/rotary/daemon"
@@ -36,46 +30,7 @@ func BenchmarkSecretReadHTTPDaemons(b *testing.B) {
 			if _, err := c.CreateSecret(context.Background(), client.CreateSecretRequest{Name: "bench/secret", Value: client.NewValue(value)}); err != nil {
 				b.Fatal(err)
 			}
-			hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
-			lat := make([][]time.Duration, conc)
-			var next atomic.Int64
-			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			for w := range conc {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					req, _ := http.NewRequest(http.MethodGet, addrs[w%2]+"/v1/secrets/bench%2Fsecret/value", nil)
-					req.Header.Set("Authorization", "Bearer "+token)
-					for next.Add(1) <= int64(b.N) {
-						t0 := time.Now()
-						resp, err := hc.Do(req)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						_, _ = io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
-							b.Errorf("status %d", resp.StatusCode)
-							return
-						}
-						lat[w] = append(lat[w], time.Since(t0))
-					}
-				}()
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			all := slices.Concat(lat...)
-			slices.Sort(all)
-			if len(all) == 0 {
-				return
-			}
-			b.ReportMetric(float64(len(all))/elapsed.Seconds(), "reads/s")
-			b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+			readLoad(b, []string{addrs[0] + "/v1/secrets/bench%2Fsecret/value", addrs[1] + "/v1/secrets/bench%2Fsecret/value"}, token, conc)
 		})
 	}
 }
