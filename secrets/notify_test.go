@@ -234,26 +234,6 @@ func TestOtherDaemonCacheInvalidated(t *testing.T) {
 	}
 }
 
-// listenerPIDs returns the backends LISTENing on schema's change channel.
-func listenerPIDs(t *testing.T, schema string) []int {
-	t.Helper()
-	rows, err := testenv.WaitPostgres(t).Query(`SELECT pid FROM pg_stat_activity
-		WHERE query = 'LISTEN "rotary_changes_' || left(md5($1), 16) || '"'`, schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var pids []int
-	for rows.Next() {
-		var pid int
-		if err := rows.Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
-		pids = append(pids, pid)
-	}
-	return pids
-}
-
 // TestOtherDaemonCacheResetOnReconnect: B's listening backend is killed
 // (pg_terminate_backend) while A writes one secret. B's listener comes
 // back, and B's whole cache is dropped, the secret A did not touch
@@ -270,7 +250,7 @@ func TestOtherDaemonCacheResetOnReconnect(t *testing.T) {
 	resets := B.l.Stats().Resets
 
 	var pids []int
-	waitCond(t, 10*time.Second, "B's LISTEN backend", func() bool { pids = listenerPIDs(t, schema); return len(pids) == 1 })
+	waitCond(t, 10*time.Second, "B's LISTEN backend", func() bool { pids = testenv.PostgresListenerPIDs(t, schema); return len(pids) == 1 })
 	var ok bool
 	if err := testenv.WaitPostgres(t).QueryRow(`SELECT pg_terminate_backend($1)`, pids[0]).Scan(&ok); err != nil || !ok {
 		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pids[0], ok, err)

@@ -80,3 +80,28 @@ func PostgresSchema(t testing.TB) (dsn, schema string) {
 	u.RawQuery = q.Encode()
 	return u.String(), schema
 }
+
+// PostgresListenerPIDs returns the backends LISTENing on the change
+// channel of the rotary store in schema (store/postgres names the channel
+// after the schema), as the superuser sees them.
+func PostgresListenerPIDs(t testing.TB, schema string) []int {
+	t.Helper()
+	rows, err := WaitPostgres(t).Query(`SELECT pid FROM pg_stat_activity
+		WHERE query = 'LISTEN "rotary_changes_' || left(md5($1), 16) || '"'`, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var pids []int
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return pids
+}

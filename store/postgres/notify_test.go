@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotary-secrets/rotary/internal/testenv"
 	"github.com/rotary-secrets/rotary/store"
 	"github.com/rotary-secrets/rotary/store/postgres"
 )
@@ -170,26 +171,6 @@ func TestListenerDeliversOnCommit(t *testing.T) {
 	rec.waitFor(t, "other/schema")
 }
 
-// listenerPIDs returns the backends LISTENing on schema's channel.
-func listenerPIDs(t *testing.T, schema string) []int {
-	t.Helper()
-	rows, err := admin(t).Query(`SELECT pid FROM pg_stat_activity
-		WHERE query = 'LISTEN "rotary_changes_' || left(md5($1), 16) || '"'`, schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var pids []int
-	for rows.Next() {
-		var pid int
-		if err := rows.Scan(&pid); err != nil {
-			t.Fatal(err)
-		}
-		pids = append(pids, pid)
-	}
-	return pids
-}
-
 // TestListenerTerminatedResets: when the listening backend is killed
 // (pg_terminate_backend), the listener logs the loss, connects again,
 // tells its subscribers to forget everything, and delivers again.
@@ -207,7 +188,7 @@ func TestListenerTerminatedResets(t *testing.T) {
 		t.Fatalf("resets after Start = %d (subscriber %d), want 1: the first LISTEN resets", before.Resets, rec.resets)
 	}
 	var pids []int
-	eventually(t, 10*time.Second, "one LISTEN backend", func() bool { pids = listenerPIDs(t, schema); return len(pids) == 1 })
+	eventually(t, 10*time.Second, "one LISTEN backend", func() bool { pids = testenv.PostgresListenerPIDs(t, schema); return len(pids) == 1 })
 	var ok bool
 	if err := admin(t).QueryRow(`SELECT pg_terminate_backend($1)`, pids[0]).Scan(&ok); err != nil || !ok {
 		t.Fatalf("pg_terminate_backend(%d) = %v, %v", pids[0], ok, err)
@@ -222,7 +203,7 @@ func TestListenerTerminatedResets(t *testing.T) {
 	if !bytes.Contains(logs.Bytes(), []byte("connection lost")) {
 		t.Errorf("log does not tell of the lost connection:\n%s", logs.Bytes())
 	}
-	if after := listenerPIDs(t, schema); len(after) != 1 || after[0] == pids[0] {
+	if after := testenv.PostgresListenerPIDs(t, schema); len(after) != 1 || after[0] == pids[0] {
 		t.Errorf("LISTEN backends after reconnect = %v, want one other than %d", after, pids[0])
 	}
 	if err := st.NotifySecretChanged(ctx, "after/reconnect"); err != nil {
