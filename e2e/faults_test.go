@@ -20,6 +20,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/rotary-secrets/rotary/client"
+	"github.com/rotary-secrets/rotary/internal/testenv"
 )
 
 // Fault-matrix rows (RELIABILITY.md) not covered elsewhere: the target
@@ -172,11 +173,11 @@ func TestFaultRedisTargetUnreachableDuringFinish(t *testing.T) {
 	s := startDev(t, withEnv("ROTARY_FAILPOINTS=finish-before=wait:"+release))
 	c := s.root(t)
 	r := startACLRedis(t)
-	proxy := newTCPProxy(t, r.addr())
-	name, v1 := faultRedisSetup(t, c, r, proxy.port())
+	proxy := testenv.NewProxy(t, r.addr())
+	name, v1 := faultRedisSetup(t, c, r, proxy.Port())
 	c.ok("rotate", name)
 	s.waitLog("FAILPOINT finish-before", 30*time.Second)
-	proxy.setDown(true)
+	proxy.SetDown(true)
 	if err := os.WriteFile(release, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ func TestFaultRedisTargetUnreachableDuringFinish(t *testing.T) {
 	r.mustLogin(t, "the promoted version while the target is cut off", v2)
 	r.mustLogin(t, "the old version, not yet removed", v1)
 
-	proxy.setDown(false)
+	proxy.SetDown(false)
 	c.ok("rotate", name, "--wait")
 	faultOneRun(t, c, name)
 	r.mustLogin(t, "current after recovery", v2)

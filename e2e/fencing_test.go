@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rotary-secrets/rotary/client"
+	"github.com/rotary-secrets/rotary/internal/testenv"
 )
 
 // TestFencingStoreCutOffLongerThanTheLease is the fault-matrix row "the
@@ -29,9 +30,9 @@ func TestFencingStoreCutOffLongerThanTheLease(t *testing.T) {
 	if err != nil || u.Host == "" {
 		t.Skipf("the PostgreSQL DSN %q has no host:port to put a proxy in front of", fx.dsn)
 	}
-	proxy := newTCPProxy(t, u.Host)
+	proxy := testenv.NewProxy(t, u.Host)
 	fxA := fx
-	u.Host = fmt.Sprintf("127.0.0.1:%d", proxy.port())
+	u.Host = fmt.Sprintf("127.0.0.1:%d", proxy.Port())
 	fxA.dsn = u.String()
 
 	const lease = 3 * time.Second // renewed every 0.5s; margin 1s
@@ -55,7 +56,7 @@ func TestFencingStoreCutOffLongerThanTheLease(t *testing.T) {
 
 	// A holds the lease, version 2 is pending, nothing touched the target.
 	// Its store goes away.
-	proxy.setDown(true)
+	proxy.SetDown(true)
 	cut := time.Now()
 	a.waitLog("rotation lease may have lapsed", 30*time.Second)
 	if d := time.Since(cut); d >= lease {
@@ -83,7 +84,7 @@ func TestFencingStoreCutOffLongerThanTheLease(t *testing.T) {
 	mustRefuse(t, "version 2", user, pw2)
 
 	// A gets its store back and goes on from where it stood.
-	proxy.setDown(false)
+	proxy.SetDown(false)
 	if err := os.WriteFile(release, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}

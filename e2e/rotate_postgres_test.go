@@ -6,20 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lib/pq"
 
 	"github.com/rotary-secrets/rotary/client"
+	"github.com/rotary-secrets/rotary/internal/testenv"
 )
 
 // PostgreSQL trusts every local connection on these machines. Every role
@@ -312,62 +310,6 @@ func slicesWithout(env []string, prefix string) []string {
 	return out
 }
 
-// tcpProxy forwards to PostgreSQL and can be taken down and brought back,
-// as a network partition between rotary and its target would.
-type tcpProxy struct {
-	ln    net.Listener
-	down  atomic.Bool
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-}
-
-func newTCPProxy(t testing.TB, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { ln.Close(); p.setDown(true) })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if p.down.Load() {
-				in.Close()
-				continue
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns[in], p.conns[out] = true, true
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(out, in); out.Close() }()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *tcpProxy) port() int { return p.ln.Addr().(*net.TCPAddr).Port }
-
-func (p *tcpProxy) setDown(down bool) {
-	p.down.Store(down)
-	if down {
-		p.mu.Lock()
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
-		p.mu.Unlock()
-	}
-}
-
 // TestRotationTargetUnreachable takes the database away during set and
 // during test; the rotation fails cleanly with last_error, the store keeps
 // a working credential, and once the database is back the same run is
@@ -381,15 +323,15 @@ func TestRotationTargetUnreachable(t *testing.T) {
 			release := filepath.Join(t.TempDir(), "go-on")
 			s := startDev(t, withEnv("ROTARY_FAILPOINTS="+during+"-before=wait:"+release))
 			c := s.root(t)
-			proxy := newTCPProxy(t, "127.0.0.1:5432")
+			proxy := testenv.NewProxy(t, "127.0.0.1:5432")
 			user := "e2e_down_" + randHex(4)
 			pw0 := pgRole(t, db, user)
 			name := "pg/" + user
-			c.ok("secret", "create", name, "--type", "db-credentials", "--value", pgValue(user, pw0, proxy.port()))
+			c.ok("secret", "create", name, "--type", "db-credentials", "--value", pgValue(user, pw0, proxy.Port()))
 			c.ok("rotation", "set", name, "--rotator", "postgres", "--config-json", `{"connect_timeout":"3s"}`)
 			c.ok("rotate", name)
 			s.waitLog("FAILPOINT "+during+"-before", 60*time.Second)
-			proxy.setDown(true)
+			proxy.SetDown(true)
 			if err := os.WriteFile(release, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -422,7 +364,7 @@ func TestRotationTargetUnreachable(t *testing.T) {
 			// mode retries after a second) and it completes. A request to
 			// rotate joins the run while it runs; asked for once it has
 			// ended, it would start a second one, so none is made here.
-			proxy.setDown(false)
+			proxy.SetDown(false)
 			waitFor(t, 90*time.Second, "the run to be resumed and to succeed", func() bool {
 				h := okJSON[client.RunList](c, "rotation", "history", name)
 				if len(h.Runs) != 1 {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -227,15 +226,15 @@ func TestListenerDownOrStalledIsNotCurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newProxy(t, u.Host)
-	u.Host = p.ln.Addr().String()
+	p := testenv.NewProxy(t, u.Host)
+	u.Host = p.Addr()
 	const maxLag = 200 * time.Millisecond
 	l, rec := startListener(t, st, postgres.ListenerConfig{
 		DSN: u.String(), MaxLag: maxLag, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 20 * time.Millisecond,
 	})
 
 	// Stalled.
-	p.setStalled(true)
+	p.SetStalled(true)
 	stalledAt := time.Now()
 	eventually(t, 10*time.Second, "not current while stalled", func() bool { return !l.Current() })
 	if d := time.Since(stalledAt); d > 5*maxLag {
@@ -248,7 +247,7 @@ func TestListenerDownOrStalledIsNotCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	resets := l.Stats().Resets
-	p.setStalled(false)
+	p.SetStalled(false)
 	rec.waitFor(t, "held/by-stall")
 	eventually(t, 10*time.Second, "current after the stall", l.Current)
 	if got := l.Stats().Resets; got != resets {
@@ -256,7 +255,7 @@ func TestListenerDownOrStalledIsNotCurrent(t *testing.T) {
 	}
 
 	// Cut.
-	p.setDown(true)
+	p.SetDown(true)
 	eventually(t, 10*time.Second, "not current while cut", func() bool { return !l.Current() && !l.Stats().Connected })
 	if err := st.NotifySecretChanged(ctx, "missed/while-down"); err != nil {
 		t.Fatal(err)
@@ -264,7 +263,7 @@ func TestListenerDownOrStalledIsNotCurrent(t *testing.T) {
 	if l.Current() {
 		t.Errorf("current while the connection is cut")
 	}
-	p.setDown(false)
+	p.SetDown(false)
 	eventually(t, 10*time.Second, "current after the cut", func() bool { return l.Current() && l.Stats().Resets > resets })
 	if err := st.NotifySecretChanged(ctx, "after/cut"); err != nil {
 		t.Fatal(err)
@@ -305,94 +304,6 @@ func (s *syncBuf) Bytes() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return bytes.Clone(s.b.Bytes())
-}
-
-// proxy forwards TCP connections to target; setDown cuts them all and
-// refuses new ones, setStalled holds every byte until released.
-type proxy struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	cond   *sync.Cond
-	conns  map[net.Conn]bool
-	down   bool
-	stalls bool
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, conns: map[net.Conn]bool{}}
-	p.cond = sync.NewCond(&p.mu)
-	t.Cleanup(func() { ln.Close(); p.setStalled(false); p.setDown(true) })
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			down := p.down
-			p.mu.Unlock()
-			if down {
-				in.Close()
-				continue
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns[in], p.conns[out] = true, true
-			p.mu.Unlock()
-			go p.pipe(out, in)
-			go p.pipe(in, out)
-		}
-	}()
-	return p
-}
-
-func (p *proxy) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.mu.Lock()
-			for p.stalls {
-				p.cond.Wait()
-			}
-			p.mu.Unlock()
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *proxy) setStalled(s bool) {
-	p.mu.Lock()
-	p.stalls = s
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
-
-func (p *proxy) setDown(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for c := range p.conns {
-			c.Close()
-		}
-		clear(p.conns)
-	}
 }
 
 // BenchmarkNotifyDelivery: a transaction that calls NotifySecretChanged
